@@ -1,0 +1,22 @@
+//! Benchmarks live in `benches/` (criterion); the load benchmark is `scripts/load-bench.sh`.
+//! This library holds what they share.
+
+use control_plane::config::{CompiledConfig, parse_yaml};
+
+/// A configuration whose limits never bind, so benchmarks measure admitted decisions.
+pub fn bench_config() -> CompiledConfig {
+    let yaml = r#"
+default_tier: free
+tiers:
+  - name: free
+    requests_per_window: 1000000000
+    window_size_seconds: 60
+    endpoints:
+      /api/v1/request: 1000000000
+      /api/v1/admin/*: 1000000000
+"#;
+    match parse_yaml(yaml).and_then(CompiledConfig::compile) {
+        Ok(cfg) => cfg,
+        Err(err) => panic!("bench config: {err}"),
+    }
+}

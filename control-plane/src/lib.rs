@@ -1,0 +1,11 @@
+//! Control plane of the Envoy rate limiter. See `docs/ARCHITECTURE.md` for the request path.
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod http;
+pub mod identity;
+pub mod live_config;
+pub mod rules;
+pub mod server;
+pub mod settings;
+pub mod store;

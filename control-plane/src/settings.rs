@@ -1,0 +1,61 @@
+//! Process settings: command-line flags, each with a `RATE_LIMIT_*` environment equivalent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (default; what log pipelines ingest).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Control plane of the Envoy rate limiter: answers the filter's decision calls with exact
+/// sliding windows kept in Redis (or in memory), and serves the admin API and metrics.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "control-plane", version)]
+pub struct Settings {
+    /// Address to listen on (decision endpoint, admin API, metrics, health).
+    #[arg(long, env = "RATE_LIMIT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Rate-limit configuration file (YAML).
+    #[arg(
+        long = "config",
+        env = "RATE_LIMIT_CONFIG_PATH",
+        default_value = "./rate_limit_config.yaml"
+    )]
+    pub config_path: PathBuf,
+
+    /// Redis URL (`redis://host:6379/0`, `rediss://…`, `redis+unix:///path`). Absent: counters
+    /// are kept in this process's memory (single replica only).
+    #[arg(long, env = "RATE_LIMIT_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Key for the admin API (`X-API-Key` or `Authorization: Bearer`). Unset: admin endpoints
+    /// answer 503 `admin_disabled`.
+    #[arg(long, env = "RATE_LIMIT_ADMIN_API_KEY", hide_env_values = true)]
+    pub admin_api_key: Option<String>,
+
+    /// Shared secret the filter must send in `x-rate-limit-decision-secret` on decision calls
+    /// (set the filter's `decision_secret` to the same value). Unset: not required.
+    #[arg(long, env = "RATE_LIMIT_DECISION_SECRET", hide_env_values = true)]
+    pub decision_secret: Option<String>,
+
+    /// Timeout of one Redis round trip in milliseconds; keep it below the filter's
+    /// `timeout_ms` so the control plane's `fail_open` decides, not the filter's.
+    #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT_MS", default_value_t = 100)]
+    pub redis_timeout_ms: u64,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub log_format: LogFormat,
+}

@@ -1,0 +1,98 @@
+//! Clocks for the in-memory store.
+//!
+//! The in-memory store must not notice jumps of the host's wall clock (NTP steps, manual
+//! changes): it runs on a monotonic clock that is anchored to the wall clock once, at start,
+//! so its readings are still comparable to Unix time for the `X-RateLimit-Reset` header.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Source of "now" in microseconds on a Unix-epoch scale; never goes backwards.
+pub trait Clock: Send + Sync {
+    fn now_us(&self) -> u64;
+}
+
+/// Production clock: `Instant` elapsed since start, added to the wall-clock reading taken at
+/// start.
+#[derive(Debug)]
+pub struct MonotonicClock {
+    anchor: Instant,
+    anchor_unix_us: u64,
+}
+
+impl MonotonicClock {
+    pub fn new() -> Self {
+        let anchor_unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        Self {
+            anchor: Instant::now(),
+            anchor_unix_us,
+        }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_us(&self) -> u64 {
+        self.anchor_unix_us + self.anchor.elapsed().as_micros() as u64
+    }
+}
+
+/// Clock set by hand, for tests and deterministic benchmarks.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new(start_us: u64) -> Self {
+        Self(AtomicU64::new(start_us))
+    }
+
+    pub fn set(&self, now_us: u64) {
+        self.0.store(now_us, Ordering::SeqCst);
+    }
+
+    pub fn advance(&self, by_us: u64) {
+        self.0.fetch_add(by_us, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_us(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotonic_clock_is_near_wall_clock_and_never_decreases() {
+        let clock = MonotonicClock::new();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        let a = clock.now_us();
+        let b = clock.now_us();
+        assert!(b >= a);
+        assert!(a.abs_diff(wall) < 5_000_000);
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let clock = ManualClock::new(10);
+        assert_eq!(clock.now_us(), 10);
+        clock.advance(5);
+        assert_eq!(clock.now_us(), 15);
+        clock.set(100);
+        assert_eq!(clock.now_us(), 100);
+    }
+}

@@ -1,0 +1,96 @@
+//! Counter stores: exact sliding-window logs, in Redis or in memory.
+//!
+//! A decision names every counter that applies to a request (the tier budget and, when an
+//! endpoint rule matches, that rule's counter). The store admits the request only if every
+//! counter has room and then records it in all of them, atomically: one Lua script in Redis,
+//! one critical section in memory. A denied request records nothing.
+
+mod breaker;
+mod clock;
+pub mod keys;
+mod memory;
+mod redis;
+
+use async_trait::async_trait;
+
+pub use self::breaker::{Breaker, BreakerState};
+pub use self::clock::{Clock, ManualClock, MonotonicClock};
+pub use self::memory::MemoryStore;
+pub use self::redis::{RedisStore, RedisStoreOptions};
+
+/// One sliding-window counter taking part in a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterSpec {
+    /// Full storage key (see [`keys`]).
+    pub key: String,
+    pub limit: u64,
+    pub window_us: u64,
+}
+
+/// State of one counter after a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterState {
+    /// Entries inside the window after the decision (the current request included when it
+    /// was admitted).
+    pub count: u64,
+    /// Time (µs on the store's clock, Unix epoch) at which the entry that keeps the counter
+    /// at its current level leaves the window: for a full counter, the moment it has room
+    /// again; otherwise when its oldest entry expires. Equals `now_us` for an empty counter.
+    pub free_at_us: u64,
+}
+
+/// Result of a check against the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub admitted: bool,
+    /// The store's clock at the decision (Redis `TIME`, or the monotonic clock in memory).
+    pub now_us: u64,
+    /// One entry per requested counter, in order.
+    pub counters: Vec<CounterState>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("counter store unavailable (circuit open)")]
+    CircuitOpen,
+    #[error("counter store timed out after {0} ms")]
+    Timeout(u64),
+    #[error("counter store error: {0}")]
+    Backend(String),
+    #[error("counter store returned an unexpected reply: {0}")]
+    Protocol(String),
+}
+
+#[async_trait]
+pub trait CounterStore: Send + Sync {
+    /// Admits the request iff every counter has fewer than `limit` entries in its window,
+    /// recording it in all of them when admitted. `shard` is the identity whose counters
+    /// these are: every counter of one call belongs to it.
+    async fn check_and_record(
+        &self,
+        shard: &str,
+        counters: &[CounterSpec],
+    ) -> Result<Outcome, StoreError>;
+
+    /// Reports the counters without recording anything (`admitted` says whether a request
+    /// would pass now).
+    async fn peek(&self, shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError>;
+
+    /// Whether the backend is reachable (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Short backend name for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Circuit-breaker state, for backends that have one.
+    fn breaker_state(&self) -> Option<BreakerState> {
+        None
+    }
+}
+
+/// Time at which the counter has room again (or, when not full, its oldest entry leaves):
+/// the entry at index `count - limit` (0 when not full) leaves the window at `ts + window`.
+/// Shared by both backends' callers so the rule is written once on the Rust side.
+pub(crate) fn free_index(count: u64, limit: u64) -> u64 {
+    count.saturating_sub(limit)
+}

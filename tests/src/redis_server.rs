@@ -1,0 +1,152 @@
+//! A private `redis-server` on a free loopback port.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::prereq;
+use crate::process::{Output, Proc};
+
+pub struct RedisServer {
+    proc: Option<Proc>,
+    port: u16,
+    dir: TempDir,
+    extra: Vec<String>,
+    pub output: Output,
+}
+
+impl RedisServer {
+    /// Without persistence.
+    pub fn start() -> RedisServer {
+        Self::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// On a given port (for tests where the control plane knows the URL before Redis runs).
+    pub fn start_on(port: u16) -> RedisServer {
+        let mut server = RedisServer {
+            proc: None,
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra: vec![
+                "--save".into(),
+                "".into(),
+                "--appendonly".into(),
+                "no".into(),
+            ],
+            output: Output::default(),
+        };
+        assert!(
+            server.launch(),
+            "redis-server did not start on {port}:\n{}",
+            server.output.tail(20)
+        );
+        server
+    }
+
+    /// With extra `redis-server` arguments (e.g. AOF settings).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let mut server = RedisServer {
+            proc: None,
+            port: 0,
+            dir: tempfile::tempdir().expect("temp dir"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            output: Output::default(),
+        };
+        // The port can be taken between choosing and binding it: try a few.
+        for _ in 0..5 {
+            server.port = crate::free_port();
+            if server.launch() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start:\n{}", server.output.tail(20));
+    }
+
+    fn launch(&mut self) -> bool {
+        let mut cmd = Command::new(prereq::redis_server());
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(&self.extra);
+        self.output = Output::default();
+        let mut proc = Proc::spawn("redis-server", cmd, self.output.clone());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !proc.is_running() {
+                return false;
+            }
+            if self.ping() {
+                self.proc = Some(proc);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+            return false;
+        };
+        redis::cmd("PING").query::<String>(&mut conn).is_ok()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// A synchronous connection for assertions on keys.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .expect("connect to test redis")
+    }
+
+    /// Graceful stop (SIGTERM: Redis flushes the AOF).
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.terminate(Duration::from_secs(10));
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill9();
+        }
+    }
+
+    /// Starts again on the same port and directory (after `stop` or `kill9`).
+    pub fn restart(&mut self) {
+        assert!(self.proc.is_none(), "redis-server is still running");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.launch() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not restart:\n{}", self.output.tail(20));
+    }
+}

@@ -1,0 +1,318 @@
+//! The control-plane process: its decision endpoint, health, start-up and store failures.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use rl_tests::{ControlPlane, ControlPlaneBuilder, RedisServer, client_from, control_plane_bin};
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+default_tier: free
+fail_open: true
+tiers:
+  - name: free
+    requests_per_window: 100
+    window_size_seconds: 60
+  - name: premium
+    requests_per_window: 1000
+api_keys:
+  - id: alice
+    tier: premium
+    key: "alice-0123456789abcdef"
+"#;
+
+fn client() -> reqwest::Client {
+    client_from(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+async fn decide(cp: &ControlPlane, body: Value) -> Value {
+    let response = client()
+        .post(cp.url(rl_wire::DECISION_PATH))
+        .json(&body)
+        .send()
+        .await
+        .expect("decision call");
+    assert_eq!(response.status(), 200);
+    response.json().await.expect("decision json")
+}
+
+async fn post_raw(cp: &ControlPlane, body: Vec<u8>) -> (u16, String) {
+    let response = client()
+        .post(cp.url(rl_wire::DECISION_PATH))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("decision call");
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn decisions_over_http_with_identity_from_api_keys() {
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG).start();
+    let anonymous = decide(
+        &cp,
+        json!({"ip": "10.0.0.1", "method": "GET", "path": "/a"}),
+    )
+    .await;
+    assert_eq!(anonymous["verdict"], "allow");
+    assert_eq!(anonymous["tier"], "free");
+    assert_eq!(anonymous["counter"]["remaining"], 99);
+    let keyed = json!({"ip": "10.0.0.1", "api_key": "alice-0123456789abcdef", "method": "GET", "path": "/a"});
+    let keyed = decide(&cp, keyed).await;
+    assert_eq!(keyed["tier"], "premium");
+    assert_eq!(keyed["counter"]["remaining"], 999);
+    // An unknown key is the client's IP under the default tier: it shares that budget.
+    let guessed = json!({"ip": "10.0.0.1", "api_key": "guess", "method": "GET", "path": "/a"});
+    let guessed = decide(&cp, guessed).await;
+    assert_eq!(guessed["tier"], "free");
+    assert_eq!(guessed["counter"]["remaining"], 98);
+    // The raw key never reaches the logs.
+    assert!(!cp.output.text().contains("alice-0123456789abcdef"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_http_decisions_admit_exactly_the_limit_with_redis() {
+    let redis = RedisServer::start();
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+        .redis(redis.url())
+        .start();
+    let url = cp.url(rl_wire::DECISION_PATH);
+    let client = client();
+    let tasks: Vec<_> = (0..300)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let body = json!({"ip": "10.9.9.9", "method": "GET", "path": "/a"});
+                let r = client.post(url).json(&body).send().await.expect("call");
+                r.json::<Value>().await.expect("json")["verdict"] == "allow"
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += u32::from(task.await.expect("task"));
+    }
+    assert_eq!(allowed, 100);
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_non_utf8_bodies_get_4xx() {
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG).start();
+    let mut nested = "[".repeat(5000);
+    nested.push_str(&"]".repeat(5000));
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("empty", vec![], 400),
+        ("garbage", b"not json".to_vec(), 400),
+        ("non-utf8", vec![0x7b, 0xff, 0xfe, 0x7d], 400),
+        ("non-utf8 string", b"{\"ip\":\"\xff\xfe\"}".to_vec(), 400),
+        ("wrong type", br#"{"ip": 5}"#.to_vec(), 400),
+        ("array", b"[]".to_vec(), 400),
+        ("deeply nested", nested.into_bytes(), 400),
+        ("oversized", vec![b' '; 64 * 1024], 413),
+    ];
+    for (name, body, want) in cases {
+        let (status, text) = post_raw(&cp, body).await;
+        assert_eq!(status, want, "{name}: {text}");
+        if want == 400 {
+            let v: Value = serde_json::from_str(&text).expect("JSON error body");
+            assert_eq!(v["error"]["code"], "invalid_request", "{name}");
+        }
+    }
+    // Still serving after all of it.
+    let ok = decide(&cp, json!({"ip": "10.0.0.2", "method": "GET", "path": "/"})).await;
+    assert_eq!(ok["verdict"], "allow");
+    let get = client()
+        .get(cp.url(rl_wire::DECISION_PATH))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get.status(), 405);
+}
+
+#[tokio::test]
+async fn decision_secret_is_required_when_configured() {
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+        .env("RATE_LIMIT_DECISION_SECRET", "s3cret-shared-with-envoy")
+        .start();
+    let body = json!({"ip": "10.0.0.1", "method": "GET", "path": "/"});
+    let url = cp.url(rl_wire::DECISION_PATH);
+    let missing = client().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let wrong = client()
+        .post(&url)
+        .header(rl_wire::DECISION_SECRET_HEADER, "nope")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = client()
+        .post(&url)
+        .header(rl_wire::DECISION_SECRET_HEADER, "s3cret-shared-with-envoy")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(!cp.output.text().contains("s3cret-shared-with-envoy"));
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG).start();
+    let health = client().get(cp.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = client().get(cp.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.json::<Value>().await.unwrap()["store"], "memory");
+    let missing = client().get(cp.url("/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+async fn verdict(cp: &ControlPlane, ip: &str) -> String {
+    let v = decide(cp, json!({"ip": ip, "method": "GET", "path": "/a"})).await;
+    v["verdict"].as_str().unwrap_or_default().to_string()
+}
+
+async fn wait_for_verdict(cp: &ControlPlane, want: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if verdict(cp, "10.0.0.5").await == want {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "no {want} verdict within {within:?}:\n{}",
+        cp.output.tail(20)
+    );
+}
+
+/// Redis stops: the control plane's `fail_open` decides, quickly (the breaker spares each
+/// call the timeout), and readiness drops; Redis returns: decisions resume by themselves.
+async fn store_outage(fail_open: bool, down_verdict: &str) {
+    let mut redis = RedisServer::start();
+    let config = CONFIG.replace("fail_open: true", &format!("fail_open: {fail_open}"));
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), &config)
+        .redis(redis.url())
+        .env("RATE_LIMIT_REDIS_TIMEOUT_MS", "300")
+        .start();
+    assert_eq!(verdict(&cp, "10.0.0.5").await, "allow");
+
+    redis.stop();
+    let start = Instant::now();
+    for _ in 0..40 {
+        assert_eq!(verdict(&cp, "10.0.0.5").await, down_verdict);
+    }
+    // 40 calls each waiting for the 300 ms timeout would take 12 s.
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(6),
+        "40 decisions took {elapsed:?} with Redis down"
+    );
+    let ready = client().get(cp.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    redis.restart();
+    let recovered = wait_for_verdict(&cp, "allow", Duration::from_secs(15)).await;
+    eprintln!("decisions resumed {recovered:?} after Redis came back");
+    let ready = client().get(cp.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(
+        cp.output.text().contains("counter store"),
+        "the outage is logged"
+    );
+}
+
+#[tokio::test]
+async fn redis_outage_with_fail_open_admits_and_recovers() {
+    store_outage(true, "failed_open").await;
+}
+
+#[tokio::test]
+async fn redis_outage_with_fail_closed_reports_unavailable_and_recovers() {
+    store_outage(false, "unavailable").await;
+}
+
+#[tokio::test]
+async fn starts_without_redis_and_becomes_ready_when_it_appears() {
+    let port = rl_tests::free_port();
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+        .redis(format!("redis://127.0.0.1:{port}/"))
+        .start();
+    let ready = client().get(cp.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(verdict(&cp, "10.0.0.5").await, "failed_open");
+    let _redis = RedisServer::start_on(port);
+    wait_for_verdict(&cp, "allow", Duration::from_secs(15)).await;
+}
+
+#[test]
+fn refuses_an_invalid_config_file_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 0\n",
+    )
+    .unwrap();
+    let path = path.to_string_lossy().to_string();
+    let mut proc = ControlPlane::spawn_raw(
+        control_plane_bin!(),
+        &["--config", &path, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let code = proc.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{}", proc.output.text());
+    let text = proc.output.text();
+    assert!(text.contains("tiers[0].requests_per_window"), "{text}");
+}
+
+#[test]
+fn help_documents_every_setting_and_its_variable() {
+    let mut proc = ControlPlane::spawn_raw(control_plane_bin!(), &["--help"], &[]);
+    assert_eq!(proc.wait_exit(Duration::from_secs(20)), Some(0));
+    let help = proc.output.text();
+    for var in [
+        "RATE_LIMIT_LISTEN",
+        "RATE_LIMIT_CONFIG_PATH",
+        "RATE_LIMIT_REDIS_URL",
+        "RATE_LIMIT_ADMIN_API_KEY",
+        "RATE_LIMIT_DECISION_SECRET",
+        "RATE_LIMIT_REDIS_TIMEOUT_MS",
+        "RATE_LIMIT_LOG_FORMAT",
+        "127.0.0.1:8080",
+        "./rate_limit_config.yaml",
+    ] {
+        assert!(help.contains(var), "--help lacks {var}:\n{help}");
+    }
+}
+
+#[test]
+fn sigterm_shuts_down_gracefully() {
+    let mut cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG).start();
+    assert_eq!(cp.stop(), Some(0));
+    assert!(cp.output.text().contains("stopped"));
+}
+
+#[test]
+fn the_sample_config_runs_with_nothing_else() {
+    let sample = rl_tests::repo_root().join("rate_limit_config.yaml");
+    let sample = sample.to_string_lossy().to_string();
+    let mut proc = ControlPlane::spawn_raw(
+        control_plane_bin!(),
+        &["--config", &sample, "--listen", "127.0.0.1:0"],
+        &[],
+    );
+    let listening = proc.output.wait_for(
+        Duration::from_secs(20),
+        || true,
+        |line| line.contains("\"listening\"").then_some(()),
+    );
+    assert!(listening.is_some(), "{}", proc.output.text());
+    assert!(proc.is_running());
+}

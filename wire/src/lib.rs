@@ -1,0 +1,150 @@
+//! The decision call between the Envoy filter and the control plane.
+//!
+//! Both sides depend on this crate so the JSON shape cannot drift. It is kept free of
+//! tokio/axum so it builds for `wasm32-wasip1`. Optional fields are omitted from the JSON
+//! when absent to keep the bodies small: a typical allow answer is ~120 bytes.
+
+use serde::{Deserialize, Serialize};
+
+/// Path of the internal decision endpoint on the control plane.
+pub const DECISION_PATH: &str = "/internal/v1/decision";
+
+/// Header carrying the optional shared secret the filter sends with every decision call
+/// (`decision_secret` in the plugin config, `RATE_LIMIT_DECISION_SECRET` on the control plane).
+pub const DECISION_SECRET_HEADER: &str = "x-rate-limit-decision-secret";
+
+/// Upper bound the control plane enforces on a decision request body.
+pub const MAX_DECISION_REQUEST_BYTES: usize = 16 * 1024;
+
+/// What the filter knows about a request. The filter resolves the client IP (it alone knows
+/// the connection and `trusted_proxies`); everything else is passed through for the control
+/// plane to judge, so identity rules live in one place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DecisionRequest {
+    /// Client IP as resolved by the filter; empty when the host did not provide one.
+    #[serde(default)]
+    pub ip: String,
+    /// Raw value of the API key header, if present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Raw value of the `Authorization` header, if present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
+    #[serde(default)]
+    pub method: String,
+    /// The request's `:path` (the filter drops the query string and bounds the length); the
+    /// control plane normalises it.
+    #[serde(default)]
+    pub path: String,
+}
+
+/// Outcome of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Admitted and counted; the rate-limit headers describe the binding counter.
+    Allow,
+    /// Over a limit: the filter answers 429.
+    Deny,
+    /// The counter store failed and the control plane's `fail_open` is false: the filter
+    /// answers 503 with `Retry-After: 1`.
+    Unavailable,
+    /// Whitelisted identity or address: admitted, not counted, no headers.
+    Whitelisted,
+    /// Rate limiting is switched off (`enabled: false`): admitted without headers.
+    Disabled,
+    /// The counter store failed and `fail_open` is true: admitted without headers.
+    FailedOpen,
+}
+
+impl Verdict {
+    /// Whether the request goes on to the upstream.
+    pub fn admits(self) -> bool {
+        !matches!(self, Verdict::Deny | Verdict::Unavailable)
+    }
+}
+
+/// The control plane's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionResponse {
+    pub verdict: Verdict,
+    /// Tier the request was judged under (absent for whitelisted / disabled / failed-open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The binding counter; absent when no counter applies (unlimited tier without an
+    /// endpoint rule) or no counter was consulted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counter: Option<CounterReport>,
+}
+
+/// The counter the rate-limit headers describe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CounterReport {
+    pub limit: u64,
+    /// Remaining after this request (`limit - count`, the current request included).
+    pub remaining: u64,
+    /// Unix time (seconds, UTC) at which the oldest counted entry leaves the window.
+    pub reset: u64,
+    /// Seconds until the request could pass (≥ 1); only on deny.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// Window size in seconds.
+    pub window: u64,
+    /// What the counter limits: the endpoint rule (e.g. `/api/v1/admin/*`), or the
+    /// normalised request path when the tier budget bound.
+    pub endpoint: String,
+    /// `reset` as RFC 3339; only on deny (the 429 body carries it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_omits_absent_credentials() {
+        let req = DecisionRequest {
+            ip: "10.0.0.1".into(),
+            method: "GET".into(),
+            path: "/a?b".into(),
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(json, r#"{"ip":"10.0.0.1","method":"GET","path":"/a?b"}"#);
+        assert_eq!(serde_json::from_str::<DecisionRequest>(&json).unwrap(), req);
+    }
+
+    #[test]
+    fn response_round_trips_and_rejects_unknown_verdicts() {
+        let resp = DecisionResponse {
+            verdict: Verdict::Deny,
+            tier: Some("free".into()),
+            counter: Some(CounterReport {
+                limit: 100,
+                remaining: 0,
+                reset: 1_700_000_060,
+                retry_after: Some(59),
+                window: 60,
+                endpoint: "/api/v1/request".into(),
+                reset_at: Some("2023-11-14T22:14:20Z".into()),
+            }),
+        };
+        let json = serde_json::to_string(&resp).unwrap();
+        assert_eq!(
+            serde_json::from_str::<DecisionResponse>(&json).unwrap(),
+            resp
+        );
+        assert!(serde_json::from_str::<DecisionResponse>(r#"{"verdict":"maybe"}"#).is_err());
+    }
+
+    #[test]
+    fn only_deny_and_unavailable_block() {
+        assert!(Verdict::Allow.admits());
+        assert!(Verdict::Whitelisted.admits());
+        assert!(Verdict::Disabled.admits());
+        assert!(Verdict::FailedOpen.admits());
+        assert!(!Verdict::Deny.admits());
+        assert!(!Verdict::Unavailable.admits());
+    }
+}
