@@ -14,6 +14,7 @@ use crate::store::{CounterSpec, CounterState, CounterStore, Outcome, StoreError,
 
 /// Bounds on the evidence; longer values cannot be registered keys and are ignored.
 const MAX_API_KEY_LEN: usize = 1024;
+const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
 
 /// A decision with what the service needs besides the filter's answer (metrics, logs).
 #[derive(Debug)]
@@ -106,7 +107,11 @@ impl Decider {
             .api_key
             .as_deref()
             .filter(|k| !k.is_empty() && k.len() <= MAX_API_KEY_LEN);
-        let who = identity::resolve(&cfg, ip, api_key);
+        let authorization = req
+            .authorization
+            .as_deref()
+            .filter(|a| a.len() <= MAX_AUTHORIZATION_LEN);
+        let who = identity::resolve(&cfg, ip, api_key, authorization);
         if cfg.is_whitelisted(ip, &who.id) {
             return Decision {
                 response: bare(Verdict::Whitelisted),

@@ -4,6 +4,7 @@ pub mod config;
 pub mod decision;
 pub mod http;
 pub mod identity;
+pub mod jwt;
 pub mod live_config;
 pub mod rules;
 pub mod server;

@@ -13,6 +13,7 @@ use super::error::ConfigError;
 use super::schema::RateLimitConfig;
 use super::validate::key_digest;
 use super::whitelist::{self, Whitelist};
+use crate::jwt::JwtVerifier;
 use crate::rules::RuleSet;
 
 /// Index of a tier in [`CompiledConfig::tiers`] (config order). Only meaningful for the
@@ -43,6 +44,7 @@ pub struct CompiledConfig {
     default_tier: TierId,
     api_keys: HashMap<[u8; 32], ApiKeyEntry>,
     whitelist: Whitelist,
+    jwt: Option<JwtVerifier>,
 }
 
 impl CompiledConfig {
@@ -100,6 +102,14 @@ impl CompiledConfig {
             list.insert(entry);
         }
 
+        let jwt = match &cfg.jwt {
+            Some(jwt) => Some(
+                JwtVerifier::new(jwt)
+                    .map_err(|(path, message)| ConfigError::invalid(path, message))?,
+            ),
+            None => None,
+        };
+
         Ok(CompiledConfig {
             source: cfg,
             tiers,
@@ -107,7 +117,13 @@ impl CompiledConfig {
             default_tier,
             api_keys,
             whitelist: list,
+            jwt,
         })
+    }
+
+    /// The JWT verifier, when the configuration has a `jwt` section.
+    pub fn jwt(&self) -> Option<&JwtVerifier> {
+        self.jwt.as_ref()
     }
 
     /// The document this was compiled from (secrets included: redact before showing it).

@@ -61,7 +61,13 @@ jwt:
   hs256_secret: "0123456789abcdef0123456789abcdef"
   rs256_public_key_pem: |
     -----BEGIN PUBLIC KEY-----
-    MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo
+    MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAnwMSIBKrufcam+PI68Lj
+    LjNi8KrRQLO0RSErNcGDQoC7tewDtdkRYQhuXEnz6H1nxFAz5gxq/iORKyZ2ZCZy
+    gILj5P0cPEUlpXm60yY4/XzFUDE/I/JxeV5R6u+h08sec/u8goh+sxm0zzAPs/KZ
+    9wzDtEh0+ku52UXRN9iy2VwINwma6Qdd9hLIMi8TZ87D0zilA7NZwjzAA7mwlaCt
+    oLekY5O367LNR606xYbs4Bk51HpMrABnwyxrfo7MlM48rrXhs9XY6ty4qQDL5XXw
+    haDObkEYeOnMHxEbXIxaaorDm47Vc62RPiuEx5vRHcsymPZS4PZiPvgGOpyyHaVH
+    NQIDAQAB
     -----END PUBLIC KEY-----
   user_claim: sub
   tier_claim: tier
