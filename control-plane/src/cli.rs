@@ -9,15 +9,21 @@ use tracing_subscriber::EnvFilter;
 use crate::server;
 use crate::settings::{LogFormat, Settings};
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stdout through a background writer: a slow log consumer must not stall
+/// decisions (under sustained overload lines are dropped rather than requests delayed).
+/// Keep the guard alive: dropping it flushes and stops the writer.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(writer);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -62,7 +68,7 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(settings: Settings) -> ExitCode {
-    init_logging(settings.log_format);
+    let _logs = init_logging(settings.log_format);
     match server::run(settings, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -272,6 +272,14 @@ fn answer(tier: &Tier, applied: &[Applied<'_>], outcome: &Outcome, path: &str) -
     }
 }
 
+/// The current time as RFC 3339 (UTC), for JSON answers.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    rfc3339(now)
+}
+
 fn rfc3339(unix_secs: u64) -> String {
     let formatted = i64::try_from(unix_secs)
         .ok()

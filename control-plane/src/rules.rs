@@ -239,6 +239,11 @@ impl RuleSet {
     pub fn patterns(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| r.pattern.as_str())
     }
+
+    /// Every rule with its limit, in configuration order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.rules.iter().map(|r| (r.pattern.as_str(), r.limit))
+    }
 }
 
 #[cfg(test)]

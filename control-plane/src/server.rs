@@ -1,15 +1,18 @@
-//! Wiring: builds the store, loads the configuration and serves HTTP until shutdown.
+//! Wiring: builds the store, the configuration sources, metrics and HTTP, and serves until
+//! shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-use crate::config::{self, CompiledConfig, ConfigError};
+use crate::config::ConfigError;
+use crate::config_sync::{self, ConfigManager, RedisConfigSource};
 use crate::decision::Decider;
 use crate::http::{self, AppState};
-use crate::live_config;
+use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{CounterStore, MemoryStore, RedisStore, RedisStoreOptions, StoreError};
 
@@ -19,6 +22,8 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     #[error("counter store: {0}")]
     Store(#[from] StoreError),
+    #[error("configuration store: {0}")]
+    ConfigStore(#[from] config_sync::SourceError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -36,47 +41,70 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let initial = CompiledConfig::compile(config::load_file(&settings.config_path)?)?;
+    let (store, config_source): (Arc<dyn CounterStore>, Option<RedisConfigSource>) =
+        match &settings.redis_url {
+            Some(url) => {
+                let options = RedisStoreOptions {
+                    timeout: Duration::from_millis(settings.redis_timeout_ms.max(1)),
+                    ..RedisStoreOptions::default()
+                };
+                let store = RedisStore::new(url, options)?;
+                if let Err(err) = store.ping().await {
+                    tracing::warn!(error = %err, "Redis not reachable yet; not ready until it is");
+                }
+                let source = RedisConfigSource::new(url, store.connection())?;
+                (Arc::new(store), Some(source))
+            }
+            None => {
+                tracing::info!("no Redis URL: counters are kept in memory (single replica only)");
+                let store = Arc::new(MemoryStore::new());
+                let weak = Arc::downgrade(&store);
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(EVICTION_INTERVAL);
+                    loop {
+                        tick.tick().await;
+                        let Some(store) = weak.upgrade() else { break };
+                        store.evict_expired();
+                    }
+                });
+                (store, None)
+            }
+        };
+    let metrics = Arc::new(Metrics::new(store.clone()));
+    let has_redis = config_source.is_some();
+    let manager =
+        ConfigManager::start(&settings.config_path, config_source, metrics.clone()).await?;
     tracing::info!(
         path = %settings.config_path.display(),
-        tiers = initial.tiers().len(),
+        tiers = manager.current().tiers().len(),
         "configuration loaded"
     );
-    let config = live_config::shared(initial);
-
-    let store: Arc<dyn CounterStore> = match &settings.redis_url {
-        Some(url) => {
-            let options = RedisStoreOptions {
-                timeout: Duration::from_millis(settings.redis_timeout_ms.max(1)),
-                ..RedisStoreOptions::default()
-            };
-            let store = RedisStore::new(url, options)?;
-            if let Err(err) = store.ping().await {
-                tracing::warn!(error = %err, "Redis not reachable yet; not ready until it is");
+    config_sync::watch_file(manager.clone());
+    let poll_every = Duration::from_secs(settings.config_poll_seconds.max(1));
+    tokio::spawn(config_sync::poll(manager.clone(), poll_every));
+    if has_redis {
+        let listener_manager = manager.clone();
+        tokio::spawn(async move {
+            if let Some(source) = listener_manager.redis_source() {
+                source.listen(listener_manager.clone()).await;
             }
-            Arc::new(store)
-        }
-        None => {
-            tracing::info!("no Redis URL: counters are kept in memory (single replica only)");
-            let store = Arc::new(MemoryStore::new());
-            let weak = Arc::downgrade(&store);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(EVICTION_INTERVAL);
-                loop {
-                    tick.tick().await;
-                    let Some(store) = weak.upgrade() else { break };
-                    store.evict_expired();
-                }
-            });
-            store
-        }
-    };
-    if settings.admin_api_key.is_none() {
+        });
+    }
+
+    let admin_key = settings
+        .admin_api_key
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .map(|k| Sha256::digest(k.as_bytes()).into());
+    if admin_key.is_none() {
         tracing::warn!("RATE_LIMIT_ADMIN_API_KEY is not set: admin endpoints answer 503");
     }
 
     let state = AppState {
-        decider: Arc::new(Decider::new(config, store)),
+        decider: Arc::new(Decider::new(manager.live(), store)),
+        metrics,
+        config: manager,
+        admin_key,
         decision_secret: settings.decision_secret.as_deref().map(Arc::from),
     };
     let listener =

@@ -50,6 +50,11 @@ pub struct Settings {
     #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT_MS", default_value_t = 100)]
     pub redis_timeout_ms: u64,
 
+    /// How often (seconds) the configuration file is re-read and Redis is asked for a newer
+    /// configuration version, as a safety net for missed file events or notifications.
+    #[arg(long, env = "RATE_LIMIT_CONFIG_POLL_SECONDS", default_value_t = 10)]
+    pub config_poll_seconds: u64,
+
     /// Log format.
     #[arg(
         long,

@@ -16,6 +16,7 @@ pub struct ControlPlaneBuilder {
     listen: Option<SocketAddr>,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    config_file: Option<PathBuf>,
 }
 
 impl ControlPlaneBuilder {
@@ -27,7 +28,14 @@ impl ControlPlaneBuilder {
             listen: None,
             env: Vec::new(),
             args: Vec::new(),
+            config_file: None,
         }
+    }
+
+    /// Use this configuration file (the test manages it) instead of writing one.
+    pub fn config_file(mut self, path: &Path) -> Self {
+        self.config_file = Some(path.to_path_buf());
+        self
     }
 
     pub fn redis(mut self, url: impl Into<String>) -> Self {
@@ -52,8 +60,14 @@ impl ControlPlaneBuilder {
 
     pub fn start(self) -> ControlPlane {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config_path = dir.path().join("rate_limit_config.yaml");
-        std::fs::write(&config_path, &self.config).expect("write config");
+        let config_path = match &self.config_file {
+            Some(path) => path.clone(),
+            None => {
+                let path = dir.path().join("rate_limit_config.yaml");
+                std::fs::write(&path, &self.config).expect("write config");
+                path
+            }
+        };
         let mut cp = ControlPlane {
             builder: self,
             dir,

@@ -16,7 +16,7 @@ use crate::prereq;
 use crate::process::{Output, Proc};
 
 pub struct EnvoyBuilder {
-    control_plane: SocketAddr,
+    control_planes: Vec<SocketAddr>,
     upstream: SocketAddr,
     plugin: Value,
     concurrency: u32,
@@ -28,7 +28,7 @@ impl EnvoyBuilder {
     /// on 2 busy cores).
     pub fn new(control_plane: SocketAddr, upstream: SocketAddr) -> Self {
         Self {
-            control_plane,
+            control_planes: vec![control_plane],
             upstream,
             plugin: json!({
                 "cluster": "rate_limit_control_plane",
@@ -38,6 +38,12 @@ impl EnvoyBuilder {
             concurrency: 2,
             wasm: None,
         }
+    }
+
+    /// Another control-plane replica in the cluster (round robin).
+    pub fn add_control_plane(mut self, addr: SocketAddr) -> Self {
+        self.control_planes.push(addr);
+        self
     }
 
     /// Sets one field of the plugin configuration.
@@ -61,7 +67,7 @@ impl EnvoyBuilder {
 
     pub fn bootstrap(&self, wasm: &Path) -> String {
         bootstrap(
-            self.control_plane,
+            &self.control_planes,
             self.upstream,
             &self.plugin.to_string(),
             wasm,
@@ -247,14 +253,23 @@ fn yaml_string(text: &str) -> String {
 }
 
 pub fn bootstrap(
-    control_plane: SocketAddr,
+    control_planes: &[SocketAddr],
     upstream: SocketAddr,
     plugin_json: &str,
     wasm: &Path,
 ) -> String {
     let plugin = yaml_string(plugin_json);
     let wasm = yaml_string(&wasm.display().to_string());
-    let (cp_ip, cp_port) = (control_plane.ip(), control_plane.port());
+    let cp_endpoints: String = control_planes
+        .iter()
+        .map(|cp| {
+            format!(
+                "        - endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}\n",
+                cp.ip(),
+                cp.port()
+            )
+        })
+        .collect();
     let (up_ip, up_port) = (upstream.ip(), upstream.port());
     format!(
         r#"
@@ -315,7 +330,6 @@ static_resources:
       cluster_name: rate_limit_control_plane
       endpoints:
       - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {cp_ip}, port_value: {cp_port}}}}}}}
-"#
+{cp_endpoints}"#
     )
 }

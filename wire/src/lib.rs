@@ -20,6 +20,7 @@ pub const MAX_DECISION_REQUEST_BYTES: usize = 16 * 1024;
 /// the connection and `trusted_proxies`); everything else is passed through for the control
 /// plane to judge, so identity rules live in one place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DecisionRequest {
     /// Client IP as resolved by the filter; empty when the host did not provide one.
     #[serde(default)]
@@ -40,6 +41,7 @@ pub struct DecisionRequest {
 
 /// Outcome of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Admitted and counted; the rate-limit headers describe the binding counter.
@@ -66,6 +68,7 @@ impl Verdict {
 
 /// The control plane's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DecisionResponse {
     pub verdict: Verdict,
     /// Tier the request was judged under (absent for whitelisted / disabled / failed-open).
@@ -79,6 +82,7 @@ pub struct DecisionResponse {
 
 /// The counter the rate-limit headers describe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CounterReport {
     pub limit: u64,
     /// Remaining after this request (`limit - count`, the current request included).

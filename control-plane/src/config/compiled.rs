@@ -121,6 +121,14 @@ impl CompiledConfig {
         })
     }
 
+    /// Tier of the registered key with this id (for the status endpoint).
+    pub fn tier_of_key_id(&self, id: &str) -> Option<TierId> {
+        self.api_keys
+            .values()
+            .find(|entry| entry.id == id)
+            .map(|entry| entry.tier)
+    }
+
     /// The JWT verifier, when the configuration has a `jwt` section.
     pub fn jwt(&self) -> Option<&JwtVerifier> {
         self.jwt.as_ref()

@@ -6,13 +6,15 @@
 mod compiled;
 mod error;
 mod parse;
+mod redact;
 mod schema;
 mod validate;
 mod whitelist;
 
 pub use compiled::{CompiledConfig, Tier, TierId};
 pub use error::ConfigError;
-pub use parse::{MAX_CONFIG_BYTES, load_file, parse_json, parse_yaml};
+pub use parse::{MAX_CONFIG_BYTES, load_file, parse_json, parse_yaml, parse_yaml_bytes, read_file};
+pub use redact::{REDACTED, redacted, restore_secrets};
 pub use schema::*;
 
 #[cfg(test)]

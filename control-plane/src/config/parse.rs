@@ -70,6 +70,12 @@ pub fn parse_json(bytes: &[u8]) -> Result<RateLimitConfig, ConfigError> {
 
 /// Reads and parses a YAML file. Callers validate with [`super::CompiledConfig::compile`].
 pub fn load_file(path: &Path) -> Result<RateLimitConfig, ConfigError> {
+    parse_yaml_bytes(&read_file(path)?)
+}
+
+/// Reads a configuration file (at most [`MAX_CONFIG_BYTES`]) without parsing it, so callers
+/// can tell whether its content changed before paying for a parse.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
     let io_error = |source| ConfigError::Io {
         path: path.display().to_string(),
         source,
@@ -81,7 +87,12 @@ pub fn load_file(path: &Path) -> Result<RateLimitConfig, ConfigError> {
         .read_to_end(&mut bytes)
         .map_err(io_error)?;
     check_size(bytes.len())?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
+    Ok(bytes)
+}
+
+/// [`parse_yaml`] on raw file bytes, which must be UTF-8.
+pub fn parse_yaml_bytes(bytes: &[u8]) -> Result<RateLimitConfig, ConfigError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
         ConfigError::parse(
             "",
             format!(

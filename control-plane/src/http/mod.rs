@@ -1,16 +1,22 @@
 //! HTTP surface of the control plane.
 
+mod admin;
 mod decision;
 mod errors;
 mod health;
+mod metrics;
+pub mod openapi;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 
+use crate::config_sync::ConfigManager;
 use crate::decision::Decider;
+use crate::metrics::Metrics;
 
 pub use errors::ApiError;
 
@@ -18,6 +24,10 @@ pub use errors::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub decider: Arc<Decider>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<ConfigManager>,
+    /// SHA-256 of the admin API key; `None` disables the admin endpoints.
+    pub admin_key: Option<[u8; 32]>,
     /// Shared secret the filter must send on decision calls, when configured.
     pub decision_secret: Option<Arc<str>>,
 }
@@ -26,8 +36,23 @@ pub fn router(state: AppState) -> Router {
     let decision = Router::new()
         .route(rl_wire::DECISION_PATH, post(decision::decide))
         .layer(DefaultBodyLimit::max(rl_wire::MAX_DECISION_REQUEST_BYTES));
+    let admin = Router::new()
+        .route(
+            "/api/v1/rate-limit/config",
+            get(admin::get_config).put(admin::put_config),
+        )
+        .route("/api/v1/rate-limit/status/{identifier}", get(admin::status))
+        .layer(DefaultBodyLimit::max(crate::config::MAX_CONFIG_BYTES))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin,
+        ));
     Router::new()
         .merge(decision)
+        .merge(admin)
+        .route("/api/v1/rate-limit/metrics", get(metrics::json))
+        .route("/metrics", get(metrics::prometheus))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(errors::not_found)

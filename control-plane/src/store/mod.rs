@@ -86,6 +86,11 @@ pub trait CounterStore: Send + Sync {
     fn breaker_state(&self) -> Option<BreakerState> {
         None
     }
+
+    /// How many times the circuit breaker has opened since start.
+    fn breaker_opened_total(&self) -> u64 {
+        0
+    }
 }
 
 /// Time at which the counter has room again (or, when not full, its oldest entry leaves):

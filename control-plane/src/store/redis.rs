@@ -207,6 +207,10 @@ impl CounterStore for RedisStore {
     fn breaker_state(&self) -> Option<BreakerState> {
         Some(self.breaker.state())
     }
+
+    fn breaker_opened_total(&self) -> u64 {
+        self.breaker.opened_total()
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,780 @@
+//! Operating the service live (US4): metrics (JSON, Prometheus, Envoy stats), the admin
+//! config API with propagation between replicas, file reload, status, logs, OpenAPI.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use rl_tests::envoy::{EnvoyBuilder, admin_get};
+use rl_tests::{
+    ControlPlane, ControlPlaneBuilder, RedisServer, StackBuilder, Upstream, client_from,
+    control_plane_bin, get,
+};
+use serde_json::{Value, json};
+
+const ADMIN_KEY: &str = "test-admin-key-0123456789";
+
+const CONFIG: &str = r#"
+default_tier: free
+tiers:
+  - name: free
+    requests_per_window: 5
+    window_size_seconds: 60
+    endpoints:
+      /api/v1/request: 5
+  - name: premium
+    requests_per_window: 100
+api_keys:
+  - id: partner
+    tier: premium
+    key: "partner-secret-key-000123"
+jwt:
+  hs256_secret: "operations-test-hs256-secret-0123456789"
+whitelist:
+  - key:partner
+"#;
+
+fn from(last: u8) -> reqwest::Client {
+    client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
+}
+
+fn admin() -> reqwest::Client {
+    from(1)
+}
+
+async fn admin_json(cp: &ControlPlane, path: &str) -> (u16, Value) {
+    let response = admin()
+        .get(cp.url(path))
+        .header("x-api-key", ADMIN_KEY)
+        .send()
+        .await
+        .expect("admin call");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn put_config(cp: &ControlPlane, body: &Value) -> (u16, Value) {
+    let response = admin()
+        .put(cp.url("/api/v1/rate-limit/config"))
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+        .json(body)
+        .send()
+        .await
+        .expect("admin call");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `check` every 100 ms until it holds, returning how long that took.
+async fn eventually<F: AsyncFnMut() -> bool>(
+    within: Duration,
+    what: &str,
+    mut check: F,
+) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within {within:?}");
+}
+
+fn prometheus_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_reflect_the_traffic_sent_within_seconds() {
+    let stack = StackBuilder::new(control_plane_bin!(), CONFIG)
+        .with_redis()
+        .control_plane_env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
+        .start();
+    let client = from(91);
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(
+            get(&client, &stack.url("/api/v1/request"), &[])
+                .await
+                .status,
+        );
+    }
+    for _ in 0..2 {
+        let key = [("x-api-key", "partner-secret-key-000123")];
+        statuses.push(get(&client, &stack.url("/other"), &key).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 200, 200]);
+    let sent = Instant::now();
+
+    let cp = &stack.control_plane;
+    let took = eventually(Duration::from_secs(10), "JSON metrics", async || {
+        let (_, m) = admin_json(cp, "/api/v1/rate-limit/metrics").await;
+        m["throttled_requests"] == 3
+    })
+    .await;
+    eprintln!("JSON metrics showed the throttling {took:?} after it happened");
+    let (status, m) = admin_json(cp, "/api/v1/rate-limit/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(m["total_requests"], 8);
+    assert_eq!(m["allowed_requests"], 5);
+    assert_eq!(m["throttled_requests"], 3);
+    assert_eq!(m["whitelisted_requests"], 2);
+    assert!((m["throttle_rate"].as_f64().unwrap() - 0.375).abs() < 1e-9);
+    assert_eq!(m["by_tier"]["free"], 3);
+    assert_eq!(m["by_tier"]["premium"], 0);
+    assert_eq!(m["by_endpoint"]["/api/v1/request"], 3);
+    assert_eq!(m["by_endpoint"]["other"], 0);
+    assert_eq!(m["redis_errors"], 0);
+    assert!(m["p95_check_latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(m["avg_check_latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(m["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    let text = client_from(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        .get(cp.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = [
+        (
+            r#"rate_limit_requests_total{tier="free",endpoint="/api/v1/request",decision="allowed"}"#,
+            5.0,
+        ),
+        (
+            r#"rate_limit_requests_total{tier="free",endpoint="/api/v1/request",decision="throttled"}"#,
+            3.0,
+        ),
+        (
+            r#"rate_limit_requests_total{tier="none",endpoint="other",decision="whitelisted"}"#,
+            2.0,
+        ),
+        (
+            r#"rate_limit_throttled_total{tier="free",endpoint="/api/v1/request"}"#,
+            3.0,
+        ),
+        ("rate_limit_check_duration_seconds_count", 10.0),
+        ("rate_limit_circuit_breaker_open", 0.0),
+    ];
+    for (name, want) in series {
+        assert_eq!(
+            prometheus_value(&text, name),
+            Some(want),
+            "{name} in\n{text}"
+        );
+    }
+    assert!(!text.contains("127.0.0.91"), "identities are never labels");
+
+    // The filter's own Envoy stats, in both formats.
+    let envoy = &stack.envoy;
+    eventually(Duration::from_secs(10), "Envoy stats", async || {
+        envoy.stat("wasmcustom.rate_limit_filter.denied") == Some(3)
+    })
+    .await;
+    assert_eq!(envoy.stat("wasmcustom.rate_limit_filter.allowed"), Some(5));
+    assert_eq!(
+        envoy.stat("wasmcustom.rate_limit_filter.whitelisted"),
+        Some(2)
+    );
+    let prom = admin_get(envoy.admin(), "/stats/prometheus").unwrap_or_default();
+    assert!(
+        prom.lines().any(|l| l.contains("rate_limit_filter")
+            && l.contains("denied")
+            && l.trim_end().ends_with(" 3")),
+        "{prom}"
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "SC-007: within 10 s"
+    );
+}
+
+#[tokio::test]
+async fn admin_endpoints_need_the_key_and_are_disabled_without_one() {
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+        .env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
+        .start();
+    let url = cp.url("/api/v1/rate-limit/config");
+    let c = admin();
+    let cases: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        ("no key", c.get(&url)),
+        ("wrong key", c.get(&url).header("x-api-key", "nope")),
+        (
+            "wrong bearer",
+            c.get(&url).header("authorization", "Bearer nope"),
+        ),
+        (
+            "key as basic",
+            c.get(&url)
+                .header("authorization", format!("Basic {ADMIN_KEY}")),
+        ),
+        (
+            "key in query",
+            c.get(format!("{url}?api_key={ADMIN_KEY}&x-api-key={ADMIN_KEY}")),
+        ),
+        (
+            "longer key",
+            c.get(&url).header("x-api-key", format!("{ADMIN_KEY}x")),
+        ),
+        ("put without key", c.put(&url).json(&json!({}))),
+        (
+            "status without key",
+            c.get(cp.url("/api/v1/rate-limit/status/ip:1.2.3.4")),
+        ),
+    ];
+    for (name, request) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{name}");
+    }
+    let (status, _) = admin_json(&cp, "/api/v1/rate-limit/config").await;
+    assert_eq!(status, 200);
+
+    let disabled = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG).start();
+    let response = admin()
+        .get(disabled.url("/api/v1/rate-limit/config"))
+        .header("x-api-key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "admin_disabled");
+    assert!(
+        disabled
+            .output
+            .text()
+            .contains("RATE_LIMIT_ADMIN_API_KEY is not set")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_applies_at_once_keeps_recorded_entries_and_rejects_bad_documents() {
+    let config = CONFIG
+        .replace("requests_per_window: 5\n", "requests_per_window: 100\n")
+        .replace("/api/v1/request: 5", "/api/v1/request: 100");
+    let stack = StackBuilder::new(control_plane_bin!(), &config)
+        .with_redis()
+        .control_plane_env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
+        .start();
+    let cp = &stack.control_plane;
+    let client = from(92);
+    for _ in 0..60 {
+        assert_eq!(get(&client, &stack.url("/x"), &[]).await.status, 200);
+    }
+
+    let (status, doc) = admin_json(cp, "/api/v1/rate-limit/config").await;
+    assert_eq!(status, 200);
+    let text = doc.to_string();
+    assert!(!text.contains("partner-secret-key-000123"), "{text}");
+    assert!(!text.contains("operations-test-hs256-secret"), "{text}");
+    let version = doc["version"].as_u64().unwrap();
+
+    // Lower the free tier to 50: the client at 60 is throttled at once.
+    let mut lowered = doc["config"].clone();
+    lowered["tiers"][0]["requests_per_window"] = json!(50);
+    lowered["tiers"][0]["endpoints"] = json!({"/api/v1/request": 50});
+    let (status, applied) = put_config(cp, &lowered).await;
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["version"], version + 1);
+    assert_eq!(applied["source"], "api");
+    let denied = get(&client, &stack.url("/x"), &[]).await;
+    assert_eq!(denied.status, 429);
+    assert_eq!(denied.num("x-ratelimit-limit"), 50);
+    // Redacted placeholders kept the stored secrets: the partner key still works.
+    let keyed = get(
+        &from(93),
+        &stack.url("/x"),
+        &[("x-api-key", "partner-secret-key-000123")],
+    )
+    .await;
+    assert_eq!(keyed.status, 200);
+    assert!(
+        !keyed.has_rate_limit_headers(),
+        "still whitelisted by key id"
+    );
+
+    // Invalid documents: 400 naming the field, nothing changes.
+    let mut bad = lowered.clone();
+    bad["tiers"][1]["window_size_seconds"] = json!(0);
+    let mut unknown = lowered.clone();
+    unknown["tiers"][0]["requests_per_windw"] = json!(1);
+    let mut placeholder = lowered.clone();
+    placeholder["api_keys"][0]["id"] = json!("someone-else");
+    let mut deep = String::new();
+    for _ in 0..200 {
+        deep.push_str("{\"a\":");
+    }
+    let cases = [
+        (bad, "tiers[1].window_size_seconds"),
+        (unknown, "tiers[0]"),
+        (placeholder, "api_keys[0].key"),
+    ];
+    for (body, field) in cases {
+        let (status, error) = put_config(cp, &body).await;
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["error"]["code"], "invalid_config");
+        assert!(
+            error["error"]["field"].as_str().unwrap().starts_with(field),
+            "{error}"
+        );
+    }
+    for raw in [deep.into_bytes(), b"not json".to_vec(), vec![0xff, 0xfe]] {
+        let response = admin()
+            .put(cp.url("/api/v1/rate-limit/config"))
+            .header("x-api-key", ADMIN_KEY)
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+    }
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    let response = admin()
+        .put(cp.url("/api/v1/rate-limit/config"))
+        .header("x-api-key", ADMIN_KEY)
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let (_, after) = admin_json(cp, "/api/v1/rate-limit/config").await;
+    assert_eq!(
+        after["version"],
+        version + 1,
+        "rejected documents changed nothing"
+    );
+    assert_eq!(
+        get(&client, &stack.url("/x"), &[]).await.status,
+        429,
+        "old config still enforced"
+    );
+
+    // YAML is accepted too.
+    let yaml = "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 1000\n";
+    let response = admin()
+        .put(cp.url("/api/v1/rate-limit/config"))
+        .header("x-api-key", ADMIN_KEY)
+        .header("content-type", "application/yaml")
+        .body(yaml)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(get(&client, &stack.url("/x"), &[]).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_on_one_replica_reaches_the_other() {
+    let redis = RedisServer::start();
+    let start = || {
+        ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+            .redis(redis.url())
+            .env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
+            .env("RATE_LIMIT_CONFIG_POLL_SECONDS", "2")
+            .start()
+    };
+    let (a, b) = (start(), start());
+    let upstream = Upstream::start();
+    let envoy = EnvoyBuilder::new(a.addr(), upstream.addr())
+        .add_control_plane(b.addr())
+        .start();
+
+    let (_, doc) = admin_json(&a, "/api/v1/rate-limit/config").await;
+    let mut changed = doc["config"].clone();
+    changed["tiers"][0]["requests_per_window"] = json!(2);
+    changed["tiers"][0]["endpoints"] = json!({});
+    let (status, applied) = put_config(&a, &changed).await;
+    assert_eq!(status, 200, "{applied}");
+    let version = applied["version"].as_u64().unwrap();
+
+    let took = eventually(
+        Duration::from_secs(10),
+        "replica B adopting the PUT",
+        async || {
+            let (_, doc) = admin_json(&b, "/api/v1/rate-limit/config").await;
+            doc["version"].as_u64() == Some(version)
+        },
+    )
+    .await;
+    eprintln!("replica B adopted version {version} after {took:?}");
+    // Through Envoy (round robin over A and B), the new limit holds for everyone.
+    let client = from(94);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(get(&client, &envoy.url("/x"), &[]).await.status);
+    }
+    assert_eq!(statuses, [200, 200, 429, 429, 429, 429]);
+    drop(envoy);
+}
+
+#[tokio::test]
+async fn the_periodic_check_alone_propagates_a_change() {
+    let redis = RedisServer::start();
+    let start = || {
+        ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+            .redis(redis.url())
+            .env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
+            .env("RATE_LIMIT_CONFIG_POLL_SECONDS", "1")
+            .start()
+    };
+    let (a, b) = (start(), start());
+    // Write a version behind the replicas' backs: no pub/sub message is sent for it.
+    let mut conn = redis.connection();
+    let (_, doc) = admin_json(&a, "/api/v1/rate-limit/config").await;
+    let mut changed = doc["config"].clone();
+    changed["api_keys"][0]["key"] = json!("partner-secret-key-000123");
+    changed["jwt"]["hs256_secret"] = json!("operations-test-hs256-secret-0123456789");
+    changed["tiers"][0]["requests_per_window"] = json!(3);
+    changed["tiers"][0]["endpoints"] = json!({});
+    let _: () = redis::pipe()
+        .cmd("HSET")
+        .arg("rl:{config}")
+        .arg("document")
+        .arg(changed.to_string())
+        .arg("sha256")
+        .arg("manual")
+        .arg("source")
+        .arg("api")
+        .ignore()
+        .cmd("HINCRBY")
+        .arg("rl:{config}")
+        .arg("version")
+        .arg(1)
+        .ignore()
+        .query(&mut conn)
+        .unwrap();
+    let want = doc["version"].as_u64().unwrap() + 1;
+    for cp in [&a, &b] {
+        eventually(
+            Duration::from_secs(10),
+            "the poll adopting the version",
+            async || {
+                let (_, doc) = admin_json(cp, "/api/v1/rate-limit/config").await;
+                doc["version"].as_u64() == Some(want)
+            },
+        )
+        .await;
+    }
+}
+
+async fn configured_limit(cp: &ControlPlane) -> Value {
+    let (_, doc) = admin_json(cp, "/api/v1/rate-limit/config").await;
+    doc["config"]["tiers"][0]["requests_per_window"].clone()
+}
+
+fn config_with_limit(limit: u64) -> String {
+    CONFIG
+        .replace(
+            "requests_per_window: 5\n",
+            &format!("requests_per_window: {limit}\n"),
+        )
+        .replace("/api/v1/request: 5", "/api/v1/request: 1")
+}
+
+#[tokio::test]
+async fn file_changes_are_picked_up_in_every_way_they_happen() {
+    let dir = tempfile::tempdir().unwrap();
+    // The Kubernetes ConfigMap layout: the path goes through a symlinked directory.
+    let v1 = dir.path().join("v1");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("rate_limit_config.yaml"), config_with_limit(5)).unwrap();
+    let current = dir.path().join("current");
+    std::os::unix::fs::symlink(&v1, &current).unwrap();
+    let path = current.join("rate_limit_config.yaml");
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), "")
+        .config_file(&path)
+        .env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
+        // Long poll: the watcher must do the work.
+        .env("RATE_LIMIT_CONFIG_POLL_SECONDS", "3600")
+        .start();
+    assert_eq!(configured_limit(&cp).await, 5);
+
+    // 1. Written in place.
+    std::fs::write(&path, config_with_limit(6)).unwrap();
+    eventually(Duration::from_secs(10), "in-place write", async || {
+        configured_limit(&cp).await == 6
+    })
+    .await;
+
+    // 2. A new file renamed onto the path.
+    let tmp = v1.join(".tmp-config");
+    std::fs::write(&tmp, config_with_limit(7)).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    eventually(Duration::from_secs(10), "atomic rename", async || {
+        configured_limit(&cp).await == 7
+    })
+    .await;
+
+    // 3. The directory symlink swapped to a new directory.
+    let v2 = dir.path().join("v2");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("rate_limit_config.yaml"), config_with_limit(8)).unwrap();
+    let next = dir.path().join("current.new");
+    std::os::unix::fs::symlink(&v2, &next).unwrap();
+    std::fs::rename(&next, &current).unwrap();
+    eventually(Duration::from_secs(10), "symlink swap", async || {
+        configured_limit(&cp).await == 8
+    })
+    .await;
+
+    // 4. A broken file is logged and ignored.
+    std::fs::write(v2.join("rate_limit_config.yaml"), "tiers: [oops").unwrap();
+    eventually(Duration::from_secs(10), "rejection logged", async || {
+        cp.output.text().contains("configuration file rejected")
+    })
+    .await;
+    let invalid = config_with_limit(8).replace("requests_per_window: 8", "requests_per_window: 0");
+    std::fs::write(v2.join("rate_limit_config.yaml"), invalid).unwrap();
+    eventually(Duration::from_secs(10), "second rejection", async || {
+        cp.output
+            .text()
+            .matches("configuration file rejected")
+            .count()
+            >= 2
+    })
+    .await;
+    assert_eq!(
+        configured_limit(&cp).await,
+        8,
+        "the last good config stays live"
+    );
+    assert!(cp.output.text().contains("tiers[0].requests_per_window"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_counters_per_identifier() {
+    let stack = StackBuilder::new(control_plane_bin!(), CONFIG)
+        .with_redis()
+        .control_plane_env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
+        .start();
+    let cp = &stack.control_plane;
+    for _ in 0..3 {
+        get(&from(95), &stack.url("/api/v1/request"), &[]).await;
+    }
+    let (status, report) = admin_json(cp, "/api/v1/rate-limit/status/ip:127.0.0.95").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["identifier"], "ip:127.0.0.95");
+    assert_eq!(report["tier"], "free");
+    assert_eq!(report["whitelisted"], false);
+    let counters = report["counters"].as_array().unwrap();
+    assert_eq!(counters.len(), 2);
+    assert_eq!(counters[0]["counter"], "tier_budget");
+    assert_eq!(counters[0]["count"], 3);
+    assert_eq!(counters[0]["remaining"], 2);
+    assert!(counters[0]["reset"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(counters[1]["counter"], "/api/v1/request");
+    assert_eq!(counters[1]["count"], 3);
+    // Looking recorded nothing.
+    let (_, again) = admin_json(cp, "/api/v1/rate-limit/status/ip:127.0.0.95").await;
+    assert_eq!(again["counters"][0]["count"], 3);
+    // A registered key without traffic is known; it is whitelisted here.
+    let (status, key) = admin_json(cp, "/api/v1/rate-limit/status/key:partner").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (key["tier"].as_str(), key["whitelisted"].as_bool()),
+        (Some("premium"), Some(true))
+    );
+    // Unknown, and malformed.
+    let (status, _) = admin_json(cp, "/api/v1/rate-limit/status/ip:10.9.9.9").await;
+    assert_eq!(status, 404);
+    let (status, _) = admin_json(cp, "/api/v1/rate-limit/status/user:nobody").await;
+    assert_eq!(status, 404);
+    for bad in ["nope", "ip:not-an-ip", "host:x", "key:"] {
+        let (status, _) = admin_json(cp, &format!("/api/v1/rate-limit/status/{bad}")).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_carry_violations_and_config_changes_but_no_secret() {
+    let token_secret = "operations-test-hs256-secret-0123456789";
+    let stack = StackBuilder::new(control_plane_bin!(), CONFIG)
+        .control_plane_env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
+        .start();
+    let cp = &stack.control_plane;
+    let raw_key = "partner-secret-key-000123";
+    let bogus_key = "bogus-key-that-must-not-be-logged";
+    let token = {
+        use jsonwebtoken::{EncodingKey, Header, encode};
+        let claims = json!({"sub": "alice", "exp": 4_000_000_000u64});
+        let key = EncodingKey::from_secret(token_secret.as_bytes()).unwrap();
+        encode(&Header::default(), &claims, &key).unwrap()
+    };
+    let bearer = format!("Bearer {token}");
+    let client = from(96);
+    for _ in 0..7 {
+        get(
+            &client,
+            &stack.url("/api/v1/request"),
+            &[("x-api-key", bogus_key)],
+        )
+        .await;
+        get(
+            &client,
+            &stack.url("/api/v1/request"),
+            &[("x-api-key", raw_key)],
+        )
+        .await;
+        get(
+            &client,
+            &stack.url("/api/v1/request"),
+            &[("authorization", &bearer)],
+        )
+        .await;
+    }
+    let (_, doc) = admin_json(cp, "/api/v1/rate-limit/config").await;
+    let (status, _) = put_config(cp, &doc["config"]).await;
+    assert_eq!(status, 200);
+    let mut changed = doc["config"].clone();
+    changed["tiers"][1]["requests_per_window"] = json!(101);
+    let (status, _) = put_config(cp, &changed).await;
+    assert_eq!(status, 200);
+
+    eventually(Duration::from_secs(5), "logs", async || {
+        cp.output.text().contains("\"source\":\"api\"")
+    })
+    .await;
+    let text = cp.output.text();
+    let violation = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "rate_limit_exceeded")
+        .expect("a violation line");
+    for field in ["identifier", "endpoint", "tier", "limit", "timestamp"] {
+        assert!(
+            !violation[field].is_null(),
+            "{field} missing in {violation}"
+        );
+    }
+    assert!(
+        violation["identifier"].as_str().unwrap().starts_with("ip:")
+            || violation["identifier"]
+                .as_str()
+                .unwrap()
+                .starts_with("user:")
+    );
+    let change = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "configuration applied")
+        .expect("a config change line");
+    assert!(
+        change["version"].as_u64().is_some() && change["source"] == "api",
+        "{change}"
+    );
+    let everything = format!("{text}\n{}", stack.envoy.log());
+    for secret in [raw_key, bogus_key, token.as_str(), token_secret, ADMIN_KEY] {
+        assert!(
+            !everything.contains(secret),
+            "a secret reached the logs: {secret}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_every_endpoint_and_describes_the_metrics() {
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG).start();
+    let doc: Value = admin()
+        .get(cp.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .expect("OpenAPI parses as JSON");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, method) in [
+        ("/internal/v1/decision", "post"),
+        ("/api/v1/rate-limit/config", "get"),
+        ("/api/v1/rate-limit/config", "put"),
+        ("/api/v1/rate-limit/status/{identifier}", "get"),
+        ("/api/v1/rate-limit/metrics", "get"),
+        ("/metrics", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/api/v1/openapi.json", "get"),
+        ("/{proxied_path}", "get"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
+    }
+    let proxied = &paths["/{proxied_path}"]["get"]["responses"];
+    assert!(proxied["429"]["headers"]["Retry-After"].is_object());
+    assert!(proxied["200"]["headers"]["X-RateLimit-Remaining"].is_object());
+
+    // A live metrics response satisfies the documented schema.
+    let schema = &doc["components"]["schemas"]["MetricsSnapshot"];
+    let live: Value = admin()
+        .get(cp.url("/api/v1/rate-limit/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    check_schema(&live, schema, &doc, "metrics");
+    let error_schema = &doc["components"]["schemas"]["RateLimitExceeded"];
+    assert!(error_schema["properties"]["error"].is_object());
+}
+
+/// Checks `value` against the subset of JSON Schema utoipa emits (type, properties,
+/// required, additionalProperties, $ref).
+fn check_schema(value: &Value, schema: &Value, doc: &Value, at: &str) {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.rsplit('/').next().unwrap();
+        return check_schema(value, &doc["components"]["schemas"][name], doc, at);
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let matches = |t: &str| match t {
+        "object" => value.is_object(),
+        "string" => value.is_string(),
+        "integer" => value.is_u64() || value.is_i64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "array" => value.is_array(),
+        "null" => value.is_null(),
+        _ => true,
+    };
+    assert!(
+        types.is_empty() || types.iter().any(|t| matches(t)),
+        "{at}: {value} is not {types:?}"
+    );
+    if let Some(required) = schema["required"].as_array() {
+        for field in required.iter().filter_map(Value::as_str) {
+            assert!(
+                value.get(field).is_some(),
+                "{at}: required field {field} missing"
+            );
+        }
+    }
+    if let (Some(props), Some(obj)) = (schema["properties"].as_object(), value.as_object()) {
+        for (key, v) in obj {
+            match props.get(key) {
+                Some(sub) => check_schema(v, sub, doc, &format!("{at}.{key}")),
+                None => assert!(
+                    schema.get("additionalProperties").is_some(),
+                    "{at}: undocumented field {key}"
+                ),
+            }
+        }
+    }
+    if let (Some(extra), Some(obj)) = (schema.get("additionalProperties"), value.as_object())
+        && extra.is_object()
+        && schema["properties"].is_null()
+    {
+        for (key, v) in obj {
+            check_schema(v, extra, doc, &format!("{at}.{key}"));
+        }
+    }
+}
