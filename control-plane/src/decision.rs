@@ -202,6 +202,21 @@ fn counters_for<'a>(
     applied
 }
 
+/// Longest path echoed back as the 429's `endpoint` (rules are shown whole): the client's
+/// own path is only a hint there, and echoing kilobytes of it would bloat every denial.
+const MAX_ECHOED_PATH: usize = 256;
+
+fn bounded(path: &str) -> &str {
+    if path.len() <= MAX_ECHOED_PATH {
+        return path;
+    }
+    let mut end = MAX_ECHOED_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
 fn ceil_secs(us: u64) -> u64 {
     us.div_ceil(1_000_000)
 }
@@ -233,7 +248,7 @@ fn answer(tier: &Tier, applied: &[Applied<'_>], outcome: &Outcome, path: &str) -
             Verdict::Unavailable
         });
     };
-    let endpoint = bound.rule.unwrap_or(path).to_string();
+    let endpoint = bound.rule.unwrap_or_else(|| bounded(path)).to_string();
     let window = tier.window.as_secs();
     if outcome.admitted {
         return DecisionResponse {
@@ -407,6 +422,20 @@ tiers:
                 .verdict,
             Verdict::Deny
         );
+    }
+
+    #[tokio::test]
+    async fn long_paths_are_echoed_bounded() {
+        let (_c, d) = decider("default_tier: t\ntiers:\n  - name: t\n    requests_per_window: 1\n");
+        let long = format!("/{}", "é".repeat(3000));
+        d.decide(&req("10.0.0.1", &long)).await;
+        let denied = d.decide(&req("10.0.0.1", &long)).await.response;
+        let endpoint = denied.counter.unwrap().endpoint;
+        assert!(
+            endpoint.len() <= MAX_ECHOED_PATH && endpoint.starts_with("/é"),
+            "{endpoint}"
+        );
+        assert_eq!(bounded("/short"), "/short");
     }
 
     #[test]

@@ -331,6 +331,46 @@ mod tests {
     }
 
     #[test]
+    fn unusual_tokens_and_claims_are_refused() {
+        let v = JwtVerifier::new(&config()).unwrap();
+        let exp = now() + 600;
+        // Another HMAC algorithm, even with the right secret: only HS256/RS256 are accepted.
+        let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+        let hs384 = encode(
+            &Header::new(Algorithm::HS384),
+            &json!({"sub": "a", "exp": exp}),
+            &key,
+        )
+        .unwrap();
+        assert!(v.verify(&bearer(&hs384)).is_none());
+        // A user claim that is neither a string nor a number.
+        for sub in [
+            json!(true),
+            json!({"id": 1}),
+            json!(["a"]),
+            json!(null),
+            json!(""),
+        ] {
+            let token = hs(json!({"sub": sub, "exp": exp}), SECRET);
+            assert!(v.verify(&bearer(&token)).is_none(), "{sub}");
+        }
+        // Longer than any header the filter forwards.
+        let long = format!("{}.{}.{}", "a".repeat(5000), "b".repeat(5000), "c");
+        assert!(v.verify(&bearer(&long)).is_none());
+    }
+
+    #[test]
+    fn debug_output_names_no_secret() {
+        let v = JwtVerifier::new(&config()).unwrap();
+        let text = format!("{v:?}");
+        assert!(
+            text.contains("hs256: true") && text.contains("rs256: true"),
+            "{text}"
+        );
+        assert!(!text.contains(SECRET));
+    }
+
+    #[test]
     fn an_unparseable_public_key_is_a_config_error() {
         let cfg = JwtConfig {
             rs256_public_key_pem: Some(

@@ -46,13 +46,14 @@ pub async fn run(
             Some(url) => {
                 let options = RedisStoreOptions {
                     timeout: Duration::from_millis(settings.redis_timeout_ms.max(1)),
+                    cluster: settings.redis_cluster,
                     ..RedisStoreOptions::default()
                 };
                 let store = RedisStore::new(url, options)?;
                 if let Err(err) = store.ping().await {
                     tracing::warn!(error = %err, "Redis not reachable yet; not ready until it is");
                 }
-                let source = RedisConfigSource::new(url, store.connection())?;
+                let source = RedisConfigSource::new(store.connector())?;
                 (Arc::new(store), Some(source))
             }
             None => {

@@ -35,6 +35,11 @@ pub struct Settings {
     #[arg(long, env = "RATE_LIMIT_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Treat `--redis-url` as the comma-separated seed nodes of a Redis Cluster
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
+    #[arg(long, env = "RATE_LIMIT_REDIS_CLUSTER", default_value_t = false)]
+    pub redis_cluster: bool,
+
     /// Key for the admin API (`X-API-Key` or `Authorization: Bearer`). Unset: admin endpoints
     /// answer 503 `admin_disabled`.
     #[arg(long, env = "RATE_LIMIT_ADMIN_API_KEY", hide_env_values = true)]

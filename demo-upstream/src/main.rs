@@ -16,7 +16,19 @@ async fn main() -> ExitCode {
         }
     };
     println!("demo-upstream listening on {addr}");
+    // Ctrl-C or SIGTERM (docker stop, systemd, run-stack.sh's cleanup).
     let shutdown = async {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let Ok(mut term) = signal(SignalKind::terminate()) {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+        }
         let _ = tokio::signal::ctrl_c().await;
     };
     match demo_upstream::serve(listener, shutdown).await {

@@ -147,6 +147,14 @@ impl PluginConfig {
         }
 
         let authority = match map.get("authority") {
+            // The cluster name becomes the `:authority` header: it must be a valid one too.
+            None if !cluster.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(invalid(
+                    "cluster",
+                    "is used as the decision call's :authority, so it must be printable \
+                     ASCII without spaces (or set `authority`)",
+                ));
+            }
             None => cluster.clone(),
             Some(v) => {
                 let authority = string_field("authority", v)?;
@@ -395,6 +403,13 @@ mod tests {
             let json = format!(r#"{{"cluster":"rl","authority":{bad}}}"#);
             assert!(err(&json).starts_with("field `authority`"), "{json}");
         }
+        // Without `authority`, the cluster name is the authority and is checked as one.
+        assert!(err(r#"{"cluster":"rate limit"}"#).starts_with("field `cluster`"));
+        let named = parse(r#"{"cluster":"rate limit","authority":"cp"}"#).unwrap();
+        assert_eq!(
+            (named.cluster.as_str(), named.authority.as_str()),
+            ("rate limit", "cp")
+        );
     }
 
     #[test]

@@ -8,9 +8,11 @@ use std::fmt;
 use rl_wire::{CounterReport, DecisionResponse, Verdict};
 use serde::Serialize;
 
-/// Largest decision answer the filter reads. A normal answer is ~120 bytes; the largest
-/// legitimate one carries a 4 KiB endpoint path, escaped.
-pub const MAX_DECISION_RESPONSE_BYTES: usize = 16 * 1024;
+/// Largest decision answer the filter reads. A normal answer is ~120 bytes. The control
+/// plane caps the endpoint it echoes (256 bytes), but the limit leaves room for a whole
+/// 4 KiB path JSON-escaped at 6 bytes per character, so an answer is never refused for its
+/// size (which would turn a counted decision into a `fail_open` one).
+pub const MAX_DECISION_RESPONSE_BYTES: usize = 32 * 1024;
 
 pub const HEADER_LIMIT: &str = "x-ratelimit-limit";
 pub const HEADER_REMAINING: &str = "x-ratelimit-remaining";
@@ -470,6 +472,27 @@ mod tests {
                 r#"{"error":{"code":"rate_limit_exceeded","message":"Rate limit exceeded: 100 requests per 60 seconds. Retry after 59 seconds.","details":{"limit":100,"window_size":60,"reset_at":"2023-11-14T22:14:20Z","retry_after_seconds":59,"tier":"free","endpoint":"/api/v1/request"}}}"#
             );
         }
+    }
+
+    #[test]
+    fn the_largest_possible_answer_is_read() {
+        // A whole 4 KiB path of control characters, each escaped to 6 bytes in the answer.
+        let endpoint = "\u{1}".repeat(crate::evidence::MAX_PATH_BYTES + 1);
+        let answer = serde_json::json!({
+            "verdict": "deny",
+            "tier": "free",
+            "counter": {"limit": 100, "remaining": 0, "reset": 1_700_000_060u64,
+                        "retry_after": 59, "window": 60, "endpoint": endpoint,
+                        "reset_at": "2023-11-14T22:14:20Z"}
+        })
+        .to_string();
+        assert!(answer.len() > 16 * 1024 && answer.len() <= MAX_DECISION_RESPONSE_BYTES);
+        assert!(CallBody::should_read(answer.len()));
+        let result = CallResult::Response {
+            status: Some(b"200"),
+            body: CallBody::from_read(answer.len(), Some(answer.as_bytes())),
+        };
+        assert_eq!(decide(result, true).outcome, Outcome::Denied);
     }
 
     #[test]

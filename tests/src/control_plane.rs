@@ -125,6 +125,10 @@ impl ControlPlane {
             .arg(&self.config_path)
             .env("RATE_LIMIT_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            // Debug builds on a busy 2-core box: a Redis round trip can exceed the 100 ms
+            // production default under a burst, which would turn into fail-open answers.
+            // Tests about timeouts set their own value.
+            .env("RATE_LIMIT_REDIS_TIMEOUT_MS", "1000")
             .current_dir(self.dir.path());
         if let Some(url) = &b.redis_url {
             cmd.arg("--redis-url").arg(url);

@@ -24,15 +24,15 @@ pub struct EnvoyBuilder {
 }
 
 impl EnvoyBuilder {
-    /// Plugin config defaults: the control-plane cluster, fail open, 1 s timeout (tests run
-    /// on 2 busy cores).
+    /// Plugin config defaults: the control-plane cluster, fail open, 3 s timeout (debug
+    /// builds on 2 busy cores; tests about timeouts set their own).
     pub fn new(control_plane: SocketAddr, upstream: SocketAddr) -> Self {
         Self {
             control_planes: vec![control_plane],
             upstream,
             plugin: json!({
                 "cluster": "rate_limit_control_plane",
-                "timeout_ms": 1000,
+                "timeout_ms": 3000,
                 "fail_open": true,
             }),
             concurrency: 2,
@@ -322,7 +322,12 @@ static_resources:
         - endpoint: {{address: {{socket_address: {{address: {up_ip}, port_value: {up_port}}}}}}}
   - name: rate_limit_control_plane
     type: STATIC
-    connect_timeout: 0.25s
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
     circuit_breakers:
       thresholds:
       - {{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000, max_retries: 3}}

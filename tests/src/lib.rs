@@ -8,15 +8,19 @@
 pub mod client;
 pub mod control_plane;
 pub mod envoy;
+pub mod load;
 pub mod prereq;
 pub mod process;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod stack;
 pub mod upstream;
+pub mod wasm_host;
 
 pub use client::{Reply, client_from, get, send};
 pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use envoy::{Envoy, EnvoyBuilder};
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use stack::{Stack, StackBuilder};
 pub use upstream::Upstream;

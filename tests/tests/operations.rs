@@ -367,6 +367,28 @@ async fn put_applies_at_once_keeps_recorded_entries_and_rejects_bad_documents() 
     assert_eq!(get(&client, &stack.url("/x"), &[]).await.status, 200);
 }
 
+#[tokio::test]
+async fn with_redis_down_the_admin_api_changes_nothing_and_says_so() {
+    let mut redis = RedisServer::start();
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+        .redis(redis.url())
+        .env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
+        .env("RATE_LIMIT_REDIS_TIMEOUT_MS", "200")
+        .start();
+    let (_, doc) = admin_json(&cp, "/api/v1/rate-limit/config").await;
+    redis.stop();
+    let mut changed = doc["config"].clone();
+    changed["tiers"][0]["requests_per_window"] = json!(7);
+    let (status, error) = put_config(&cp, &changed).await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(error["error"]["code"], "config_store_unavailable");
+    let (status, error) = admin_json(&cp, "/api/v1/rate-limit/status/ip:10.1.1.1").await;
+    assert_eq!(status, 503, "{error}");
+    let (_, after) = admin_json(&cp, "/api/v1/rate-limit/config").await;
+    assert_eq!(after["version"], doc["version"]);
+    assert_eq!(after["config"]["tiers"][0]["requests_per_window"], 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_put_on_one_replica_reaches_the_other() {
     let redis = RedisServer::start();
@@ -578,6 +600,18 @@ async fn status_reports_counters_per_identifier() {
         (key["tier"].as_str(), key["whitelisted"].as_bool()),
         (Some("premium"), Some(true))
     );
+    // Judged under another tier on request; an unknown tier is refused.
+    let (status, as_premium) =
+        admin_json(cp, "/api/v1/rate-limit/status/ip:127.0.0.95?tier=premium").await;
+    assert_eq!(status, 200);
+    assert_eq!(as_premium["tier"], "premium");
+    assert_eq!(as_premium["counters"][0]["limit"], 100);
+    assert_eq!(
+        as_premium["counters"][0]["count"], 3,
+        "the same budget counter"
+    );
+    let (status, _) = admin_json(cp, "/api/v1/rate-limit/status/ip:127.0.0.95?tier=nope").await;
+    assert_eq!(status, 400);
     // Unknown, and malformed.
     let (status, _) = admin_json(cp, "/api/v1/rate-limit/status/ip:10.9.9.9").await;
     assert_eq!(status, 404);

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
 use sha2::{Digest, Sha256};
 
 use super::{ConfigManager, ConfigSource};
 use crate::config::RateLimitConfig;
+use crate::store::connection::Connector;
 
 const KEY: &str = "rl:{config}";
 pub const CHANNEL: &str = "rl:config";
@@ -57,8 +57,9 @@ pub struct StoredConfig {
 }
 
 pub struct RedisConfigSource {
-    client: Client,
-    conn: ConnectionManager,
+    /// For SUBSCRIBE; in a cluster any node delivers every PUBLISH.
+    pubsub: Client,
+    connector: Connector,
     script: Script,
 }
 
@@ -72,22 +73,22 @@ async fn timed<T>(
 }
 
 impl RedisConfigSource {
-    pub fn new(url: &str, conn: ConnectionManager) -> Result<Self, SourceError> {
+    pub fn new(connector: Connector) -> Result<Self, SourceError> {
         Ok(Self {
-            client: Client::open(url)?,
-            conn,
+            pubsub: Client::open(connector.pubsub_url())?,
+            connector,
             script: Script::new(WRITE),
         })
     }
 
     pub async fn version(&self) -> Result<u64, SourceError> {
-        let mut conn = self.conn.clone();
+        let mut conn = timed(self.connector.get()).await?;
         let version: Option<u64> = timed(conn.hget(KEY, "version")).await?;
         Ok(version.unwrap_or(0))
     }
 
     pub async fn file_digest(&self) -> Result<Option<[u8; 32]>, SourceError> {
-        let mut conn = self.conn.clone();
+        let mut conn = timed(self.connector.get()).await?;
         let hex_digest: Option<String> = timed(conn.hget(KEY, "file_sha256")).await?;
         Ok(hex_digest
             .and_then(|h| hex::decode(h).ok())
@@ -95,7 +96,7 @@ impl RedisConfigSource {
     }
 
     pub async fn fetch(&self) -> Result<Option<StoredConfig>, SourceError> {
-        let mut conn = self.conn.clone();
+        let mut conn = timed(self.connector.get()).await?;
         let fields: (Option<u64>, Option<String>, Option<String>, Option<String>) = timed(
             redis::cmd("HMGET")
                 .arg(KEY)
@@ -124,7 +125,7 @@ impl RedisConfigSource {
     ) -> Result<u64, SourceError> {
         let document = serde_json::to_string(cfg)?;
         let sha = hex::encode(Sha256::digest(document.as_bytes()));
-        let mut conn = self.conn.clone();
+        let mut conn = timed(self.connector.get()).await?;
         let mut invocation = self.script.prepare_invoke();
         invocation
             .key(KEY)
@@ -141,7 +142,7 @@ impl RedisConfigSource {
     /// periodic check in [`poll`] covers messages lost while disconnected.
     pub async fn listen(&self, manager: Arc<ConfigManager>) {
         loop {
-            match self.client.get_async_pubsub().await {
+            match self.pubsub.get_async_pubsub().await {
                 Ok(mut pubsub) => {
                     if pubsub.subscribe(CHANNEL).await.is_ok() {
                         // Changes made while we were not subscribed.

@@ -1,6 +1,7 @@
 //! HTTP surface of the control plane.
 
 mod admin;
+mod auth;
 mod decision;
 mod errors;
 mod health;
@@ -45,7 +46,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(crate::config::MAX_CONFIG_BYTES))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            admin::require_admin,
+            auth::require_admin,
         ));
     Router::new()
         .merge(decision)

@@ -7,6 +7,7 @@
 
 mod breaker;
 mod clock;
+pub mod connection;
 pub mod keys;
 mod memory;
 mod redis;

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script, Value};
+use redis::{Script, Value};
 
+use super::connection::Connector;
 use super::{Breaker, BreakerState, CounterSpec, CounterState, CounterStore, Outcome, StoreError};
 
 const SCRIPT: &str = include_str!("sliding_window.lua");
@@ -23,6 +23,8 @@ pub struct RedisStoreOptions {
     pub breaker_threshold: u32,
     /// How long the circuit stays open before one probe is let through.
     pub breaker_cooldown: Duration,
+    /// The URL(s) name the seed nodes of a Redis Cluster.
+    pub cluster: bool,
 }
 
 impl Default for RedisStoreOptions {
@@ -31,45 +33,35 @@ impl Default for RedisStoreOptions {
             timeout: Duration::from_millis(100),
             breaker_threshold: 3,
             breaker_cooldown: Duration::from_millis(500),
+            cluster: false,
         }
     }
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    connector: Connector,
     script: Script,
     breaker: Breaker,
     timeout: Duration,
 }
 
 impl RedisStore {
-    /// Creates the store without connecting (call it inside a Tokio runtime: the connection
-    /// manager spawns its task): the first call connects, and a Redis that is
-    /// down at start only makes the control plane unready, never unable to start.
+    /// Creates the store without connecting (call it inside a Tokio runtime): the first call
+    /// connects, and a Redis that is down at start only makes the control plane unready,
+    /// never unable to start. `url` may list several comma-separated seed nodes of a cluster.
     pub fn new(url: &str, options: RedisStoreOptions) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout))
-            .set_response_timeout(Some(options.timeout))
-            // Reconnection is retried by the next calls (behind the breaker), not by a long
-            // backoff inside one call.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(100));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Self {
-            conn,
+            connector: Connector::new(url, options.cluster, options.timeout)?,
             script: Script::new(SCRIPT),
             breaker: Breaker::new(options.breaker_threshold, options.breaker_cooldown),
             timeout: options.timeout,
         })
     }
 
-    /// A clone of the underlying connection, for the other Redis users of the control plane
-    /// (config storage, pub/sub notifications).
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+    /// The connection source, shared with the control plane's other Redis users (config
+    /// storage, pub/sub notifications).
+    pub fn connector(&self) -> Connector {
+        self.connector.clone()
     }
 
     pub fn breaker(&self) -> &Breaker {
@@ -112,9 +104,11 @@ impl RedisStore {
                 .arg(spec.limit)
                 .arg(spec.window_us);
         }
-        let mut conn = self.conn.clone();
         let reply: Value = self
-            .guarded(async { invocation.invoke_async(&mut conn).await.map_err(classify) })
+            .guarded(async {
+                let mut conn = self.connector.get().await.map_err(classify)?;
+                invocation.invoke_async(&mut conn).await.map_err(classify)
+            })
             .await?;
         parse_reply(reply, counters.len())
     }
@@ -189,8 +183,8 @@ impl CounterStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
         self.guarded(async {
+            let mut conn = self.connector.get().await.map_err(classify)?;
             redis::cmd("PING")
                 .query_async::<String>(&mut conn)
                 .await

@@ -1,0 +1,318 @@
+//! The processes of one configuration: Redis, the demo upstream, the control plane and
+//! Envoy, each a child of this process that dies with it.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use rl_tests::envoy::admin_get;
+
+/// Envoy bootstrap pieces (see the files for what each configuration is).
+pub const ENVOY_BASE: &str = include_str!("../../load/envoy-base.yaml");
+pub const FILTER_WASM: &str = include_str!("../../load/filter-wasm.yaml");
+pub const FILTER_LOCAL_RATELIMIT: &str = include_str!("../../load/filter-local-ratelimit.yaml");
+
+/// A child process, killed when dropped. Its output goes to a log file.
+pub struct Spawned {
+    pub name: String,
+    child: Child,
+}
+
+impl Spawned {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Spawned, String> {
+        let out = File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| format!("{}: {e}", log.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when
+        // this process (its spawning thread: always the main thread here) dies, so nothing
+        // outlives an interrupted benchmark.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({cmd:?}): {e}"))?;
+        Ok(Spawned {
+            name: name.to_string(),
+            child,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn stop(mut self, grace: Duration) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return;
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `ready` holds, failing when the process exits or `timeout` passes.
+pub fn wait_until(
+    proc: &mut Spawned,
+    log: &Path,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        let tail = || {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        if !proc.is_running() {
+            return Err(format!("{} exited during start-up:\n{}", proc.name, tail()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{} did not become ready:\n{}", proc.name, tail()));
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+pub fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The HTTP filter in front of the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterKind {
+    None,
+    LocalRateLimit,
+    Wasm,
+}
+
+/// The control plane's counter store (none: no control plane at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    None,
+    Memory,
+    Redis,
+}
+
+/// One configuration under test.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    /// Short name used in tables ("1" … "4", or an experiment's name).
+    pub name: String,
+    pub label: String,
+    pub filter: FilterKind,
+    pub store: StoreKind,
+    pub control_plane: PathBuf,
+    pub wasm: PathBuf,
+    pub envoy_concurrency: u32,
+    /// YAML lines added to the control-plane cluster (e.g. HTTP/2 protocol options).
+    pub cluster_extra: String,
+    /// Replaces the filter snippet (benches/load/filter-*.yaml).
+    pub filter_yaml: Option<String>,
+    pub cp_env: Vec<(String, String)>,
+    pub cp_args: Vec<String>,
+}
+
+impl Variant {
+    pub fn uses_control_plane(&self) -> bool {
+        self.store != StoreKind::None
+    }
+
+    pub fn envoy_bootstrap(&self, ports: &EnvoyPorts, control_plane_port: u16) -> String {
+        let filter = match (&self.filter_yaml, self.filter) {
+            (Some(custom), _) => custom.clone(),
+            (None, FilterKind::None) => String::new(),
+            (None, FilterKind::LocalRateLimit) => FILTER_LOCAL_RATELIMIT.to_string(),
+            (None, FilterKind::Wasm) => FILTER_WASM.to_string(),
+        };
+        // JSON strings are valid YAML scalars.
+        let wasm = serde_json::Value::String(self.wasm.display().to_string()).to_string();
+        ENVOY_BASE
+            .replace("{{HTTP_FILTERS}}\n", &filter)
+            .replace("{{CONTROL_PLANE_CLUSTER_EXTRA}}\n", &self.cluster_extra)
+            .replace("{{ADMIN_PORT}}", &ports.admin.to_string())
+            .replace("{{LISTENER_PORT}}", &ports.listener.to_string())
+            .replace("{{UPSTREAM_PORT}}", &ports.upstream.to_string())
+            .replace("{{CONTROL_PLANE_PORT}}", &control_plane_port.to_string())
+            .replace("{{WASM}}", &wasm)
+    }
+}
+
+pub struct EnvoyPorts {
+    pub admin: u16,
+    pub listener: u16,
+    pub upstream: u16,
+}
+
+pub fn start_envoy(
+    envoy_bin: &Path,
+    variant: &Variant,
+    ports: &EnvoyPorts,
+    control_plane_port: u16,
+    dir: &Path,
+) -> Result<Spawned, String> {
+    let config = dir.join(format!("envoy-{}.yaml", variant.name));
+    std::fs::write(&config, variant.envoy_bootstrap(ports, control_plane_port))
+        .map_err(|e| format!("{}: {e}", config.display()))?;
+    let log = dir.join(format!("envoy-{}.log", variant.name));
+    let mut proc = Spawned::spawn(
+        "envoy",
+        Command::new(envoy_bin)
+            .arg("-c")
+            .arg(&config)
+            .arg("--disable-hot-restart")
+            .args(["--concurrency", &variant.envoy_concurrency.to_string()])
+            .args(["--log-level", "warning"]),
+        &log,
+    )?;
+    let admin = local(ports.admin);
+    let listener = local(ports.listener);
+    wait_until(&mut proc, &log, Duration::from_secs(60), || {
+        admin_get(admin, "/ready").is_some_and(|s| s.contains("LIVE")) && accepts(listener)
+    })?;
+    Ok(proc)
+}
+
+pub fn start_control_plane(
+    variant: &Variant,
+    port: u16,
+    config_yaml: &str,
+    redis_url: Option<&str>,
+    dir: &Path,
+) -> Result<Spawned, String> {
+    let config = dir.join(format!("control-plane-{}.yaml", variant.name));
+    std::fs::write(&config, config_yaml).map_err(|e| format!("{}: {e}", config.display()))?;
+    let log = dir.join(format!("control-plane-{}.log", variant.name));
+    let mut cmd = Command::new(&variant.control_plane);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("RATE_LIMIT_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.arg("--listen")
+        .arg(local(port).to_string())
+        .arg("--config")
+        .arg(&config)
+        .env("RATE_LIMIT_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info");
+    if variant.store == StoreKind::Redis {
+        let url = redis_url.ok_or("configuration needs Redis but none was started")?;
+        cmd.arg("--redis-url").arg(url);
+    }
+    cmd.args(&variant.cp_args);
+    for (key, value) in &variant.cp_env {
+        cmd.env(key, value);
+    }
+    let mut proc = Spawned::spawn("control plane", &mut cmd, &log)?;
+    let addr = local(port);
+    wait_until(&mut proc, &log, Duration::from_secs(30), || {
+        admin_get(addr, "/readyz").is_some()
+    })?;
+    Ok(proc)
+}
+
+pub fn start_upstream(bin: &Path, port: u16, dir: &Path) -> Result<Spawned, String> {
+    let log = dir.join("demo-upstream.log");
+    let mut proc = Spawned::spawn(
+        "demo upstream",
+        Command::new(bin).arg(local(port).to_string()),
+        &log,
+    )?;
+    wait_until(&mut proc, &log, Duration::from_secs(10), || {
+        accepts(local(port))
+    })?;
+    Ok(proc)
+}
+
+/// Redis as the local stack runs it: AOF on, `appendfsync everysec`.
+pub fn start_redis(bin: &Path, port: u16, dir: &Path) -> Result<Spawned, String> {
+    let data = dir.join("redis-data");
+    let _ = std::fs::remove_dir_all(&data);
+    std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+    let log = dir.join("redis.log");
+    let mut proc = Spawned::spawn(
+        "redis-server",
+        Command::new(bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+            ])
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(&data),
+        &log,
+    )?;
+    let url = redis_url(port);
+    wait_until(&mut proc, &log, Duration::from_secs(10), || {
+        redis_cmd(&url, &["PING"]).is_ok()
+    })?;
+    Ok(proc)
+}
+
+pub fn redis_url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}/")
+}
+
+/// One Redis command; the reply as text.
+pub fn redis_cmd(url: &str, args: &[&str]) -> Result<String, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    let value: redis::Value = cmd.query(&mut conn).map_err(|e| e.to_string())?;
+    Ok(match value {
+        redis::Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        redis::Value::SimpleString(s) => s,
+        redis::Value::VerbatimString { text, .. } => text,
+        redis::Value::Okay => "OK".to_string(),
+        other => format!("{other:?}"),
+    })
+}

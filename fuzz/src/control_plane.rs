@@ -1,0 +1,776 @@
+//! Properties of the control plane's hostile-input surface: path normalisation and rule
+//! matching, the decision call, and the configuration parser.
+//!
+//! This file depends only on `control_plane`, `rl_wire`, `serde_json` and `tokio`, so the
+//! workspace's own test suite compiles it too (`tests/tests/fuzz_regressions.rs` includes it
+//! with `#[path]`), next to [`crate::input`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use control_plane::config::{
+    CompiledConfig, ConfigError, RateLimitConfig, parse_json, parse_yaml, parse_yaml_bytes,
+    redacted, restore_secrets,
+};
+use control_plane::decision::Decider;
+use control_plane::live_config::{self, SharedConfig};
+use control_plane::rules::{RuleSet, check_rule_pattern, normalize_path};
+use control_plane::store::{ManualClock, MemoryStore};
+use rl_wire::{
+    CounterReport, DecisionRequest, DecisionResponse, MAX_DECISION_REQUEST_BYTES, Verdict,
+};
+
+use crate::input::{fields, text};
+
+// ---------------------------------------------------------------------------------------------
+// Path normalisation and rule matching
+
+/// At most this many rules per input.
+const MAX_RULES: usize = 32;
+
+/// The longest matching rule, by the book (SPEC §2 "Endpoint rules"): an exact rule matches
+/// its own path, `P/*` every path starting with `P/`; the longest literal wins and an exact
+/// rule wins a tie. Quadratic and obvious on purpose.
+pub fn naive_longest_match<'a>(
+    path: &str,
+    rules: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Option<(&'a str, u64)> {
+    // (literal length, exact), rule
+    type Ranked<'a> = ((usize, bool), (&'a str, u64));
+    let mut best: Option<Ranked<'a>> = None;
+    for (pattern, limit) in rules {
+        let (literal, exact) = match pattern.strip_suffix('*') {
+            Some(prefix) if prefix.ends_with('/') => (prefix, false),
+            _ => (pattern, true),
+        };
+        let hit = if exact {
+            path == literal
+        } else {
+            path.starts_with(literal)
+        };
+        let rank = (literal.len(), exact);
+        if hit && best.as_ref().is_none_or(|(r, _)| rank > *r) {
+            best = Some((rank, (pattern, limit)));
+        }
+    }
+    best.map(|(_, rule)| rule)
+}
+
+fn check_normal_form(raw: &str, n: &str) {
+    assert!(n.starts_with('/'), "{raw:?} -> {n:?}");
+    assert!(!n.contains("//"), "{raw:?} -> {n:?}");
+    assert!(!n.contains(['?', '#']), "{raw:?} -> {n:?}");
+    assert!(
+        n.split('/').all(|s| s != "." && s != ".."),
+        "dot segment: {raw:?} -> {n:?}"
+    );
+    // Linear output: decoding only shrinks, at most a leading '/' is added.
+    assert!(n.len() <= raw.len() + 1, "{raw:?} grew to {n:?}");
+}
+
+/// A rule pattern from an arbitrary line: normalised, with a trailing `*` kept as a prefix
+/// rule. `None` when the result is not a valid pattern (whitespace, control characters or a
+/// `*` inside), which must then be the only reason.
+fn pattern_from(line: &str) -> Option<String> {
+    let pattern = match line.strip_suffix('*') {
+        Some(base) => {
+            let mut literal = normalize_path(base);
+            if !literal.ends_with('/') {
+                literal.push('/');
+            }
+            literal + "*"
+        }
+        None => normalize_path(line),
+    };
+    match check_rule_pattern(&pattern) {
+        Ok(()) => Some(pattern),
+        Err(message) => {
+            let literal = match pattern.strip_suffix('*') {
+                Some(prefix) if prefix.ends_with('/') => prefix,
+                _ => &pattern,
+            };
+            assert!(
+                literal.contains('*')
+                    || literal.chars().any(|c| c.is_whitespace() || c.is_control()),
+                "normalised pattern {pattern:?} (from {line:?}) refused: {message}"
+            );
+            None
+        }
+    }
+}
+
+/// `path_rules` input: the first line is a request path, every further line a rule pattern
+/// (normalised first; a trailing `*` makes it a prefix rule). Lines that are valid patterns
+/// as written are also checked to be in normal form.
+pub fn check_path_rules(data: &[u8]) {
+    let lines = fields(data, b'\n');
+    let raw = text(lines[0]);
+    let normalized = normalize_path(&raw);
+    check_normal_form(&raw, &normalized);
+    assert_eq!(
+        normalize_path(&normalized),
+        normalized,
+        "not idempotent: {raw:?}"
+    );
+    assert_eq!(
+        normalize_path(&format!("/{raw}")),
+        normalized,
+        "rooting changed {raw:?}"
+    );
+    assert_eq!(
+        normalize_path(&format!("{raw}?q=1#f")),
+        normalized,
+        "query changed {raw:?}"
+    );
+    // A normalised path is a valid exact pattern unless it holds what patterns forbid.
+    if !normalized.contains('*')
+        && !normalized
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        assert_eq!(check_rule_pattern(&normalized), Ok(()), "{normalized:?}");
+    }
+
+    let mut rules: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, line) in lines.iter().skip(1).take(MAX_RULES).enumerate() {
+        let line = text(line);
+        // Whatever validation accepts is in normal form and matches its own literal.
+        if check_rule_pattern(&line).is_ok() {
+            let literal = line.strip_suffix('*').unwrap_or(&line);
+            assert_eq!(
+                normalize_path(literal),
+                literal,
+                "accepted pattern {line:?}"
+            );
+        }
+        if let Some(pattern) = pattern_from(&line) {
+            rules.insert(pattern, i as u64 + 1);
+        }
+    }
+    let set = RuleSet::new(rules.iter().map(|(p, &l)| (p.clone(), l)));
+    let rule_list = || rules.iter().map(|(p, &l)| (p.as_str(), l));
+    assert_eq!(
+        set.longest_match(&normalized),
+        naive_longest_match(&normalized, rule_list()),
+        "path {normalized:?}, rules {rules:?}"
+    );
+    // Every rule's own literal, and a path below it, agree with the reference too.
+    for (pattern, _) in rule_list() {
+        let literal = pattern.strip_suffix('*').unwrap_or(pattern);
+        for path in [literal.to_string(), format!("{literal}x")] {
+            assert_eq!(
+                set.longest_match(&path),
+                naive_longest_match(&path, rule_list()),
+                "path {path:?}, rules {rules:?}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration parser
+
+/// `config_yaml` input: a YAML document (bytes, as read from the file).
+pub fn check_config_yaml(data: &[u8]) {
+    match parse_yaml_bytes(data) {
+        Ok(cfg) => check_parsed(cfg),
+        Err(e) => check_error(&e),
+    }
+}
+
+/// `config_json` input: a JSON document (the body of a config PUT).
+pub fn check_config_json(data: &[u8]) {
+    match parse_json(data) {
+        Ok(cfg) => check_parsed(cfg),
+        Err(e) => check_error(&e),
+    }
+}
+
+fn check_error(e: &ConfigError) {
+    let shown = e.to_string();
+    let path = e.path();
+    if !path.is_empty() {
+        assert!(
+            shown.starts_with(path),
+            "{shown:?} does not start with {path:?}"
+        );
+    }
+}
+
+/// A parsed document: compile it; when accepted, it must survive the JSON round trip the
+/// admin API and Redis propagation put it through, and redaction must be reversible.
+pub fn check_parsed(cfg: RateLimitConfig) {
+    let valid = cfg.validate();
+    let compiled = match CompiledConfig::compile(cfg.clone()) {
+        Ok(compiled) => compiled,
+        Err(e) => {
+            check_error(&e);
+            if valid.is_ok() {
+                // Validation must catch everything but an unusable RSA key, which only the
+                // JWT library can judge.
+                assert_eq!(e.path(), "jwt.rs256_public_key_pem", "{e}");
+            }
+            return;
+        }
+    };
+    assert!(
+        valid.is_ok(),
+        "compiled although validation fails: {valid:?}"
+    );
+
+    let json = serde_json::to_vec(compiled.source()).expect("a config serialises");
+    let back = parse_json(&json).unwrap_or_else(|e| {
+        panic!(
+            "accepted config does not parse back from its JSON: {e}\n{}",
+            String::from_utf8_lossy(&json)
+        )
+    });
+    assert_eq!(back, cfg, "JSON round trip changed the config");
+    let again = CompiledConfig::compile(back).expect("round-tripped config compiles");
+    assert_eq!(again.tiers().len(), compiled.tiers().len());
+
+    // GET shows the redacted form; a PUT of it restores the secrets.
+    let shown = redacted(&cfg);
+    let shown_json = serde_json::to_vec(&shown).expect("serialises");
+    let mut put = parse_json(&shown_json).expect("the redacted config parses");
+    assert_eq!(put, shown);
+    restore_secrets(&mut put, &cfg).expect("redacted secrets restore");
+    assert_eq!(put, cfg, "redaction is not reversible");
+
+    // The compiled lookups agree with the document.
+    assert_eq!(compiled.enabled(), cfg.enabled);
+    assert_eq!(compiled.fail_open(), cfg.fail_open);
+    assert_eq!(
+        compiled.tier(compiled.default_tier()).name,
+        cfg.default_tier
+    );
+    for (tier, doc) in compiled.tiers().iter().zip(&cfg.tiers) {
+        assert_eq!(tier.name, doc.name);
+        assert_eq!(
+            compiled
+                .tier_by_name(&doc.name)
+                .map(|id| &compiled.tier(id).name),
+            Some(&doc.name)
+        );
+        let budget = if doc.unlimited {
+            None
+        } else {
+            doc.requests_per_window
+        };
+        assert_eq!(tier.budget, budget);
+        assert_eq!(tier.window.as_secs(), doc.window_size_seconds);
+        for (pattern, &limit) in &doc.endpoints {
+            let literal = pattern.strip_suffix('*').unwrap_or(pattern);
+            assert_eq!(
+                normalize_path(literal),
+                literal,
+                "validated pattern {pattern:?}"
+            );
+            let rules = doc.endpoints.iter().map(|(p, &l)| (p.as_str(), l));
+            assert_eq!(
+                tier.rules.longest_match(literal),
+                naive_longest_match(literal, rules),
+                "{pattern:?}"
+            );
+            if !pattern.ends_with("/*") {
+                assert_eq!(
+                    tier.rules.longest_match(pattern),
+                    Some((pattern.as_str(), limit))
+                );
+            }
+        }
+    }
+    for key in &cfg.api_keys {
+        if let Some(raw) = &key.key {
+            let found = compiled.lookup_api_key(raw.as_bytes());
+            assert_eq!(
+                found,
+                Some((key.id.as_str(), compiled.tier_by_name(&key.tier).unwrap()))
+            );
+        }
+    }
+    for entry in &cfg.whitelist {
+        if let Some(id) = entry.strip_prefix("key:") {
+            assert!(
+                compiled.is_whitelisted(None, &format!("key:{id}")),
+                "{entry:?}"
+            );
+        } else if let Some(sub) = entry.strip_prefix("user:") {
+            assert!(
+                compiled.is_whitelisted(None, &format!("user:{sub}")),
+                "{entry:?}"
+            );
+        } else if let Ok(ip) = entry.strip_prefix("ip:").unwrap_or(entry).parse::<IpAddr>() {
+            assert!(compiled.is_whitelisted(Some(ip), "ip:unknown"), "{entry:?}");
+        }
+    }
+    let _ = format!("{compiled:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decision call
+
+/// The configuration every `decision` input is judged under. Small limits, so denials are
+/// reachable within a few requests.
+pub const DECISION_CONFIG: &str = concat!(
+    r#"
+default_tier: free
+fail_open: false
+tiers:
+  - name: free
+    requests_per_window: 5
+    window_size_seconds: 10
+    endpoints:
+      /api/v1/request: 3
+      /api/v1/admin/*: 2
+      /api/v1/admin/special: 1
+  - name: premium
+    requests_per_window: 50
+    window_size_seconds: 60
+    endpoints:
+      /api/v1/request: 20
+      /*: 40
+  - name: unlimited
+    unlimited: true
+    endpoints:
+      /api/v1/expensive: 2
+whitelist: ["127.0.0.1", "10.0.0.0/8", "2001:db8::/32", "ip:192.0.2.7", "key:ops", "user:healthchecker"]
+api_keys:
+  - {id: premium-key, tier: premium, key: premium-key-0123456789}
+  - {id: unlimited-key, tier: unlimited, key: unlimited-key-0123456789}
+  - {id: ops, tier: free, key: ops-key-0123456789abcdef}
+  - {id: hashed, tier: premium, key_sha256: 62c5559717da6012427d84b732fdf7292e3426e5a620fd08af73ebf6300f6d91}
+jwt:
+  hs256_secret: fuzz-secret-0123456789abcdef-0123456789
+  tier_claim: tier
+  rs256_public_key_pem: |
+"#,
+    // Indented into the block scalar above by `decision_config_yaml`.
+    include_str!("../../tests/fixtures/jwt-test-rs256-public.pem")
+);
+
+/// [`DECISION_CONFIG`] with the PEM indented into its block scalar.
+pub fn decision_config_yaml() -> String {
+    let (head, pem) = DECISION_CONFIG
+        .split_once("rs256_public_key_pem: |\n")
+        .expect("marker");
+    let mut out = format!("{head}rs256_public_key_pem: |\n");
+    for line in pem.lines() {
+        out.push_str("    ");
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+struct TierSpec {
+    name: &'static str,
+    budget: Option<u64>,
+    window_secs: u64,
+    rules: &'static [(&'static str, u64)],
+}
+
+/// [`DECISION_CONFIG`]'s tiers, written out again for the reference model.
+const TIERS: [TierSpec; 3] = [
+    TierSpec {
+        name: "free",
+        budget: Some(5),
+        window_secs: 10,
+        rules: &[
+            ("/api/v1/request", 3),
+            ("/api/v1/admin/*", 2),
+            ("/api/v1/admin/special", 1),
+        ],
+    },
+    TierSpec {
+        name: "premium",
+        budget: Some(50),
+        window_secs: 60,
+        rules: &[("/api/v1/request", 20), ("/*", 40)],
+    },
+    TierSpec {
+        name: "unlimited",
+        budget: None,
+        window_secs: 60,
+        rules: &[("/api/v1/expensive", 2)],
+    },
+];
+
+/// (raw key, id, tier) of [`DECISION_CONFIG`]'s API keys.
+const KEYS: [(&str, &str, &str); 4] = [
+    ("premium-key-0123456789", "premium-key", "premium"),
+    ("unlimited-key-0123456789", "unlimited-key", "unlimited"),
+    ("ops-key-0123456789abcdef", "ops", "free"),
+    ("hashed-key-0123456789", "hashed", "premium"),
+];
+
+/// Valid tokens for [`DECISION_CONFIG`] (expiring in 2100): (token, user, tier claim).
+/// Each user has one tier, so a user's counters always have one window.
+pub const TOKENS: [(&str, &str, Option<&str>); 5] = [
+    (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInRpZXIiOiJwcmVtaXVtIiwiZXhwIjo0MTAyNDQ0ODAwfQ.XB3dP-z9BpkIWYA1oUl37B3EYh7Rnp5wYLXDhlgxzeM",
+        "alice",
+        Some("premium"),
+    ),
+    (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJoZWFsdGhjaGVja2VyIiwiZXhwIjo0MTAyNDQ0ODAwfQ.amKCPW3xea3gAq2Qlp4hlX4xxlk9-ReyA8r07O68FKQ",
+        "healthchecker",
+        None,
+    ),
+    (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJib2IiLCJ0aWVyIjoicGxhdGludW0iLCJleHAiOjQxMDI0NDQ4MDB9.PEg75qaMuhEMupTGTS-D5t9DwVlw8rlqflQHsnuwddg",
+        "bob",
+        Some("platinum"),
+    ),
+    (
+        "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJjYXJvbCIsInRpZXIiOiJ1bmxpbWl0ZWQiLCJleHAiOjQxMDI0NDQ4MDB9.fmOHyIccOPyH4KauApwQ6rC7Edn9xVyk64rGiGJ-ujUYYiFI5muE_2Lx0ZYWJf4VjP0WSjL0b6mVuAeTpIIlSpIQF-CS0ZeR4UnTzawoUjyu68jXxbIzgqHfJ51d53Rj7xHxm7gHSZAIjv768Lsa1T06ysL2-98OyedEyhT3Wb0w8WX7thXK9vtYPnHNeWgAHzC8E5Eple4I3vMWaAfrLLzanijZEep6WQ8ydSsPoqL5z9wFWYVO_4Pz8eJDlNeAiQKoYpKroaSgiR-E5oSXbwu8MgbxH07kQcT6jJ_w7dWVm0ZYEE1oJFiE3lQPM7a4QjTAT5Xf4qKIJXFklzX94g",
+        "carol",
+        Some("unlimited"),
+    ),
+    (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOjQyLCJ0aWVyIjoiZnJlZSIsImV4cCI6NDEwMjQ0NDgwMH0.po95kKSsfOoU2OWuEiN7N8RaAF3mW0G5hkYumHndW6E",
+        "42",
+        Some("free"),
+    ),
+];
+
+/// The compiled [`DECISION_CONFIG`], once per process (compiling parses an RSA key).
+pub fn decision_config() -> SharedConfig {
+    static CONFIG: OnceLock<SharedConfig> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let cfg = parse_yaml(&decision_config_yaml()).expect("DECISION_CONFIG parses");
+            live_config::shared(CompiledConfig::compile(cfg).expect("DECISION_CONFIG compiles"))
+        })
+        .clone()
+}
+
+thread_local! {
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime");
+}
+
+/// Runs a future to completion on this thread's runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    RUNTIME.with(|rt| rt.block_on(future))
+}
+
+/// Where decision calls go: the real HTTP router (fuzz crate) or the handler's steps called
+/// directly ([`DirectEndpoint`]).
+pub trait DecisionEndpoint {
+    /// One `POST /internal/v1/decision` with this body: (HTTP status, response body).
+    fn call(&mut self, body: Vec<u8>) -> (u16, Vec<u8>);
+}
+
+/// The decision handler's steps without the HTTP stack: the body limit, "a JSON object",
+/// the `DecisionRequest` parse, then [`Decider::decide`].
+pub struct DirectEndpoint {
+    pub decider: Arc<Decider>,
+}
+
+impl DecisionEndpoint for DirectEndpoint {
+    fn call(&mut self, body: Vec<u8>) -> (u16, Vec<u8>) {
+        let invalid = |message: String| {
+            let body =
+                serde_json::json!({"error": {"code": "invalid_request", "message": message}});
+            (400, serde_json::to_vec(&body).unwrap())
+        };
+        if body.len() > MAX_DECISION_REQUEST_BYTES {
+            return (413, b"length limit exceeded".to_vec());
+        }
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return invalid("decision request: expected a JSON object".into());
+        }
+        let request: DecisionRequest = match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => return invalid(format!("decision request: {e}")),
+        };
+        let decision = block_on(self.decider.decide(&request));
+        (200, serde_json::to_vec(&decision.response).unwrap())
+    }
+}
+
+/// One decision call of an input, for checks the caller adds.
+#[derive(Debug)]
+pub struct Exchange {
+    /// The request, when the body was one.
+    pub request: Option<DecisionRequest>,
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Start of the store's manual clock (Unix µs).
+pub const T0_US: u64 = 1_700_000_000_000_000;
+/// Clock step per unit of a record's first byte.
+const STEP_US: u64 = 200_000;
+/// A record's first byte with this bit set pads the body beyond the body limit.
+const PAD_BIT: u8 = 0x80;
+/// Records of a `decision` input are separated by ASCII RS, which no JSON document contains.
+pub const RECORD_SEPARATOR: u8 = 0x1e;
+const MAX_RECORDS: usize = 48;
+
+/// `decision` input: records separated by [`RECORD_SEPARATOR`]. A record's first byte moves
+/// the store's clock forward by `(byte & 0x7f) * 200 ms` (bit 7 pads the body past 16 KiB);
+/// the rest is the body of one decision call. A fresh in-memory store per input, the fixed
+/// [`DECISION_CONFIG`], and every answer checked against a reference model of identity,
+/// whitelist, rules and exact sliding windows.
+pub fn check_decision<E: DecisionEndpoint>(
+    data: &[u8],
+    endpoint: impl FnOnce(Arc<Decider>) -> E,
+) -> Vec<Exchange> {
+    let clock = Arc::new(ManualClock::new(T0_US));
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let mut endpoint = endpoint(Arc::new(Decider::new(decision_config(), store)));
+    let mut model = Model::default();
+    let mut now = T0_US;
+    let mut exchanges = Vec::new();
+    for record in data.split(|&b| b == RECORD_SEPARATOR).take(MAX_RECORDS) {
+        let Some((&control, body)) = record.split_first() else {
+            continue;
+        };
+        now += u64::from(control & !PAD_BIT) * STEP_US;
+        clock.set(now);
+        let mut body = body.to_vec();
+        if control & PAD_BIT != 0 {
+            body.resize(body.len() + MAX_DECISION_REQUEST_BYTES, b' ');
+        }
+        let (status, answer) = endpoint.call(body.clone());
+        let request = check_exchange(&mut model, now, &body, status, &answer);
+        exchanges.push(Exchange {
+            request,
+            status,
+            body: answer,
+        });
+    }
+    exchanges
+}
+
+fn check_exchange(
+    model: &mut Model,
+    now: u64,
+    body: &[u8],
+    status: u16,
+    answer: &[u8],
+) -> Option<DecisionRequest> {
+    if body.len() > MAX_DECISION_REQUEST_BYTES {
+        assert_eq!(status, 413, "oversized body");
+        return None;
+    }
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let parsed = serde_json::from_slice::<DecisionRequest>(body)
+        .ok()
+        .filter(|_| is_object);
+    let Some(request) = parsed else {
+        assert_eq!(
+            status,
+            400,
+            "not a decision request: {}",
+            String::from_utf8_lossy(body)
+        );
+        let error: serde_json::Value = serde_json::from_slice(answer).expect("400 answer is JSON");
+        assert_eq!(error["error"]["code"], "invalid_request");
+        return None;
+    };
+    assert_eq!(status, 200, "decision request refused: {request:?}");
+    let got: DecisionResponse =
+        serde_json::from_slice(answer).expect("answer is a DecisionResponse");
+    let want = model.decide(&request, now);
+    assert_eq!(got, want, "request {request:?} at +{} µs", now - T0_US);
+    Some(request)
+}
+
+/// The reference: what the decision for `request` must be, from the specification alone.
+#[derive(Default)]
+struct Model {
+    /// Admitted timestamps per counter.
+    counters: HashMap<String, Vec<u64>>,
+}
+
+fn reference_ip(raw: &str) -> Option<IpAddr> {
+    if raw.len() > 64 {
+        return None;
+    }
+    raw.trim()
+        .parse::<IpAddr>()
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+fn whitelisted_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.octets()[0] == 10
+                || v4 == std::net::Ipv4Addr::new(127, 0, 0, 1)
+                || v4 == std::net::Ipv4Addr::new(192, 0, 2, 7)
+        }
+        IpAddr::V6(v6) => v6.segments()[..2] == [0x2001, 0x0db8],
+    }
+}
+
+fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn ceil_secs(us: u64) -> u64 {
+    us.div_ceil(1_000_000)
+}
+
+impl Model {
+    fn decide(&mut self, req: &DecisionRequest, now: u64) -> DecisionResponse {
+        let bare = |verdict| DecisionResponse {
+            verdict,
+            tier: None,
+            counter: None,
+        };
+        let ip = reference_ip(&req.ip);
+        let key = req
+            .api_key
+            .as_deref()
+            .filter(|k| !k.is_empty() && k.len() <= 1024)
+            .and_then(|k| KEYS.iter().find(|(raw, _, _)| *raw == k));
+        let token = req
+            .authorization
+            .as_deref()
+            .filter(|a| a.len() <= 8 * 1024)
+            .and_then(bearer)
+            .and_then(|t| TOKENS.iter().find(|(token, _, _)| *token == t));
+        let (identity, tier_name) = match (key, token) {
+            (Some((_, id, tier)), _) => (format!("key:{id}"), *tier),
+            (None, Some((_, user, claim))) => {
+                let tier = claim
+                    .filter(|c| TIERS.iter().any(|t| t.name == *c))
+                    .unwrap_or("free");
+                (format!("user:{user}"), tier)
+            }
+            (None, None) => match ip {
+                Some(ip) => (format!("ip:{ip}"), "free"),
+                None => ("ip:unknown".to_string(), "free"),
+            },
+        };
+        if ip.is_some_and(whitelisted_ip)
+            || identity == "key:ops"
+            || identity == "user:healthchecker"
+        {
+            return bare(Verdict::Whitelisted);
+        }
+        let tier = TIERS.iter().find(|t| t.name == tier_name).unwrap();
+        let path = normalize_path(&req.path);
+        let rule = naive_longest_match(&path, tier.rules.iter().copied());
+        let mut applied: Vec<(String, u64, Option<&str>)> = Vec::new();
+        if let Some(budget) = tier.budget {
+            applied.push((format!("{identity}\0budget"), budget, None));
+        }
+        if let Some((pattern, limit)) = rule {
+            applied.push((format!("{identity}\0rule\0{pattern}"), limit, Some(pattern)));
+        }
+        if applied.is_empty() {
+            return DecisionResponse {
+                verdict: Verdict::Allow,
+                tier: Some(tier.name.to_string()),
+                counter: None,
+            };
+        }
+        let window = tier.window_secs * 1_000_000;
+        // Entries in (now - W, now], oldest first.
+        let logs: Vec<Vec<u64>> = applied
+            .iter()
+            .map(|(key, _, _)| {
+                let log = self.counters.entry(key.clone()).or_default();
+                log.retain(|&ts| ts + window > now);
+                log.clone()
+            })
+            .collect();
+        let admitted = applied
+            .iter()
+            .zip(&logs)
+            .all(|((_, limit, _), log)| (log.len() as u64) < *limit);
+        // The control plane echoes a rule whole, the path cut to 256 bytes (on a char
+        // boundary): a client's path is only a hint in a 429 body.
+        let echoed = {
+            let mut end = path.len().min(256);
+            while !path.is_char_boundary(end) {
+                end -= 1;
+            }
+            &path[..end]
+        };
+        let endpoint = |rule: Option<&str>| rule.unwrap_or(echoed).to_string();
+        if admitted {
+            let mut described: Option<(u64, u64, u64, Option<&str>)> = None;
+            for ((key, limit, rule), log) in applied.iter().zip(&logs) {
+                self.counters.get_mut(key).unwrap().push(now);
+                let remaining = limit - (log.len() as u64 + 1);
+                let oldest = log.first().copied().unwrap_or(now);
+                if described.is_none_or(|(r, l, _, _)| (remaining, *limit) < (r, l)) {
+                    described = Some((remaining, *limit, oldest + window, *rule));
+                }
+            }
+            let (remaining, limit, free_at, rule) = described.unwrap();
+            return DecisionResponse {
+                verdict: Verdict::Allow,
+                tier: Some(tier.name.to_string()),
+                counter: Some(CounterReport {
+                    limit,
+                    remaining,
+                    reset: ceil_secs(free_at),
+                    retry_after: None,
+                    window: tier.window_secs,
+                    endpoint: endpoint(rule),
+                    reset_at: None,
+                }),
+            };
+        }
+        // Denied: nothing recorded. Described: the full counter with the lowest limit; the
+        // client may retry once every full counter has room.
+        let mut described: Option<(u64, Option<&str>)> = None;
+        let mut free_at = 0;
+        for ((_, limit, rule), log) in applied.iter().zip(&logs) {
+            let count = log.len() as u64;
+            if count < *limit {
+                continue;
+            }
+            free_at = free_at.max(log[(count - limit) as usize] + window);
+            if described.is_none_or(|(l, _)| *limit < l) {
+                described = Some((*limit, *rule));
+            }
+        }
+        let (limit, rule) = described.unwrap();
+        let reset = ceil_secs(free_at).max(ceil_secs(now) + 1);
+        DecisionResponse {
+            verdict: Verdict::Deny,
+            tier: Some(tier.name.to_string()),
+            counter: Some(CounterReport {
+                limit,
+                remaining: 0,
+                reset,
+                retry_after: Some(ceil_secs(free_at.saturating_sub(now)).max(1)),
+                window: tier.window_secs,
+                endpoint: endpoint(rule),
+                reset_at: Some(rfc3339(reset)),
+            }),
+        }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
+fn rfc3339(unix: u64) -> String {
+    let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}

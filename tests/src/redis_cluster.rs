@@ -1,0 +1,210 @@
+//! A private Redis Cluster (3 masters, 3 replicas) from Debian's redis-server, for the
+//! scale-out tests.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::prereq;
+use crate::process::{Output, Proc};
+
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    _dir: TempDir,
+}
+
+struct Node {
+    port: u16,
+    proc: Option<Proc>,
+}
+
+/// A free port whose cluster bus port (+10000) is valid too.
+fn cluster_port() -> u16 {
+    loop {
+        let port = crate::free_port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn redis_cli() -> std::path::PathBuf {
+    let server = prereq::redis_server();
+    let beside = server.with_file_name("redis-cli");
+    if beside.is_file() {
+        return beside;
+    }
+    panic!(
+        "redis-cli not found next to {}: install it with `apt-get install -y redis-tools` \
+         (it comes with redis-server)",
+        server.display()
+    );
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new(redis_cli())
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+impl RedisCluster {
+    /// Starts six nodes and forms the cluster; waits until every node reports `ok`.
+    pub fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes = Vec::new();
+        for i in 0..6 {
+            let node_dir = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            nodes.push(Self::launch(&node_dir, cluster_port()));
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let mut create = Command::new(redis_cli());
+        create.arg("--cluster").arg("create").args(&addrs).args([
+            "--cluster-replicas",
+            "1",
+            "--cluster-yes",
+        ]);
+        let out = create.output().expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes, _dir: dir };
+        cluster.wait_ok(Duration::from_secs(30));
+        cluster
+    }
+
+    fn launch(dir: &Path, port: u16) -> Node {
+        let mut cmd = Command::new(prereq::redis_server());
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            .args(["--cluster-config-file", "nodes.conf"])
+            .args(["--appendonly", "no", "--save", ""])
+            // Replicas sync at once (the default waits 5 s before a diskless sync).
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--dir")
+            .arg(dir);
+        let mut proc = Proc::spawn("redis-server", cmd, Output::default());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if cli(port, &["PING"]).trim() == "PONG" {
+                return Node {
+                    port,
+                    proc: Some(proc),
+                };
+            }
+            assert!(
+                proc.is_running(),
+                "redis-server (cluster node) exited:\n{}",
+                proc.output.tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("cluster node on {port} did not start");
+    }
+
+    fn wait_ok(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            // State ok everywhere, and every replica in sync (else it cannot take over).
+            let all_ok = self.live_ports().iter().all(|&p| {
+                let replication = cli(p, &["INFO", "replication"]);
+                cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"))
+            });
+            if all_ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cluster did not reach state ok");
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|n| n.proc.is_some())
+            .map(|n| n.port)
+            .collect()
+    }
+
+    /// Seed URLs, comma-separated (what `RATE_LIMIT_REDIS_URL` takes in cluster mode).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Hash slot of a key.
+    pub fn keyslot(&self, key: &str) -> u16 {
+        let port = self.live_ports()[0];
+        cli(port, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("keyslot")
+    }
+
+    /// Port of the master currently serving `slot`, as a live node sees it.
+    pub fn master_of(&self, slot: u16) -> u16 {
+        let port = self.live_ports()[0];
+        for line in cli(port, &["CLUSTER", "NODES"]).lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let owns = fields[8..].iter().any(|range| {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
+            });
+            if owns {
+                let addr = fields[1].split('@').next().unwrap_or_default();
+                return addr
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
+            }
+        }
+        panic!("no master serves slot {slot}");
+    }
+
+    /// `kill -9` of the node on `port`.
+    pub fn kill9(&mut self, port: u16) {
+        for node in &mut self.nodes {
+            if node.port == port
+                && let Some(mut proc) = node.proc.take()
+            {
+                proc.kill9();
+            }
+        }
+    }
+
+    /// `redis-cli` against any live node, for assertions.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut all = vec!["-c"];
+        all.extend_from_slice(args);
+        cli(self.live_ports()[0], &all)
+    }
+}

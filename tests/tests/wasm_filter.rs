@@ -1,0 +1,1080 @@
+//! The release `.wasm` users deploy, driven in process by `rl_tests::wasm_host` (wasmtime):
+//! identity evidence in the decision call, decision → response, every control-plane failure
+//! under both `fail_open` values, plugin-config validation, stats and logs.
+//!
+//! Every case runs on a fresh VM and ends with [`still_works`]: the VM has not trapped, made no
+//! ABI misuse, and serves an ordinary request afterwards (a trap kills a worker's VM for good
+//! in Envoy).
+
+use std::time::Duration;
+
+use rl_tests::wasm_host::{
+    Action, FilterVm, HeaderMap, LogLevel, Outcome, Request, RequestRun, imports,
+};
+use rl_wire::{
+    CounterReport, DECISION_PATH, DECISION_SECRET_HEADER, DecisionRequest, DecisionResponse,
+    MAX_DECISION_REQUEST_BYTES, Verdict,
+};
+use serde_json::{Value, json};
+
+const CLUSTER: &str = "rate_limit_control_plane";
+const TRUSTED: &str = r#""trusted_proxies":["10.0.0.0/8","2001:db8:ffff::/48"]"#;
+const RL_HEADERS: [&str; 4] = [
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "x-ratelimit-tier",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// `{"cluster": CLUSTER, <extra>}`.
+fn config(extra: &str) -> String {
+    if extra.is_empty() {
+        format!(r#"{{"cluster":"{CLUSTER}"}}"#)
+    } else {
+        format!(r#"{{"cluster":"{CLUSTER}",{extra}}}"#)
+    }
+}
+
+fn vm(config: &str) -> FilterVm {
+    FilterVm::new(config).unwrap_or_else(|rejected| panic!("{config}: {rejected:?}"))
+}
+
+fn counter(remaining: u64) -> CounterReport {
+    CounterReport {
+        limit: 100,
+        remaining,
+        reset: 1_700_000_060,
+        retry_after: None,
+        window: 60,
+        endpoint: "/api/v1/request".into(),
+        reset_at: None,
+    }
+}
+
+/// A decision answer, serialised from the wire types the control plane uses.
+fn answer(verdict: Verdict, tier: Option<&str>, counter: Option<CounterReport>) -> String {
+    let response = DecisionResponse {
+        verdict,
+        tier: tier.map(str::to_owned),
+        counter,
+    };
+    serde_json::to_string(&response).expect("serialise a DecisionResponse")
+}
+
+fn allow() -> String {
+    answer(Verdict::Allow, Some("free"), Some(counter(99)))
+}
+
+fn deny() -> String {
+    let mut c = counter(0);
+    c.retry_after = Some(59);
+    c.reset_at = Some("2023-11-14T22:14:20Z".into());
+    answer(Verdict::Deny, Some("free"), Some(c))
+}
+
+fn respond_200(run: RequestRun<'_>, body: &str) -> Outcome {
+    run.respond(
+        &[(":status", "200"), ("content-type", "application/json")],
+        body,
+    )
+}
+
+/// The JSON body of the pending decision call.
+fn decision(run: &RequestRun<'_>) -> DecisionRequest {
+    let call = run.call().expect("the filter dispatched no decision call");
+    serde_json::from_slice(&call.body).unwrap_or_else(|e| {
+        panic!(
+            "decision body is not a DecisionRequest ({e}): {}",
+            String::from_utf8_lossy(&call.body)
+        )
+    })
+}
+
+/// Runs `request` and returns what the filter told the control plane (the call is then
+/// answered with an allow, so the request ends normally).
+fn evidence(vm: &mut FilterVm, request: Request) -> DecisionRequest {
+    let run = vm.request(request);
+    let sent = decision(&run);
+    let outcome = respond_200(run, &allow());
+    assert!(outcome.forwarded().is_some(), "{outcome:?}");
+    sent
+}
+
+fn rate_limit_headers(headers: &HeaderMap) -> Vec<&str> {
+    headers.names_with_prefix("x-ratelimit-")
+}
+
+fn forwarded(outcome: &Outcome) -> &HeaderMap {
+    outcome
+        .forwarded()
+        .unwrap_or_else(|| panic!("expected the request to be forwarded, got {outcome:?}"))
+}
+
+/// Asserts a forwarded request whose response carries no `X-RateLimit-*` header.
+fn assert_passed_without_headers(outcome: &Outcome) {
+    let headers = forwarded(outcome);
+    assert!(rate_limit_headers(headers).is_empty(), "{headers:?}");
+}
+
+/// Asserts the filter's own 503: `Retry-After: 1`, JSON, no `X-RateLimit-*`.
+fn assert_unavailable(outcome: &Outcome) {
+    let reply = outcome
+        .local()
+        .unwrap_or_else(|| panic!("expected a local 503, got {outcome:?}"));
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.headers.get("retry-after"), Some("1"));
+    assert_eq!(reply.headers.get("content-type"), Some("application/json"));
+    assert!(rate_limit_headers(&reply.headers).is_empty(), "{reply:?}");
+    let body: Value = serde_json::from_slice(&reply.body).expect("503 body is JSON");
+    assert_eq!(body["error"]["code"], "rate_limit_unavailable");
+    assert!(body["error"]["message"].is_string());
+    assert!(body["error"].get("details").is_none(), "{body}");
+}
+
+/// The end of every case: no trap, no ABI misuse, and an ordinary request still works.
+fn still_works(vm: &mut FilterVm) {
+    vm.assert_healthy();
+    vm.fail_dispatch(false);
+    let run = vm.request(Request::get("/api/v1/request").from("203.0.113.50:1234"));
+    assert_eq!(run.headers_action(), Some(Action::Pause));
+    assert_eq!(decision(&run).ip, "203.0.113.50");
+    let outcome = respond_200(run, &allow());
+    assert_eq!(forwarded(&outcome).get("x-ratelimit-remaining"), Some("99"));
+    vm.assert_healthy();
+}
+
+fn metric(vm: &FilterVm, short: &str) -> u64 {
+    let name = format!("rate_limit_filter.{short}");
+    vm.metric(&name)
+        .unwrap_or_else(|| panic!("metric {name} not defined: {:?}", vm.metrics()))
+}
+
+/// The filter's stats (Envoy shows them as `wasmcustom.rate_limit_filter.<name>`; the README
+/// documents these names).
+const METRICS: [&str; 8] = [
+    "allowed",
+    "denied",
+    "unavailable",
+    "whitelisted",
+    "disabled",
+    "failed_open",
+    "failed_closed",
+    "control_plane_errors",
+];
+
+/// Every filter metric, by short name, with the non-zero ones listed in `expected`.
+fn assert_metrics(vm: &FilterVm, expected: &[(&str, u64)]) {
+    assert_eq!(vm.metrics().len(), METRICS.len(), "{:?}", vm.metrics());
+    for short in METRICS {
+        let name = format!("rate_limit_filter.{short}");
+        let want = expected
+            .iter()
+            .find(|(n, _)| *n == short)
+            .map_or(0, |(_, v)| *v);
+        assert_eq!(metric(vm, short), want, "metric {name}: {:?}", vm.metrics());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The module and its host calls
+
+#[test]
+fn imports_are_known_and_the_unused_ones_trap() {
+    let imports = imports();
+    // Host calls the filter makes (glue.rs plus the SDK's dispatcher) and the WASI functions
+    // std links: all implemented.
+    for used in [
+        "env.proxy_log",
+        "env.proxy_get_buffer_bytes",
+        "env.proxy_get_header_map_value",
+        "env.proxy_replace_header_map_value",
+        "env.proxy_get_property",
+        "env.proxy_http_call",
+        "env.proxy_continue_stream",
+        "env.proxy_send_local_response",
+        "env.proxy_define_metric",
+        "env.proxy_increment_metric",
+        "env.proxy_get_current_time_nanoseconds",
+        "env.proxy_set_effective_context",
+        "wasi_snapshot_preview1.fd_write",
+        "wasi_snapshot_preview1.environ_get",
+        "wasi_snapshot_preview1.environ_sizes_get",
+        "wasi_snapshot_preview1.proc_exit",
+    ] {
+        assert!(
+            imports.implemented.iter().any(|i| i == used),
+            "{used} not implemented: {imports:?}"
+        );
+    }
+    // The SDK declares these for features the filter does not use. A new import (an SDK
+    // upgrade, a new host call) shows up here first; if the filter calls one, its stub traps
+    // with the import's name and every test using it fails.
+    let mut trapping = imports.trapping.clone();
+    trapping.sort();
+    assert_eq!(
+        trapping,
+        [
+            "env.proxy_call_foreign_function",
+            "env.proxy_close_stream",
+            "env.proxy_dequeue_shared_queue",
+            "env.proxy_done",
+            "env.proxy_enqueue_shared_queue",
+            "env.proxy_get_shared_data",
+            "env.proxy_get_status",
+            "env.proxy_grpc_call",
+            "env.proxy_grpc_cancel",
+            "env.proxy_grpc_close",
+            "env.proxy_grpc_send",
+            "env.proxy_grpc_stream",
+            "env.proxy_register_shared_queue",
+            "env.proxy_resolve_shared_queue",
+            "env.proxy_set_buffer_bytes",
+            "env.proxy_set_header_map_pairs",
+            "env.proxy_set_property",
+            "env.proxy_set_shared_data",
+        ]
+    );
+}
+
+#[test]
+fn start_defines_every_metric_and_no_tick() {
+    let vm = vm(&config(""));
+    assert_metrics(&vm, &[]);
+    assert_eq!(vm.tick_period_ms(), 0);
+    assert!(vm.logs().is_empty(), "{:?}", vm.logs());
+    assert!(vm.wasi_output().is_empty());
+    vm.assert_healthy();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decision call
+
+#[test]
+fn decision_call_shape_with_defaults() {
+    let mut vm = vm(&config(""));
+    let run = vm.request(
+        Request::new("POST", "/api/v1/request?page=2#frag")
+            .from("203.0.113.9:4000")
+            .header("x-api-key", "demo-premium-key-0001")
+            .header("authorization", "Bearer abc.def.ghi"),
+    );
+    assert_eq!(run.headers_action(), Some(Action::Pause));
+    let call = run.call().expect("decision call").clone();
+    assert_eq!(call.cluster, CLUSTER);
+    assert_eq!(call.timeout, Duration::from_millis(250));
+    assert_eq!(call.headers.get(":method"), Some("POST"));
+    assert_eq!(call.headers.get(":path"), Some(DECISION_PATH));
+    assert_eq!(call.headers.get(":authority"), Some(CLUSTER));
+    assert_eq!(call.headers.get("content-type"), Some("application/json"));
+    assert_eq!(call.headers.get(DECISION_SECRET_HEADER), None);
+    assert_eq!(call.headers.len(), 4, "{:?}", call.headers);
+    assert!(call.trailers.is_empty());
+    assert_eq!(
+        decision(&run),
+        DecisionRequest {
+            ip: "203.0.113.9".into(),
+            api_key: Some("demo-premium-key-0001".into()),
+            authorization: Some("Bearer abc.def.ghi".into()),
+            method: "POST".into(),
+            path: "/api/v1/request".into(),
+        }
+    );
+    // The raw body, too: absent credentials are omitted, nothing else is sent.
+    let body: Value = serde_json::from_slice(&call.body).expect("JSON body");
+    assert_eq!(body.as_object().map(|o| o.len()), Some(5), "{body}");
+    respond_200(run, &allow());
+    still_works(&mut vm);
+}
+
+#[test]
+fn decision_call_with_authority_secret_and_timeout() {
+    let mut vm = vm(&config(
+        r#""authority":"cp.internal:8080","timeout_ms":40,"decision_secret":"s3cret value""#,
+    ));
+    let run = vm.request(Request::get("/x"));
+    let call = run.call().expect("decision call").clone();
+    assert_eq!(call.cluster, CLUSTER);
+    assert_eq!(call.headers.get(":authority"), Some("cp.internal:8080"));
+    assert_eq!(
+        call.headers.get(DECISION_SECRET_HEADER),
+        Some("s3cret value")
+    );
+    assert_eq!(call.timeout, Duration::from_millis(40));
+    let sent = decision(&run);
+    assert_eq!((sent.api_key, sent.authorization), (None, None));
+    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("GET", "/x"));
+    respond_200(run, &allow());
+    still_works(&mut vm);
+}
+
+#[test]
+fn request_body_waits_for_the_decision() {
+    let mut vm = vm(&config(""));
+    let run = vm.request(Request::new("POST", "/upload").body(512));
+    assert_eq!(run.headers_action(), Some(Action::Pause));
+    // Continue here would let Envoy forward the paused headers before the decision.
+    assert_eq!(run.body_action(), Some(Action::Pause));
+    let outcome = respond_200(run, &allow());
+    forwarded(&outcome);
+    still_works(&mut vm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity evidence: the client IP
+
+/// (peer, X-Forwarded-For, X-Real-IP, expected ip).
+type IpCase = (
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    &'static str,
+);
+
+/// Client-IP cases under `TRUSTED`.
+fn ip_cases() -> Vec<IpCase> {
+    vec![
+        // Peer only.
+        (Some("203.0.113.9:4000"), None, None, "203.0.113.9"),
+        // Untrusted peer: forged forwarded headers are ignored.
+        (
+            Some("203.0.113.9:4000"),
+            Some("1.1.1.1"),
+            Some("2.2.2.2"),
+            "203.0.113.9",
+        ),
+        (
+            Some("203.0.113.9:4000"),
+            Some("1.1.1.1, 10.0.0.1"),
+            None,
+            "203.0.113.9",
+        ),
+        // Trusted proxy: single entry, several entries (rightmost wins), trusted hops skipped.
+        (
+            Some("10.0.0.1:4000"),
+            Some("198.51.100.7"),
+            None,
+            "198.51.100.7",
+        ),
+        (
+            Some("10.0.0.1:4000"),
+            Some("6.6.6.6, 198.51.100.7"),
+            None,
+            "198.51.100.7",
+        ),
+        (
+            Some("10.0.0.1:4000"),
+            Some("6.6.6.6,198.51.100.7 , 10.0.0.2,\t10.0.0.3"),
+            Some("9.9.9.9"),
+            "198.51.100.7",
+        ),
+        // Every hop trusted: the leftmost one.
+        (
+            Some("10.0.0.1:4000"),
+            Some("10.0.0.7, 10.0.0.8"),
+            None,
+            "10.0.0.7",
+        ),
+        // Garbage or malformed entries: the peer, never an attacker-chosen address.
+        (
+            Some("10.0.0.1:4000"),
+            Some("6.6.6.6, garbage"),
+            None,
+            "10.0.0.1",
+        ),
+        (Some("10.0.0.1:4000"), Some("unknown"), None, "10.0.0.1"),
+        (
+            Some("10.0.0.1:4000"),
+            Some("6.6.6.6, 198.51.100.7:8080"),
+            None,
+            "10.0.0.1",
+        ),
+        (
+            Some("10.0.0.1:4000"),
+            Some("6.6.6.6, [2001:db8::1]"),
+            None,
+            "10.0.0.1",
+        ),
+        (Some("10.0.0.1:4000"), Some("6.6.6.6,"), None, "10.0.0.1"),
+        (
+            Some("10.0.0.1:4000"),
+            Some("6.6.6.6, ,10.0.0.2"),
+            None,
+            "10.0.0.1",
+        ),
+        (
+            Some("10.0.0.1:4000"),
+            Some("198.51.100. 7"),
+            None,
+            "10.0.0.1",
+        ),
+        // X-Real-IP only when XFF is absent (or holds just the peer), and only from a proxy.
+        (
+            Some("10.0.0.1:4000"),
+            None,
+            Some("198.51.100.8"),
+            "198.51.100.8",
+        ),
+        (
+            Some("10.0.0.1:4000"),
+            Some(""),
+            Some("198.51.100.8"),
+            "198.51.100.8",
+        ),
+        (
+            Some("10.0.0.1:4000"),
+            Some("10.0.0.1"),
+            Some("198.51.100.8"),
+            "198.51.100.8",
+        ),
+        (Some("10.0.0.1:4000"), None, Some("not an ip"), "10.0.0.1"),
+        (
+            Some("203.0.113.9:4000"),
+            None,
+            Some("198.51.100.8"),
+            "203.0.113.9",
+        ),
+        // IPv6 peers and XFF entries.
+        (Some("[::1]:5555"), None, None, "::1"),
+        (Some("[::1]:5555"), Some("198.51.100.7"), None, "::1"),
+        (
+            Some("[2001:db8:ffff::1]:443"),
+            Some("2001:db8:1::7"),
+            None,
+            "2001:db8:1::7",
+        ),
+        (
+            Some("10.0.0.1:4000"),
+            Some("2001:db8:1::7"),
+            None,
+            "2001:db8:1::7",
+        ),
+        (
+            Some("[2001:db8:ffff::1]:443"),
+            Some("2001:DB8:1:0:0:0:0:7, 2001:db8:ffff::2"),
+            None,
+            "2001:db8:1::7",
+        ),
+        // IPv4-mapped IPv6 is the IPv4 address, for the peer and for XFF entries.
+        (Some("[::ffff:203.0.113.9]:4000"), None, None, "203.0.113.9"),
+        (
+            Some("[::ffff:10.0.0.1]:4000"),
+            Some("::ffff:198.51.100.7"),
+            None,
+            "198.51.100.7",
+        ),
+        // A bare address without port; no address at all (e.g. a pipe): empty.
+        (Some("203.0.113.9"), None, None, "203.0.113.9"),
+        (Some("/run/envoy.sock"), None, None, ""),
+        (None, Some("198.51.100.7"), None, ""),
+    ]
+}
+
+#[test]
+fn client_ip_from_peer_and_trusted_forwarded_headers() {
+    for (peer, xff, real_ip, expected) in ip_cases() {
+        let mut vm = vm(&config(TRUSTED));
+        let mut request = Request::get("/api/v1/request").source(peer);
+        if let Some(xff) = xff {
+            request = request.header("x-forwarded-for", xff);
+        }
+        if let Some(real_ip) = real_ip {
+            request = request.header("x-real-ip", real_ip);
+        }
+        let sent = evidence(&mut vm, request);
+        assert_eq!(
+            sent.ip, expected,
+            "peer {peer:?}, xff {xff:?}, x-real-ip {real_ip:?}"
+        );
+        still_works(&mut vm);
+    }
+}
+
+#[test]
+fn forwarded_headers_are_ignored_without_trusted_proxies() {
+    for (peer, xff) in [
+        ("10.0.0.1:4000", "198.51.100.7"),
+        ("[::1]:5555", "2001:db8:1::7"),
+        ("127.0.0.1:5555", "1.2.3.4, 5.6.7.8"),
+    ] {
+        let mut vm = vm(&config(""));
+        let request = Request::get("/")
+            .from(peer)
+            .header("x-forwarded-for", xff)
+            .header("x-real-ip", "198.51.100.8");
+        let sent = evidence(&mut vm, request);
+        let peer_ip = peer.rsplit_once(':').map_or(peer, |(ip, _)| ip);
+        assert_eq!(sent.ip, peer_ip.trim_matches(['[', ']']), "{peer} {xff}");
+        still_works(&mut vm);
+    }
+}
+
+#[test]
+fn forwarded_header_with_invalid_utf8_falls_back_to_the_peer() {
+    let mut vm = vm(&config(TRUSTED));
+    let request = Request::get("/")
+        .from("10.0.0.1:4000")
+        .header("x-forwarded-for", b"198.51.100.7\xff".as_slice());
+    assert_eq!(evidence(&mut vm, request).ip, "10.0.0.1");
+    still_works(&mut vm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity evidence: credentials, method and path, and their bounds
+
+#[test]
+fn api_key_bounds_and_encoding() {
+    let at_limit = "k".repeat(1024);
+    let over_limit = "k".repeat(1025);
+    let cases: Vec<(&[u8], Option<&str>)> = vec![
+        (b"demo-free-key", Some("demo-free-key")),
+        (at_limit.as_bytes(), Some(at_limit.as_str())),
+        // Longer than any registered key: dropped, judged by IP.
+        (over_limit.as_bytes(), None),
+        (b"", None),
+        // Not UTF-8: cannot be a registered key.
+        (b"key-\xff\xfe", None),
+        (b"\xc3\x28", None),
+        // Quotes and backslashes are carried, JSON-escaped.
+        (br#"a"b\c"#, Some(r#"a"b\c"#)),
+    ];
+    for (key, expected) in cases {
+        let mut vm = vm(&config(""));
+        let request = Request::get("/").header("x-api-key", key);
+        let sent = evidence(&mut vm, request);
+        assert_eq!(
+            sent.api_key.as_deref(),
+            expected,
+            "key {:?}",
+            String::from_utf8_lossy(key)
+        );
+        assert_eq!(sent.ip, "192.0.2.1");
+        still_works(&mut vm);
+    }
+}
+
+#[test]
+fn authorization_bounds() {
+    let at_limit = format!("Bearer {}", "t".repeat(8192 - 7));
+    let over_limit = format!("Bearer {}", "t".repeat(8192 - 6));
+    for (value, kept) in [(&at_limit, true), (&over_limit, false)] {
+        let mut vm = vm(&config(""));
+        let sent = evidence(&mut vm, Request::get("/").header("authorization", value));
+        assert_eq!(
+            sent.authorization.as_ref(),
+            kept.then_some(value),
+            "{} bytes",
+            value.len()
+        );
+        still_works(&mut vm);
+    }
+}
+
+#[test]
+fn custom_api_key_header() {
+    let mut vm = vm(&config(r#""api_key_header":"X-Tenant-Key""#));
+    let request = Request::get("/")
+        .header("x-api-key", "ignored")
+        .header("X-Tenant-Key", "tenant-key-1");
+    assert_eq!(
+        evidence(&mut vm, request).api_key.as_deref(),
+        Some("tenant-key-1")
+    );
+    still_works(&mut vm);
+}
+
+#[test]
+fn path_is_cut_and_query_dropped() {
+    let long = format!("/{}", "a".repeat(5000));
+    // A multi-byte character straddling the limit is not split.
+    let straddling = format!("/{}é/rest", "b".repeat(4094));
+    let cases: Vec<(String, String)> = vec![
+        ("/api/v1/request?x=1&y=2".into(), "/api/v1/request".into()),
+        ("/api/v1//request#frag".into(), "/api/v1//request".into()),
+        (long.clone(), long[..4096].to_string()),
+        (straddling.clone(), straddling[..4095].to_string()),
+        ("/caf\u{e9}".into(), "/caf\u{e9}".into()),
+    ];
+    for (path, expected) in cases {
+        let mut vm = vm(&config(""));
+        let sent = evidence(&mut vm, Request::get(&path));
+        assert_eq!(sent.path, expected, "path of {} bytes", path.len());
+        assert_eq!(sent.method, "GET");
+        still_works(&mut vm);
+    }
+    // Invalid UTF-8 in the path is replaced, not refused.
+    let mut vm = vm(&config(""));
+    let request = Request::get("/").set_header(":path", Some(b"/x\xff/y?q".as_slice()));
+    assert_eq!(evidence(&mut vm, request).path, "/x\u{fffd}/y");
+    still_works(&mut vm);
+}
+
+#[test]
+fn oversized_evidence_keeps_the_decision_body_bounded() {
+    // Credentials that JSON-escape to six bytes each; a path at its limit.
+    let key = "\u{1}".repeat(1024);
+    let token = "\"".repeat(8192);
+    let path = format!("/{}", "\\".repeat(4095));
+    let mut vm = vm(&config(""));
+    let run = vm.request(
+        Request::get(&path)
+            .header("x-api-key", &key)
+            .header("authorization", &token),
+    );
+    let body_len = run.call().expect("decision call").body.len();
+    assert!(body_len <= MAX_DECISION_REQUEST_BYTES, "{body_len} bytes");
+    let sent = decision(&run);
+    // Credentials go first (such values are no real key or token), the authorization first:
+    // without it the rest fits, so the key and the whole path survive.
+    assert!(sent.authorization.is_none(), "authorization kept");
+    assert!(sent.api_key == Some(key), "api key changed or dropped");
+    assert!(sent.path == path, "path cut to {} bytes", sent.path.len());
+    respond_200(run, &allow());
+    still_works(&mut vm);
+}
+
+#[test]
+fn missing_method_and_path_are_sent_empty() {
+    let mut vm = vm(&config(""));
+    let request = Request::get("/")
+        .set_header(":method", None)
+        .set_header(":path", None);
+    let sent = evidence(&mut vm, request);
+    assert_eq!((sent.method.as_str(), sent.path.as_str()), ("", ""));
+    still_works(&mut vm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decision → response
+
+#[test]
+fn allow_with_counter_sets_the_four_headers_replacing_upstream_values() {
+    let mut vm = vm(&config(""));
+    let request = Request::get("/api/v1/request").upstream_response(&[
+        (":status", "200"),
+        ("x-ratelimit-limit", "999"),
+        ("x-ratelimit-limit", "998"),
+        ("X-RateLimit-Tier", "forged"),
+        ("content-type", "text/plain"),
+    ]);
+    let outcome = respond_200(vm.request(request), &allow());
+    let headers = forwarded(&outcome);
+    assert_eq!(rate_limit_headers(headers).len(), 4, "{headers:?}");
+    assert_eq!(headers.get("x-ratelimit-limit"), Some("100"));
+    assert_eq!(headers.get("x-ratelimit-remaining"), Some("99"));
+    assert_eq!(headers.get("x-ratelimit-reset"), Some("1700000060"));
+    assert_eq!(headers.get("x-ratelimit-tier"), Some("free"));
+    assert_eq!(headers.get("content-type"), Some("text/plain"));
+    assert_eq!(headers.get(":status"), Some("200"));
+    assert_metrics(&vm, &[("allowed", 1)]);
+    still_works(&mut vm);
+}
+
+#[test]
+fn allow_headers_go_on_upstream_errors_too() {
+    let mut vm = vm(&config(""));
+    let request = Request::get("/api/v1/error").upstream_response(&[(":status", "500")]);
+    let outcome = respond_200(vm.request(request), &allow());
+    let headers = forwarded(&outcome);
+    assert_eq!(headers.get(":status"), Some("500"));
+    assert_eq!(rate_limit_headers(headers), RL_HEADERS);
+    still_works(&mut vm);
+}
+
+#[test]
+fn allow_without_counter_sets_only_the_tier() {
+    let mut vm = vm(&config(""));
+    let body = answer(Verdict::Allow, Some("unlimited"), None);
+    let outcome = respond_200(vm.request(Request::get("/")), &body);
+    let headers = forwarded(&outcome);
+    assert_eq!(rate_limit_headers(headers), ["x-ratelimit-tier"]);
+    assert_eq!(headers.get("x-ratelimit-tier"), Some("unlimited"));
+    assert_metrics(&vm, &[("allowed", 1)]);
+    still_works(&mut vm);
+}
+
+#[test]
+fn allow_with_an_unsafe_tier_does_not_echo_it() {
+    let mut vm = vm(&config(""));
+    let body = answer(
+        Verdict::Allow,
+        Some("free\r\nset-cookie: x=1"),
+        Some(counter(5)),
+    );
+    let outcome = respond_200(vm.request(Request::get("/")), &body);
+    let headers = forwarded(&outcome);
+    assert_eq!(rate_limit_headers(headers), &RL_HEADERS[..3]);
+    assert_eq!(headers.get("set-cookie"), None);
+    still_works(&mut vm);
+}
+
+#[test]
+fn deny_is_a_local_429_with_headers_and_body() {
+    for fail_open in [true, false] {
+        let mut vm = vm(&config(&format!(r#""fail_open":{fail_open}"#)));
+        let outcome = respond_200(vm.request(Request::get("/api/v1/request")), &deny());
+        let reply = outcome
+            .local()
+            .unwrap_or_else(|| panic!("expected a 429, got {outcome:?}"));
+        assert_eq!(reply.status, 429);
+        assert_eq!(reply.grpc_status, -1);
+        // Exactly these headers, once each: the filter's on_response_headers, which Envoy
+        // also runs for the local reply, adds nothing.
+        assert_eq!(
+            reply.headers,
+            HeaderMap::from_pairs(&[
+                ("retry-after", "59"),
+                ("x-ratelimit-limit", "100"),
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1700000060"),
+                ("x-ratelimit-tier", "free"),
+                ("content-type", "application/json"),
+            ])
+        );
+        let body: Value = serde_json::from_slice(&reply.body).expect("429 body is JSON");
+        assert_eq!(
+            body,
+            json!({"error": {
+                "code": "rate_limit_exceeded",
+                "message": "Rate limit exceeded: 100 requests per 60 seconds. Retry after 59 seconds.",
+                "details": {
+                    "limit": 100,
+                    "window_size": 60,
+                    "reset_at": "2023-11-14T22:14:20Z",
+                    "retry_after_seconds": 59,
+                    "tier": "free",
+                    "endpoint": "/api/v1/request"
+                }
+            }})
+        );
+        assert_metrics(&vm, &[("denied", 1)]);
+        still_works(&mut vm);
+    }
+}
+
+#[test]
+fn deny_without_reset_at_or_retry_after_fills_them_in() {
+    let mut vm = vm(&config(""));
+    let mut c = counter(0);
+    c.window = 1;
+    c.limit = 1;
+    let outcome = respond_200(
+        vm.request(Request::get("/")),
+        &answer(Verdict::Deny, None, Some(c)),
+    );
+    let reply = outcome.local().expect("a 429");
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.headers.get("retry-after"), Some("1"));
+    assert_eq!(reply.headers.get("x-ratelimit-tier"), None);
+    let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
+    let details = &body["error"]["details"];
+    assert_eq!(details["reset_at"], "2023-11-14T22:14:20Z");
+    assert_eq!(details["retry_after_seconds"], 1);
+    assert_eq!(details["tier"], Value::Null);
+    assert_eq!(
+        body["error"]["message"],
+        "Rate limit exceeded: 1 requests per 1 second. Retry after 1 second."
+    );
+    still_works(&mut vm);
+}
+
+#[test]
+fn unavailable_is_a_503_without_rate_limit_headers() {
+    for fail_open in [true, false] {
+        let mut vm = vm(&config(&format!(r#""fail_open":{fail_open}"#)));
+        let body = answer(Verdict::Unavailable, Some("free"), Some(counter(0)));
+        let outcome = respond_200(vm.request(Request::get("/")), &body);
+        assert_unavailable(&outcome);
+        assert_metrics(&vm, &[("unavailable", 1)]);
+        still_works(&mut vm);
+    }
+}
+
+#[test]
+fn whitelisted_disabled_and_failed_open_pass_without_headers() {
+    for (verdict, metric_name) in [
+        (Verdict::Whitelisted, "whitelisted"),
+        (Verdict::Disabled, "disabled"),
+        (Verdict::FailedOpen, "failed_open"),
+    ] {
+        for fail_open in [true, false] {
+            let mut vm = vm(&config(&format!(r#""fail_open":{fail_open}"#)));
+            // Even an answer carrying a tier and a counter adds no header.
+            let body = answer(verdict, Some("free"), Some(counter(3)));
+            let outcome = respond_200(vm.request(Request::get("/")), &body);
+            assert_passed_without_headers(&outcome);
+            assert_metrics(&vm, &[(metric_name, 1)]);
+            assert!(vm.logs().is_empty(), "{:?}", vm.logs());
+            still_works(&mut vm);
+        }
+    }
+}
+
+#[test]
+fn outcomes_accumulate_in_the_stats() {
+    let mut vm = vm(&config(""));
+    for _ in 0..3 {
+        respond_200(vm.request(Request::get("/")), &allow());
+    }
+    respond_200(vm.request(Request::get("/")), &deny());
+    vm.request(Request::get("/")).respond_reset();
+    assert_metrics(
+        &vm,
+        &[
+            ("allowed", 3),
+            ("denied", 1),
+            ("failed_open", 1),
+            ("control_plane_errors", 1),
+        ],
+    );
+    still_works(&mut vm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control-plane failures × fail_open
+
+/// How the control plane fails to answer.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    DispatchError,
+    Status(&'static str, &'static str),
+    Garbage,
+    EmptyBody,
+    OversizedBody,
+    UnknownVerdict,
+    DenyWithoutCounter,
+    NoStatus,
+    Reset,
+}
+
+const FAILURES: [Failure; 11] = [
+    Failure::DispatchError,
+    // Envoy's own answers when the cluster has no healthy host / the call times out.
+    Failure::Status("503", "no healthy upstream"),
+    Failure::Status("504", "upstream request timeout"),
+    Failure::Status("500", r#"{"verdict":"allow"}"#),
+    Failure::Garbage,
+    Failure::EmptyBody,
+    Failure::OversizedBody,
+    Failure::UnknownVerdict,
+    Failure::DenyWithoutCounter,
+    Failure::NoStatus,
+    Failure::Reset,
+];
+
+/// Runs one request that meets `failure`, and returns how it ended.
+fn run_failure(vm: &mut FilterVm, failure: Failure, fail_open: bool) -> Outcome {
+    if let Failure::DispatchError = failure {
+        vm.fail_dispatch(true);
+        let run = vm.request(Request::get("/api/v1/request"));
+        assert!(run.call().is_none());
+        // Decided at once: Continue (fail open) or Pause behind the local 503.
+        let expected = if fail_open {
+            Action::Continue
+        } else {
+            Action::Pause
+        };
+        assert_eq!(run.headers_action(), Some(expected));
+        return run.finish();
+    }
+    let run = vm.request(Request::get("/api/v1/request"));
+    assert!(run.call().is_some(), "{failure:?}: no decision call");
+    let oversized = {
+        let mut body = allow();
+        body.push_str(&" ".repeat(16 * 1024));
+        body
+    };
+    match failure {
+        Failure::DispatchError => unreachable!("handled above"),
+        Failure::Status(status, body) => run.respond(&[(":status", status)], body),
+        Failure::Garbage => respond_200(run, "<html>garbage</html>"),
+        Failure::EmptyBody => respond_200(run, ""),
+        Failure::OversizedBody => respond_200(run, &oversized),
+        Failure::UnknownVerdict => respond_200(run, r#"{"verdict":"maybe","tier":"free"}"#),
+        Failure::DenyWithoutCounter => respond_200(run, r#"{"verdict":"deny","tier":"free"}"#),
+        Failure::NoStatus => run.respond(&[("content-type", "application/json")], allow()),
+        Failure::Reset => run.respond_reset(),
+    }
+}
+
+#[test]
+fn control_plane_failures_fail_open() {
+    for failure in FAILURES {
+        let mut vm = vm(&config(r#""fail_open":true"#));
+        let outcome = run_failure(&mut vm, failure, true);
+        assert_passed_without_headers(&outcome);
+        assert_metrics(&vm, &[("failed_open", 1), ("control_plane_errors", 1)]);
+        let warnings: Vec<_> = vm
+            .logs()
+            .iter()
+            .filter(|l| l.level == LogLevel::Warn)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{failure:?}: {:?}", vm.logs());
+        assert!(
+            warnings[0].message.contains(CLUSTER) && warnings[0].message.contains("fail_open"),
+            "{failure:?}: {}",
+            warnings[0].message
+        );
+        still_works(&mut vm);
+    }
+}
+
+#[test]
+fn control_plane_failures_fail_closed() {
+    for failure in FAILURES {
+        let mut vm = vm(&config(r#""fail_open":false"#));
+        let outcome = run_failure(&mut vm, failure, false);
+        assert_unavailable(&outcome);
+        assert_metrics(&vm, &[("failed_closed", 1), ("control_plane_errors", 1)]);
+        let warnings: Vec<_> = vm
+            .logs()
+            .iter()
+            .filter(|l| l.level == LogLevel::Warn)
+            .collect();
+        assert_eq!(warnings.len(), 1, "{failure:?}: {:?}", vm.logs());
+        assert!(
+            warnings[0].message.contains("503"),
+            "{failure:?}: {}",
+            warnings[0].message
+        );
+        still_works(&mut vm);
+    }
+}
+
+#[test]
+fn control_plane_error_logs_are_throttled_per_vm() {
+    let mut vm = vm(&config(""));
+    for _ in 0..5 {
+        vm.request(Request::get("/")).respond_reset();
+    }
+    assert_eq!(vm.take_logs().len(), 1);
+    vm.advance_clock(Duration::from_secs(11));
+    vm.request(Request::get("/")).respond_reset();
+    let logs = vm.take_logs();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert!(
+        logs[0].message.contains("4 similar errors not logged"),
+        "{}",
+        logs[0].message
+    );
+    assert_metrics(&vm, &[("failed_open", 6), ("control_plane_errors", 6)]);
+    still_works(&mut vm);
+}
+
+#[test]
+fn unanswered_call_leaves_the_request_waiting() {
+    // Envoy answers every call (with a synthesised 504 after the timeout); until then the
+    // request must stay paused, not slip through.
+    let mut vm = vm(&config(""));
+    let run = vm.request(Request::get("/"));
+    assert!(run.call().is_some());
+    assert_eq!(run.finish(), Outcome::Stalled);
+    still_works(&mut vm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plugin configuration
+
+#[test]
+fn good_configurations_are_accepted() {
+    for config in [
+        config(""),
+        config(r#""fail_open":false"#),
+        config(TRUSTED),
+        r#"{"cluster":"rl","authority":"control-plane:8080","timeout_ms":1000,
+            "fail_open":false,"api_key_header":"X-My-Key",
+            "trusted_proxies":["10.0.0.0/8","192.168.1.1","2001:db8::/32","::1"],
+            "decision_secret":"s3cret value"}"#
+            .to_string(),
+        format!(r#"  {{"cluster":"{CLUSTER}","timeout_ms":60000}}  "#),
+    ] {
+        let mut vm = vm(&config);
+        assert!(vm.logs().is_empty(), "{config}: {:?}", vm.logs());
+        still_works(&mut vm);
+    }
+}
+
+#[test]
+fn bad_configurations_are_rejected_naming_the_field() {
+    let cases = [
+        ("", "field `cluster`: is required"),
+        ("   ", "field `cluster`: is required"),
+        ("{}", "field `cluster`: is required"),
+        (r#"{"timeout_ms":250}"#, "field `cluster`: is required"),
+        (r#"{"cluster":""}"#, "field `cluster`"),
+        (r#"{"cluster":5}"#, "field `cluster`: must be a string"),
+        (&config(r#""timeout_ms":0"#), "field `timeout_ms`"),
+        (&config(r#""timeout_ms":60001"#), "field `timeout_ms`"),
+        (&config(r#""timeout_ms":"250""#), "field `timeout_ms`"),
+        (&config(r#""timeout_ms":1.5"#), "field `timeout_ms`"),
+        (
+            &config(r#""trusted_proxies":["10.0.0.0/33"]"#),
+            "field `trusted_proxies[0]`",
+        ),
+        (
+            &config(r#""trusted_proxies":["10.0.0.0/8","not-an-ip"]"#),
+            "field `trusted_proxies[1]`",
+        ),
+        (
+            &config(r#""trusted_proxies":"10.0.0.0/8""#),
+            "field `trusted_proxies`",
+        ),
+        (
+            &config(r#""fail_opne":false"#),
+            "field `fail_opne`: unknown field",
+        ),
+        (&config(r#""fail_open":"false""#), "field `fail_open`"),
+        (
+            &config(r#""api_key_header":"x api key""#),
+            "field `api_key_header`",
+        ),
+        (&config(r#""authority":"a b""#), "field `authority`"),
+        (
+            &config(r#""decision_secret":"""#),
+            "field `decision_secret`",
+        ),
+        ("{", "not valid JSON"),
+        ("cluster: rl", "not valid JSON"),
+        (r#"["rl"]"#, "must be a JSON object"),
+    ];
+    for (config, expected) in cases {
+        let rejected = match FilterVm::new(config) {
+            Ok(_) => panic!("{config:?} was accepted"),
+            Err(rejected) => rejected,
+        };
+        assert_eq!(rejected.trap, None, "{config:?}");
+        let errors: Vec<_> = rejected
+            .logs
+            .iter()
+            .filter(|l| l.level == LogLevel::Error)
+            .collect();
+        assert_eq!(errors.len(), 1, "{config:?}: {:?}", rejected.logs);
+        assert!(
+            errors[0]
+                .message
+                .starts_with("rate-limit-filter: invalid plugin configuration: ")
+                && errors[0].message.contains(expected),
+            "{config:?}: {:?} does not mention {expected:?}",
+            errors[0].message
+        );
+    }
+}
+
+#[test]
+fn configuration_that_is_not_utf8_is_rejected() {
+    let rejected = match FilterVm::new(b"{\"cluster\":\"rl\xff\"}") {
+        Ok(_) => panic!("accepted"),
+        Err(rejected) => rejected,
+    };
+    assert_eq!(rejected.trap, None);
+    assert!(
+        rejected
+            .logs
+            .iter()
+            .any(|l| l.message.contains("not valid JSON")),
+        "{:?}",
+        rejected.logs
+    );
+}
