@@ -17,6 +17,30 @@ pub fn client_from(source: IpAddr) -> reqwest::Client {
         .expect("http client")
 }
 
+/// POSTs `body` as JSON and returns the JSON answer (a test helper: panics on failure).
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let response = client.post(url).json(body).send().await;
+    let response = response.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: not JSON: {e}"))
+}
+
+/// GETs `url` and returns the JSON answer (a test helper: panics on failure).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let response = client.get(url).send().await;
+    let response = response.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    response
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
 /// A response with everything a test looks at.
 #[derive(Debug, Clone)]
 pub struct Reply {

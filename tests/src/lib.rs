@@ -17,7 +17,7 @@ pub mod stack;
 pub mod upstream;
 pub mod wasm_host;
 
-pub use client::{Reply, client_from, get, send};
+pub use client::{Reply, client_from, get, get_json, post_json, send};
 pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use redis_cluster::RedisCluster;

@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rl_tests::{ControlPlane, ControlPlaneBuilder, RedisServer, client_from, control_plane_bin};
+use rl_tests::{
+    ControlPlane, ControlPlaneBuilder, RedisServer, client_from, control_plane_bin, post_json,
+};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
@@ -67,15 +69,9 @@ fn faked(redis: Option<&RedisServer>, clock_file: &Path) -> ControlPlane {
 }
 
 async fn decide(cp: &ControlPlane) -> Value {
-    client_from(IpAddr::V4(Ipv4Addr::LOCALHOST))
-        .post(cp.url(rl_wire::DECISION_PATH))
-        .json(&json!({"ip": "10.9.9.9", "method": "GET", "path": "/"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let body = json!({"ip": "10.9.9.9", "method": "GET", "path": "/"});
+    let client = client_from(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    post_json(&client, &cp.url(rl_wire::DECISION_PATH), &body).await
 }
 
 /// Three admitted, then denied; the clock jumps by hours; still denied, nothing reset.

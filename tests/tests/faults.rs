@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rl_tests::load::{Load, Sample, between};
 use rl_tests::{
     ControlPlane, ControlPlaneBuilder, RedisServer, StackBuilder, client_from, control_plane_bin,
-    get,
+    get, get_json, post_json,
 };
 use serde_json::{Value, json};
 
@@ -53,14 +53,7 @@ fn recovered_at(samples: &[Sample], from: Duration) -> Option<Duration> {
 }
 
 async fn metrics(cp: &ControlPlane) -> Value {
-    from(1)
-        .get(cp.url("/api/v1/rate-limit/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(&from(1), &cp.url("/api/v1/rate-limit/metrics")).await
 }
 
 async fn redis_outage_under_load(fail_open: bool) {
@@ -196,15 +189,8 @@ async fn control_plane_killed_under_load_and_counters_survive() {
 }
 
 async fn decide(cp: &ControlPlane, ip: &str) -> Value {
-    from(1)
-        .post(cp.url(rl_wire::DECISION_PATH))
-        .json(&json!({"ip": ip, "method": "GET", "path": "/counted"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    let body = json!({"ip": ip, "method": "GET", "path": "/counted"});
+    post_json(&from(1), &cp.url(rl_wire::DECISION_PATH), &body).await
 }
 
 const AOF: [&str; 6] = [
@@ -317,15 +303,7 @@ async fn a_stalled_redis_costs_each_decision_at_most_the_timeout() {
                     let t = Instant::now();
                     let body =
                         json!({"ip": format!("10.8.{sender}.{i}"), "method": "GET", "path": "/x"});
-                    let v: Value = client
-                        .post(&url)
-                        .json(&body)
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let v = post_json(&client, &url, &body).await;
                     out.push((
                         t.elapsed(),
                         v["verdict"].as_str().unwrap_or_default().to_string(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rl_tests::envoy::{EnvoyBuilder, admin_get};
 use rl_tests::{
     ControlPlane, ControlPlaneBuilder, RedisServer, StackBuilder, Upstream, client_from,
-    control_plane_bin, get,
+    control_plane_bin, get, get_json,
 };
 use serde_json::{Value, json};
 
@@ -745,14 +745,7 @@ async fn the_openapi_document_lists_every_endpoint_and_describes_the_metrics() {
 
     // A live metrics response satisfies the documented schema.
     let schema = &doc["components"]["schemas"]["MetricsSnapshot"];
-    let live: Value = admin()
-        .get(cp.url("/api/v1/rate-limit/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live = get_json(&admin(), &cp.url("/api/v1/rate-limit/metrics")).await;
     check_schema(&live, schema, &doc, "metrics");
     let error_schema = &doc["components"]["schemas"]["RateLimitExceeded"];
     assert!(error_schema["properties"]["error"].is_object());

@@ -3,7 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use rl_tests::{ControlPlane, ControlPlaneBuilder, RedisCluster, client_from, control_plane_bin};
+use rl_tests::{
+    ControlPlane, ControlPlaneBuilder, RedisCluster, client_from, control_plane_bin, post_json,
+};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
@@ -24,15 +26,8 @@ fn client() -> reqwest::Client {
 }
 
 async fn decide(cp: &ControlPlane, ip: &str) -> Value {
-    client()
-        .post(cp.url(rl_wire::DECISION_PATH))
-        .json(&json!({"ip": ip, "method": "GET", "path": "/api/v1/request"}))
-        .send()
-        .await
-        .expect("decision call")
-        .json()
-        .await
-        .expect("decision json")
+    let body = json!({"ip": ip, "method": "GET", "path": "/api/v1/request"});
+    post_json(&client(), &cp.url(rl_wire::DECISION_PATH), &body).await
 }
 
 fn start_control_plane(cluster: &RedisCluster, config: &str) -> ControlPlane {
@@ -61,15 +56,7 @@ async fn exact_limits_on_a_cluster_with_each_identity_in_one_slot() {
                 // Two identities, in different slots most likely: 150 requests each.
                 let ip = if i % 2 == 0 { "10.1.1.1" } else { "10.2.2.2" };
                 let body = json!({"ip": ip, "method": "GET", "path": "/api/v1/request"});
-                let v: Value = client()
-                    .post(url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let v = post_json(&client(), &url, &body).await;
                 (ip, v["verdict"] == "allow")
             })
         })

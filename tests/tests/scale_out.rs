@@ -3,7 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use rl_tests::envoy::EnvoyBuilder;
-use rl_tests::{ControlPlaneBuilder, RedisServer, Upstream, client_from, control_plane_bin, get};
+use rl_tests::{
+    ControlPlaneBuilder, RedisServer, Upstream, client_from, control_plane_bin, get, get_json,
+};
 
 const CONFIG: &str = r#"
 default_tier: free
@@ -75,14 +77,11 @@ async fn exact_limit_across_three_replicas_and_two_envoys() {
     assert_eq!((ok, limited, other), (100, 500, 0));
     // Every replica took part.
     for cp in &replicas {
-        let m: serde_json::Value = client_from(IpAddr::V4(Ipv4Addr::LOCALHOST))
-            .get(cp.url("/api/v1/rate-limit/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let m = get_json(
+            &client_from(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            &cp.url("/api/v1/rate-limit/metrics"),
+        )
+        .await;
         assert!(m["total_requests"].as_u64().unwrap() > 0, "{m}");
     }
 }

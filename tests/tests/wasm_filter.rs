@@ -882,8 +882,10 @@ fn run_failure(vm: &mut FilterVm, failure: Failure, fail_open: bool) -> Outcome 
     let run = vm.request(Request::get("/api/v1/request"));
     assert!(run.call().is_some(), "{failure:?}: no decision call");
     let oversized = {
+        // One byte over what the filter accepts (a valid answer padded with whitespace).
         let mut body = allow();
-        body.push_str(&" ".repeat(16 * 1024));
+        let limit = rate_limit_filter::response::MAX_DECISION_RESPONSE_BYTES;
+        body.push_str(&" ".repeat(limit + 1 - body.len()));
         body
     };
     match failure {
