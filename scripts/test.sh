@@ -36,7 +36,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo llvm-cov test --locked --workspace --no-fail-fast --ignore-filename-regex "$ignore" --no-report
 fi
-cargo test --locked --workspace --doc
+cargo test --locked --doc -p control-plane -p rate-limit-filter -p rl-wire
 
 step "coverage"
 cargo llvm-cov report --json --summary-only --ignore-filename-regex "$ignore" |

@@ -299,7 +299,15 @@ mod tests {
         let v = JwtVerifier::new(&only_rs).unwrap();
         let claims = json!({"sub": "alice", "exp": now() + 600});
         assert!(v.verify(&bearer(&hs(claims.clone(), SECRET))).is_none());
-        assert!(v.verify(&bearer(&rs(claims))).is_some());
+        assert!(v.verify(&bearer(&rs(claims.clone()))).is_some());
+
+        let only_hs = JwtConfig {
+            rs256_public_key_pem: None,
+            ..config()
+        };
+        let v = JwtVerifier::new(&only_hs).unwrap();
+        assert!(v.verify(&bearer(&rs(claims.clone()))).is_none());
+        assert!(v.verify(&bearer(&hs(claims, SECRET))).is_some());
     }
 
     #[test]
