@@ -17,6 +17,7 @@ use rl_wire::{DECISION_PATH, DECISION_SECRET_HEADER};
 
 use crate::config::PluginConfig;
 use crate::evidence::{RawRequest, decision_request, encode_decision_request};
+use crate::header_map;
 use crate::log_throttle::LogThrottle;
 use crate::response::{
     self, Action, CONTROL_PLANE_ERRORS_METRIC, CallBody, CallResult, ControlPlaneError, Decision,
@@ -144,6 +145,32 @@ struct RequestFilter {
     state: State,
 }
 
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> proxy_wasm::types::Status;
+}
+
+/// Every request header in one host call (one call per header costs several times more).
+/// The SDK's getter is not used: it panics on a non-UTF-8 name or an unexpected status.
+fn request_header_pairs() -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on success the host hands over a buffer of `size` bytes it allocated with this
+    // module's `proxy_on_memory_allocate` (the SDK's, a boxed slice of exactly that length),
+    // which the SDK's own map getters also take over as a Vec.
+    unsafe {
+        match proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
+            proxy_wasm::types::Status::Ok if data.is_null() || size == 0 => Some(Vec::new()),
+            proxy_wasm::types::Status::Ok => Some(Vec::from_raw_parts(data, size, size)),
+            _ => None,
+        }
+    }
+}
+
 fn request_header(name: &str) -> Option<Vec<u8>> {
     hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
         .ok()
@@ -155,6 +182,12 @@ impl RequestFilter {
         let source = hostcalls::get_property(vec!["source", "address"])
             .ok()
             .flatten();
+        let all = request_header_pairs();
+        if let Some(pairs) = all.as_deref().and_then(header_map::parse) {
+            let raw = header_map::raw_request(&pairs, &config.api_key_header, source.as_deref());
+            return encode_decision_request(decision_request(&raw, &config.trusted_proxies));
+        }
+        // The host refused the whole map: one call per header instead.
         // Envoy joins repeated X-Forwarded-For headers into one comma-separated value.
         let forwarded_for = request_header("x-forwarded-for");
         let real_ip = request_header("x-real-ip");

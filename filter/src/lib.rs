@@ -22,6 +22,7 @@
 pub mod client_ip;
 pub mod config;
 pub mod evidence;
+pub mod header_map;
 pub mod log_throttle;
 pub mod response;
 

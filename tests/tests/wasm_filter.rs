@@ -190,6 +190,7 @@ fn imports_are_known_and_the_unused_ones_trap() {
         "env.proxy_log",
         "env.proxy_get_buffer_bytes",
         "env.proxy_get_header_map_value",
+        "env.proxy_get_header_map_pairs",
         "env.proxy_replace_header_map_value",
         "env.proxy_get_property",
         "env.proxy_http_call",
@@ -882,8 +883,9 @@ fn run_failure(vm: &mut FilterVm, failure: Failure, fail_open: bool) -> Outcome 
     let run = vm.request(Request::get("/api/v1/request"));
     assert!(run.call().is_some(), "{failure:?}: no decision call");
     let oversized = {
+        // Past the filter's 32 KiB bound on a decision answer.
         let mut body = allow();
-        body.push_str(&" ".repeat(16 * 1024));
+        body.push_str(&" ".repeat(32 * 1024));
         body
     };
     match failure {
