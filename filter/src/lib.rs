@@ -19,6 +19,7 @@
 //!
 //! Stats (Envoy names them `wasmcustom.<name>`): see [`response::METRIC_NAMES`].
 
+pub mod batch;
 pub mod client_ip;
 pub mod config;
 pub mod evidence;
