@@ -94,56 +94,63 @@ impl Decider {
 
     pub async fn decide(&self, req: &DecisionRequest) -> Decision {
         let cfg = self.config.load();
-        if !cfg.enabled() {
-            return Decision {
-                response: bare(Verdict::Disabled),
-                identity: None,
-                rule: None,
-                store_error: None,
-            };
+        match plan(&cfg, req) {
+            Plan::Done(decision) => decision,
+            Plan::Count(count) => {
+                let result = self
+                    .store
+                    .check_and_record(&count.who.id, &count.specs)
+                    .await;
+                self.finish(&cfg, count, result)
+            }
         }
-        let ip = identity::parse_client_ip(&req.ip);
-        let api_key = req
-            .api_key
-            .as_deref()
-            .filter(|k| !k.is_empty() && k.len() <= MAX_API_KEY_LEN);
-        let authorization = req
-            .authorization
-            .as_deref()
-            .filter(|a| a.len() <= MAX_AUTHORIZATION_LEN);
-        let who = identity::resolve(&cfg, ip, api_key, authorization);
-        if cfg.is_whitelisted(ip, &who.id) {
-            return Decision {
-                response: bare(Verdict::Whitelisted),
-                identity: Some(who.id),
-                rule: None,
-                store_error: None,
-            };
+    }
+
+    /// Decides several requests, in order, as if each had come alone: the counter checks go to
+    /// the store together (one round trip where the store can), in the order given, so two
+    /// requests of one identity in one batch are counted one after the other.
+    pub async fn decide_batch(&self, requests: &[DecisionRequest]) -> Vec<Decision> {
+        let cfg = self.config.load();
+        let mut plans: Vec<Plan<'_>> = requests.iter().map(|req| plan(&cfg, req)).collect();
+        let calls: Vec<(&str, &[CounterSpec])> = plans
+            .iter()
+            .filter_map(|p| match p {
+                Plan::Count(c) => Some((c.who.id.as_str(), c.specs.as_slice())),
+                Plan::Done(_) => None,
+            })
+            .collect();
+        let mut results = if calls.is_empty() {
+            Vec::new()
+        } else {
+            self.store.check_and_record_many(&calls).await
         }
-        let tier = cfg.tier(who.tier);
-        let path = normalize_path(&req.path);
-        let matched = tier.rules.longest_match(&path);
-        let applied = counters_for(&who, tier, matched);
-        let rule = matched.map(|(pattern, _)| pattern.to_string());
-        if applied.is_empty() {
-            // Unlimited tier and no endpoint rule: nothing to count.
-            return Decision {
-                response: DecisionResponse {
-                    verdict: Verdict::Allow,
-                    tier: Some(tier.name.clone()),
-                    counter: None,
-                },
-                identity: Some(who.id),
-                rule,
-                store_error: None,
-            };
+        .into_iter();
+        let mut decisions = Vec::with_capacity(plans.len());
+        for p in plans.drain(..) {
+            decisions.push(match p {
+                Plan::Done(decision) => decision,
+                Plan::Count(count) => {
+                    let result = results.next().unwrap_or_else(|| {
+                        Err(StoreError::Protocol("batch: missing store result".into()))
+                    });
+                    self.finish(&cfg, count, result)
+                }
+            });
         }
-        let specs: Vec<CounterSpec> = applied.iter().map(|a| a.spec.clone()).collect();
-        match self.store.check_and_record(&who.id, &specs).await {
+        decisions
+    }
+
+    fn finish(
+        &self,
+        cfg: &crate::config::CompiledConfig,
+        count: Count<'_>,
+        result: Result<Outcome, StoreError>,
+    ) -> Decision {
+        match result {
             Ok(outcome) => Decision {
-                response: answer(tier, &applied, &outcome, &path),
-                identity: Some(who.id),
-                rule,
+                response: answer(count.tier, &count.applied, &outcome, &count.path),
+                identity: Some(count.who.id),
+                rule: count.rule,
                 store_error: None,
             },
             Err(err) => {
@@ -155,13 +162,85 @@ impl Decider {
                 };
                 Decision {
                     response: bare(verdict),
-                    identity: Some(who.id),
-                    rule,
+                    identity: Some(count.who.id),
+                    rule: count.rule,
                     store_error: Some(err),
                 }
             }
         }
     }
+}
+
+/// What a request needs before the store is asked.
+enum Plan<'a> {
+    /// Decided without counting (disabled, whitelisted, nothing to count).
+    Done(Decision),
+    Count(Count<'a>),
+}
+
+struct Count<'a> {
+    who: Identity,
+    tier: &'a Tier,
+    applied: Vec<Applied<'a>>,
+    specs: Vec<CounterSpec>,
+    path: String,
+    rule: Option<String>,
+}
+
+fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
+    if !cfg.enabled() {
+        return Plan::Done(Decision {
+            response: bare(Verdict::Disabled),
+            identity: None,
+            rule: None,
+            store_error: None,
+        });
+    }
+    let ip = identity::parse_client_ip(&req.ip);
+    let api_key = req
+        .api_key
+        .as_deref()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_API_KEY_LEN);
+    let authorization = req
+        .authorization
+        .as_deref()
+        .filter(|a| a.len() <= MAX_AUTHORIZATION_LEN);
+    let who = identity::resolve(cfg, ip, api_key, authorization);
+    if cfg.is_whitelisted(ip, &who.id) {
+        return Plan::Done(Decision {
+            response: bare(Verdict::Whitelisted),
+            identity: Some(who.id),
+            rule: None,
+            store_error: None,
+        });
+    }
+    let tier = cfg.tier(who.tier);
+    let path = normalize_path(&req.path);
+    let matched = tier.rules.longest_match(&path);
+    let applied = counters_for(&who, tier, matched);
+    let rule = matched.map(|(pattern, _)| pattern.to_string());
+    if applied.is_empty() {
+        // Unlimited tier and no endpoint rule: nothing to count.
+        return Plan::Done(Decision {
+            response: DecisionResponse {
+                verdict: Verdict::Allow,
+                tier: Some(tier.name.clone()),
+                counter: None,
+            },
+            identity: Some(who.id),
+            rule,
+            store_error: None,
+        });
+    }
+    let specs = applied.iter().map(|a| a.spec.clone()).collect();
+    Plan::Count(Count {
+        who,
+        tier,
+        applied,
+        specs,
+        path,
+        rule,
+    })
 }
 
 fn bare(verdict: Verdict) -> DecisionResponse {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
@@ -117,6 +118,13 @@ pub async fn run(
             })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
     tracing::info!(%addr, "listening");
+    // TCP_NODELAY: answers are small writes, several share one HTTP/2 connection, and
+    // Nagle's algorithm would hold one back until Envoy acknowledges the previous one.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
         .await

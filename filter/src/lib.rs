@@ -19,9 +19,11 @@
 //!
 //! Stats (Envoy names them `wasmcustom.<name>`): see [`response::METRIC_NAMES`].
 
+pub mod batch;
 pub mod client_ip;
 pub mod config;
 pub mod evidence;
+pub mod header_map;
 pub mod log_throttle;
 pub mod response;
 

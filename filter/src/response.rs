@@ -177,7 +177,15 @@ pub struct Decision {
 
 /// Maps the decision call's result to what happens to the request.
 pub fn decide(result: CallResult<'_>, fail_open: bool) -> Decision {
-    match interpret(result).and_then(|resp| from_verdict(&resp)) {
+    match interpret(result) {
+        Ok(resp) => decide_response(&resp, fail_open),
+        Err(error) => failure(error, fail_open),
+    }
+}
+
+/// What happens to a request the control plane answered (one decision of a batch, too).
+pub fn decide_response(resp: &DecisionResponse, fail_open: bool) -> Decision {
+    match from_verdict(resp) {
         Ok((action, outcome)) => Decision {
             action,
             outcome,
@@ -202,6 +210,12 @@ pub fn failure(error: ControlPlaneError, fail_open: bool) -> Decision {
 }
 
 fn interpret(result: CallResult<'_>) -> Result<DecisionResponse, ControlPlaneError> {
+    let bytes = call_body(result)?;
+    serde_json::from_slice(bytes).map_err(|e| ControlPlaneError::Malformed(e.to_string()))
+}
+
+/// The body of a call that answered 200 with a body; every other ending is an error.
+pub fn call_body(result: CallResult<'_>) -> Result<&[u8], ControlPlaneError> {
     let (status, body) = match result {
         CallResult::DispatchFailed => return Err(ControlPlaneError::DispatchFailed),
         CallResult::Reset => return Err(ControlPlaneError::Reset),
@@ -215,9 +229,7 @@ fn interpret(result: CallResult<'_>) -> Result<DecisionResponse, ControlPlaneErr
     match body {
         CallBody::Empty => Err(ControlPlaneError::EmptyBody),
         CallBody::TooLarge(n) => Err(ControlPlaneError::BodyTooLarge(n)),
-        CallBody::Bytes(bytes) => {
-            serde_json::from_slice(bytes).map_err(|e| ControlPlaneError::Malformed(e.to_string()))
-        }
+        CallBody::Bytes(bytes) => Ok(bytes),
     }
 }
 

@@ -316,3 +316,164 @@ fn the_sample_config_runs_with_nothing_else() {
     assert!(listening.is_some(), "{}", proc.output.text());
     assert!(proc.is_running());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The batch endpoint (the filter coalesces a worker's decision calls under load)
+
+async fn post_batch(cp: &ControlPlane, body: Vec<u8>, secret: Option<&str>) -> (u16, String) {
+    let mut request = client()
+        .post(cp.url(rl_wire::BATCH_DECISION_PATH))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(secret) = secret {
+        request = request.header(rl_wire::DECISION_SECRET_HEADER, secret);
+    }
+    let response = request.send().await.expect("batch call");
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+fn batch_of(requests: &[Value]) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "requests": requests })).expect("batch json")
+}
+
+/// Decides a batch on `cp` and returns the verdicts, in order.
+async fn batch_verdicts(cp: &ControlPlane, requests: &[Value]) -> Vec<Value> {
+    let (status, text) = post_batch(cp, batch_of(requests), None).await;
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).expect("batch answer json");
+    let responses = answer["responses"].as_array().expect("responses").clone();
+    assert_eq!(responses.len(), requests.len());
+    responses
+}
+
+async fn batches_decide_in_order_like_single_calls(redis: Option<&RedisServer>) {
+    let mut builder = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG);
+    if let Some(redis) = redis {
+        builder = builder.redis(redis.url());
+    }
+    let cp = builder.start();
+    let anonymous = json!({"ip": "10.0.0.1", "method": "GET", "path": "/a"});
+    let keyed = json!({"ip": "10.0.0.1", "api_key": "alice-0123456789abcdef", "method": "GET", "path": "/a"});
+    let answers = batch_verdicts(&cp, &[anonymous.clone(), keyed, anonymous.clone()]).await;
+    assert_eq!(answers[0]["verdict"], "allow");
+    assert_eq!(answers[0]["counter"]["remaining"], 99);
+    assert_eq!(answers[1]["tier"], "premium");
+    assert_eq!(answers[1]["counter"]["remaining"], 999);
+    // Two requests of one identity in one batch are counted one after the other.
+    assert_eq!(answers[2]["counter"]["remaining"], 98);
+    // A single call sees what the batch recorded.
+    let single = decide(&cp, anonymous.clone()).await;
+    assert_eq!(single["counter"]["remaining"], 97);
+    // Exactly the limit passes when one identity fills a batch beyond it.
+    let many: Vec<Value> = (0..64)
+        .map(|_| json!({"ip": "10.0.0.9", "method": "GET", "path": "/b"}))
+        .collect();
+    let mut allowed = 0;
+    for _ in 0..2 {
+        let answers = batch_verdicts(&cp, &many).await;
+        allowed += answers.iter().filter(|a| a["verdict"] == "allow").count();
+        for a in &answers {
+            if a["verdict"] == "deny" {
+                assert_eq!(a["counter"]["remaining"], 0);
+                assert!(a["counter"]["retry_after"].as_u64().unwrap_or(0) >= 1);
+            }
+        }
+    }
+    assert_eq!(allowed, 100);
+    // An empty batch is answered with no decisions.
+    assert!(batch_verdicts(&cp, &[]).await.is_empty());
+}
+
+#[tokio::test]
+async fn batches_decide_in_order_in_memory() {
+    batches_decide_in_order_like_single_calls(None).await;
+}
+
+#[tokio::test]
+async fn batches_decide_in_order_with_redis() {
+    let redis = RedisServer::start();
+    batches_decide_in_order_like_single_calls(Some(&redis)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batches_admit_exactly_the_limit_with_redis() {
+    let redis = RedisServer::start();
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+        .redis(redis.url())
+        .start();
+    let url = cp.url(rl_wire::BATCH_DECISION_PATH);
+    let client = client();
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let requests: Vec<Value> = (0..10)
+                    .map(|_| json!({"ip": "10.9.9.9", "method": "GET", "path": "/a"}))
+                    .collect();
+                let r = client
+                    .post(url)
+                    .json(&json!({ "requests": requests }))
+                    .send()
+                    .await
+                    .expect("call");
+                let answer: Value = r.json().await.expect("json");
+                let responses = answer["responses"].as_array().cloned().unwrap_or_default();
+                assert_eq!(responses.len(), 10);
+                responses.iter().filter(|a| a["verdict"] == "allow").count()
+            })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += task.await.expect("task");
+    }
+    assert_eq!(allowed, 100);
+}
+
+#[tokio::test]
+async fn malformed_oversized_and_unauthorised_batches_are_refused() {
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+        .env("RATE_LIMIT_DECISION_SECRET", "s3cret-shared-with-envoy")
+        .start();
+    let secret = Some("s3cret-shared-with-envoy");
+    let one = json!({"ip": "10.0.0.1", "method": "GET", "path": "/"});
+    let too_many: Vec<Value> = (0..rl_wire::MAX_BATCH_DECISIONS + 1)
+        .map(|_| one.clone())
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("empty", vec![], 400),
+        ("garbage", b"not json".to_vec(), 400),
+        ("array", b"[]".to_vec(), 400),
+        ("single request", serde_json::to_vec(&one).unwrap(), 400),
+        ("wrong type", br#"{"requests": 5}"#.to_vec(), 400),
+        ("bad member", br#"{"requests": [{"ip": 5}]}"#.to_vec(), 400),
+        (
+            "non-utf8",
+            b"{\"requests\":[{\"ip\":\"\xff\"}]}".to_vec(),
+            400,
+        ),
+        ("too many", batch_of(&too_many), 400),
+        (
+            "oversized",
+            vec![b' '; rl_wire::MAX_BATCH_REQUEST_BYTES + 1],
+            413,
+        ),
+    ];
+    for (name, body, want) in cases {
+        let (status, text) = post_batch(&cp, body, secret).await;
+        assert_eq!(status, want, "{name}: {text}");
+        if want == 400 {
+            let v: Value = serde_json::from_str(&text).expect("JSON error body");
+            assert_eq!(v["error"]["code"], "invalid_request", "{name}");
+        }
+    }
+    let body = batch_of(&[one]);
+    assert_eq!(post_batch(&cp, body.clone(), None).await.0, 401);
+    assert_eq!(post_batch(&cp, body.clone(), Some("nope")).await.0, 401);
+    let (status, text) = post_batch(&cp, body, secret).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(!cp.output.text().contains("s3cret-shared-with-envoy"));
+}

@@ -190,6 +190,8 @@ fn imports_are_known_and_the_unused_ones_trap() {
         "env.proxy_log",
         "env.proxy_get_buffer_bytes",
         "env.proxy_get_header_map_value",
+        "env.proxy_get_header_map_pairs",
+        "env.proxy_set_tick_period_milliseconds",
         "env.proxy_replace_header_map_value",
         "env.proxy_get_property",
         "env.proxy_http_call",
@@ -1079,4 +1081,329 @@ fn configuration_that_is_not_utf8_is_rejected() {
         "{:?}",
         rejected.logs
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coalescing: decision calls of one VM under load go out as one batch call
+
+fn batch_answer(responses: &[String]) -> String {
+    let items: Vec<Value> = responses
+        .iter()
+        .map(|r| serde_json::from_str(r).expect("answer json"))
+        .collect();
+    json!({ "responses": items }).to_string()
+}
+
+/// Requests started until `queued` of them wait behind the single calls, and the batch call
+/// the tick then sends.
+struct Coalesced {
+    /// (context, call token) of the requests that went alone.
+    singles: Vec<(u32, u32)>,
+    queued: Vec<u32>,
+    batch: u32,
+}
+
+fn coalesce(vm: &mut FilterVm, queued: usize) -> Coalesced {
+    let mut singles = Vec::new();
+    // Requests go alone until the single-call limit, then queue.
+    loop {
+        let before = vm.pending_calls().len();
+        let ctx = vm.start(Request::get("/api/v1/request").from("203.0.113.1:1"));
+        let calls = vm.pending_calls();
+        if calls.len() == before {
+            // Queued: no call of its own.
+            let mut queued_ctx = vec![ctx];
+            for i in 1..queued {
+                queued_ctx.push(vm.start(
+                    Request::get("/api/v1/request").from(&format!("203.0.113.{}:1", i + 10)),
+                ));
+            }
+            assert_eq!(
+                vm.pending_calls().len(),
+                before,
+                "queued requests call nobody"
+            );
+            assert!(vm.tick_period_ms() > 0, "a tick is armed to send the queue");
+            assert!(vm.tick());
+            let calls = vm.pending_calls();
+            assert_eq!(calls.len(), before + 1, "one batch call for the queue");
+            let batch = calls.last().expect("batch call");
+            assert_eq!(
+                batch.headers.get(":path"),
+                Some(rl_wire::BATCH_DECISION_PATH)
+            );
+            assert_eq!(batch.headers.get(":method"), Some("POST"));
+            assert_eq!(batch.cluster, CLUSTER);
+            let body: rl_wire::BatchDecisionRequest =
+                serde_json::from_slice(&batch.body).expect("batch body");
+            assert_eq!(body.requests.len(), queued);
+            assert_eq!(body.requests[0].ip, "203.0.113.1");
+            assert_eq!(
+                vm.tick_period_ms(),
+                0,
+                "the tick stops once the queue is sent"
+            );
+            return Coalesced {
+                singles,
+                queued: queued_ctx,
+                batch: batch.token,
+            };
+        }
+        let call = calls.last().expect("single call");
+        assert_eq!(call.headers.get(":path"), Some(DECISION_PATH));
+        singles.push((ctx, call.token));
+        assert!(singles.len() < 16, "requests never queue");
+    }
+}
+
+const OK: [(&str, &str); 2] = [(":status", "200"), ("content-type", "application/json")];
+
+#[test]
+fn requests_queue_behind_single_calls_and_leave_in_one_batch() {
+    let mut vm = vm(&config(r#""decision_secret":"s3cret""#));
+    let c = coalesce(&mut vm, 3);
+    assert!(!c.singles.is_empty());
+    let batch = vm
+        .pending_calls()
+        .into_iter()
+        .find(|call| call.token == c.batch)
+        .expect("batch call");
+    assert_eq!(batch.headers.get(DECISION_SECRET_HEADER), Some("s3cret"));
+    // Answers in order: allow, deny, whitelisted.
+    let body = batch_answer(&[allow(), deny(), answer(Verdict::Whitelisted, None, None)]);
+    vm.answer_call(c.batch, Some(&OK), body.as_bytes());
+    for ctx in &c.queued {
+        assert!(vm.decided(*ctx));
+    }
+    let allowed = vm.finish(c.queued[0]);
+    assert_eq!(forwarded(&allowed).get("x-ratelimit-remaining"), Some("99"));
+    assert_eq!(forwarded(&allowed).get("x-ratelimit-tier"), Some("free"));
+    // The 429 is the single path's, byte for byte.
+    let denied = vm.finish(c.queued[1]);
+    let mut single_vm = self::vm(&config(""));
+    let single = respond_200(single_vm.request(Request::get("/api/v1/request")), &deny());
+    assert_eq!(denied.local(), single.local());
+    assert_eq!(denied.local().map(|l| l.status), Some(429));
+    assert_passed_without_headers(&vm.finish(c.queued[2]));
+    for (ctx, token) in &c.singles {
+        vm.answer_call(*token, Some(&OK), allow().as_bytes());
+        assert!(
+            forwarded(&vm.finish(*ctx))
+                .get("x-ratelimit-limit")
+                .is_some()
+        );
+    }
+    let allowed = 1 + c.singles.len() as u64;
+    assert_metrics(
+        &vm,
+        &[("allowed", allowed), ("denied", 1), ("whitelisted", 1)],
+    );
+    assert!(vm.pending_calls().is_empty());
+    still_works(&mut vm);
+}
+
+#[test]
+fn a_batch_answer_sends_the_next_queue_at_once() {
+    let mut vm = vm(&config(""));
+    let c = coalesce(&mut vm, 1);
+    // More requests arrive while the batch is in flight: they wait for it, not for a tick.
+    let later: Vec<u32> = (0..3)
+        .map(|i| vm.start(Request::get("/").from(&format!("198.51.100.{i}:1"))))
+        .collect();
+    assert_eq!(vm.tick_period_ms(), 0);
+    let calls_before = vm.pending_calls().len();
+    vm.answer_call(c.batch, Some(&OK), batch_answer(&[allow()]).as_bytes());
+    let calls = vm.pending_calls();
+    assert_eq!(
+        calls.len(),
+        calls_before,
+        "the answered batch is replaced by the next"
+    );
+    let next = calls.last().expect("next batch");
+    assert_eq!(
+        next.headers.get(":path"),
+        Some(rl_wire::BATCH_DECISION_PATH)
+    );
+    let body: rl_wire::BatchDecisionRequest = serde_json::from_slice(&next.body).expect("body");
+    assert_eq!(body.requests.len(), later.len());
+    let token = next.token;
+    vm.answer_call(
+        token,
+        Some(&OK),
+        batch_answer(&[allow(), allow(), allow()]).as_bytes(),
+    );
+    for ctx in later.iter().chain(&c.queued) {
+        assert!(
+            forwarded(&vm.finish(*ctx))
+                .get("x-ratelimit-limit")
+                .is_some()
+        );
+    }
+    for (ctx, token) in &c.singles {
+        vm.answer_call(*token, Some(&OK), allow().as_bytes());
+        vm.finish(*ctx);
+    }
+    still_works(&mut vm);
+}
+
+#[test]
+fn members_that_went_away_are_skipped() {
+    let mut vm = vm(&config(""));
+    let c = coalesce(&mut vm, 3);
+    // The client of the middle request disconnects while its batch is in flight.
+    vm.cancel(c.queued[1]);
+    let body = batch_answer(&[allow(), allow(), allow()]);
+    vm.answer_call(c.batch, Some(&OK), body.as_bytes());
+    assert!(
+        forwarded(&vm.finish(c.queued[0]))
+            .get("x-ratelimit-limit")
+            .is_some()
+    );
+    assert!(
+        forwarded(&vm.finish(c.queued[2]))
+            .get("x-ratelimit-limit")
+            .is_some()
+    );
+    for (ctx, token) in &c.singles {
+        vm.answer_call(*token, Some(&OK), allow().as_bytes());
+        vm.finish(*ctx);
+    }
+    vm.assert_healthy();
+}
+
+#[test]
+fn a_request_gone_while_queued_is_left_out_of_the_batch() {
+    let mut vm = vm(&config(""));
+    let mut singles = Vec::new();
+    let queued = loop {
+        let before = vm.pending_calls().len();
+        let ctx = vm.start(Request::get("/"));
+        if vm.pending_calls().len() == before {
+            break ctx;
+        }
+        singles.push(ctx);
+    };
+    let kept = vm.start(Request::get("/").from("198.51.100.7:1"));
+    vm.cancel(queued);
+    assert!(vm.tick());
+    let batch = vm.pending_calls().last().cloned().expect("batch");
+    let body: rl_wire::BatchDecisionRequest = serde_json::from_slice(&batch.body).expect("body");
+    assert_eq!(body.requests.len(), 1);
+    assert_eq!(body.requests[0].ip, "198.51.100.7");
+    vm.answer_call(batch.token, Some(&OK), batch_answer(&[allow()]).as_bytes());
+    assert!(
+        forwarded(&vm.finish(kept))
+            .get("x-ratelimit-limit")
+            .is_some()
+    );
+    vm.assert_healthy();
+}
+
+/// How a batch call fails.
+#[derive(Debug, Clone, Copy)]
+enum BatchFailure {
+    DispatchError,
+    Status(&'static str),
+    Garbage,
+    EmptyBody,
+    NoStatus,
+    Reset,
+    SingleAnswer,
+    WrongCount,
+    UnknownVerdict,
+}
+
+const BATCH_FAILURES: [BatchFailure; 10] = [
+    BatchFailure::DispatchError,
+    BatchFailure::Status("503"),
+    BatchFailure::Status("504"),
+    BatchFailure::Garbage,
+    BatchFailure::EmptyBody,
+    BatchFailure::NoStatus,
+    BatchFailure::Reset,
+    BatchFailure::SingleAnswer,
+    BatchFailure::WrongCount,
+    BatchFailure::UnknownVerdict,
+];
+
+fn batch_failure(fail_open: bool, check: fn(&Outcome)) {
+    const MEMBERS: u64 = 3;
+    for failure in BATCH_FAILURES {
+        let mut vm = vm(&config(&format!(r#""fail_open":{fail_open}"#)));
+        if let BatchFailure::DispatchError = failure {
+            // The queue forms, then the cluster goes away before the tick sends it.
+            let mut singles = Vec::new();
+            let first_queued = loop {
+                let before = vm.pending_calls().len();
+                let ctx = vm.start(Request::get("/"));
+                if vm.pending_calls().len() == before {
+                    break ctx;
+                }
+                singles.push(ctx);
+            };
+            let mut queued = vec![first_queued];
+            for _ in 1..MEMBERS {
+                queued.push(vm.start(Request::get("/")));
+            }
+            vm.fail_dispatch(true);
+            assert!(vm.tick());
+            for ctx in queued {
+                check(&vm.finish(ctx));
+            }
+            for ctx in singles {
+                vm.cancel(ctx);
+            }
+        } else {
+            let c = coalesce(&mut vm, MEMBERS as usize);
+            let wrong = batch_answer(&[allow(), allow()]);
+            let unknown =
+                r#"{"responses":[{"verdict":"maybe"},{"verdict":"allow"},{"verdict":"allow"}]}"#;
+            let body = batch_answer(&[allow(), allow(), allow()]);
+            match failure {
+                BatchFailure::DispatchError => unreachable!("handled above"),
+                BatchFailure::Status(status) => {
+                    vm.answer_call(c.batch, Some(&[(":status", status)]), body.as_bytes())
+                }
+                BatchFailure::Garbage => vm.answer_call(c.batch, Some(&OK), b"<html>"),
+                BatchFailure::EmptyBody => vm.answer_call(c.batch, Some(&OK), b""),
+                BatchFailure::NoStatus => vm.answer_call(
+                    c.batch,
+                    Some(&[("content-type", "application/json")]),
+                    body.as_bytes(),
+                ),
+                BatchFailure::Reset => vm.answer_call(c.batch, None, b""),
+                BatchFailure::SingleAnswer => {
+                    vm.answer_call(c.batch, Some(&OK), allow().as_bytes())
+                }
+                BatchFailure::WrongCount => vm.answer_call(c.batch, Some(&OK), wrong.as_bytes()),
+                BatchFailure::UnknownVerdict => {
+                    vm.answer_call(c.batch, Some(&OK), unknown.as_bytes())
+                }
+            }
+            for ctx in &c.queued {
+                assert!(vm.decided(*ctx), "{failure:?}");
+                check(&vm.finish(*ctx));
+            }
+            for (ctx, _) in c.singles {
+                vm.cancel(ctx);
+            }
+        }
+        let policy = if fail_open {
+            "failed_open"
+        } else {
+            "failed_closed"
+        };
+        assert_metrics(&vm, &[(policy, MEMBERS), ("control_plane_errors", MEMBERS)]);
+        still_works(&mut vm);
+    }
+}
+
+#[test]
+fn batch_failures_fail_open() {
+    batch_failure(true, assert_passed_without_headers);
+}
+
+#[test]
+fn batch_failures_fail_closed() {
+    batch_failure(false, assert_unavailable);
 }

@@ -16,6 +16,31 @@ pub const DECISION_SECRET_HEADER: &str = "x-rate-limit-decision-secret";
 /// Upper bound the control plane enforces on a decision request body.
 pub const MAX_DECISION_REQUEST_BYTES: usize = 16 * 1024;
 
+/// Path of the batch decision endpoint: several requests decided in one call, in order. The
+/// filter uses it when decision calls from one worker pile up (see the filter's `batch`).
+pub const BATCH_DECISION_PATH: &str = "/internal/v1/decisions";
+
+/// Most requests in one batch call; the control plane refuses more.
+pub const MAX_BATCH_DECISIONS: usize = 64;
+
+/// Upper bound the control plane enforces on a batch request body. A batch always has room
+/// for one request of the largest size.
+pub const MAX_BATCH_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Several decision requests, decided one after the other in this order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchDecisionRequest {
+    pub requests: Vec<DecisionRequest>,
+}
+
+/// One answer per request of a [`BatchDecisionRequest`], in the same order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BatchDecisionResponse {
+    pub responses: Vec<DecisionResponse>,
+}
+
 /// What the filter knows about a request. The filter resolves the client IP (it alone knows
 /// the connection and `trusted_proxies`); everything else is passed through for the control
 /// plane to judge, so identity rules live in one place.
@@ -140,6 +165,21 @@ mod tests {
             resp
         );
         assert!(serde_json::from_str::<DecisionResponse>(r#"{"verdict":"maybe"}"#).is_err());
+    }
+
+    #[test]
+    fn batch_shapes_round_trip() {
+        let req = BatchDecisionRequest {
+            requests: vec![DecisionRequest::default(); 2],
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            serde_json::from_str::<BatchDecisionRequest>(&json).unwrap(),
+            req
+        );
+        let json = r#"{"responses":[{"verdict":"allow"},{"verdict":"whitelisted"}]}"#;
+        let resp: BatchDecisionResponse = serde_json::from_str(json).unwrap();
+        assert_eq!(resp.responses[1].verdict, Verdict::Whitelisted);
     }
 
     #[test]

@@ -7,10 +7,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use rl_wire::{DECISION_SECRET_HEADER, DecisionRequest, DecisionResponse, Verdict};
+use rl_wire::{
+    BatchDecisionRequest, BatchDecisionResponse, DECISION_SECRET_HEADER, DecisionRequest,
+    DecisionResponse, MAX_BATCH_DECISIONS, Verdict,
+};
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
+use crate::decision::Decision;
 use crate::metrics::Observation;
 
 /// Decides one request (internal: called by the Envoy filter).
@@ -27,28 +31,13 @@ use crate::metrics::Observation;
     )
 )]
 pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(secret) = &state.decision_secret {
-        let presented = headers
-            .get(DECISION_SECRET_HEADER)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !bool::from(presented.ct_eq(secret.as_bytes())) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong decision secret",
-            )
-            .into_response();
-        }
+    if let Some(refused) = refuse_without_secret(&state, &headers) {
+        return refused;
     }
     // Parsed by hand rather than with the Json extractor: a body of any content type is
     // accepted, and every malformed body gets the same 400 shape. Serde would also accept a
     // JSON array for the struct; only an object is a decision request.
-    let starts_as_object = body
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{');
-    if !starts_as_object {
+    if !starts_as_object(&body) {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -69,13 +58,98 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     let started = Instant::now();
     let decision = state.decider.decide(&request).await;
+    record(&state, &decision, started.elapsed());
+    Json(decision.response).into_response()
+}
+
+/// Decides several requests in one call (internal: the Envoy filter coalesces the decision
+/// calls of one worker under load). Same secret as the single endpoint; the answer holds one
+/// decision per request, in order.
+#[utoipa::path(
+    post,
+    path = "/internal/v1/decisions",
+    tag = "internal",
+    request_body = BatchDecisionRequest,
+    responses(
+        (status = 200, description = "One decision per request, in order", body = BatchDecisionResponse),
+        (status = 400, description = "Not a batch decision request, or more than 64 requests", body = super::errors::ErrorBody),
+        (status = 401, description = "Missing or wrong decision secret (when one is configured)", body = super::errors::ErrorBody),
+        (status = 413, description = "Body over 256 KiB"),
+    )
+)]
+pub async fn decide_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = refuse_without_secret(&state, &headers) {
+        return refused;
+    }
+    let invalid = |message: String| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message).into_response()
+    };
+    if !starts_as_object(&body) {
+        return invalid("batch decision request: expected a JSON object".into());
+    }
+    let batch: BatchDecisionRequest = match serde_json::from_slice(&body) {
+        Ok(batch) => batch,
+        Err(err) => return invalid(format!("batch decision request: {err}")),
+    };
+    if batch.requests.len() > MAX_BATCH_DECISIONS {
+        return invalid(format!(
+            "batch decision request: {} requests, at most {MAX_BATCH_DECISIONS}",
+            batch.requests.len()
+        ));
+    }
+    let started = Instant::now();
+    let decisions = state.decider.decide_batch(&batch.requests).await;
+    // The batch's wall time is what each of its requests waited.
+    let elapsed = started.elapsed();
+    let mut responses = Vec::with_capacity(decisions.len());
+    for decision in decisions {
+        record(&state, &decision, elapsed);
+        responses.push(decision.response);
+    }
+    Json(BatchDecisionResponse { responses }).into_response()
+}
+
+/// The 401 when a decision secret is configured and the call does not carry it.
+fn refuse_without_secret(state: &AppState, headers: &HeaderMap) -> Option<Response> {
+    if let Some(secret) = &state.decision_secret {
+        let presented = headers
+            .get(DECISION_SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !bool::from(presented.ct_eq(secret.as_bytes())) {
+            return Some(
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong decision secret",
+                )
+                .into_response(),
+            );
+        }
+    }
+    None
+}
+
+/// Serde would also accept a JSON array for a struct; only an object is a request.
+fn starts_as_object(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
+}
+
+/// Metrics and the deny log line of one decision.
+fn record(state: &AppState, decision: &Decision, elapsed: std::time::Duration) {
     let response = &decision.response;
     state.metrics.observe(&Observation {
         verdict: response.verdict,
         tier: response.tier.as_deref(),
         rule: decision.rule.as_deref(),
         store_error: decision.store_error.as_ref(),
-        elapsed: started.elapsed(),
+        elapsed,
     });
     if response.verdict == Verdict::Deny
         && let Some(counter) = &response.counter
@@ -93,5 +167,4 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Byt
             "rate limit exceeded"
         );
     }
-    Json(decision.response).into_response()
 }

@@ -37,6 +37,9 @@ pub fn router(state: AppState) -> Router {
     let decision = Router::new()
         .route(rl_wire::DECISION_PATH, post(decision::decide))
         .layer(DefaultBodyLimit::max(rl_wire::MAX_DECISION_REQUEST_BYTES));
+    let batch = Router::new()
+        .route(rl_wire::BATCH_DECISION_PATH, post(decision::decide_batch))
+        .layer(DefaultBodyLimit::max(rl_wire::MAX_BATCH_REQUEST_BYTES));
     let admin = Router::new()
         .route(
             "/api/v1/rate-limit/config",
@@ -50,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(decision)
+        .merge(batch)
         .merge(admin)
         .route("/api/v1/rate-limit/metrics", get(metrics::json))
         .route("/metrics", get(metrics::prometheus))

@@ -108,6 +108,7 @@ impl Modify for SecuritySchemes {
     ),
     paths(
         decision::decide,
+        decision::decide_batch,
         admin::get_config,
         admin::put_config,
         admin::status,
@@ -121,6 +122,8 @@ impl Modify for SecuritySchemes {
     components(schemas(
         rl_wire::DecisionRequest,
         rl_wire::DecisionResponse,
+        rl_wire::BatchDecisionRequest,
+        rl_wire::BatchDecisionResponse,
         rl_wire::CounterReport,
         rl_wire::Verdict,
         errors::ErrorBody,

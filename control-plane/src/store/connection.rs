@@ -15,7 +15,8 @@ use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::io::tcp::TcpSettings;
+use redis::{Client, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 
 use super::StoreError;
 
@@ -85,8 +86,12 @@ impl Connector {
             .first()
             .ok_or_else(|| StoreError::Backend("no Redis URL".into()))?
             .to_string();
+        // TCP_NODELAY: every decision is one small command waiting for its reply, and Nagle's
+        // algorithm would hold a command back while an earlier one is unacknowledged.
+        let tcp = || TcpSettings::default().set_nodelay(true);
         let target = if cluster {
             let client = ClusterClient::builder(nodes)
+                .tcp_settings(tcp())
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
                 .retries(2)
@@ -106,7 +111,12 @@ impl Connector {
                         .into(),
                 ));
             }
-            let client = Client::open(first.as_str()).map_err(backend)?;
+            let info = first
+                .as_str()
+                .into_connection_info()
+                .map_err(backend)?
+                .set_tcp_settings(tcp());
+            let client = Client::open(info).map_err(backend)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout))
                 .set_response_timeout(Some(timeout))

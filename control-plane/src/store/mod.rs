@@ -50,7 +50,7 @@ pub struct Outcome {
     pub counters: Vec<CounterState>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("counter store unavailable (circuit open)")]
     CircuitOpen,
@@ -72,6 +72,20 @@ pub trait CounterStore: Send + Sync {
         shard: &str,
         counters: &[CounterSpec],
     ) -> Result<Outcome, StoreError>;
+
+    /// [`check_and_record`](Self::check_and_record) for several requests, with one result
+    /// per call in order. Calls are applied in order, so two calls on the same counters
+    /// see each other. Backends override it to save round trips.
+    async fn check_and_record_many(
+        &self,
+        calls: &[(&str, &[CounterSpec])],
+    ) -> Vec<Result<Outcome, StoreError>> {
+        let mut results = Vec::with_capacity(calls.len());
+        for (shard, counters) in calls {
+            results.push(self.check_and_record(shard, counters).await);
+        }
+        results
+    }
 
     /// Reports the counters without recording anything (`admitted` says whether a request
     /// would pass now).

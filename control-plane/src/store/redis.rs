@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{Script, Value};
+use redis::{Pipeline, Script, Value};
 
 use super::connection::Connector;
 use super::{Breaker, BreakerState, CounterSpec, CounterState, CounterStore, Outcome, StoreError};
@@ -113,6 +113,64 @@ impl RedisStore {
         parse_reply(reply, counters.len())
     }
 
+    /// Several check-and-record calls. On a single node they go out as one pipeline (one
+    /// round trip; Redis runs the scripts one after the other, in order). A cluster routes
+    /// by key slot and the identities of a batch live on different nodes, so there each
+    /// call goes on its own, concurrently; calls on one identity share a hash tag and hence a
+    /// node, where they keep their order.
+    async fn run_many(&self, calls: &[(&str, &[CounterSpec])]) -> Vec<Result<Outcome, StoreError>> {
+        if self.connector.is_cluster() {
+            let runs = calls
+                .iter()
+                .map(|(_, counters)| self.run(counters, "r", None));
+            return futures_util::future::join_all(runs).await;
+        }
+        let mut pipe = Pipeline::with_capacity(calls.len());
+        pipe.ignore_errors();
+        for (_, counters) in calls {
+            let cmd = pipe
+                .cmd("EVALSHA")
+                .arg(self.script.get_hash())
+                .arg(counters.len());
+            for spec in *counters {
+                cmd.arg(&spec.key);
+            }
+            cmd.arg(fastrand::u64(..)).arg("r").arg("");
+            for spec in *counters {
+                cmd.arg(spec.limit).arg(spec.window_us);
+            }
+        }
+        let replies: Result<Vec<redis::RedisResult<Value>>, StoreError> = self
+            .guarded(async {
+                let mut conn = self.connector.get().await.map_err(classify)?;
+                pipe.query_async(&mut conn).await.map_err(classify)
+            })
+            .await;
+        let replies = match replies {
+            Ok(replies) if replies.len() == calls.len() => replies,
+            Ok(_) => {
+                let err = StoreError::Protocol("pipeline: wrong number of replies".into());
+                return vec![Err(err); calls.len()];
+            }
+            Err(err) => return vec![Err(err); calls.len()],
+        };
+        let mut results = Vec::with_capacity(calls.len());
+        for ((_, counters), reply) in calls.iter().zip(replies) {
+            results.push(match reply {
+                Ok(value) => parse_reply(value, counters.len()),
+                // The script is not cached (Redis restarted or flushed it): this call did not
+                // run, so it is safe to run it alone, which loads the script.
+                Err(err)
+                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    self.run(counters, "r", None).await
+                }
+                Err(err) => Err(classify(err)),
+            });
+        }
+        results
+    }
+
     /// Check at a given time instead of Redis `TIME`: lets tests hit exact window
     /// boundaries against the real script. Not used by the service.
     #[doc(hidden)]
@@ -176,6 +234,13 @@ impl CounterStore for RedisStore {
         counters: &[CounterSpec],
     ) -> Result<Outcome, StoreError> {
         self.run(counters, "r", None).await
+    }
+
+    async fn check_and_record_many(
+        &self,
+        calls: &[(&str, &[CounterSpec])],
+    ) -> Vec<Result<Outcome, StoreError>> {
+        self.run_many(calls).await
     }
 
     async fn peek(&self, _shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError> {

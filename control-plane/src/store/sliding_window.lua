@@ -21,14 +21,28 @@ else
 end
 local now_s = string.format('%.0f', now)
 
+-- Cost: every number <-> string conversion is a libc call and a large share of the
+-- script's CPU, so each argument is converted once and the strings derived from a window
+-- (trim horizon, TTL) once per distinct window; the score of the entry that sets free_at is
+-- read from its member ("<us>.<count>.<nonce>" starts with it) instead of WITHSCORES, which
+-- would format the double only for the script to parse it back.
+
 local n = #KEYS
-local counts = {}
+local limits, windows, counts = {}, {}, {}
+local horizon, ttl = {}, {}
 local admitted = 1
 for i = 1, n do
   local limit = tonumber(ARGV[2 + 2 * i])
-  local window = tonumber(ARGV[3 + 2 * i])
-  -- The window is (now - W, now]: entries at or before now - W have left it.
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now - window))
+  local wkey = ARGV[3 + 2 * i]
+  local window = tonumber(wkey)
+  limits[i], windows[i] = limit, window
+  local h = horizon[wkey]
+  if h == nil then
+    -- The window is (now - W, now]: entries at or before now - W have left it.
+    h = string.format('%.0f', now - window)
+    horizon[wkey] = h
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', h)
   local c = redis.call('ZCARD', KEYS[i])
   counts[i] = c
   if c >= limit then
@@ -39,24 +53,32 @@ end
 local record = admitted == 1 and ARGV[2] == 'r'
 local out = { admitted, now }
 for i = 1, n do
-  local limit = tonumber(ARGV[2 + 2 * i])
-  local window = tonumber(ARGV[3 + 2 * i])
-  local c = counts[i]
+  local limit, window, c = limits[i], windows[i], counts[i]
+  local free_at = now
   if record then
-    -- now.count.nonce is unique: within one µs the count grows with every admission.
+    -- now.count.nonce is unique: within one us the count grows with every admission.
     redis.call('ZADD', KEYS[i], now_s, now_s .. '.' .. c .. '.' .. ARGV[1])
-    redis.call('PEXPIRE', KEYS[i], string.format('%.0f', math.ceil(window / 1000)))
+    local wkey = ARGV[3 + 2 * i]
+    local t = ttl[wkey]
+    if t == nil then
+      t = string.format('%.0f', math.ceil(window / 1000))
+      ttl[wkey] = t
+    end
+    redis.call('PEXPIRE', KEYS[i], t)
+    if c == 0 then
+      -- The entry just added is the only one.
+      free_at = now + window
+    end
     c = c + 1
   end
-  local free_at = now
-  if c > 0 then
+  if c > 0 and free_at == now then
     local index = 0
     if c > limit then
       index = c - limit
     end
-    local entry = redis.call('ZRANGE', KEYS[i], index, index, 'WITHSCORES')
-    if entry[2] then
-      free_at = tonumber(entry[2]) + window
+    local member = redis.call('ZRANGE', KEYS[i], index, index)[1]
+    if member then
+      free_at = tonumber(string.match(member, '^%d+')) + window
     end
   end
   out[#out + 1] = c

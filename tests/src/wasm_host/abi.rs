@@ -6,7 +6,7 @@
 //! guest allocates with its own `proxy_on_memory_allocate`, exactly as Envoy does, because the
 //! SDK frees them with `Vec::from_raw_parts`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use wasmtime::{Caller, Linker, Memory, TypedFunc};
@@ -50,7 +50,7 @@ fn status(result: Result<(), Fail>) -> wasmtime::Result<u32> {
     }
 }
 
-/// State of the one HTTP stream a test drives at a time.
+/// State of one HTTP stream (several may be in flight at once, as on an Envoy worker).
 #[derive(Default)]
 pub(super) struct Stream {
     pub request_headers: HeaderMap,
@@ -85,7 +85,8 @@ pub(super) struct HostState {
     /// Metric id = index.
     pub metrics: Vec<(String, u32, u64)>,
     pub tick_period_ms: u32,
-    pub stream: Stream,
+    /// Live streams by context id.
+    pub streams: BTreeMap<u32, Stream>,
     /// Dispatched, not yet answered.
     pub calls: Vec<HttpCall>,
     pub next_token: u32,
@@ -99,11 +100,24 @@ pub(super) struct HostState {
 }
 
 impl HostState {
+    /// The stream of the effective context (none for the root context).
+    pub fn stream(&self) -> Result<&Stream, Status> {
+        self.streams
+            .get(&self.effective_context)
+            .ok_or(Status::BadArgument)
+    }
+
+    pub fn stream_mut(&mut self) -> Result<&mut Stream, Status> {
+        self.streams
+            .get_mut(&self.effective_context)
+            .ok_or(Status::BadArgument)
+    }
+
     fn map(&self, map_type: u32) -> Result<&HeaderMap, Status> {
         match map_type {
-            0 => Ok(&self.stream.request_headers),
+            0 => Ok(&self.stream()?.request_headers),
             2 => self
-                .stream
+                .stream()?
                 .response_headers
                 .as_ref()
                 .ok_or(Status::BadArgument),
@@ -120,9 +134,9 @@ impl HostState {
 
     fn map_mut(&mut self, map_type: u32) -> Result<&mut HeaderMap, Status> {
         match map_type {
-            0 => Ok(&mut self.stream.request_headers),
+            0 => Ok(&mut self.stream_mut()?.request_headers),
             2 => self
-                .stream
+                .stream_mut()?
                 .response_headers
                 .as_mut()
                 .ok_or(Status::BadArgument),
@@ -267,6 +281,11 @@ fn define_env(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_tick_period_milliseconds",
         |mut caller: Ctx<'_>, period: u32| {
+            // Envoy keeps the tick per root context; a filter that sets it from a stream
+            // context relies on how Envoy maps that, so the host insists on the root.
+            if caller.data().effective_context != super::ROOT_CONTEXT {
+                violation(&mut caller, "tick period set from a stream context".into());
+            }
             caller.data_mut().tick_period_ms = period;
             Ok(Status::Ok as u32)
         },
@@ -321,7 +340,7 @@ fn define_env(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 // The path's segments are separated by NUL bytes.
                 let path = read(&caller, path_ptr, path_len)?;
                 let value = match path.as_slice() {
-                    b"source\0address" => caller.data().stream.source_address.clone(),
+                    b"source\0address" => caller.data().stream()?.source_address.clone(),
                     _ => None,
                 };
                 let value = value.ok_or(Status::NotFound)?;
@@ -502,7 +521,9 @@ fn define_http(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 // Only request resumption is modelled; the filter never pauses responses.
                 return Ok(Status::BadArgument as u32);
             }
-            let stream = &mut caller.data_mut().stream;
+            let Ok(stream) = caller.data_mut().stream_mut() else {
+                return Ok(Status::BadArgument as u32);
+            };
             let problem = if stream.local_response.is_some() {
                 Some("continue_stream after send_local_response")
             } else if !stream.paused {
@@ -535,14 +556,14 @@ fn define_http(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let body = read(&caller, b_ptr, b_len)?;
                 let headers =
                     decode_map(&read(&caller, h_ptr, h_len)?).ok_or(Status::ParseFailure)?;
-                let stream = &caller.data().stream;
+                let stream = caller.data().stream()?;
                 if stream.local_response.is_some() || stream.forwarded {
                     violation(
                         &mut caller,
                         "send_local_response on a decided request".into(),
                     );
                 }
-                let stream = &mut caller.data_mut().stream;
+                let stream = caller.data_mut().stream_mut()?;
                 stream.paused = false;
                 stream.local_response = Some(LocalResponse {
                     status: status_code,

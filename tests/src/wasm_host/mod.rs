@@ -1,5 +1,7 @@
 //! A small proxy-wasm host on wasmtime that runs the release `.wasm` users deploy, in process,
-//! the way Envoy drives it: one VM per test, one HTTP stream at a time.
+//! the way Envoy drives it: one VM per test, one HTTP stream at a time ([`FilterVm::request`])
+//! or several in flight at once ([`FilterVm::start`], [`FilterVm::answer_call`],
+//! [`FilterVm::tick`], [`FilterVm::finish`]).
 //!
 //! ```no_run
 //! use rl_tests::wasm_host::{FilterVm, Outcome, Request};
@@ -392,6 +394,7 @@ struct Exports {
     on_request_trailers: TypedFunc<(u32, u32), u32>,
     on_response_headers: TypedFunc<(u32, u32, u32), u32>,
     on_http_call_response: TypedFunc<(u32, u32, u32, u32, u32), ()>,
+    on_tick: TypedFunc<u32, ()>,
     on_done: TypedFunc<u32, u32>,
     on_log: TypedFunc<u32, ()>,
     on_delete: TypedFunc<u32, ()>,
@@ -411,6 +414,7 @@ impl Exports {
                 .get_typed_func(&mut *store, "proxy_on_response_headers")?,
             on_http_call_response: instance
                 .get_typed_func(&mut *store, "proxy_on_http_call_response")?,
+            on_tick: instance.get_typed_func(&mut *store, "proxy_on_tick")?,
             on_done: instance.get_typed_func(&mut *store, "proxy_on_done")?,
             on_log: instance.get_typed_func(&mut *store, "proxy_on_log")?,
             on_delete: instance.get_typed_func(&mut *store, "proxy_on_delete")?,
@@ -545,16 +549,38 @@ impl FilterVm {
     /// Runs a request's headers (and body) through the filter. Inspect or answer its decision
     /// call on the returned [`RequestRun`], which ends the request.
     pub fn request(&mut self, request: Request) -> RequestRun<'_> {
+        let upstream_response = request.upstream_response.clone();
+        let (context, headers_action, body_action) = self.begin(request);
+        RequestRun {
+            vm: self,
+            context,
+            upstream_response,
+            headers_action,
+            body_action,
+        }
+    }
+
+    /// Starts a request (headers and body) and leaves it in flight, so that several can be:
+    /// returns its context id. Answer calls with [`answer_call`](Self::answer_call) and end
+    /// the request with [`finish`](Self::finish) or [`cancel`](Self::cancel).
+    pub fn start(&mut self, request: Request) -> u32 {
+        self.begin(request).0
+    }
+
+    fn begin(&mut self, request: Request) -> (u32, Option<Action>, Option<Action>) {
         let context = self.next_context;
         self.next_context += 1;
         let state = self.store.data_mut();
         state.live_contexts.insert(context);
         let num_headers = request.headers.len() as u32;
-        state.stream = Stream {
-            request_headers: request.headers,
-            source_address: request.source,
-            ..Stream::default()
-        };
+        state.streams.insert(
+            context,
+            Stream {
+                request_headers: request.headers,
+                source_address: request.source,
+                ..Stream::default()
+            },
+        );
         self.enter(context, |e| &e.on_context_create, (context, ROOT_CONTEXT));
         let end_of_stream = u32::from(request.body.is_none());
         let headers_action = self
@@ -564,7 +590,9 @@ impl FilterVm {
                 (context, num_headers, end_of_stream),
             )
             .map(Action::from_abi);
-        let stream = &mut self.store.data_mut().stream;
+        let Some(stream) = self.store.data_mut().streams.get_mut(&context) else {
+            return (context, headers_action, None);
+        };
         let decided = stream.local_response.is_some() || stream.forwarded;
         match headers_action {
             Some(Action::Continue) if !decided => stream.forwarded = true,
@@ -578,13 +606,66 @@ impl FilterVm {
                 .map(Action::from_abi),
             _ => None,
         };
-        RequestRun {
-            vm: self,
-            context,
-            upstream_response: request.upstream_response,
-            headers_action,
-            body_action,
+        (context, headers_action, body_action)
+    }
+
+    /// Every call dispatched and not yet answered, oldest first.
+    pub fn pending_calls(&self) -> Vec<HttpCall> {
+        self.store.data().calls.clone()
+    }
+
+    /// Answers the pending call `token` (`headers: None` is a reset), as Envoy does: on the
+    /// root context.
+    pub fn answer_call(&mut self, token: u32, headers: Option<&[(&str, &str)]>, body: &[u8]) {
+        let state = self.store.data_mut();
+        let Some(index) = state.calls.iter().position(|c| c.token == token) else {
+            panic!("no call {token} pending");
+        };
+        state.calls.remove(index);
+        let headers = headers.map(HeaderMap::from_pairs);
+        let num_headers = headers.as_ref().map_or(0, HeaderMap::len) as u32;
+        let body_size = body.len() as u32;
+        state.call_response = Some(CallResponse {
+            headers,
+            body: body.to_vec(),
+        });
+        self.enter(
+            ROOT_CONTEXT,
+            |e| &e.on_http_call_response,
+            (ROOT_CONTEXT, token, num_headers, body_size, 0),
+        );
+        self.store.data_mut().call_response = None;
+    }
+
+    /// Fires the root context's tick, when the filter has set a tick period (as Envoy's
+    /// timer would after that period). Returns whether it fired.
+    pub fn tick(&mut self) -> bool {
+        if self.store.data().tick_period_ms == 0 {
+            return false;
         }
+        self.enter(ROOT_CONTEXT, |e| &e.on_tick, ROOT_CONTEXT);
+        true
+    }
+
+    /// Whether the request was forwarded or answered (its decision has been applied).
+    pub fn decided(&self, context: u32) -> bool {
+        self.store
+            .data()
+            .streams
+            .get(&context)
+            .is_some_and(|s| s.forwarded || s.local_response.is_some())
+    }
+
+    /// Ends a started request as it stands (see [`RequestRun::finish`]); the upstream answers
+    /// `200`.
+    pub fn finish(&mut self, context: u32) -> Outcome {
+        let upstream = HeaderMap::from_pairs(&[(":status", "200"), ("content-type", "text/plain")]);
+        self.finish_stream(context, upstream)
+    }
+
+    /// The client goes away: the stream is destroyed without a response.
+    pub fn cancel(&mut self, context: u32) {
+        self.end_stream(context);
     }
 
     /// The host's own floor for one request, for benchmarks: the seven guest entries of a
@@ -611,6 +692,7 @@ impl FilterVm {
         self.enter(context, |e| &e.on_delete, context);
         let state = self.store.data_mut();
         state.live_contexts.remove(&context);
+        state.streams.remove(&context);
         // Envoy cancels the calls of a destroyed stream.
         state.calls.retain(|call| call.context != context);
     }
@@ -740,9 +822,16 @@ impl RequestRun<'_> {
     /// Ends the request as it stands: the response phase (upstream response or the local
     /// reply, through `on_response_headers`), then `on_done`, `on_log`, `on_delete`.
     pub fn finish(self) -> Outcome {
-        let vm = self.vm;
-        let context = self.context;
-        let stream = &mut vm.store.data_mut().stream;
+        self.vm.finish_stream(self.context, self.upstream_response)
+    }
+}
+
+impl FilterVm {
+    fn finish_stream(&mut self, context: u32, upstream_response: HeaderMap) -> Outcome {
+        let vm = self;
+        let Some(stream) = vm.store.data_mut().streams.get_mut(&context) else {
+            panic!("no stream {context} in flight");
+        };
         let outcome = if let Some(mut local) = stream.local_response.take() {
             let mut headers = HeaderMap::from_pairs(&[(":status", &local.status.to_string())]);
             headers.0.extend(local.headers.0);
@@ -750,19 +839,18 @@ impl RequestRun<'_> {
             stream.response_headers = Some(headers);
             vm.response_headers(context, end_of_stream);
             let mut seen = vm
-                .store
-                .data_mut()
-                .stream
-                .response_headers
-                .take()
+                .stream_mut(context)
+                .and_then(|s| s.response_headers.take())
                 .unwrap_or_default();
             seen.remove(":status");
             local.headers = seen;
             Outcome::Local(local)
         } else if stream.forwarded {
-            stream.response_headers = Some(self.upstream_response);
+            stream.response_headers = Some(upstream_response);
             vm.response_headers(context, 0);
-            let headers = vm.store.data_mut().stream.response_headers.take();
+            let headers = vm
+                .stream_mut(context)
+                .and_then(|s| s.response_headers.take());
             Outcome::Forwarded {
                 response_headers: headers.unwrap_or_default(),
             }
@@ -775,6 +863,10 @@ impl RequestRun<'_> {
             None => outcome,
         }
     }
+
+    fn stream_mut(&mut self, context: u32) -> Option<&mut Stream> {
+        self.store.data_mut().streams.get_mut(&context)
+    }
 }
 
 impl FilterVm {
@@ -782,9 +874,9 @@ impl FilterVm {
         let num = self
             .store
             .data()
-            .stream
-            .response_headers
-            .as_ref()
+            .streams
+            .get(&context)
+            .and_then(|s| s.response_headers.as_ref())
             .map_or(0, HeaderMap::len);
         let action = self.enter(
             context,

@@ -1,0 +1,339 @@
+//! Coalescing of decision calls per VM (one per Envoy worker).
+//!
+//! At low load every request makes its own decision call, so coalescing adds no latency.
+//! Once [`MAX_SINGLE_IN_FLIGHT`] calls are in flight from a VM, later requests queue, and the
+//! queue goes out as one batch call ([`rl_wire::BATCH_DECISION_PATH`]) as soon as the VM can
+//! send it. Each HTTP callout costs Envoy far more CPU than the few hundred bytes of JSON a
+//! decision carries, so under load one callout for many requests is the saving.
+//!
+//! This module is the bookkeeping only (queue, batch body, splitting the answer); the glue
+//! owns the host calls.
+
+use std::collections::VecDeque;
+
+use rl_wire::{BatchDecisionResponse, MAX_BATCH_DECISIONS, MAX_DECISION_REQUEST_BYTES};
+
+use crate::response::{self, CallBody, CallResult, ControlPlaneError, Decision};
+
+/// Single decision calls a VM keeps in flight before requests start to queue. Two: a second
+/// concurrent request at low load still goes out at once instead of waiting for the root's
+/// tick; beyond that, under load, one more single call per round trip would buy another
+/// callout's CPU for one request while the queue leaves in one batch anyway.
+pub const MAX_SINGLE_IN_FLIGHT: usize = 2;
+
+/// Requests per batch call (the control plane refuses more).
+pub const MAX_BATCH_SIZE: usize = MAX_BATCH_DECISIONS;
+
+/// Upper bound on a batch call's body: every single body is at most
+/// [`MAX_DECISION_REQUEST_BYTES`], and a batch closes before this is reached.
+pub const MAX_BATCH_BODY_BYTES: usize = rl_wire::MAX_BATCH_REQUEST_BYTES;
+
+/// Largest batch answer the glue reads: a normal answer is ~120 bytes per decision; the
+/// single-call bound per member leaves room for the worst case.
+pub const MAX_BATCH_RESPONSE_BYTES: usize =
+    MAX_BATCH_SIZE * crate::response::MAX_DECISION_RESPONSE_BYTES;
+
+const BATCH_PREFIX: &[u8] = br#"{"requests":["#;
+const BATCH_SUFFIX: &[u8] = b"]}";
+
+/// Where a new request's decision call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Dispatch a call of its own now (counted as in flight).
+    Single,
+    /// Join the queue.
+    Queue,
+}
+
+/// A batch ready to be dispatched: its members in body order.
+#[derive(Debug)]
+pub struct Batch<M> {
+    pub members: Vec<M>,
+    pub body: Vec<u8>,
+}
+
+/// Per-VM queue of requests waiting for a decision call. `M` is whatever the glue needs to
+/// resume a member (its context id and state).
+#[derive(Debug)]
+pub struct Coalescer<M> {
+    singles_in_flight: usize,
+    batches_in_flight: usize,
+    queue: VecDeque<(M, Vec<u8>)>,
+}
+
+impl<M> Default for Coalescer<M> {
+    fn default() -> Self {
+        Self {
+            singles_in_flight: 0,
+            batches_in_flight: 0,
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+impl<M> Coalescer<M> {
+    /// Routes a new request. `Single` counts the call as in flight: report its end with
+    /// [`single_done`](Self::single_done) (also when the dispatch failed).
+    pub fn route(&mut self) -> Route {
+        if self.queue.is_empty() && self.singles_in_flight < MAX_SINGLE_IN_FLIGHT {
+            self.singles_in_flight += 1;
+            Route::Single
+        } else {
+            Route::Queue
+        }
+    }
+
+    pub fn push(&mut self, member: M, body: Vec<u8>) {
+        self.queue.push_back((member, body));
+    }
+
+    pub fn single_done(&mut self) {
+        self.singles_in_flight = self.singles_in_flight.saturating_sub(1);
+    }
+
+    pub fn batch_done(&mut self) {
+        self.batches_in_flight = self.batches_in_flight.saturating_sub(1);
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn batches_in_flight(&self) -> usize {
+        self.batches_in_flight
+    }
+
+    /// Whether queued requests wait for nobody: no batch is in flight whose completion would
+    /// send them, so the glue must arrange to send them (a tick on the root context).
+    pub fn needs_kick(&self) -> bool {
+        !self.queue.is_empty() && self.batches_in_flight == 0
+    }
+
+    /// Takes the next batch from the queue, skipping members `live` rejects (their stream
+    /// ended while queued). Counts it as in flight; report its end with
+    /// [`batch_done`](Self::batch_done).
+    pub fn take_batch(&mut self, live: impl Fn(&M) -> bool) -> Option<Batch<M>> {
+        let mut members = Vec::new();
+        let mut body = BATCH_PREFIX.to_vec();
+        while let Some((member, single)) = self.queue.front() {
+            if !live(member) {
+                self.queue.pop_front();
+                continue;
+            }
+            let separator = usize::from(!members.is_empty());
+            let grown = body.len() + separator + single.len() + BATCH_SUFFIX.len();
+            if members.len() == MAX_BATCH_SIZE
+                || (!members.is_empty() && grown > MAX_BATCH_BODY_BYTES)
+            {
+                break;
+            }
+            if separator == 1 {
+                body.push(b',');
+            }
+            body.extend_from_slice(single);
+            if let Some((member, _)) = self.queue.pop_front() {
+                members.push(member);
+            }
+        }
+        if members.is_empty() {
+            return None;
+        }
+        body.extend_from_slice(BATCH_SUFFIX);
+        self.batches_in_flight += 1;
+        Some(Batch { members, body })
+    }
+}
+
+/// Whether the glue should fetch a batch answer of `size` bytes at all.
+pub fn should_read(size: usize) -> bool {
+    size > 0 && size <= MAX_BATCH_RESPONSE_BYTES
+}
+
+/// Classifies what the glue got for a batch answer of announced `size`.
+pub fn body_from_read(size: usize, bytes: Option<&[u8]>) -> CallBody<'_> {
+    if size > MAX_BATCH_RESPONSE_BYTES {
+        return CallBody::TooLarge(size);
+    }
+    match bytes {
+        Some(b) if !b.is_empty() => CallBody::Bytes(b),
+        _ => CallBody::Empty,
+    }
+}
+
+/// One decision per member, in order. Any failure of the call as a whole (dispatch, reset,
+/// status, body, shape, count) fails every member with the same `fail_open` policy as a
+/// single call; a member's unusable answer (a deny without counter) fails that member only.
+pub fn decide(result: CallResult<'_>, members: usize, fail_open: bool) -> Vec<Decision> {
+    match interpret(result, members) {
+        Ok(answer) => answer
+            .responses
+            .iter()
+            .map(|resp| response::decide_response(resp, fail_open))
+            .collect(),
+        Err(error) => (0..members)
+            .map(|_| response::failure(error.clone(), fail_open))
+            .collect(),
+    }
+}
+
+fn interpret(
+    result: CallResult<'_>,
+    members: usize,
+) -> Result<BatchDecisionResponse, ControlPlaneError> {
+    let bytes = response::call_body(result)?;
+    let answer: BatchDecisionResponse =
+        serde_json::from_slice(bytes).map_err(|e| ControlPlaneError::Malformed(e.to_string()))?;
+    if answer.responses.len() != members {
+        return Err(ControlPlaneError::Malformed(format!(
+            "batch answer has {} decisions for {members} requests",
+            answer.responses.len()
+        )));
+    }
+    Ok(answer)
+}
+
+const _: () = assert!(MAX_DECISION_REQUEST_BYTES + 64 < MAX_BATCH_BODY_BYTES);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::{Action, Outcome};
+    use rl_wire::{BatchDecisionRequest, DecisionResponse, Verdict};
+
+    fn single(ip: &str) -> Vec<u8> {
+        format!(r#"{{"ip":"{ip}","method":"GET","path":"/"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn first_calls_go_alone_then_requests_queue() {
+        let mut c = Coalescer::<u32>::default();
+        for _ in 0..MAX_SINGLE_IN_FLIGHT {
+            assert_eq!(c.route(), Route::Single);
+        }
+        assert_eq!(c.route(), Route::Queue);
+        c.push(1, single("10.0.0.1"));
+        assert!(c.needs_kick());
+        c.single_done();
+        // A free slot does not overtake the queue.
+        assert_eq!(c.route(), Route::Queue);
+        c.push(2, single("10.0.0.2"));
+        let batch = c.take_batch(|_| true).unwrap();
+        assert_eq!(batch.members, vec![1, 2]);
+        let parsed: BatchDecisionRequest = serde_json::from_slice(&batch.body).unwrap();
+        assert_eq!(parsed.requests.len(), 2);
+        assert_eq!(parsed.requests[1].ip, "10.0.0.2");
+        assert_eq!(c.batches_in_flight(), 1);
+        assert!(!c.needs_kick());
+        assert!(c.take_batch(|_| true).is_none());
+        c.batch_done();
+        assert_eq!(c.route(), Route::Single);
+    }
+
+    #[test]
+    fn batches_respect_the_size_caps_and_skip_ended_streams() {
+        let mut c = Coalescer::<usize>::default();
+        for i in 0..MAX_BATCH_SIZE + 3 {
+            c.push(i, single("10.0.0.1"));
+        }
+        let first = c.take_batch(|m| *m != 0).unwrap();
+        assert_eq!(first.members.len(), MAX_BATCH_SIZE);
+        assert_eq!(first.members[0], 1);
+        let second = c.take_batch(|_| true).unwrap();
+        assert_eq!(second.members.len(), 2);
+        assert_eq!(c.queued(), 0);
+
+        let big = vec![b' '; MAX_DECISION_REQUEST_BYTES];
+        let mut c = Coalescer::<usize>::default();
+        for i in 0..MAX_BATCH_SIZE {
+            let mut body = single("10.0.0.1");
+            body.extend_from_slice(&big);
+            c.push(i, body);
+        }
+        let batch = c.take_batch(|_| true).unwrap();
+        assert!(batch.body.len() <= MAX_BATCH_BODY_BYTES);
+        assert!(batch.members.len() < MAX_BATCH_SIZE);
+        assert!(serde_json::from_slice::<BatchDecisionRequest>(&batch.body).is_ok());
+    }
+
+    fn ok(body: &str) -> CallResult<'_> {
+        CallResult::Response {
+            status: Some(b"200"),
+            body: CallBody::Bytes(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn answers_are_split_in_order() {
+        let answer = BatchDecisionResponse {
+            responses: vec![
+                DecisionResponse {
+                    verdict: Verdict::Whitelisted,
+                    tier: None,
+                    counter: None,
+                },
+                DecisionResponse {
+                    verdict: Verdict::Deny,
+                    tier: None,
+                    counter: None,
+                },
+            ],
+        };
+        let json = serde_json::to_string(&answer).unwrap();
+        let decisions = decide(ok(&json), 2, false);
+        assert_eq!(decisions[0].outcome, Outcome::Whitelisted);
+        assert!(decisions[0].error.is_none());
+        // A deny without counter fails that member alone.
+        assert_eq!(decisions[1].outcome, Outcome::FailedClosed);
+        assert_eq!(
+            decisions[1].error,
+            Some(ControlPlaneError::DenyWithoutCounter)
+        );
+    }
+
+    #[test]
+    fn every_batch_failure_fails_every_member() {
+        let one = r#"{"responses":[{"verdict":"allow"}]}"#;
+        let cases: Vec<CallResult<'_>> = vec![
+            CallResult::DispatchFailed,
+            CallResult::Reset,
+            CallResult::Response {
+                status: Some(b"504"),
+                body: CallBody::Empty,
+            },
+            CallResult::Response {
+                status: None,
+                body: CallBody::Bytes(one.as_bytes()),
+            },
+            CallResult::Response {
+                status: Some(b"200"),
+                body: CallBody::Empty,
+            },
+            CallResult::Response {
+                status: Some(b"200"),
+                body: CallBody::TooLarge(MAX_BATCH_RESPONSE_BYTES + 1),
+            },
+            ok("garbage"),
+            ok(r#"{"verdict":"allow"}"#),
+            ok(one),
+        ];
+        for fail_open in [true, false] {
+            for case in &cases {
+                let decisions = decide(*case, 2, fail_open);
+                assert_eq!(decisions.len(), 2, "{case:?}");
+                for d in decisions {
+                    assert!(d.error.is_some(), "{case:?}");
+                    let expected = if fail_open {
+                        Outcome::FailedOpen
+                    } else {
+                        Outcome::FailedClosed
+                    };
+                    assert_eq!(d.outcome, expected);
+                    assert_eq!(d, response::failure(d.error.clone().unwrap(), fail_open));
+                    if fail_open {
+                        assert!(matches!(d.action, Action::Resume { .. }));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Header maps in the proxy-wasm ABI encoding, read and written without the SDK (whose
+//! helpers panic on non-UTF-8 names and on statuses they do not expect).
+//!
+//! The encoding: a little-endian u32 count, then a (name length, value length) pair of u32 per
+//! header, then every name and value, each followed by a NUL byte.
+
+use crate::evidence::RawRequest;
+
+/// Splits an encoded map into (name, value) pairs; `None` when the buffer is malformed.
+pub fn parse(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let word = |at: usize| -> Option<usize> {
+        let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        usize::try_from(u32::from_le_bytes(raw)).ok()
+    };
+    let count = word(0)?;
+    let mut data = count.checked_mul(8)?.checked_add(4)?;
+    if data > bytes.len() {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let name_len = word(4 + 8 * i)?;
+        let value_len = word(8 + 8 * i)?;
+        let name = bytes.get(data..data.checked_add(name_len)?)?;
+        data = data.checked_add(name_len)?.checked_add(1)?;
+        let value = bytes.get(data..data.checked_add(value_len)?)?;
+        data = data.checked_add(value_len)?.checked_add(1)?;
+        pairs.push((name, value));
+    }
+    Some(pairs)
+}
+
+/// Encodes `pairs` for a host call.
+pub fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let size = 4 + pairs
+        .iter()
+        .map(|(n, v)| 10 + n.len() + v.len())
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    out.extend_from_slice(&len(pairs.len()));
+    for (name, value) in pairs {
+        out.extend_from_slice(&len(name.len()));
+        out.extend_from_slice(&len(value.len()));
+    }
+    for (name, value) in pairs {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// The evidence in a request's headers. Like a per-name host lookup, the first value of a
+/// name counts (Envoy already joins repeated `X-Forwarded-For` headers into one).
+pub fn raw_request<'a>(
+    headers: &[(&'a [u8], &'a [u8])],
+    api_key_header: &str,
+    source_address: Option<&'a [u8]>,
+) -> RawRequest<'a> {
+    let first = |name: &[u8]| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    };
+    RawRequest {
+        source_address,
+        forwarded_for: first(b"x-forwarded-for").into_iter().collect(),
+        real_ip: first(b"x-real-ip"),
+        api_key: first(api_key_header.as_bytes()),
+        authorization: first(b"authorization"),
+        method: first(b":method"),
+        path: first(b":path"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_finds_the_evidence() {
+        let bytes = serialize(&[
+            (":method", "GET"),
+            (":path", "/a?b"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-api-key", "k"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("x-empty", ""),
+        ]);
+        let pairs = parse(&bytes).unwrap();
+        assert_eq!(pairs.len(), 6);
+        assert_eq!(pairs[5], (&b"x-empty"[..], &b""[..]));
+        let raw = raw_request(&pairs, "X-Api-Key", Some(b"9.9.9.9:1"));
+        assert_eq!(raw.method, Some(&b"GET"[..]));
+        assert_eq!(raw.path, Some(&b"/a?b"[..]));
+        assert_eq!(raw.api_key, Some(&b"k"[..]));
+        assert_eq!(raw.authorization, None);
+        assert_eq!(raw.real_ip, None);
+        assert_eq!(raw.forwarded_for, vec![&b"1.2.3.4"[..]]);
+        assert_eq!(raw.source_address, Some(&b"9.9.9.9:1"[..]));
+        assert_eq!(parse(&[]), Some(vec![]));
+        assert_eq!(parse(&serialize(&[])), Some(vec![]));
+    }
+
+    #[test]
+    fn malformed_maps_are_refused_without_panicking() {
+        let bytes = serialize(&[("a", "1"), ("bb", "22")]);
+        for cut in 1..bytes.len() - 1 {
+            let _ = parse(&bytes[..cut]);
+        }
+        assert_eq!(parse(&bytes[..bytes.len() - 2]), None);
+        assert_eq!(parse(&[255, 255, 255, 255]), None);
+        assert_eq!(parse(&[1, 0, 0]), None);
+        let mut long = bytes.clone();
+        long[4] = 200;
+        assert_eq!(parse(&long), None);
+        let mut huge = bytes;
+        huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(parse(&huge), None);
+    }
+}
