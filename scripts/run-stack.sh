@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
 log "building the control plane, the demo upstream and the filter (release)"
+# envoy/envoy.yaml loads the filter from ./target, so the builds go there whatever
+# CARGO_TARGET_DIR says.
+export CARGO_TARGET_DIR="$PWD/target"
 cargo build --locked --release -p control-plane -p demo-upstream
 cargo build --locked --release -p rate-limit-filter --target wasm32-wasip1
 

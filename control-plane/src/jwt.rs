@@ -388,5 +388,13 @@ mod tests {
         };
         let err = JwtVerifier::new(&cfg).unwrap_err();
         assert_eq!(err.0, "jwt.rs256_public_key_pem");
+
+        // Config validation refuses an empty secret first; the verifier refuses it too.
+        let cfg = JwtConfig {
+            hs256_secret: Some(String::new()),
+            ..config()
+        };
+        let err = JwtVerifier::new(&cfg).unwrap_err();
+        assert_eq!(err.0, "jwt.hs256_secret");
     }
 }
