@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use rl_wire::{BatchDecisionResponse, MAX_BATCH_DECISIONS, MAX_DECISION_REQUEST_BYTES};
 
-use crate::response::{self, CallBody, CallResult, ControlPlaneError, Decision};
+use crate::response::{self, CallResult, ControlPlaneError, Decision};
 
 /// Single decision calls a VM keeps in flight before requests start to queue. Two: a second
 /// concurrent request at low load still goes out at once instead of waiting for the root's
@@ -144,22 +144,6 @@ impl<M> Coalescer<M> {
     }
 }
 
-/// Whether the glue should fetch a batch answer of `size` bytes at all.
-pub fn should_read(size: usize) -> bool {
-    size > 0 && size <= MAX_BATCH_RESPONSE_BYTES
-}
-
-/// Classifies what the glue got for a batch answer of announced `size`.
-pub fn body_from_read(size: usize, bytes: Option<&[u8]>) -> CallBody<'_> {
-    if size > MAX_BATCH_RESPONSE_BYTES {
-        return CallBody::TooLarge(size);
-    }
-    match bytes {
-        Some(b) if !b.is_empty() => CallBody::Bytes(b),
-        _ => CallBody::Empty,
-    }
-}
-
 /// One decision per member, in order. Any failure of the call as a whole (dispatch, reset,
 /// status, body, shape, count) fails every member with the same `fail_open` policy as a
 /// single call; a member's unusable answer (a deny without counter) fails that member only.
@@ -197,7 +181,7 @@ const _: () = assert!(MAX_DECISION_REQUEST_BYTES + 64 < MAX_BATCH_BODY_BYTES);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::response::{Action, Outcome};
+    use crate::response::{Action, CallBody, Outcome};
     use rl_wire::{BatchDecisionRequest, DecisionResponse, Verdict};
 
     fn single(ip: &str) -> Vec<u8> {

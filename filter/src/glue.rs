@@ -31,7 +31,7 @@ use crate::header_map;
 use crate::log_throttle::LogThrottle;
 use crate::response::{
     self, Action, CONTROL_PLANE_ERRORS_METRIC, CallBody, CallResult, ControlPlaneError, Decision,
-    Headers, METRIC_NAMES,
+    Headers, MAX_DECISION_RESPONSE_BYTES, METRIC_NAMES,
 };
 
 proxy_wasm::main! {{
@@ -346,6 +346,35 @@ fn finish_members(config: &PluginConfig, members: Vec<Member>, decisions: Vec<De
     }
 }
 
+/// Reads the answer the host is delivering (`:status` and a body of at most `max_body`
+/// bytes) and hands it to `decide`.
+fn read_call_answer<T>(
+    num_headers: usize,
+    body_size: usize,
+    max_body: usize,
+    decide: impl FnOnce(CallResult<'_>) -> T,
+) -> T {
+    // With no headers the host has no header map: asking for `:status` would make the SDK
+    // panic, so a reset is recognised before anything is read.
+    if num_headers == 0 {
+        return decide(CallResult::Reset);
+    }
+    let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten();
+    let body = if CallBody::should_read_within(body_size, max_body) {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    decide(CallResult::Response {
+        status: status.as_deref(),
+        body: CallBody::from_read_within(body_size, max_body, body.as_deref()),
+    })
+}
+
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
@@ -366,26 +395,12 @@ impl Context for Root {
             return;
         };
         // The answer is read while the root is the effective context, before any member's.
-        let decisions = if num_headers == 0 {
-            batch::decide(CallResult::Reset, members.len(), config.fail_open)
-        } else {
-            let status =
-                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-                    .ok()
-                    .flatten();
-            let body = if batch::should_read(body_size) {
-                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-            } else {
-                None
-            };
-            let result = CallResult::Response {
-                status: status.as_deref(),
-                body: batch::body_from_read(body_size, body.as_deref()),
-            };
-            batch::decide(result, members.len(), config.fail_open)
-        };
+        let decisions = read_call_answer(
+            num_headers,
+            body_size,
+            batch::MAX_BATCH_RESPONSE_BYTES,
+            |answer| batch::decide(answer, members.len(), config.fail_open),
+        );
         finish_members(&config, members, decisions);
         self.send_queue();
         kick_if_needed(&self.shared, None);
@@ -509,28 +524,12 @@ impl Context for RequestFilter {
         let Some(config) = self.config.clone() else {
             return;
         };
-        // With no headers the host has no header map: asking for `:status` would make the
-        // SDK panic, so a reset is recognised before anything is read.
-        let decision = if num_headers == 0 {
-            response::decide(CallResult::Reset, config.fail_open)
-        } else {
-            let status =
-                hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-                    .ok()
-                    .flatten();
-            let body = if CallBody::should_read(body_size) {
-                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                    .ok()
-                    .flatten()
-            } else {
-                None
-            };
-            let result = CallResult::Response {
-                status: status.as_deref(),
-                body: CallBody::from_read(body_size, body.as_deref()),
-            };
-            response::decide(result, config.fail_open)
-        };
+        let decision = read_call_answer(
+            num_headers,
+            body_size,
+            MAX_DECISION_RESPONSE_BYTES,
+            |answer| response::decide(answer, config.fail_open),
+        );
         apply(&self.state, &config, decision, true);
     }
 

@@ -37,12 +37,23 @@ pub enum CallBody<'a> {
 impl<'a> CallBody<'a> {
     /// Whether the glue should fetch a body of `size` bytes at all.
     pub fn should_read(size: usize) -> bool {
-        size > 0 && size <= MAX_DECISION_RESPONSE_BYTES
+        Self::should_read_within(size, MAX_DECISION_RESPONSE_BYTES)
     }
 
     /// Classifies what the glue got for a body of announced `size`.
     pub fn from_read(size: usize, bytes: Option<&'a [u8]>) -> CallBody<'a> {
-        if size > MAX_DECISION_RESPONSE_BYTES {
+        Self::from_read_within(size, MAX_DECISION_RESPONSE_BYTES, bytes)
+    }
+
+    /// [`CallBody::should_read`] for an answer bounded by `max` bytes (a batch answer's bound
+    /// is larger).
+    pub fn should_read_within(size: usize, max: usize) -> bool {
+        size > 0 && size <= max
+    }
+
+    /// [`CallBody::from_read`] for an answer bounded by `max` bytes.
+    pub fn from_read_within(size: usize, max: usize, bytes: Option<&'a [u8]>) -> CallBody<'a> {
+        if size > max {
             return CallBody::TooLarge(size);
         }
         match bytes {
@@ -706,6 +717,16 @@ mod tests {
 
     #[test]
     fn body_classification() {
+        assert!(CallBody::should_read_within(5, 5));
+        assert!(!CallBody::should_read_within(6, 5));
+        assert_eq!(
+            CallBody::from_read_within(6, 5, None),
+            CallBody::TooLarge(6)
+        );
+        assert_eq!(
+            CallBody::from_read_within(MAX_DECISION_RESPONSE_BYTES + 1, usize::MAX, Some(b"{}")),
+            CallBody::Bytes(b"{}")
+        );
         assert!(!CallBody::should_read(0));
         assert!(CallBody::should_read(1));
         assert!(CallBody::should_read(MAX_DECISION_RESPONSE_BYTES));
