@@ -20,30 +20,48 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo clippy --locked -p rate-limit-filter --target wasm32-wasip1 -- -D warnings
 
 step "coverage tooling"
+# Coverage needs rustup's llvm-tools and cargo-llvm-cov. Should either be impossible to install
+# here, the tests still run (uninstrumented) and the coverage step says loudly that it did not
+# measure anything.
+coverage=1
 if ! rustup component list --installed 2>/dev/null | grep -q '^llvm-tools'; then
-  rustup component add llvm-tools-preview
+  rustup component add llvm-tools-preview || coverage=0
 fi
-if ! command -v cargo-llvm-cov >/dev/null 2>&1; then
-  cargo install cargo-llvm-cov --locked --quiet
+if [ "$coverage" = 1 ] && ! command -v cargo-llvm-cov >/dev/null 2>&1; then
+  cargo install cargo-llvm-cov --locked --quiet || coverage=0
 fi
 
 # Coverage is about the product: the test harness, benches, fuzz glue and the demo upstream
 # are left out of the figures (their code runs, it is just not counted).
 ignore='(^|/)(tests|benches|demo-upstream|fuzz)/'
-step "tests (instrumented for coverage)"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo llvm-cov nextest --locked --workspace --no-fail-fast --ignore-filename-regex "$ignore" --no-report
+if [ "$coverage" = 1 ]; then
+  step "tests (instrumented for coverage)"
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo llvm-cov nextest --locked --workspace --no-fail-fast --ignore-filename-regex "$ignore" --no-report
+  else
+    cargo llvm-cov test --locked --workspace --no-fail-fast --ignore-filename-regex "$ignore" --no-report
+  fi
 else
-  cargo llvm-cov test --locked --workspace --no-fail-fast --ignore-filename-regex "$ignore" --no-report
+  step "tests (NOT instrumented: llvm-tools or cargo-llvm-cov could not be installed)"
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --workspace --no-fail-fast
+  else
+    cargo test --locked --workspace --no-fail-fast
+  fi
 fi
 cargo test --locked --doc -p control-plane -p rate-limit-filter -p rl-wire
 
-step "coverage"
-cargo llvm-cov report --json --summary-only --ignore-filename-regex "$ignore" |
-  python3 scripts/coverage-check.py
+if [ "$coverage" = 1 ]; then
+  step "coverage"
+  cargo llvm-cov report --json --summary-only --ignore-filename-regex "$ignore" |
+    python3 scripts/coverage-check.py
+else
+  log "COVERAGE NOT MEASURED: install llvm-tools-preview and cargo-llvm-cov to check the floor"
+fi
 
 step "fuzzing (bounded)"
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet ||
+  log "cargo-fuzz could not be installed: scripts/fuzz.sh runs its proptest fallback"
 bash scripts/fuzz.sh
 
 step "benchmarks (smoke run: each benchmark once, not timed)"
