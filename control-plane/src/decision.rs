@@ -111,7 +111,7 @@ impl Decider {
     /// requests of one identity in one batch are counted one after the other.
     pub async fn decide_batch(&self, requests: &[DecisionRequest]) -> Vec<Decision> {
         let cfg = self.config.load();
-        let mut plans: Vec<Plan<'_>> = requests.iter().map(|req| plan(&cfg, req)).collect();
+        let plans: Vec<Plan<'_>> = requests.iter().map(|req| plan(&cfg, req)).collect();
         let calls: Vec<(&str, &[CounterSpec])> = plans
             .iter()
             .filter_map(|p| match p {
@@ -126,7 +126,7 @@ impl Decider {
         }
         .into_iter();
         let mut decisions = Vec::with_capacity(plans.len());
-        for p in plans.drain(..) {
+        for p in plans {
             decisions.push(match p {
                 Plan::Done(decision) => decision,
                 Plan::Count(count) => {
@@ -374,7 +374,8 @@ pub fn rfc3339_now() -> String {
     rfc3339(now)
 }
 
-fn rfc3339(unix_secs: u64) -> String {
+/// Unix seconds as RFC 3339 (UTC); empty when out of range.
+pub fn rfc3339(unix_secs: u64) -> String {
     let formatted = i64::try_from(unix_secs)
         .ok()
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())

@@ -471,34 +471,24 @@ impl RequestFilter {
             .ok()
             .flatten();
         let all = host::request_header_pairs();
-        let pairs = all.as_deref().and_then(header_map::parse);
-        let request = match pairs {
-            Some(pairs) => {
-                let raw =
-                    header_map::raw_request(&pairs, &config.api_key_header, source.as_deref());
-                decision_request(&raw, &config.trusted_proxies)
-            }
+        let fetched: Vec<(&str, Vec<u8>)>;
+        let pairs = match all.as_deref().and_then(header_map::parse) {
+            Some(pairs) => pairs,
             None => {
-                // The host refused the whole map: one call per header instead.
-                let forwarded_for = request_header("x-forwarded-for");
-                let real_ip = request_header("x-real-ip");
-                let api_key = request_header(&config.api_key_header);
-                let authorization = request_header("authorization");
-                let method = request_header(":method");
-                let path = request_header(":path");
-                let raw = crate::evidence::RawRequest {
-                    source_address: source.as_deref(),
-                    forwarded_for: forwarded_for.as_deref().into_iter().collect(),
-                    real_ip: real_ip.as_deref(),
-                    api_key: api_key.as_deref(),
-                    authorization: authorization.as_deref(),
-                    method: method.as_deref(),
-                    path: path.as_deref(),
-                };
-                decision_request(&raw, &config.trusted_proxies)
+                // The host refused the whole map: the headers that matter, one call each.
+                fetched = header_map::EVIDENCE_HEADERS
+                    .into_iter()
+                    .chain([config.api_key_header.as_str()])
+                    .filter_map(|name| request_header(name).map(|value| (name, value)))
+                    .collect();
+                fetched
+                    .iter()
+                    .map(|(name, value)| (name.as_bytes(), value.as_slice()))
+                    .collect()
             }
         };
-        encode_decision_request(request)
+        let raw = header_map::raw_request(&pairs, &config.api_key_header, source.as_deref());
+        encode_decision_request(decision_request(&raw, &config.trusted_proxies))
     }
 
     fn paused(&self) -> bool {

@@ -55,6 +55,15 @@ pub fn serialize(pairs: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// The headers [`raw_request`] reads, besides the configured API-key header.
+pub const EVIDENCE_HEADERS: [&str; 5] = [
+    "x-forwarded-for",
+    "x-real-ip",
+    "authorization",
+    ":method",
+    ":path",
+];
+
 /// The evidence in a request's headers. Like a per-name host lookup, the first value of a
 /// name counts (Envoy already joins repeated `X-Forwarded-For` headers into one).
 pub fn raw_request<'a>(
@@ -82,6 +91,26 @@ pub fn raw_request<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_evidence_headers_are_all_raw_request_reads() {
+        let pairs: Vec<(&[u8], &[u8])> = EVIDENCE_HEADERS
+            .iter()
+            .chain(&["x-api-key"])
+            .map(|name| (name.as_bytes(), &b"v"[..]))
+            .collect();
+        let raw = raw_request(&pairs, "x-api-key", None);
+        assert_eq!(raw.forwarded_for, vec![&b"v"[..]]);
+        for field in [
+            raw.real_ip,
+            raw.api_key,
+            raw.authorization,
+            raw.method,
+            raw.path,
+        ] {
+            assert_eq!(field, Some(&b"v"[..]));
+        }
+    }
 
     #[test]
     fn round_trips_and_finds_the_evidence() {

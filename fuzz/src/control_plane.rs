@@ -13,7 +13,7 @@ use control_plane::config::{
     CompiledConfig, ConfigError, RateLimitConfig, parse_json, parse_yaml, parse_yaml_bytes,
     redacted, restore_secrets,
 };
-use control_plane::decision::Decider;
+use control_plane::decision::{Decider, rfc3339};
 use control_plane::live_config::{self, SharedConfig};
 use control_plane::rules::{RuleSet, check_rule_pattern, normalize_path};
 use control_plane::store::{ManualClock, MemoryStore};
@@ -749,28 +749,9 @@ impl Model {
                 retry_after: Some(ceil_secs(free_at.saturating_sub(now)).max(1)),
                 window: tier.window_secs,
                 endpoint: endpoint(rule),
+                // Date formatting is not what this model checks: the product's own is used.
                 reset_at: Some(rfc3339(reset)),
             }),
         }
     }
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
-fn rfc3339(unix: u64) -> String {
-    let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::prereq;
 use crate::process::{Output, Proc};
+use crate::{prereq, redis_server};
 
 pub struct RedisCluster {
     nodes: Vec<Node>,
@@ -85,18 +85,8 @@ impl RedisCluster {
     }
 
     fn launch(dir: &Path, port: u16) -> Node {
-        let mut cmd = Command::new(prereq::redis_server());
-        cmd.arg("--port")
-            .arg(port.to_string())
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ])
-            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+        let mut cmd = redis_server::command(port);
+        cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
             .args(["--cluster-config-file", "nodes.conf"])
             .args(["--appendonly", "no", "--save", ""])
             // Replicas sync at once (the default waits 5 s before a diskless sync).

@@ -64,20 +64,8 @@ impl RedisServer {
     }
 
     fn launch(&mut self) -> bool {
-        let mut cmd = Command::new(prereq::redis_server());
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(&self.extra);
+        let mut cmd = command(self.port);
+        cmd.arg("--dir").arg(self.dir.path()).args(&self.extra);
         self.output = Output::default();
         let mut proc = Proc::spawn("redis-server", cmd, self.output.clone());
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -149,4 +137,18 @@ impl RedisServer {
         }
         panic!("redis-server did not restart:\n{}", self.output.tail(20));
     }
+}
+
+/// A foreground `redis-server` on 127.0.0.1:`port` that logs only warnings.
+pub(crate) fn command(port: u16) -> Command {
+    let mut cmd = Command::new(prereq::redis_server());
+    cmd.arg("--port").arg(port.to_string()).args([
+        "--bind",
+        "127.0.0.1",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+    ]);
+    cmd
 }

@@ -576,14 +576,18 @@ fn dashboard() -> Value {
         .expect("dashboard JSON")
 }
 
-/// PromQL words that are not metric names.
-const PROMQL_WORDS: &[&str] = &[
+/// PromQL keywords followed by a list of labels (`by (le)`), which holds no metric name.
+const GROUPING_WORDS: &[&str] = &[
     "by",
     "without",
     "on",
     "ignoring",
     "group_left",
     "group_right",
+];
+
+/// Other PromQL words that are not metric names.
+const PROMQL_WORDS: &[&str] = &[
     "bool",
     "and",
     "or",
@@ -656,16 +660,7 @@ fn metric_names(expr: &str) -> Vec<String> {
             }
             let call = chars.get(next) == Some(&'(');
             let lower = word.to_ascii_lowercase();
-            if [
-                "by",
-                "without",
-                "on",
-                "ignoring",
-                "group_left",
-                "group_right",
-            ]
-            .contains(&lower.as_str())
-            {
+            if GROUPING_WORDS.contains(&lower.as_str()) {
                 if call {
                     i = skip_to(next + 1, ')');
                 }

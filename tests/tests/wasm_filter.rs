@@ -903,13 +903,19 @@ fn run_failure(vm: &mut FilterVm, failure: Failure, fail_open: bool) -> Outcome 
     }
 }
 
-#[test]
-fn control_plane_failures_fail_open() {
+/// Every failure shape under one `fail_open` value: the outcome, the metrics, exactly one
+/// warning (`warning_says` checks it), and a VM that still works.
+fn single_call_failures(
+    fail_open: bool,
+    assert_outcome: fn(&Outcome),
+    metric: &str,
+    warning_says: fn(&str) -> bool,
+) {
     for failure in FAILURES {
-        let mut vm = vm(&config(r#""fail_open":true"#));
-        let outcome = run_failure(&mut vm, failure, true);
-        assert_passed_without_headers(&outcome);
-        assert_metrics(&vm, &[("failed_open", 1), ("control_plane_errors", 1)]);
+        let mut vm = vm(&config(&format!(r#""fail_open":{fail_open}"#)));
+        let outcome = run_failure(&mut vm, failure, fail_open);
+        assert_outcome(&outcome);
+        assert_metrics(&vm, &[(metric, 1), ("control_plane_errors", 1)]);
         let warnings: Vec<_> = vm
             .logs()
             .iter()
@@ -917,7 +923,7 @@ fn control_plane_failures_fail_open() {
             .collect();
         assert_eq!(warnings.len(), 1, "{failure:?}: {:?}", vm.logs());
         assert!(
-            warnings[0].message.contains(CLUSTER) && warnings[0].message.contains("fail_open"),
+            warning_says(&warnings[0].message),
             "{failure:?}: {}",
             warnings[0].message
         );
@@ -926,25 +932,17 @@ fn control_plane_failures_fail_open() {
 }
 
 #[test]
+fn control_plane_failures_fail_open() {
+    single_call_failures(true, assert_passed_without_headers, "failed_open", |m| {
+        m.contains(CLUSTER) && m.contains("fail_open")
+    });
+}
+
+#[test]
 fn control_plane_failures_fail_closed() {
-    for failure in FAILURES {
-        let mut vm = vm(&config(r#""fail_open":false"#));
-        let outcome = run_failure(&mut vm, failure, false);
-        assert_unavailable(&outcome);
-        assert_metrics(&vm, &[("failed_closed", 1), ("control_plane_errors", 1)]);
-        let warnings: Vec<_> = vm
-            .logs()
-            .iter()
-            .filter(|l| l.level == LogLevel::Warn)
-            .collect();
-        assert_eq!(warnings.len(), 1, "{failure:?}: {:?}", vm.logs());
-        assert!(
-            warnings[0].message.contains("503"),
-            "{failure:?}: {}",
-            warnings[0].message
-        );
-        still_works(&mut vm);
-    }
+    single_call_failures(false, assert_unavailable, "failed_closed", |m| {
+        m.contains("503")
+    });
 }
 
 #[test]

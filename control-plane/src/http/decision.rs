@@ -1,4 +1,4 @@
-//! The internal decision endpoint the filter calls once per request.
+//! The internal decision endpoints the filter calls: one request, or a batch under load.
 
 use std::time::Instant;
 
@@ -11,6 +11,7 @@ use rl_wire::{
     BatchDecisionRequest, BatchDecisionResponse, DECISION_SECRET_HEADER, DecisionRequest,
     DecisionResponse, MAX_BATCH_DECISIONS, Verdict,
 };
+use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
@@ -34,27 +35,9 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Byt
     if let Some(refused) = refuse_without_secret(&state, &headers) {
         return refused;
     }
-    // Parsed by hand rather than with the Json extractor: a body of any content type is
-    // accepted, and every malformed body gets the same 400 shape. Serde would also accept a
-    // JSON array for the struct; only an object is a decision request.
-    if !starts_as_object(&body) {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "decision request: expected a JSON object",
-        )
-        .into_response();
-    }
-    let request: DecisionRequest = match serde_json::from_slice(&body) {
+    let request: DecisionRequest = match parse_object(&body, "decision request") {
         Ok(request) => request,
-        Err(err) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                format!("decision request: {err}"),
-            )
-            .into_response();
-        }
+        Err(refused) => return refused.into_response(),
     };
     let started = Instant::now();
     let decision = state.decider.decide(&request).await;
@@ -85,21 +68,16 @@ pub async fn decide_batch(
     if let Some(refused) = refuse_without_secret(&state, &headers) {
         return refused;
     }
-    let invalid = |message: String| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message).into_response()
-    };
-    if !starts_as_object(&body) {
-        return invalid("batch decision request: expected a JSON object".into());
-    }
-    let batch: BatchDecisionRequest = match serde_json::from_slice(&body) {
+    let batch: BatchDecisionRequest = match parse_object(&body, "batch decision request") {
         Ok(batch) => batch,
-        Err(err) => return invalid(format!("batch decision request: {err}")),
+        Err(refused) => return refused.into_response(),
     };
     if batch.requests.len() > MAX_BATCH_DECISIONS {
-        return invalid(format!(
+        return invalid_request(format!(
             "batch decision request: {} requests, at most {MAX_BATCH_DECISIONS}",
             batch.requests.len()
-        ));
+        ))
+        .into_response();
     }
     let started = Instant::now();
     let decisions = state.decider.decide_batch(&batch.requests).await;
@@ -134,11 +112,23 @@ fn refuse_without_secret(state: &AppState, headers: &HeaderMap) -> Option<Respon
     None
 }
 
-/// Serde would also accept a JSON array for a struct; only an object is a request.
-fn starts_as_object(body: &[u8]) -> bool {
-    body.iter()
+/// A JSON object body as `T`, or the 400 naming `what` was wrong. Parsed by hand rather than
+/// with the Json extractor: a body of any content type is accepted, and every malformed body
+/// gets the same 400 shape. Serde would also accept a JSON array for a struct; only an object
+/// is a request.
+fn parse_object<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    let object = body
+        .iter()
         .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{')
+        .is_some_and(|&b| b == b'{');
+    if !object {
+        return Err(invalid_request(format!("{what}: expected a JSON object")));
+    }
+    serde_json::from_slice(body).map_err(|err| invalid_request(format!("{what}: {err}")))
+}
+
+fn invalid_request(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
 /// Metrics and the deny log line of one decision.

@@ -1,4 +1,4 @@
-//! Redis counter store: one `EVALSHA` round trip per decision.
+//! Redis counter store: one `EVALSHA` per decision, one round trip per decision or per batch.
 //!
 //! Time comes from Redis (`TIME` inside the script), so every replica of the control plane
 //! judges by the same clock and a skewed host clock changes nothing. The connection is a
@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{Pipeline, Script, Value};
+use redis::{Cmd, Pipeline, Script, Value};
 
 use super::connection::Connector;
 use super::{Breaker, BreakerState, CounterSpec, CounterState, CounterStore, Outcome, StoreError};
@@ -87,27 +87,41 @@ impl RedisStore {
         result
     }
 
+    /// One script call: `EVALSHA sha n KEYS… nonce mode now (limit window)…`.
+    fn script_call(&self, counters: &[CounterSpec], mode: &str, now_override: Option<u64>) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash()).arg(counters.len());
+        for spec in counters {
+            cmd.arg(&spec.key);
+        }
+        cmd.arg(fastrand::u64(..))
+            .arg(mode)
+            .arg(now_override.map(|t| t.to_string()).unwrap_or_default());
+        for spec in counters {
+            cmd.arg(spec.limit).arg(spec.window_us);
+        }
+        cmd
+    }
+
     async fn run(
         &self,
         counters: &[CounterSpec],
         mode: &str,
         now_override: Option<u64>,
     ) -> Result<Outcome, StoreError> {
-        let mut invocation = self.script.prepare_invoke();
-        invocation
-            .arg(fastrand::u64(..))
-            .arg(mode)
-            .arg(now_override.map(|t| t.to_string()).unwrap_or_default());
-        for spec in counters {
-            invocation
-                .key(&spec.key)
-                .arg(spec.limit)
-                .arg(spec.window_us);
-        }
+        let call = self.script_call(counters, mode, now_override);
         let reply: Value = self
             .guarded(async {
                 let mut conn = self.connector.get().await.map_err(classify)?;
-                invocation.invoke_async(&mut conn).await.map_err(classify)
+                match call.query_async(&mut conn).await {
+                    // Not cached (Redis restarted or flushed it): the call did not run, so
+                    // loading the script and calling again counts it once.
+                    Err(err) if is_noscript(&err) => {
+                        self.script.load_async(&mut conn).await.map_err(classify)?;
+                        call.query_async(&mut conn).await.map_err(classify)
+                    }
+                    reply => reply.map_err(classify),
+                }
             })
             .await?;
         parse_reply(reply, counters.len())
@@ -128,17 +142,7 @@ impl RedisStore {
         let mut pipe = Pipeline::with_capacity(calls.len());
         pipe.ignore_errors();
         for (_, counters) in calls {
-            let cmd = pipe
-                .cmd("EVALSHA")
-                .arg(self.script.get_hash())
-                .arg(counters.len());
-            for spec in *counters {
-                cmd.arg(&spec.key);
-            }
-            cmd.arg(fastrand::u64(..)).arg("r").arg("");
-            for spec in *counters {
-                cmd.arg(spec.limit).arg(spec.window_us);
-            }
+            pipe.add_command(self.script_call(counters, "r", None));
         }
         let replies: Result<Vec<redis::RedisResult<Value>>, StoreError> = self
             .guarded(async {
@@ -160,11 +164,7 @@ impl RedisStore {
                 Ok(value) => parse_reply(value, counters.len()),
                 // The script is not cached (Redis restarted or flushed it): this call did not
                 // run, so it is safe to run it alone, which loads the script.
-                Err(err)
-                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    self.run(counters, "r", None).await
-                }
+                Err(err) if is_noscript(&err) => self.run(counters, "r", None).await,
                 Err(err) => Err(classify(err)),
             });
         }
@@ -181,6 +181,10 @@ impl RedisStore {
     ) -> Result<Outcome, StoreError> {
         self.run(counters, "r", Some(now_us)).await
     }
+}
+
+fn is_noscript(err: &redis::RedisError) -> bool {
+    err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
 
 fn classify(err: redis::RedisError) -> StoreError {
