@@ -1,0 +1,148 @@
+use super::*;
+use crate::config::parse_yaml;
+use crate::config::test_support::SAMPLE;
+
+fn sample() -> CompiledConfig {
+    CompiledConfig::compile(parse_yaml(SAMPLE).unwrap()).unwrap()
+}
+
+#[test]
+fn compiled_config_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<CompiledConfig>();
+}
+
+#[test]
+fn sample_compiles_into_tiers() {
+    let c = sample();
+    assert!(c.enabled());
+    assert!(c.fail_open());
+    assert_eq!(c.tiers().len(), 4);
+    assert_eq!(c.tier(c.default_tier()).name, "free");
+    let free = c.tier(c.default_tier());
+    assert_eq!(free.budget, Some(100));
+    assert_eq!(free.window, Duration::from_secs(60));
+    assert_eq!(
+        free.description.as_deref(),
+        Some("Unauthenticated and free users")
+    );
+    assert_eq!(
+        free.rules.longest_match("/api/v1/admin/users"),
+        Some(("/api/v1/admin/*", 10))
+    );
+    assert_eq!(free.rules.longest_match("/api/v1/other"), None);
+    let unlimited = c.tier_by_name("unlimited").unwrap();
+    assert_eq!(c.tier(unlimited).budget, None);
+    assert_eq!(
+        c.tier(unlimited).rules.longest_match("/api/v1/expensive"),
+        Some(("/api/v1/expensive", 5000))
+    );
+    assert_eq!(
+        c.tier(c.tier_by_name("enterprise").unwrap())
+            .window
+            .as_secs(),
+        3600
+    );
+    assert_eq!(c.tier_by_name("gold"), None);
+    assert_eq!(c.source().default_tier, "free");
+}
+
+#[test]
+fn compile_validates_first() {
+    let mut cfg = parse_yaml(SAMPLE).unwrap();
+    cfg.tiers[1].requests_per_window = Some(0);
+    let e = CompiledConfig::compile(cfg).unwrap_err();
+    assert_eq!(e.path(), "tiers[1].requests_per_window");
+}
+
+#[test]
+fn api_key_lookup_by_raw_key() {
+    let c = sample();
+    let (id, tier) = c.lookup_api_key(b"ops-monitor-key-0123456789").unwrap();
+    assert_eq!(id, "ops-monitor");
+    assert_eq!(c.tier(tier).name, "unlimited");
+}
+
+#[test]
+fn api_key_lookup_by_digest_upper_and_lower_hex() {
+    // The sample's key_sha256 is SHA-256("test") in upper-case hex.
+    let c = sample();
+    let (id, tier) = c.lookup_api_key(b"test").unwrap();
+    assert_eq!(id, "acme-prod");
+    assert_eq!(c.tier(tier).name, "premium");
+
+    let mut cfg = parse_yaml(SAMPLE).unwrap();
+    cfg.api_keys[1].key_sha256 = Some(hex::encode(Sha256::digest(b"test")));
+    let c = CompiledConfig::compile(cfg).unwrap();
+    assert_eq!(
+        c.lookup_api_key(b"test").map(|(id, _)| id),
+        Some("acme-prod")
+    );
+}
+
+#[test]
+fn unknown_api_keys_are_not_found() {
+    let c = sample();
+    assert_eq!(c.lookup_api_key(b"nope"), None);
+    assert_eq!(c.lookup_api_key(b""), None);
+    assert_eq!(c.lookup_api_key(b"ops-monitor-key-012345678"), None);
+    assert_eq!(c.lookup_api_key(b"ops-monitor-key-0123456789 "), None);
+    // The id is not the key.
+    assert_eq!(c.lookup_api_key(b"ops-monitor"), None);
+}
+
+#[test]
+fn whitelist_by_ip() {
+    let c = sample();
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    assert!(c.is_whitelisted(ip("127.0.0.1"), "ip:127.0.0.1"));
+    assert!(c.is_whitelisted(ip("127.0.0.1"), "user:bob"));
+    assert!(!c.is_whitelisted(ip("127.0.0.2"), "ip:127.0.0.2"));
+    // An IPv4 client seen through a dual-stack listener.
+    assert!(c.is_whitelisted(ip("::ffff:127.0.0.1"), "ip:::ffff:127.0.0.1"));
+    assert!(!c.is_whitelisted(None, "ip:127.0.0.2"));
+    assert!(c.is_whitelisted(None, "ip:127.0.0.1"));
+}
+
+#[test]
+fn whitelist_by_cidr() {
+    let c = sample();
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    assert!(c.is_whitelisted(ip("10.255.1.2"), "ip:10.255.1.2"));
+    assert!(!c.is_whitelisted(ip("11.0.0.1"), "ip:11.0.0.1"));
+    assert!(c.is_whitelisted(ip("2001:db8:ffff::1"), "ip:2001:db8:ffff::1"));
+    assert!(!c.is_whitelisted(ip("2001:db9::1"), "ip:2001:db9::1"));
+}
+
+#[test]
+fn whitelist_by_ip_form() {
+    let c = sample();
+    let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+    assert!(c.is_whitelisted(ip("192.0.2.7"), "key:someone"));
+    assert!(c.is_whitelisted(None, "ip:192.0.2.7"));
+    assert!(!c.is_whitelisted(ip("192.0.2.8"), "ip:192.0.2.8"));
+}
+
+#[test]
+fn whitelist_by_key_and_user() {
+    let c = sample();
+    let other = Some("198.51.100.1".parse::<IpAddr>().unwrap());
+    assert!(c.is_whitelisted(other, "key:ops-monitor"));
+    assert!(c.is_whitelisted(None, "user:healthchecker"));
+    assert!(!c.is_whitelisted(other, "user:ops-monitor"));
+    assert!(!c.is_whitelisted(other, "key:healthchecker"));
+    assert!(!c.is_whitelisted(other, "key:acme-prod"));
+    assert!(!c.is_whitelisted(other, "healthchecker"));
+    assert!(!c.is_whitelisted(other, ""));
+}
+
+#[test]
+fn debug_output_has_no_secrets() {
+    let shown = format!("{:?}", sample());
+    assert!(!shown.contains("ops-monitor-key-0123456789"), "{shown}");
+    assert!(
+        !shown.contains("0123456789abcdef0123456789abcdef"),
+        "{shown}"
+    );
+    assert!(!shown.contains("9F86D081"), "{shown}");
+}

@@ -1,0 +1,327 @@
+use super::*;
+use crate::config::parse_yaml;
+use crate::config::test_support::SAMPLE;
+
+const BASE: &str = "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 100\n";
+
+/// Validates `doc` and returns the error's (path, display).
+fn invalid(doc: &str) -> (String, String) {
+    let cfg = parse_yaml(doc).unwrap_or_else(|e| panic!("parse failed: {e}\n{doc}"));
+    let e = cfg.validate().expect_err("document should be invalid");
+    assert!(matches!(e, ConfigError::Invalid { .. }), "{e}");
+    (e.path().to_string(), e.to_string())
+}
+
+fn with(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+fn assert_invalid(doc: &str, path: &str, display: &str) {
+    let (p, d) = invalid(doc);
+    assert_eq!(p, path, "{d}");
+    assert!(d.starts_with(&format!("{path}: ")), "{d}");
+    assert!(d.contains(display), "expected {display:?} in {d:?}");
+}
+
+#[test]
+fn sample_config_is_valid() {
+    parse_yaml(SAMPLE).unwrap().validate().unwrap();
+    parse_yaml(BASE).unwrap().validate().unwrap();
+}
+
+#[test]
+fn tiers_must_not_be_empty() {
+    assert_invalid(
+        "default_tier: free\ntiers: []\n",
+        "tiers",
+        "at least one tier",
+    );
+}
+
+#[test]
+fn default_tier_must_exist() {
+    assert_invalid(
+        "default_tier: gold\ntiers:\n  - name: free\n    requests_per_window: 1\n",
+        "default_tier",
+        "unknown tier \"gold\" (configured tiers: free)",
+    );
+}
+
+#[test]
+fn tier_names_must_be_unique() {
+    let doc = with(
+        "  - name: premium\n    requests_per_window: 1\n  - name: free\n    requests_per_window: 2\n",
+    );
+    assert_invalid(&doc, "tiers[2].name", "duplicate tier name \"free\"");
+}
+
+#[test]
+fn tier_names_must_match_the_pattern() {
+    for name in ["Free", "free-tier", "\"\"", "'fr ee'", "'é'"] {
+        let doc = format!(
+            "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 1\n  - name: {name}\n    requests_per_window: 1\n"
+        );
+        assert_invalid(&doc, "tiers[1].name", "must match ^[a-z0-9_]+$");
+    }
+}
+
+#[test]
+fn tier_names_are_at_most_64_chars() {
+    let long = "a".repeat(65);
+    let doc = format!("default_tier: {long}\ntiers:\n  - name: {long}\n    unlimited: true\n");
+    assert_invalid(&doc, "tiers[0].name", "at most 64 characters");
+    let ok = "a".repeat(64);
+    let doc = format!("default_tier: {ok}\ntiers:\n  - name: {ok}\n    unlimited: true\n");
+    parse_yaml(&doc).unwrap().validate().unwrap();
+}
+
+#[test]
+fn budget_or_unlimited_exactly_one() {
+    let both = "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 5\n    unlimited: true\n";
+    assert_invalid(both, "tiers[0]", "mutually exclusive");
+    let neither = "default_tier: free\ntiers:\n  - name: free\n";
+    assert_invalid(
+        neither,
+        "tiers[0].requests_per_window",
+        "required unless unlimited",
+    );
+    let unlimited = "default_tier: free\ntiers:\n  - name: free\n    unlimited: true\n";
+    parse_yaml(unlimited).unwrap().validate().unwrap();
+}
+
+#[test]
+fn budget_must_be_positive() {
+    let doc = "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 0\n";
+    assert_invalid(doc, "tiers[0].requests_per_window", "must be > 0");
+}
+
+#[test]
+fn window_size_is_bounded() {
+    for (w, ok) in [(0, false), (1, true), (86_400, true), (86_401, false)] {
+        let doc = with(&format!("    window_size_seconds: {w}\n"));
+        let cfg = parse_yaml(&doc).unwrap();
+        if ok {
+            cfg.validate().unwrap();
+        } else {
+            assert_invalid(&doc, "tiers[0].window_size_seconds", "between 1 and 86400");
+        }
+    }
+}
+
+#[test]
+fn endpoint_limits_must_be_positive() {
+    let doc = with("    endpoints:\n      /api/v1/x: 0\n");
+    assert_invalid(&doc, "tiers[0].endpoints./api/v1/x", "must be > 0");
+    assert_eq!(invalid(&doc).1, "tiers[0].endpoints./api/v1/x: must be > 0");
+}
+
+#[test]
+fn endpoint_limits_must_not_exceed_the_budget() {
+    let doc = with("    endpoints:\n      /api/v1/x: 200\n");
+    assert_eq!(
+        invalid(&doc).1,
+        "tiers[0].endpoints./api/v1/x: 200 exceeds the tier's requests_per_window (100)"
+    );
+    parse_yaml(&with("    endpoints:\n      /api/v1/x: 100\n"))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let unlimited = "default_tier: free\ntiers:\n  - name: free\n    unlimited: true\n    endpoints:\n      /x: 1000000\n";
+    parse_yaml(unlimited).unwrap().validate().unwrap();
+}
+
+#[test]
+fn endpoint_patterns_are_checked() {
+    for (pattern, message) in [
+        ("api/v1", "must start with '/'"),
+        ("/api/*/x", "'*' is only allowed"),
+        ("'/a?b'", "must not contain '?'"),
+        ("/api//v1", "write \"/api/v1\""),
+        ("'/a b'", "whitespace"),
+    ] {
+        let doc = with(&format!("    endpoints:\n      {pattern}: 1\n"));
+        let key = pattern.trim_matches('\'');
+        assert_invalid(&doc, &format!("tiers[0].endpoints.{key}"), message);
+    }
+}
+
+#[test]
+fn description_is_bounded() {
+    let doc = with(&format!("    description: {}\n", "d".repeat(1025)));
+    assert_invalid(&doc, "tiers[0].description", "at most 1024 characters");
+    let doc = with(&format!("    description: {}\n", "é".repeat(1024)));
+    parse_yaml(&doc).unwrap().validate().unwrap();
+}
+
+#[test]
+fn whitelist_entries_are_checked() {
+    let doc = with("whitelist:\n  - 10.0.0.1\n  - 10.0.0.0/8\n  - somebody\n");
+    assert_invalid(&doc, "whitelist[2]", "\"somebody\" is not an IP address");
+    let doc = with("whitelist:\n  - 10.0.0.0/40\n");
+    assert_invalid(&doc, "whitelist[0]", "not a valid CIDR");
+    let doc = with("whitelist:\n  - ip:localhost\n");
+    assert_invalid(&doc, "whitelist[0]", "not a valid ip:<address>");
+    let doc = with("whitelist:\n  - 'key:'\n");
+    assert_invalid(&doc, "whitelist[0]", "empty identifier");
+    let doc = with(&format!("whitelist:\n  - user:{}\n", "u".repeat(257)));
+    assert_invalid(&doc, "whitelist[0]", "longer than 256");
+    let doc = with(
+        "whitelist:\n  - 10.1.2.3/8\n  - ::1\n  - fd00::/8\n  - ip:::1\n  - key:k\n  - user:u\n",
+    );
+    parse_yaml(&doc).unwrap().validate().unwrap();
+}
+
+fn key_doc(entries: &str) -> String {
+    with(&format!("api_keys:\n{entries}"))
+}
+
+const GOOD_KEY: &str = "0123456789abcdef";
+
+#[test]
+fn api_key_ids_match_the_pattern() {
+    for id in ["'has space'", "'a/b'", "\"\"", &"k".repeat(65)] {
+        let doc = key_doc(&format!(
+            "  - id: {id}\n    tier: free\n    key: {GOOD_KEY}\n"
+        ));
+        assert_invalid(&doc, "api_keys[0].id", "must match ^[A-Za-z0-9._-]{1,64}$");
+    }
+}
+
+#[test]
+fn api_key_ids_are_unique() {
+    let doc = key_doc(&format!(
+        "  - id: a\n    tier: free\n    key: {GOOD_KEY}\n  - id: a\n    tier: free\n    key: {GOOD_KEY}x\n"
+    ));
+    assert_invalid(&doc, "api_keys[1].id", "duplicate API key id \"a\"");
+}
+
+#[test]
+fn api_key_tier_must_exist() {
+    let doc = key_doc(&format!("  - id: a\n    tier: gold\n    key: {GOOD_KEY}\n"));
+    assert_invalid(&doc, "api_keys[0].tier", "unknown tier \"gold\"");
+}
+
+#[test]
+fn api_key_needs_exactly_one_of_key_and_digest() {
+    let digest = "a".repeat(64);
+    let both = key_doc(&format!(
+        "  - id: a\n    tier: free\n    key: {GOOD_KEY}\n    key_sha256: {digest}\n"
+    ));
+    assert_invalid(&both, "api_keys[0]", "mutually exclusive");
+    let neither = key_doc("  - id: a\n    tier: free\n");
+    assert_invalid(
+        &neither,
+        "api_keys[0]",
+        "one of key or key_sha256 is required",
+    );
+}
+
+#[test]
+fn api_key_length_is_checked() {
+    let short = key_doc("  - id: a\n    tier: free\n    key: short-key\n");
+    assert_invalid(&short, "api_keys[0].key", "at least 16 characters");
+    let empty = key_doc("  - id: a\n    tier: free\n    key: ''\n");
+    assert_invalid(&empty, "api_keys[0].key", "at least 16 characters");
+    let long = key_doc(&format!(
+        "  - id: a\n    tier: free\n    key: {}\n",
+        "k".repeat(1025)
+    ));
+    assert_invalid(&long, "api_keys[0].key", "at most 1024 bytes");
+    // Secrets never appear in messages.
+    assert!(!invalid(&short).1.contains("short-key"));
+}
+
+#[test]
+fn api_key_digest_must_be_hex_sha256() {
+    for digest in ["abc", &"g".repeat(64), &"a".repeat(63), &"a".repeat(65)] {
+        let doc = key_doc(&format!(
+            "  - id: a\n    tier: free\n    key_sha256: '{digest}'\n"
+        ));
+        assert_invalid(&doc, "api_keys[0].key_sha256", "64 hexadecimal characters");
+    }
+    let empty_hash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    let doc = key_doc(&format!(
+        "  - id: a\n    tier: free\n    key_sha256: {empty_hash}\n"
+    ));
+    assert_invalid(&doc, "api_keys[0].key_sha256", "empty string");
+}
+
+#[test]
+fn api_keys_resolving_to_the_same_digest_are_rejected() {
+    let digest = hex::encode(Sha256::digest(GOOD_KEY.as_bytes()));
+    let doc = key_doc(&format!(
+        "  - id: a\n    tier: free\n    key: {GOOD_KEY}\n  - id: b\n    tier: free\n    key_sha256: {}\n",
+        digest.to_uppercase()
+    ));
+    assert_invalid(
+        &doc,
+        "api_keys[1].key_sha256",
+        "same key as api_keys[0] (id \"a\")",
+    );
+    let doc = key_doc(&format!(
+        "  - id: a\n    tier: free\n    key: {GOOD_KEY}\n  - id: b\n    tier: free\n    key: {GOOD_KEY}\n"
+    ));
+    assert_invalid(&doc, "api_keys[1].key", "same key as api_keys[0]");
+}
+
+fn jwt_doc(body: &str) -> String {
+    with(&format!("jwt:\n{body}"))
+}
+
+const SECRET: &str = "  hs256_secret: 0123456789abcdef0123456789abcdef\n";
+
+#[test]
+fn jwt_needs_a_key() {
+    assert_invalid(
+        &jwt_doc("  user_claim: sub\n"),
+        "jwt",
+        "at least one of hs256_secret",
+    );
+}
+
+#[test]
+fn jwt_hs256_secret_is_at_least_32_bytes() {
+    let doc = jwt_doc("  hs256_secret: 0123456789abcdef0123456789abcde\n");
+    assert_invalid(&doc, "jwt.hs256_secret", "at least 32 bytes");
+    assert!(invalid(&doc).1.contains("brute-forced"));
+    assert!(!invalid(&doc).1.contains("0123456789abcdef"));
+    parse_yaml(&jwt_doc(SECRET)).unwrap().validate().unwrap();
+}
+
+#[test]
+fn jwt_public_key_must_look_like_pem() {
+    let doc = jwt_doc("  rs256_public_key_pem: not a key\n");
+    assert_invalid(&doc, "jwt.rs256_public_key_pem", "PEM public key block");
+    let private = jwt_doc(
+        "  rs256_public_key_pem: |\n    -----BEGIN PRIVATE KEY-----\n    MIIE\n    -----END PRIVATE KEY-----\n",
+    );
+    assert_invalid(&private, "jwt.rs256_public_key_pem", "private key");
+    let empty = jwt_doc(
+        "  rs256_public_key_pem: |\n    -----BEGIN PUBLIC KEY-----\n    -----END PUBLIC KEY-----\n",
+    );
+    assert_invalid(&empty, "jwt.rs256_public_key_pem", "empty");
+    let rsa = jwt_doc(
+        "  rs256_public_key_pem: |\n    -----BEGIN RSA PUBLIC KEY-----\n    MIIBCgKCAQEA\n    -----END RSA PUBLIC KEY-----\n",
+    );
+    parse_yaml(&rsa).unwrap().validate().unwrap();
+}
+
+#[test]
+fn jwt_claims_and_issuer_must_not_be_empty() {
+    for field in ["user_claim", "tier_claim", "issuer", "audience"] {
+        let doc = jwt_doc(&format!("{SECRET}  {field}: ''\n"));
+        assert_invalid(&doc, &format!("jwt.{field}"), "must not be empty");
+    }
+}
+
+#[test]
+fn first_error_in_document_order_wins() {
+    let doc = "default_tier: gold\ntiers:\n  - name: Bad\n    requests_per_window: 0\nwhitelist: [nope]\n";
+    assert_eq!(invalid(doc).0, "default_tier");
+    let doc = "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 0\n    window_size_seconds: 0\nwhitelist: [nope]\n";
+    assert_eq!(invalid(doc).0, "tiers[0].requests_per_window");
+    let doc = with("whitelist: [nope]\napi_keys:\n  - id: a\n    tier: gold\n    key: x\n");
+    assert_eq!(invalid(&doc).0, "whitelist[0]");
+    let doc = with("api_keys:\n  - id: a\n    tier: gold\n    key: x\njwt:\n  user_claim: sub\n");
+    assert_eq!(invalid(&doc).0, "api_keys[0].tier");
+}

@@ -1,0 +1,66 @@
+use super::*;
+use crate::store::MemoryStore;
+
+fn obs(
+    verdict: Verdict,
+    tier: Option<&'static str>,
+    rule: Option<&'static str>,
+) -> Observation<'static> {
+    Observation {
+        verdict,
+        tier,
+        rule,
+        store_error: None,
+        elapsed: Duration::from_micros(300),
+    }
+}
+
+#[test]
+fn counts_add_up_and_labels_stay_bounded() {
+    let m = Metrics::new(Arc::new(MemoryStore::new()));
+    for _ in 0..3 {
+        m.observe(&obs(Verdict::Allow, Some("free"), Some("/api/v1/request")));
+    }
+    m.observe(&obs(Verdict::Deny, Some("free"), Some("/api/v1/request")));
+    m.observe(&obs(Verdict::Deny, Some("premium"), None));
+    m.observe(&obs(Verdict::Whitelisted, None, None));
+    let err = StoreError::Timeout(100);
+    m.observe(&Observation {
+        store_error: Some(&err),
+        ..obs(Verdict::FailedOpen, None, None)
+    });
+    let s = m.snapshot(
+        ["free", "premium", "enterprise"],
+        ["/api/v1/request", "/x/*"],
+    );
+    assert_eq!(
+        (s.total_requests, s.allowed_requests, s.throttled_requests),
+        (5, 3, 2)
+    );
+    assert!((s.throttle_rate - 0.4).abs() < 1e-9);
+    assert_eq!(s.by_tier["free"], 1);
+    assert_eq!(s.by_tier["premium"], 1);
+    assert_eq!(s.by_tier["enterprise"], 0);
+    assert_eq!(s.by_endpoint["/api/v1/request"], 1);
+    assert_eq!(s.by_endpoint["other"], 1);
+    assert_eq!(s.by_endpoint["/x/*"], 0);
+    assert_eq!(
+        (
+            s.whitelisted_requests,
+            s.failed_open_requests,
+            s.redis_errors
+        ),
+        (1, 1, 1)
+    );
+    assert!(s.p95_check_latency_ms > 0.0 && s.p95_check_latency_ms < 1.0);
+
+    let text = m.encode_prometheus();
+    for line in [
+        r#"rate_limit_requests_total{tier="free",endpoint="/api/v1/request",decision="allowed"} 3"#,
+        r#"rate_limit_throttled_total{tier="premium",endpoint="other"} 1"#,
+        r#"rate_limit_redis_errors_total{kind="timeout"} 1"#,
+        "rate_limit_check_duration_seconds_count 7",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+}

@@ -1,0 +1,47 @@
+use super::*;
+
+#[test]
+fn plain_identities_stay_readable() {
+    assert_eq!(budget_key("ip:10.0.0.1"), "rl:{ip:10.0.0.1}:b");
+    assert_eq!(budget_key("ip:2001:db8::1"), "rl:{ip:2001:db8::1}:b");
+    assert_eq!(
+        rule_key("key:demo-free", "/api/v1/admin/*"),
+        "rl:{key:demo-free}:e:/api/v1/admin/*"
+    );
+}
+
+#[test]
+fn special_characters_are_hashed_not_embedded() {
+    for nasty in [
+        "user:a}b",
+        "user:{x}",
+        "user:a b",
+        "user:\r\nFLUSHALL",
+        "user:é",
+    ] {
+        let key = budget_key(nasty);
+        assert!(key.starts_with("rl:{#"), "{key}");
+        assert_eq!(key.matches('{').count(), 1);
+        assert_eq!(key.matches('}').count(), 1);
+        assert!(key.is_ascii() && !key.contains(' '));
+    }
+    assert_ne!(tag("user:a}b"), tag("user:a{b"));
+    assert!(tag("user:a*").starts_with("{#"));
+}
+
+#[test]
+fn long_identities_are_bounded() {
+    let long = format!("user:{}", "a".repeat(10_000));
+    assert!(budget_key(&long).len() < 64);
+    let rule = format!("/{}", "x".repeat(500));
+    assert!(rule_key("ip:1.2.3.4", &rule).len() < 80);
+}
+
+#[test]
+fn keys_of_one_identity_share_a_hash_tag() {
+    let id = "key:abc";
+    let b = budget_key(id);
+    let e = rule_key(id, "/x");
+    let tag_of = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_string();
+    assert_eq!(tag_of(&b), tag_of(&e));
+}
