@@ -6,8 +6,8 @@
 //! send it. Each HTTP callout costs Envoy far more CPU than the few hundred bytes of JSON a
 //! decision carries, so under load one callout for many requests is the saving.
 //!
-//! This module is the bookkeeping only (queue, batch body, splitting the answer); the glue
-//! owns the host calls.
+//! This module is the bookkeeping only (queue, batch body, splitting the answer); the
+//! [`crate::engine`] decides when batches go out, and the glue makes the host calls.
 
 use std::collections::VecDeque;
 
@@ -52,8 +52,8 @@ pub struct Batch<M> {
     pub body: Vec<u8>,
 }
 
-/// Per-VM queue of requests waiting for a decision call. `M` is whatever the glue needs to
-/// resume a member (its context id and state).
+/// Per-VM queue of requests waiting for a decision call. `M` is whatever the engine needs to
+/// resume a member (its context id).
 #[derive(Debug)]
 pub struct Coalescer<M> {
     singles_in_flight: usize,
@@ -104,7 +104,7 @@ impl<M> Coalescer<M> {
     }
 
     /// Whether queued requests wait for nobody: no batch is in flight whose completion would
-    /// send them, so the glue must arrange to send them (a tick on the root context).
+    /// send them, so the engine must arrange to send them (a tick on the root context).
     pub fn needs_kick(&self) -> bool {
         !self.queue.is_empty() && self.batches_in_flight == 0
     }

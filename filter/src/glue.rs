@@ -1,4 +1,5 @@
-//! proxy-wasm glue: reads from and writes to the host, decides nothing.
+//! proxy-wasm glue: reads from and writes to the host, decides nothing. Every callback hands
+//! its event to the plugin's [`Engine`] and carries out the [`Effect`]s it returns.
 //!
 //! A panic here traps the worker's VM for every later request, so no SDK helper that unwraps
 //! or panics on an unexpected status is used on a request path: host calls go through
@@ -6,14 +7,14 @@
 //! ([`host`]) where the SDK would panic. Header values are read as bytes (the String getters
 //! unwrap on invalid UTF-8).
 //!
-//! Decision calls are coalesced per VM ([`crate::batch`]): a batch call is always dispatched
-//! from the root context, because the SDK delivers a call's answer to the context that was
-//! active at dispatch and silently drops it when that context is gone; the root context
-//! outlives every request of the batch. The root is entered for that by a tick (armed only
-//! while requests wait and no batch is in flight) or by the answer of the previous batch.
+//! A call is dispatched with the context the engine names effective: Envoy attributes the call
+//! to the effective context (and cancels it when that stream ends), while the SDK delivers the
+//! answer to the context whose callback is running. The engine emits a batch call only while
+//! a root callback runs (the tick, a batch's answer) and names the root, so both are the root,
+//! which outlives every request of the batch.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -22,39 +23,26 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{
     Action as HostAction, BufferType, ContextType, LogLevel, MapType, MetricType,
 };
-use rl_wire::{BATCH_DECISION_PATH, DECISION_PATH, DECISION_SECRET_HEADER};
 
-use crate::batch::{self, Coalescer, Route};
 use crate::config::PluginConfig;
+use crate::engine::{self, Call, Effect, Engine, Flow};
 use crate::evidence::{decision_request, encode_decision_request};
 use crate::header_map;
 use crate::log_throttle::LogThrottle;
-use crate::response::{
-    self, Action, CONTROL_PLANE_ERRORS_METRIC, CallBody, CallResult, ControlPlaneError, Decision,
-    Headers, MAX_DECISION_RESPONSE_BYTES, METRIC_NAMES,
-};
+use crate::response::{CallBody, CallResult, ControlPlaneError, LocalReply, METRIC_NAMES};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
         Box::new(Root {
             id: context_id,
-            config: None,
-            shared: Rc::new(RefCell::new(VmShared {
-                root_id: context_id,
-                coalescer: Coalescer::default(),
-                batches: BTreeMap::new(),
-                tick_armed: false,
-            })),
+            engine: Rc::new(RefCell::new(Engine::new(context_id))),
         })
     });
 }}
 
 /// Seconds between two control-plane error lines from one worker.
 const ERROR_LOG_INTERVAL_SECS: u64 = 10;
-
-/// Tick period while requests wait for a batch and nothing else will send them.
-const KICK_TICK_MS: u32 = 1;
 
 type MetricIds = [Option<u32>; METRIC_NAMES.len()];
 
@@ -175,175 +163,95 @@ fn log_control_plane_error(error: &ControlPlaneError, config: &PluginConfig) {
         allowed
     });
     if let Some(suppressed) = allowed {
-        let policy = if config.fail_open {
-            "requests pass unchecked (fail_open)"
-        } else {
-            "requests get 503 (fail_open: false)"
-        };
-        log::warn!(
-            "rate-limit-filter: control plane cluster `{}`: {error}; {policy}; {suppressed} similar errors not logged",
-            config.cluster
-        );
+        log::warn!("{}", engine::error_log_line(config, error, suppressed));
     }
 }
 
-enum State {
-    Start,
-    /// Own decision call in flight (its token).
-    Waiting(u32),
-    /// In the VM's queue or in a batch call in flight.
-    Queued,
-    /// Request forwarded; these headers go on the response.
-    Forwarded(Headers),
-    /// Answered locally.
-    Answered,
-    /// The stream ended before its decision arrived.
-    Gone,
-}
+type Shared = Rc<RefCell<Engine>>;
 
-type Slot = Rc<RefCell<State>>;
-
-/// A request waiting in the queue or in a batch.
-struct Member {
-    context_id: u32,
-    state: Slot,
-}
-
-impl Member {
-    fn waiting(&self) -> bool {
-        matches!(*self.state.borrow(), State::Queued)
+/// Makes `context` effective unless it already is (`effective`). False: the host no longer
+/// knows it (the stream ended).
+fn enter(effective: &mut u32, context: u32) -> bool {
+    if *effective == context {
+        return true;
     }
+    let entered = host::set_effective_context(context);
+    if entered {
+        *effective = context;
+    }
+    entered
 }
 
-/// Per root context (one per VM and plugin configuration): the coalescing state.
-struct VmShared {
-    root_id: u32,
-    coalescer: Coalescer<Member>,
-    /// Batch calls in flight, by token.
-    batches: BTreeMap<u32, Vec<Member>>,
-    tick_armed: bool,
-}
-
-type Shared = Rc<RefCell<VmShared>>;
-
-/// Arms the root's tick when queued requests have nobody to send them. `current` is the
-/// stream context to make effective again afterwards.
-fn kick_if_needed(shared: &Shared, current: Option<u32>) {
-    let mut vm = shared.borrow_mut();
-    if !vm.coalescer.needs_kick() || vm.tick_armed {
+/// Carries out `effects` in a callback entered on context `origin`, feeding back what the
+/// host answers, and leaves `origin` effective again.
+fn perform(engine: &Shared, origin: u32, effects: Vec<Effect>) {
+    if effects.is_empty() {
         return;
     }
-    // The tick belongs to the root context: set it from there.
-    host::set_effective_context(vm.root_id);
-    if host::set_tick_period_ms(KICK_TICK_MS) {
-        vm.tick_armed = true;
-    }
-    if let Some(current) = current {
-        host::set_effective_context(current);
-    }
-}
-
-/// Carries out a decision on the effective context. `resume` is set when the request was
-/// paused and must be continued explicitly (from a call-response callback or a batch).
-fn apply(state: &Slot, config: &PluginConfig, decision: Decision, resume: bool) -> HostAction {
-    count(decision.outcome.metric_index());
-    if let Some(error) = &decision.error {
-        count(CONTROL_PLANE_ERRORS_METRIC);
-        log_control_plane_error(error, config);
-    }
-    match decision.action {
-        Action::Resume { response_headers } => {
-            *state.borrow_mut() = State::Forwarded(response_headers);
-            if resume {
-                host::resume_request();
-            }
-            HostAction::Continue
-        }
-        Action::Reply(reply) => {
-            *state.borrow_mut() = State::Answered;
-            let headers: Vec<(&str, &str)> = reply
-                .headers
-                .iter()
-                .map(|(name, value)| (*name, value.as_str()))
-                .collect();
-            host::send_local_response(reply.status, &header_map::serialize(&headers), &reply.body);
-            HostAction::Pause
-        }
-    }
-}
-
-fn call_headers<'a>(config: &'a PluginConfig, path: &'a str) -> Vec<(&'a str, &'a str)> {
-    let mut headers = vec![
-        (":method", "POST"),
-        (":path", path),
-        (":authority", config.authority.as_str()),
-        ("content-type", "application/json"),
-    ];
-    if let Some(secret) = &config.decision_secret {
-        headers.push((DECISION_SECRET_HEADER, secret.as_str()));
-    }
-    headers
-}
-
-struct Root {
-    id: u32,
-    config: Option<Rc<PluginConfig>>,
-    shared: Shared,
-}
-
-impl Root {
-    /// Sends every queued request, in batches. Runs on the root context only, so the answers
-    /// come back to it whatever happens to the requests meanwhile.
-    fn send_queue(&self) {
-        let Some(config) = self.config.clone() else {
-            return;
-        };
-        loop {
-            let Some(batch) = self
-                .shared
-                .borrow_mut()
-                .coalescer
-                .take_batch(Member::waiting)
-            else {
-                return;
-            };
-            // Envoy attributes a call to the effective context; after resuming members that
-            // is a stream, whose end must not cancel the batch.
-            host::set_effective_context(self.id);
-            match hostcalls::dispatch_http_call(
-                &config.cluster,
-                call_headers(&config, BATCH_DECISION_PATH),
-                Some(&batch.body),
-                vec![],
-                config.timeout,
-            ) {
-                Ok(token) => {
-                    self.shared
-                        .borrow_mut()
-                        .batches
-                        .insert(token, batch.members);
+    let config = engine.borrow().config();
+    let root = engine.borrow().root();
+    let mut effective = origin;
+    let mut todo = VecDeque::from(effects);
+    while let Some(effect) = todo.pop_front() {
+        match effect {
+            Effect::Count(index) => count(index),
+            Effect::LogError(error) => {
+                if let Some(config) = &config {
+                    log_control_plane_error(&error, config);
                 }
-                Err(_) => {
-                    self.shared.borrow_mut().coalescer.batch_done();
-                    let decisions = batch::decide(
-                        CallResult::DispatchFailed,
-                        batch.members.len(),
-                        config.fail_open,
-                    );
-                    finish_members(&config, batch.members, decisions);
+            }
+            Effect::SetTick(period) => {
+                if enter(&mut effective, root) && host::set_tick_period_ms(period) {
+                    engine.borrow_mut().tick_set(period);
+                }
+            }
+            Effect::Resume(context) => {
+                if enter(&mut effective, context) {
+                    host::resume_request();
+                }
+            }
+            Effect::Reply(context, reply) => {
+                if enter(&mut effective, context) {
+                    send_reply(&reply);
+                }
+            }
+            Effect::Dispatch(call) => {
+                let token = config
+                    .as_deref()
+                    .and_then(|config| dispatch(config, &call, &mut effective));
+                let results = engine.borrow_mut().dispatched(token);
+                for effect in results.into_iter().rev() {
+                    todo.push_front(effect);
                 }
             }
         }
     }
+    if effective != origin {
+        host::set_effective_context(origin);
+    }
 }
 
-/// Resumes or answers every member still waiting, each on its own context.
-fn finish_members(config: &PluginConfig, members: Vec<Member>, decisions: Vec<Decision>) {
-    for (member, decision) in members.into_iter().zip(decisions) {
-        if member.waiting() && host::set_effective_context(member.context_id) {
-            apply(&member.state, config, decision, true);
-        }
+fn dispatch(config: &PluginConfig, call: &Call, effective: &mut u32) -> Option<u32> {
+    if !enter(effective, call.context) {
+        return None;
     }
+    hostcalls::dispatch_http_call(
+        &config.cluster,
+        engine::call_headers(config, call.path),
+        Some(&call.body),
+        vec![],
+        config.timeout,
+    )
+    .ok()
+}
+
+fn send_reply(reply: &LocalReply) {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    host::send_local_response(reply.status, &header_map::serialize(&headers), &reply.body);
 }
 
 /// Reads the answer the host is delivering (`:status` and a body of at most `max_body`
@@ -375,6 +283,31 @@ fn read_call_answer<T>(
     })
 }
 
+/// A call's answer, delivered by the SDK to the callback of context `origin` (the one that
+/// dispatched it).
+fn call_response(engine: &Shared, origin: u32, token: u32, num_headers: usize, body_size: usize) {
+    let Some(max_body) = engine.borrow().answer_limit(token) else {
+        return;
+    };
+    // Read while `origin` is effective, before any effect enters another context.
+    let effects = read_call_answer(num_headers, body_size, max_body, |answer| {
+        engine.borrow_mut().on_call_response(token, answer)
+    });
+    perform(engine, origin, effects);
+}
+
+fn flow(flow: Flow) -> HostAction {
+    match flow {
+        Flow::Continue => HostAction::Continue,
+        Flow::Pause => HostAction::Pause,
+    }
+}
+
+struct Root {
+    id: u32,
+    engine: Shared,
+}
+
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
@@ -383,27 +316,7 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let members = {
-            let mut vm = self.shared.borrow_mut();
-            let Some(members) = vm.batches.remove(&token_id) else {
-                return;
-            };
-            vm.coalescer.batch_done();
-            members
-        };
-        let Some(config) = self.config.clone() else {
-            return;
-        };
-        // The answer is read while the root is the effective context, before any member's.
-        let decisions = read_call_answer(
-            num_headers,
-            body_size,
-            batch::MAX_BATCH_RESPONSE_BYTES,
-            |answer| batch::decide(answer, members.len(), config.fail_open),
-        );
-        finish_members(&config, members, decisions);
-        self.send_queue();
-        kick_if_needed(&self.shared, None);
+        call_response(&self.engine, self.id, token_id, num_headers, body_size);
     }
 }
 
@@ -419,7 +332,7 @@ impl RootContext for Root {
         match PluginConfig::from_json(&raw) {
             Ok(config) => {
                 define_metrics();
-                self.config = Some(Rc::new(config));
+                self.engine.borrow_mut().configure(config);
                 true
             }
             Err(err) => {
@@ -430,20 +343,17 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if host::set_tick_period_ms(0) {
-            self.shared.borrow_mut().tick_armed = false;
-        }
-        self.send_queue();
+        let effects = self.engine.borrow_mut().on_tick();
+        perform(&self.engine, self.id, effects);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        // Returning None would make the SDK panic; a context without a config passes traffic
-        // (Envoy does not start a plugin whose on_configure failed, so this is theoretical).
+        // Returning None would make the SDK panic; without a configuration the engine lets
+        // traffic pass (Envoy does not start a plugin whose on_configure failed, so this is
+        // theoretical).
         Some(Box::new(RequestFilter {
             context_id,
-            config: self.config.clone(),
-            state: Rc::new(RefCell::new(State::Start)),
-            shared: self.shared.clone(),
+            engine: self.engine.clone(),
         }))
     }
 
@@ -454,9 +364,7 @@ impl RootContext for Root {
 
 struct RequestFilter {
     context_id: u32,
-    config: Option<Rc<PluginConfig>>,
-    state: Slot,
-    shared: Shared,
+    engine: Shared,
 }
 
 fn request_header(name: &str) -> Option<Vec<u8>> {
@@ -466,37 +374,35 @@ fn request_header(name: &str) -> Option<Vec<u8>> {
 }
 
 impl RequestFilter {
-    fn decision_body(config: &PluginConfig) -> Vec<u8> {
-        let source = hostcalls::get_property(vec!["source", "address"])
-            .ok()
-            .flatten();
-        let all = host::request_header_pairs();
-        let fetched: Vec<(&str, Vec<u8>)>;
-        let pairs = match all.as_deref().and_then(header_map::parse) {
-            Some(pairs) => pairs,
-            None => {
-                // The host refused the whole map: the headers that matter, one call each.
-                fetched = header_map::EVIDENCE_HEADERS
-                    .into_iter()
-                    .chain([config.api_key_header.as_str()])
-                    .filter_map(|name| request_header(name).map(|value| (name, value)))
-                    .collect();
-                fetched
-                    .iter()
-                    .map(|(name, value)| (name.as_bytes(), value.as_slice()))
-                    .collect()
-            }
-        };
-        let raw = header_map::raw_request(&pairs, &config.api_key_header, source.as_deref());
-        encode_decision_request(decision_request(&raw, &config.trusted_proxies))
+    fn flow(&self) -> HostAction {
+        flow(self.engine.borrow().request_flow(self.context_id))
     }
+}
 
-    fn paused(&self) -> bool {
-        matches!(
-            *self.state.borrow(),
-            State::Waiting(_) | State::Queued | State::Answered
-        )
-    }
+/// The decision call's body for the request whose callback is running.
+fn decision_body(config: &PluginConfig) -> Vec<u8> {
+    let source = hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten();
+    let all = host::request_header_pairs();
+    let fetched: Vec<(&str, Vec<u8>)>;
+    let pairs = match all.as_deref().and_then(header_map::parse) {
+        Some(pairs) => pairs,
+        None => {
+            // The host refused the whole map: the headers that matter, one call each.
+            fetched = header_map::EVIDENCE_HEADERS
+                .into_iter()
+                .chain([config.api_key_header.as_str()])
+                .filter_map(|name| request_header(name).map(|value| (name, value)))
+                .collect();
+            fetched
+                .iter()
+                .map(|(name, value)| (name.as_bytes(), value.as_slice()))
+                .collect()
+        }
+    };
+    let raw = header_map::raw_request(&pairs, &config.api_key_header, source.as_deref());
+    encode_decision_request(decision_request(&raw, &config.trusted_proxies))
 }
 
 impl Context for RequestFilter {
@@ -507,91 +413,38 @@ impl Context for RequestFilter {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        if !matches!(*self.state.borrow(), State::Waiting(token) if token == token_id) {
-            return;
-        }
-        self.shared.borrow_mut().coalescer.single_done();
-        let Some(config) = self.config.clone() else {
-            return;
-        };
-        let decision = read_call_answer(
+        call_response(
+            &self.engine,
+            self.context_id,
+            token_id,
             num_headers,
             body_size,
-            MAX_DECISION_RESPONSE_BYTES,
-            |answer| response::decide(answer, config.fail_open),
         );
-        apply(&self.state, &config, decision, true);
     }
 
     fn on_done(&mut self) -> bool {
-        let mut state = self.state.borrow_mut();
-        match *state {
-            State::Waiting(_) => {
-                // Its answer will not be delivered to a finished stream.
-                self.shared.borrow_mut().coalescer.single_done();
-                *state = State::Gone;
-            }
-            State::Queued => *state = State::Gone,
-            _ => {}
-        }
+        self.engine.borrow_mut().on_done(self.context_id);
         true
     }
 }
 
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
-        let Some(config) = self.config.clone() else {
-            return HostAction::Continue;
-        };
-        if !matches!(*self.state.borrow(), State::Start) {
-            return HostAction::Continue;
-        }
-        let body = Self::decision_body(&config);
-        let route = self.shared.borrow_mut().coalescer.route();
-        if route == Route::Queue {
-            *self.state.borrow_mut() = State::Queued;
-            let member = Member {
-                context_id: self.context_id,
-                state: self.state.clone(),
-            };
-            self.shared.borrow_mut().coalescer.push(member, body);
-            kick_if_needed(&self.shared, Some(self.context_id));
-            return HostAction::Pause;
-        }
-        match hostcalls::dispatch_http_call(
-            &config.cluster,
-            call_headers(&config, DECISION_PATH),
-            Some(&body),
-            vec![],
-            config.timeout,
-        ) {
-            Ok(token) => {
-                *self.state.borrow_mut() = State::Waiting(token);
-                HostAction::Pause
-            }
-            Err(_) => {
-                self.shared.borrow_mut().coalescer.single_done();
-                let decision = response::decide(CallResult::DispatchFailed, config.fail_open);
-                apply(&self.state, &config, decision, false)
-            }
-        }
+        let effects = self
+            .engine
+            .borrow_mut()
+            .on_request_headers(self.context_id, decision_body);
+        perform(&self.engine, self.context_id, effects);
+        self.flow()
     }
 
     fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> HostAction {
         // Continue here would let Envoy forward the paused headers before the decision.
-        if self.paused() {
-            HostAction::Pause
-        } else {
-            HostAction::Continue
-        }
+        self.flow()
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> HostAction {
-        if self.paused() {
-            HostAction::Pause
-        } else {
-            HostAction::Continue
-        }
+        self.flow()
     }
 
     fn on_http_response_headers(
@@ -599,14 +452,12 @@ impl HttpContext for RequestFilter {
         _num_headers: usize,
         _end_of_stream: bool,
     ) -> HostAction {
-        if let State::Forwarded(headers) = &*self.state.borrow() {
-            for (name, value) in headers {
-                let _ = hostcalls::set_map_value_bytes(
-                    MapType::HttpResponseHeaders,
-                    name,
-                    Some(value.as_bytes()),
-                );
-            }
+        for (name, value) in self.engine.borrow().response_headers(self.context_id) {
+            let _ = hostcalls::set_map_value_bytes(
+                MapType::HttpResponseHeaders,
+                name,
+                Some(value.as_bytes()),
+            );
         }
         HostAction::Continue
     }

@@ -15,13 +15,15 @@
 //! ```
 //!
 //! Everything but the host glue is plain Rust, tested natively; the glue is compiled for wasm
-//! only, so native builds and tests need no host symbols.
+//! only, so native builds and tests need no host symbols. The per-request state machine and
+//! the coalescing of calls live in [`engine`], which returns effects the glue carries out.
 //!
 //! Stats (Envoy names them `wasmcustom.<name>`): see [`response::METRIC_NAMES`].
 
 pub mod batch;
 pub mod client_ip;
 pub mod config;
+pub mod engine;
 pub mod evidence;
 pub mod header_map;
 pub mod log_throttle;

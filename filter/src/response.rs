@@ -132,7 +132,7 @@ pub enum Outcome {
 }
 
 /// Every counter the filter defines (Envoy exposes them prefixed with `wasmcustom.`).
-pub const METRIC_NAMES: [&str; 8] = [
+pub const METRIC_NAMES: [&str; 9] = [
     "rate_limit_filter.allowed",
     "rate_limit_filter.denied",
     "rate_limit_filter.unavailable",
@@ -141,10 +141,14 @@ pub const METRIC_NAMES: [&str; 8] = [
     "rate_limit_filter.failed_open",
     "rate_limit_filter.failed_closed",
     "rate_limit_filter.control_plane_errors",
+    "rate_limit_filter.batch_calls",
 ];
 
 /// Index into [`METRIC_NAMES`] of the control-plane error counter.
 pub const CONTROL_PLANE_ERRORS_METRIC: usize = 7;
+
+/// Index into [`METRIC_NAMES`] of the counter of batch calls dispatched (coalescing at work).
+pub const BATCH_CALLS_METRIC: usize = 8;
 
 impl Outcome {
     /// Index into [`METRIC_NAMES`].

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use rl_tests::wasm_host::{
-    Action, FilterVm, HeaderMap, LogLevel, Outcome, Request, RequestRun, imports,
+    Action, FilterVm, HeaderMap, LogLevel, Outcome, ROOT_CONTEXT, Request, RequestRun, imports,
 };
 use rl_wire::{
     CounterReport, DECISION_PATH, DECISION_SECRET_HEADER, DecisionRequest, DecisionResponse,
@@ -154,7 +154,7 @@ fn metric(vm: &FilterVm, short: &str) -> u64 {
 
 /// The filter's stats (Envoy shows them as `wasmcustom.rate_limit_filter.<name>`; the README
 /// documents these names).
-const METRICS: [&str; 8] = [
+const METRICS: [&str; 9] = [
     "allowed",
     "denied",
     "unavailable",
@@ -163,6 +163,7 @@ const METRICS: [&str; 8] = [
     "failed_open",
     "failed_closed",
     "control_plane_errors",
+    "batch_calls",
 ];
 
 /// Every filter metric, by short name, with the non-zero ones listed in `expected`.
@@ -1131,6 +1132,7 @@ fn coalesce(vm: &mut FilterVm, queued: usize) -> Coalesced {
                 Some(rl_wire::BATCH_DECISION_PATH)
             );
             assert_eq!(batch.headers.get(":method"), Some("POST"));
+            assert_eq!(batch.context, ROOT_CONTEXT, "batches go out from the root");
             assert_eq!(batch.cluster, CLUSTER);
             let body: rl_wire::BatchDecisionRequest =
                 serde_json::from_slice(&batch.body).expect("batch body");
@@ -1194,7 +1196,12 @@ fn requests_queue_behind_single_calls_and_leave_in_one_batch() {
     let allowed = 1 + c.singles.len() as u64;
     assert_metrics(
         &vm,
-        &[("allowed", allowed), ("denied", 1), ("whitelisted", 1)],
+        &[
+            ("allowed", allowed),
+            ("denied", 1),
+            ("whitelisted", 1),
+            ("batch_calls", 1),
+        ],
     );
     assert!(vm.pending_calls().is_empty());
     still_works(&mut vm);
@@ -1222,6 +1229,9 @@ fn a_batch_answer_sends_the_next_queue_at_once() {
         next.headers.get(":path"),
         Some(rl_wire::BATCH_DECISION_PATH)
     );
+    // Sent after resuming the first batch's member, yet from the root: a member's end must
+    // not cancel it.
+    assert_eq!(next.context, ROOT_CONTEXT);
     let body: rl_wire::BatchDecisionRequest = serde_json::from_slice(&next.body).expect("body");
     assert_eq!(body.requests.len(), later.len());
     let token = next.token;
@@ -1297,6 +1307,74 @@ fn a_request_gone_while_queued_is_left_out_of_the_batch() {
     vm.assert_healthy();
 }
 
+#[test]
+fn a_long_queue_leaves_in_several_batch_calls_from_one_tick() {
+    let mut vm = vm(&config(""));
+    let max = rl_wire::MAX_BATCH_DECISIONS;
+    let (singles, queued) = fill_and_queue(&mut vm, max + 2);
+    assert!(vm.tick());
+    let batches: Vec<_> = vm
+        .pending_calls()
+        .into_iter()
+        .filter(|call| call.headers.get(":path") == Some(rl_wire::BATCH_DECISION_PATH))
+        .collect();
+    assert_eq!(batches.len(), 2, "{batches:?}");
+    let sizes: Vec<usize> = batches
+        .iter()
+        .map(|call| {
+            assert_eq!(call.context, ROOT_CONTEXT);
+            serde_json::from_slice::<rl_wire::BatchDecisionRequest>(&call.body)
+                .expect("batch body")
+                .requests
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, [max, 2]);
+    for (call, size) in batches.iter().zip(sizes) {
+        let answers = vec![allow(); size];
+        vm.answer_call(call.token, Some(&OK), batch_answer(&answers).as_bytes());
+    }
+    for ctx in &queued {
+        assert!(
+            forwarded(&vm.finish(*ctx))
+                .get("x-ratelimit-limit")
+                .is_some()
+        );
+    }
+    for (ctx, token) in &singles {
+        vm.answer_call(*token, Some(&OK), allow().as_bytes());
+        vm.finish(*ctx);
+    }
+    assert_metrics(
+        &vm,
+        &[
+            ("allowed", (max + 2 + singles.len()) as u64),
+            ("batch_calls", 2),
+        ],
+    );
+    still_works(&mut vm);
+}
+
+/// Requests started until `queued` of them wait behind the single calls (the tick not fired):
+/// the (context, token) of the single calls and the queued contexts.
+fn fill_and_queue(vm: &mut FilterVm, queued: usize) -> (Vec<(u32, u32)>, Vec<u32>) {
+    let mut singles = Vec::new();
+    let first = loop {
+        let before = vm.pending_calls().len();
+        let ctx = vm.start(Request::get("/"));
+        let calls = vm.pending_calls();
+        if calls.len() == before {
+            break ctx;
+        }
+        singles.push((ctx, calls.last().expect("single call").token));
+    };
+    let mut queued_ctx = vec![first];
+    for i in 1..queued {
+        queued_ctx.push(vm.start(Request::get("/").from(&format!("198.51.100.{}:1", i % 250))));
+    }
+    (singles, queued_ctx)
+}
+
 /// How a batch call fails.
 #[derive(Debug, Clone, Copy)]
 enum BatchFailure {
@@ -1328,7 +1406,8 @@ fn batch_failure(fail_open: bool, check: fn(&Outcome)) {
     const MEMBERS: u64 = 3;
     for failure in BATCH_FAILURES {
         let mut vm = vm(&config(&format!(r#""fail_open":{fail_open}"#)));
-        if let BatchFailure::DispatchError = failure {
+        let dispatched = !matches!(failure, BatchFailure::DispatchError);
+        if !dispatched {
             // The queue forms, then the cluster goes away before the tick sends it.
             let mut singles = Vec::new();
             let first_queued = loop {
@@ -1391,7 +1470,14 @@ fn batch_failure(fail_open: bool, check: fn(&Outcome)) {
         } else {
             "failed_closed"
         };
-        assert_metrics(&vm, &[(policy, MEMBERS), ("control_plane_errors", MEMBERS)]);
+        assert_metrics(
+            &vm,
+            &[
+                (policy, MEMBERS),
+                ("control_plane_errors", MEMBERS),
+                ("batch_calls", u64::from(dispatched)),
+            ],
+        );
         still_works(&mut vm);
     }
 }

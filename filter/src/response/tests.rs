@@ -355,6 +355,7 @@ fn metric_indices_are_distinct_and_named() {
     ];
     let mut seen: Vec<usize> = all.iter().map(|o| o.metric_index()).collect();
     seen.push(CONTROL_PLANE_ERRORS_METRIC);
+    seen.push(BATCH_CALLS_METRIC);
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), METRIC_NAMES.len());
@@ -369,6 +370,10 @@ fn metric_indices_are_distinct_and_named() {
     assert_eq!(
         METRIC_NAMES[CONTROL_PLANE_ERRORS_METRIC],
         "rate_limit_filter.control_plane_errors"
+    );
+    assert_eq!(
+        METRIC_NAMES[BATCH_CALLS_METRIC],
+        "rate_limit_filter.batch_calls"
     );
 }
 

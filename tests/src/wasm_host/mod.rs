@@ -38,7 +38,7 @@ use abi::{CallResponse, HostState, Stream};
 pub const CLOCK_START_SECS: u64 = 1_700_000_000;
 
 /// Context id of the plugin's root context (Envoy creates it first, with parent 0).
-const ROOT_CONTEXT: u32 = 1;
+pub const ROOT_CONTEXT: u32 = 1;
 
 /// Headers as Envoy keeps them: lowercase names, byte values, repeated names allowed.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -1,0 +1,438 @@
+//! The filter's per-plugin state machine, without the host: where each request stands, the
+//! coalescing of decision calls ([`crate::batch`]), and what every host event leads to.
+//!
+//! Each event returns [`Effect`]s for the glue to carry out in order with host calls. What only
+//! the host knows comes back as another event: the token of a dispatched call
+//! ([`Engine::dispatched`], reported before any later effect is carried out, since its results
+//! come first) and whether a tick period was accepted ([`Engine::tick_set`]).
+//!
+//! One engine per plugin root context (one per worker VM and plugin configuration); streams
+//! are named by their context id. Rules kept here:
+//!
+//! - at most [`batch::MAX_SINGLE_IN_FLIGHT`] requests have a call of their own; later ones
+//!   queue and leave together in one batch call;
+//! - a batch call is dispatched only while a root event (the tick, the answer of the previous
+//!   batch) is being handled, on the root context: the proxy-wasm SDK delivers an answer to the
+//!   context that dispatched the call and drops it when that context is gone, and the root
+//!   outlives every request of the batch;
+//! - the tick is armed only while requests wait and no batch is in flight (a batch's answer
+//!   sends the queue that formed meanwhile);
+//! - an answer whose token is unknown, or that arrives for a stream that has ended, changes
+//!   nothing; a member whose stream ended is left out of its batch, or skipped when the
+//!   batch's answer arrives;
+//! - a request is resumed explicitly only once it has been paused: a single call that cannot
+//!   be dispatched is decided while its headers are still being handled.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use rl_wire::{BATCH_DECISION_PATH, DECISION_PATH, DECISION_SECRET_HEADER};
+
+use crate::batch::{self, Coalescer, MAX_BATCH_RESPONSE_BYTES, Route};
+use crate::config::PluginConfig;
+use crate::response::{
+    self, Action, BATCH_CALLS_METRIC, CONTROL_PLANE_ERRORS_METRIC, CallResult, ControlPlaneError,
+    Decision, Headers, LocalReply, MAX_DECISION_RESPONSE_BYTES,
+};
+
+/// Tick period while requests wait for a batch and nothing else will send them.
+pub const KICK_TICK_MS: u32 = 1;
+
+/// A decision call to dispatch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The context to dispatch it from (the stream for a single call, the root for a batch).
+    pub context: u32,
+    /// [`DECISION_PATH`] or [`BATCH_DECISION_PATH`].
+    pub path: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// Something for the glue to do with the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Dispatch this call (headers from [`call_headers`]), then report the outcome with
+    /// [`Engine::dispatched`] and carry out what that returns before the remaining effects.
+    Dispatch(Call),
+    /// Set the root context's tick period in milliseconds (0 stops it); report an accepted
+    /// period with [`Engine::tick_set`].
+    SetTick(u32),
+    /// Add one to the counter at this index of [`response::METRIC_NAMES`].
+    Count(usize),
+    /// The control plane's answer was unusable: log it (throttled), with
+    /// [`error_log_line`].
+    LogError(ControlPlaneError),
+    /// Continue the paused request of this context.
+    Resume(u32),
+    /// Answer the request of this context locally.
+    Reply(u32, LocalReply),
+}
+
+/// What a request callback returns to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Pause,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Its own decision call is being dispatched.
+    Dispatching,
+    /// Its own decision call is in flight (its token).
+    Waiting(u32),
+    /// In the queue or in a batch call in flight.
+    Queued,
+    /// Request forwarded; these headers go on the response.
+    Forwarded(Headers),
+    /// Answered locally.
+    Answered,
+}
+
+#[derive(Debug)]
+struct Stream {
+    serial: u64,
+    state: State,
+}
+
+/// A request as the coalescer and the calls in flight hold it. The serial tells a stream from
+/// a later one that reuses its context id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Member {
+    context: u32,
+    serial: u64,
+}
+
+/// A [`Effect::Dispatch`] waiting for [`Engine::dispatched`].
+#[derive(Debug)]
+enum Outgoing {
+    Single(Member),
+    Batch(Vec<Member>),
+}
+
+/// The state of one plugin root context: its configuration, its streams, and its calls.
+#[derive(Debug)]
+pub struct Engine {
+    root: u32,
+    config: Option<Rc<PluginConfig>>,
+    /// Streams whose headers were handled and that have not ended.
+    streams: BTreeMap<u32, Stream>,
+    next_serial: u64,
+    coalescer: Coalescer<Member>,
+    /// Single calls in flight, by token.
+    singles: BTreeMap<u32, Member>,
+    /// Batch calls in flight, by token.
+    batches: BTreeMap<u32, Vec<Member>>,
+    outgoing: VecDeque<Outgoing>,
+    tick_armed: bool,
+}
+
+impl Engine {
+    /// The engine of the root context `root`; requests pass unchecked until
+    /// [`configure`](Self::configure).
+    pub fn new(root: u32) -> Engine {
+        Engine {
+            root,
+            config: None,
+            streams: BTreeMap::new(),
+            next_serial: 0,
+            coalescer: Coalescer::default(),
+            singles: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            outgoing: VecDeque::new(),
+            tick_armed: false,
+        }
+    }
+
+    pub fn configure(&mut self, config: PluginConfig) {
+        self.config = Some(Rc::new(config));
+    }
+
+    pub fn config(&self) -> Option<Rc<PluginConfig>> {
+        self.config.clone()
+    }
+
+    /// The root context's id (batch calls and the tick belong to it).
+    pub fn root(&self) -> u32 {
+        self.root
+    }
+
+    fn fail_open(&self) -> bool {
+        // Calls exist only once configured; the default is the configuration's.
+        self.config.as_ref().is_none_or(|c| c.fail_open)
+    }
+
+    /// A request's headers arrived. `evidence` builds its decision body (host reads); it is
+    /// called only when the request needs a decision.
+    pub fn on_request_headers(
+        &mut self,
+        context: u32,
+        evidence: impl FnOnce(&PluginConfig) -> Vec<u8>,
+    ) -> Vec<Effect> {
+        let Some(config) = self.config.clone() else {
+            return Vec::new();
+        };
+        if self.streams.contains_key(&context) {
+            return Vec::new();
+        }
+        let body = evidence(&config);
+        let member = Member {
+            context,
+            serial: self.next_serial,
+        };
+        self.next_serial += 1;
+        let route = self.coalescer.route();
+        let state = match route {
+            Route::Queue => State::Queued,
+            Route::Single => State::Dispatching,
+        };
+        self.streams.insert(
+            context,
+            Stream {
+                serial: member.serial,
+                state,
+            },
+        );
+        match route {
+            Route::Queue => {
+                self.coalescer.push(member, body);
+                self.kick().into_iter().collect()
+            }
+            Route::Single => {
+                self.outgoing.push_back(Outgoing::Single(member));
+                vec![Effect::Dispatch(Call {
+                    context,
+                    path: DECISION_PATH,
+                    body,
+                })]
+            }
+        }
+    }
+
+    /// How the oldest [`Effect::Dispatch`] went: its token, or `None` when the host refused
+    /// the call.
+    pub fn dispatched(&mut self, token: Option<u32>) -> Vec<Effect> {
+        let Some(outgoing) = self.outgoing.pop_front() else {
+            return Vec::new();
+        };
+        let fail_open = self.fail_open();
+        match (outgoing, token) {
+            (Outgoing::Single(member), Some(token)) => {
+                if self.is(member, |s| *s == State::Dispatching) {
+                    self.set_state(member, State::Waiting(token));
+                    self.singles.insert(token, member);
+                } else {
+                    // The stream ended meanwhile; its answer will not be delivered.
+                    self.coalescer.single_done();
+                }
+                Vec::new()
+            }
+            (Outgoing::Single(member), None) => {
+                self.coalescer.single_done();
+                if !self.is(member, |s| *s == State::Dispatching) {
+                    return Vec::new();
+                }
+                let decision = response::decide(CallResult::DispatchFailed, fail_open);
+                // Still in its headers callback: the callback's return lets it go on.
+                self.apply(member, decision, false)
+            }
+            (Outgoing::Batch(members), Some(token)) => {
+                self.batches.insert(token, members);
+                let mut effects = vec![Effect::Count(BATCH_CALLS_METRIC)];
+                effects.extend(self.send_next_batch());
+                effects
+            }
+            (Outgoing::Batch(members), None) => {
+                self.coalescer.batch_done();
+                let decisions = batch::decide(CallResult::DispatchFailed, members.len(), fail_open);
+                let mut effects = self.finish(members, decisions);
+                effects.extend(self.send_next_batch());
+                effects
+            }
+        }
+    }
+
+    /// The host accepted tick period `period_ms`.
+    pub fn tick_set(&mut self, period_ms: u32) {
+        self.tick_armed = period_ms != 0;
+    }
+
+    /// The largest answer body to read for call `token`; `None`: not a call of this engine
+    /// (its answer is ignored, so there is nothing to read).
+    pub fn answer_limit(&self, token: u32) -> Option<usize> {
+        if self.singles.contains_key(&token) {
+            Some(MAX_DECISION_RESPONSE_BYTES)
+        } else if self.batches.contains_key(&token) {
+            Some(MAX_BATCH_RESPONSE_BYTES)
+        } else {
+            None
+        }
+    }
+
+    /// Call `token` ended (an answer, Envoy's 504 after the timeout, or a reset).
+    pub fn on_call_response(&mut self, token: u32, result: CallResult<'_>) -> Vec<Effect> {
+        let fail_open = self.fail_open();
+        if let Some(member) = self.singles.remove(&token) {
+            self.coalescer.single_done();
+            if !self.is(member, |s| *s == State::Waiting(token)) {
+                return Vec::new();
+            }
+            let decision = response::decide(result, fail_open);
+            return self.apply(member, decision, true);
+        }
+        if let Some(members) = self.batches.remove(&token) {
+            self.coalescer.batch_done();
+            let decisions = batch::decide(result, members.len(), fail_open);
+            let mut effects = self.finish(members, decisions);
+            effects.extend(self.send_next_batch());
+            return effects;
+        }
+        Vec::new()
+    }
+
+    /// The root context's tick: stop it, send the queue.
+    pub fn on_tick(&mut self) -> Vec<Effect> {
+        let mut effects = vec![Effect::SetTick(0)];
+        effects.extend(self.send_next_batch());
+        effects
+    }
+
+    /// What the request callbacks (headers, body, trailers) return: a request stays paused
+    /// while its decision is pending and after it was answered locally.
+    pub fn request_flow(&self, context: u32) -> Flow {
+        match self.streams.get(&context).map(|s| &s.state) {
+            Some(State::Dispatching | State::Waiting(_) | State::Queued | State::Answered) => {
+                Flow::Pause
+            }
+            Some(State::Forwarded(_)) | None => Flow::Continue,
+        }
+    }
+
+    /// Headers to set (replacing) on the response of a forwarded request.
+    pub fn response_headers(&self, context: u32) -> &[(&'static str, String)] {
+        match self.streams.get(&context).map(|s| &s.state) {
+            Some(State::Forwarded(headers)) => headers,
+            _ => &[],
+        }
+    }
+
+    /// The stream ended. A call of its own in flight no longer counts (its answer will not be
+    /// delivered); as a queued or batched member it is skipped from now on.
+    pub fn on_done(&mut self, context: u32) {
+        let Some(stream) = self.streams.remove(&context) else {
+            return;
+        };
+        if let State::Waiting(token) = stream.state {
+            self.singles.remove(&token);
+            self.coalescer.single_done();
+        }
+    }
+
+    fn is(&self, member: Member, pred: impl Fn(&State) -> bool) -> bool {
+        self.streams
+            .get(&member.context)
+            .is_some_and(|s| s.serial == member.serial && pred(&s.state))
+    }
+
+    fn set_state(&mut self, member: Member, state: State) {
+        if let Some(stream) = self.streams.get_mut(&member.context)
+            && stream.serial == member.serial
+        {
+            stream.state = state;
+        }
+    }
+
+    /// Arms the tick when queued requests have nobody to send them.
+    fn kick(&self) -> Option<Effect> {
+        (self.coalescer.needs_kick() && !self.tick_armed).then_some(Effect::SetTick(KICK_TICK_MS))
+    }
+
+    /// The next batch of the queue, if any member is still there. The rest of the queue goes
+    /// once this one is reported dispatched (or refused).
+    fn send_next_batch(&mut self) -> Vec<Effect> {
+        if self.config.is_none() {
+            return Vec::new();
+        }
+        let streams = &self.streams;
+        let batch = self.coalescer.take_batch(|m| {
+            streams
+                .get(&m.context)
+                .is_some_and(|s| s.serial == m.serial && s.state == State::Queued)
+        });
+        let Some(batch) = batch else {
+            return Vec::new();
+        };
+        self.outgoing.push_back(Outgoing::Batch(batch.members));
+        vec![Effect::Dispatch(Call {
+            context: self.root,
+            path: BATCH_DECISION_PATH,
+            body: batch.body,
+        })]
+    }
+
+    /// Resumes or answers every member still waiting.
+    fn finish(&mut self, members: Vec<Member>, decisions: Vec<Decision>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (member, decision) in members.into_iter().zip(decisions) {
+            if self.is(member, |s| *s == State::Queued) {
+                effects.extend(self.apply(member, decision, true));
+            }
+        }
+        effects
+    }
+
+    /// Carries out a decision. `resume`: the request is paused and must be continued
+    /// explicitly.
+    fn apply(&mut self, member: Member, decision: Decision, resume: bool) -> Vec<Effect> {
+        let mut effects = vec![Effect::Count(decision.outcome.metric_index())];
+        if let Some(error) = decision.error {
+            effects.push(Effect::Count(CONTROL_PLANE_ERRORS_METRIC));
+            effects.push(Effect::LogError(error));
+        }
+        let state = match decision.action {
+            Action::Resume { response_headers } => {
+                if resume {
+                    effects.push(Effect::Resume(member.context));
+                }
+                State::Forwarded(response_headers)
+            }
+            Action::Reply(reply) => {
+                effects.push(Effect::Reply(member.context, reply));
+                State::Answered
+            }
+        };
+        self.set_state(member, state);
+        effects
+    }
+}
+
+/// Request headers of a decision call to `path`.
+pub fn call_headers<'a>(config: &'a PluginConfig, path: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut headers = vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", config.authority.as_str()),
+        ("content-type", "application/json"),
+    ];
+    if let Some(secret) = &config.decision_secret {
+        headers.push((DECISION_SECRET_HEADER, secret.as_str()));
+    }
+    headers
+}
+
+/// The warning for an unusable control-plane answer; `suppressed`: similar lines not logged
+/// since the last one.
+pub fn error_log_line(config: &PluginConfig, error: &ControlPlaneError, suppressed: u64) -> String {
+    let policy = if config.fail_open {
+        "requests pass unchecked (fail_open)"
+    } else {
+        "requests get 503 (fail_open: false)"
+    };
+    format!(
+        "rate-limit-filter: control plane cluster `{}`: {error}; {policy}; {suppressed} similar errors not logged",
+        config.cluster
+    )
+}
+
+#[cfg(test)]
+mod tests;

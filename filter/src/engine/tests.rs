@@ -1,0 +1,788 @@
+use super::*;
+use crate::batch::{MAX_BATCH_SIZE, MAX_SINGLE_IN_FLIGHT};
+use crate::response::{CallBody, METRIC_NAMES, Outcome, unavailable_reply};
+use rl_wire::{BatchDecisionRequest, DecisionRequest};
+
+const ROOT: u32 = 1;
+
+fn configured(fail_open: bool) -> Engine {
+    let mut engine = Engine::new(ROOT);
+    let raw = format!(r#"{{"cluster":"cp","fail_open":{fail_open}}}"#);
+    engine.configure(PluginConfig::from_json(raw.as_bytes()).unwrap());
+    engine
+}
+
+/// A decision body naming the request by its client IP.
+fn body(context: u32) -> Vec<u8> {
+    format!(r#"{{"ip":"10.0.0.{context}","method":"GET","path":"/"}}"#).into_bytes()
+}
+
+fn headers(engine: &mut Engine, context: u32) -> Vec<Effect> {
+    engine.on_request_headers(context, |_| body(context))
+}
+
+fn count(outcome: Outcome) -> Effect {
+    Effect::Count(outcome.metric_index())
+}
+
+fn single_call(context: u32) -> Effect {
+    Effect::Dispatch(Call {
+        context,
+        path: DECISION_PATH,
+        body: body(context),
+    })
+}
+
+/// Starts a request that gets a call of its own, dispatched with `token`.
+fn start_single(engine: &mut Engine, context: u32, token: u32) {
+    assert_eq!(headers(engine, context), vec![single_call(context)]);
+    assert_eq!(engine.request_flow(context), Flow::Pause);
+    assert_eq!(engine.dispatched(Some(token)), vec![]);
+    assert_eq!(engine.request_flow(context), Flow::Pause);
+}
+
+const ALLOW: &str = r#"{"verdict":"allow","tier":"free","counter":{"limit":10,"remaining":9,"reset":100,"window":60,"endpoint":"/"}}"#;
+const DENY: &str = r#"{"verdict":"deny","tier":"free","counter":{"limit":10,"remaining":0,"reset":100,"retry_after":5,"window":60,"endpoint":"/"}}"#;
+const WHITELISTED: &str = r#"{"verdict":"whitelisted"}"#;
+
+fn ok(body: &str) -> CallResult<'_> {
+    CallResult::Response {
+        status: Some(b"200"),
+        body: CallBody::Bytes(body.as_bytes()),
+    }
+}
+
+/// What Envoy delivers when `timeout_ms` passes without an answer.
+fn timed_out() -> CallResult<'static> {
+    CallResult::Response {
+        status: Some(b"504"),
+        body: CallBody::Bytes(b"upstream request timeout"),
+    }
+}
+
+fn batch_body(answers: &[&str]) -> String {
+    format!(r#"{{"responses":[{}]}}"#, answers.join(","))
+}
+
+/// The effects of a decision made without the control plane's answer.
+fn failed(context: u32, error: ControlPlaneError, fail_open: bool, paused: bool) -> Vec<Effect> {
+    let mut effects = if fail_open {
+        vec![count(Outcome::FailedOpen)]
+    } else {
+        vec![count(Outcome::FailedClosed)]
+    };
+    effects.push(Effect::Count(CONTROL_PLANE_ERRORS_METRIC));
+    effects.push(Effect::LogError(error));
+    if !fail_open {
+        effects.push(Effect::Reply(context, unavailable_reply()));
+    } else if paused {
+        effects.push(Effect::Resume(context));
+    }
+    effects
+}
+
+/// Fills the single-call slots (contexts 2, 3; tokens 100, 101), then queues `queued` requests
+/// (contexts 10, 11, ...). The tick is armed by the first queued one.
+fn fill_and_queue(engine: &mut Engine, queued: u32) -> Vec<u32> {
+    for i in 0..MAX_SINGLE_IN_FLIGHT as u32 {
+        start_single(engine, 2 + i, 100 + i);
+    }
+    let contexts: Vec<u32> = (10..10 + queued).collect();
+    for (i, &context) in contexts.iter().enumerate() {
+        let effects = headers(engine, context);
+        if i == 0 {
+            assert_eq!(effects, vec![Effect::SetTick(KICK_TICK_MS)]);
+            engine.tick_set(KICK_TICK_MS);
+        } else {
+            assert_eq!(effects, vec![], "the tick is armed already");
+        }
+        assert_eq!(engine.request_flow(context), Flow::Pause);
+    }
+    contexts
+}
+
+/// The batch call of `effects`' last effect, with the IPs of its requests.
+fn batch_call(effects: &[Effect]) -> Vec<String> {
+    let Some(Effect::Dispatch(call)) = effects.last() else {
+        panic!("no batch call last in {effects:?}");
+    };
+    assert_eq!(call.context, ROOT, "batches go out from the root context");
+    assert_eq!(call.path, BATCH_DECISION_PATH);
+    let parsed: BatchDecisionRequest = serde_json::from_slice(&call.body).unwrap();
+    parsed.requests.into_iter().map(|r| r.ip).collect()
+}
+
+fn ips(contexts: &[u32]) -> Vec<String> {
+    contexts.iter().map(|c| format!("10.0.0.{c}")).collect()
+}
+
+/// Ticks and dispatches the queue as one batch call with `token`.
+fn send_batch(engine: &mut Engine, token: u32) -> Vec<String> {
+    let effects = engine.on_tick();
+    assert_eq!(effects[0], Effect::SetTick(0));
+    engine.tick_set(0);
+    let sent = batch_call(&effects);
+    assert_eq!(
+        engine.dispatched(Some(token)),
+        vec![Effect::Count(BATCH_CALLS_METRIC)]
+    );
+    assert_eq!(engine.answer_limit(token), Some(MAX_BATCH_RESPONSE_BYTES));
+    sent
+}
+
+// ---------------------------------------------------------------------------------------------
+// One request, one call
+
+#[test]
+fn without_configuration_requests_pass_and_nothing_is_asked() {
+    let mut engine = Engine::new(ROOT);
+    assert!(engine.config().is_none());
+    let effects = engine.on_request_headers(2, |_| panic!("no evidence without a config"));
+    assert_eq!(effects, vec![]);
+    assert_eq!(engine.request_flow(2), Flow::Continue);
+    assert!(engine.response_headers(2).is_empty());
+    assert_eq!(engine.on_tick(), vec![Effect::SetTick(0)]);
+    engine.on_done(2);
+}
+
+#[test]
+fn an_allowed_request_waits_for_its_call_then_resumes_with_headers() {
+    let mut engine = configured(true);
+    assert_eq!(engine.root(), ROOT);
+    start_single(&mut engine, 2, 7);
+    assert_eq!(engine.answer_limit(7), Some(MAX_DECISION_RESPONSE_BYTES));
+    let effects = engine.on_call_response(7, ok(ALLOW));
+    assert_eq!(effects, vec![count(Outcome::Allowed), Effect::Resume(2)]);
+    assert_eq!(engine.request_flow(2), Flow::Continue);
+    let names: Vec<&str> = engine.response_headers(2).iter().map(|h| h.0).collect();
+    assert_eq!(
+        names,
+        [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "x-ratelimit-tier"
+        ]
+    );
+    // The call is settled: a second delivery of its token changes nothing.
+    assert_eq!(engine.answer_limit(7), None);
+    assert_eq!(engine.on_call_response(7, ok(DENY)), vec![]);
+    engine.on_done(2);
+    assert!(engine.streams.is_empty());
+    assert!(engine.singles.is_empty());
+    assert!(engine.response_headers(2).is_empty());
+}
+
+#[test]
+fn a_denied_request_is_answered_and_stays_paused() {
+    let mut engine = configured(true);
+    start_single(&mut engine, 2, 7);
+    let effects = engine.on_call_response(7, ok(DENY));
+    let [Effect::Count(index), Effect::Reply(2, reply)] = effects.as_slice() else {
+        panic!("{effects:?}");
+    };
+    assert_eq!(*index, Outcome::Denied.metric_index());
+    assert_eq!(reply.status, 429);
+    assert_eq!(engine.request_flow(2), Flow::Pause);
+    assert!(engine.response_headers(2).is_empty());
+}
+
+#[test]
+fn headers_handled_twice_ask_once() {
+    let mut engine = configured(true);
+    start_single(&mut engine, 2, 7);
+    let effects = engine.on_request_headers(2, |_| panic!("asked twice"));
+    assert_eq!(effects, vec![]);
+    assert_eq!(engine.request_flow(2), Flow::Pause);
+}
+
+#[test]
+fn every_failure_of_a_single_call_follows_fail_open() {
+    for fail_open in [true, false] {
+        let cases: [(CallResult<'_>, ControlPlaneError); 5] = [
+            (CallResult::Reset, ControlPlaneError::Reset),
+            (timed_out(), ControlPlaneError::Status(504)),
+            (
+                ok("<html>garbage</html>"),
+                ControlPlaneError::Malformed("expected value at line 1 column 1".to_string()),
+            ),
+            (
+                CallResult::Response {
+                    status: Some(b"200"),
+                    body: CallBody::TooLarge(MAX_DECISION_RESPONSE_BYTES + 1),
+                },
+                ControlPlaneError::BodyTooLarge(MAX_DECISION_RESPONSE_BYTES + 1),
+            ),
+            (
+                ok(r#"{"verdict":"deny"}"#),
+                ControlPlaneError::DenyWithoutCounter,
+            ),
+        ];
+        for (result, error) in cases {
+            let mut engine = configured(fail_open);
+            start_single(&mut engine, 2, 7);
+            let effects = engine.on_call_response(7, result);
+            assert_eq!(effects, failed(2, error, fail_open, true), "{fail_open}");
+            let flow = if fail_open {
+                Flow::Continue
+            } else {
+                Flow::Pause
+            };
+            assert_eq!(engine.request_flow(2), flow);
+            assert!(engine.response_headers(2).is_empty());
+            assert_eq!(engine.coalescer.route(), Route::Single, "slot freed");
+        }
+    }
+}
+
+#[test]
+fn a_refused_dispatch_decides_within_the_headers_callback() {
+    for fail_open in [true, false] {
+        let mut engine = configured(fail_open);
+        assert_eq!(headers(&mut engine, 2), vec![single_call(2)]);
+        let effects = engine.dispatched(None);
+        // Not paused yet: the headers callback's return carries a fail-open decision.
+        assert_eq!(
+            effects,
+            failed(2, ControlPlaneError::DispatchFailed, fail_open, false)
+        );
+        let flow = if fail_open {
+            Flow::Continue
+        } else {
+            Flow::Pause
+        };
+        assert_eq!(engine.request_flow(2), flow);
+        assert!(engine.singles.is_empty());
+        assert_eq!(engine.coalescer.route(), Route::Single, "slot freed");
+    }
+}
+
+#[test]
+fn unknown_tokens_and_stray_reports_change_nothing() {
+    let mut engine = configured(true);
+    start_single(&mut engine, 2, 7);
+    assert_eq!(engine.answer_limit(8), None);
+    assert_eq!(engine.on_call_response(8, ok(DENY)), vec![]);
+    assert_eq!(engine.dispatched(Some(9)), vec![], "nothing was dispatched");
+    assert_eq!(engine.dispatched(None), vec![]);
+    assert_eq!(engine.request_flow(2), Flow::Pause);
+    assert_eq!(
+        engine.on_call_response(7, ok(ALLOW)),
+        vec![count(Outcome::Allowed), Effect::Resume(2)]
+    );
+}
+
+#[test]
+fn a_stream_that_ends_while_waiting_frees_its_slot_and_ignores_its_answer() {
+    let mut engine = configured(false);
+    start_single(&mut engine, 2, 7);
+    start_single(&mut engine, 3, 8);
+    engine.on_done(2);
+    assert_eq!(engine.request_flow(2), Flow::Continue, "forgotten");
+    assert_eq!(engine.answer_limit(7), None);
+    assert_eq!(engine.on_call_response(7, ok(DENY)), vec![]);
+    // One slot is free again: the next request does not queue.
+    assert_eq!(headers(&mut engine, 4), vec![single_call(4)]);
+}
+
+#[test]
+fn a_stream_gone_before_its_dispatch_was_reported_frees_its_slot() {
+    let mut engine = configured(true);
+    assert_eq!(headers(&mut engine, 2), vec![single_call(2)]);
+    engine.on_done(2);
+    assert_eq!(engine.dispatched(Some(7)), vec![]);
+    assert_eq!(engine.answer_limit(7), None);
+    assert_eq!(engine.coalescer.route(), Route::Single);
+    let mut engine = configured(false);
+    assert_eq!(headers(&mut engine, 2), vec![single_call(2)]);
+    engine.on_done(2);
+    assert_eq!(engine.dispatched(None), vec![], "nobody left to answer");
+}
+
+#[test]
+fn call_headers_carry_the_authority_and_the_secret() {
+    let config = PluginConfig::from_json(
+        br#"{"cluster":"cp","authority":"rl.internal","decision_secret":"s3cret"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        call_headers(&config, DECISION_PATH),
+        vec![
+            (":method", "POST"),
+            (":path", DECISION_PATH),
+            (":authority", "rl.internal"),
+            ("content-type", "application/json"),
+            (DECISION_SECRET_HEADER, "s3cret"),
+        ]
+    );
+    let config = PluginConfig::from_json(br#"{"cluster":"cp"}"#).unwrap();
+    let headers = call_headers(&config, BATCH_DECISION_PATH);
+    assert_eq!(headers.len(), 4);
+    assert!(headers.contains(&(":authority", "cp")));
+}
+
+#[test]
+fn error_lines_name_the_cluster_and_the_policy() {
+    let open = PluginConfig::from_json(br#"{"cluster":"cp"}"#).unwrap();
+    let line = error_log_line(&open, &ControlPlaneError::Reset, 4);
+    assert_eq!(
+        line,
+        "rate-limit-filter: control plane cluster `cp`: decision call was reset; \
+         requests pass unchecked (fail_open); 4 similar errors not logged"
+    );
+    let closed = PluginConfig::from_json(br#"{"cluster":"cp","fail_open":false}"#).unwrap();
+    let line = error_log_line(&closed, &ControlPlaneError::Status(504), 0);
+    assert!(
+        line.contains("HTTP 504") && line.contains("requests get 503"),
+        "{line}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coalescing
+
+#[test]
+fn requests_beyond_the_single_calls_queue_and_leave_in_one_batch_from_the_root() {
+    let mut engine = configured(true);
+    let queued = fill_and_queue(&mut engine, 3);
+    assert_eq!(send_batch(&mut engine, 50), ips(&queued));
+    let answer = batch_body(&[ALLOW, DENY, WHITELISTED]);
+    let effects = engine.on_call_response(50, ok(&answer));
+    let [
+        Effect::Count(allowed),
+        Effect::Resume(10),
+        Effect::Count(denied),
+        Effect::Reply(11, reply),
+        Effect::Count(whitelisted),
+        Effect::Resume(12),
+    ] = effects.as_slice()
+    else {
+        panic!("{effects:?}");
+    };
+    assert_eq!(
+        [*allowed, *denied, *whitelisted],
+        [
+            Outcome::Allowed.metric_index(),
+            Outcome::Denied.metric_index(),
+            Outcome::Whitelisted.metric_index()
+        ]
+    );
+    assert_eq!(reply.status, 429);
+    assert_eq!(engine.request_flow(10), Flow::Continue);
+    assert_eq!(engine.response_headers(10).len(), 4);
+    assert_eq!(engine.request_flow(11), Flow::Pause);
+    assert_eq!(engine.request_flow(12), Flow::Continue);
+    assert!(engine.response_headers(12).is_empty());
+    assert_eq!(engine.coalescer.queued(), 0);
+    assert_eq!(engine.coalescer.batches_in_flight(), 0);
+    // The single calls are still in flight: the next request queues again, with a new tick.
+    assert_eq!(
+        headers(&mut engine, 20),
+        vec![Effect::SetTick(KICK_TICK_MS)]
+    );
+}
+
+#[test]
+fn a_refused_tick_is_asked_for_again_by_the_next_queued_request() {
+    let mut engine = configured(true);
+    for context in [2, 3] {
+        start_single(&mut engine, context, context);
+    }
+    assert_eq!(
+        headers(&mut engine, 10),
+        vec![Effect::SetTick(KICK_TICK_MS)]
+    );
+    // Not reported as set (the host refused it).
+    assert_eq!(
+        headers(&mut engine, 11),
+        vec![Effect::SetTick(KICK_TICK_MS)]
+    );
+    engine.tick_set(KICK_TICK_MS);
+    assert_eq!(headers(&mut engine, 12), vec![]);
+}
+
+#[test]
+fn requests_arriving_while_a_batch_is_in_flight_leave_with_its_answer() {
+    let mut engine = configured(true);
+    let first = fill_and_queue(&mut engine, 1);
+    send_batch(&mut engine, 50);
+    // No tick while a batch is in flight: its answer sends the new queue.
+    for context in [20, 21] {
+        assert_eq!(headers(&mut engine, context), vec![]);
+    }
+    let effects = engine.on_call_response(50, ok(&batch_body(&[ALLOW])));
+    assert_eq!(
+        effects[..2],
+        [count(Outcome::Allowed), Effect::Resume(first[0])]
+    );
+    assert_eq!(batch_call(&effects), ips(&[20, 21]));
+    assert_eq!(effects.len(), 3, "{effects:?}");
+    assert_eq!(
+        engine.dispatched(Some(51)),
+        vec![Effect::Count(BATCH_CALLS_METRIC)]
+    );
+    let effects = engine.on_call_response(51, ok(&batch_body(&[ALLOW, ALLOW])));
+    assert_eq!(
+        effects,
+        vec![
+            count(Outcome::Allowed),
+            Effect::Resume(20),
+            count(Outcome::Allowed),
+            Effect::Resume(21)
+        ]
+    );
+}
+
+#[test]
+fn a_long_queue_leaves_in_several_batches_one_dispatch_at_a_time() {
+    let mut engine = configured(true);
+    let queued = fill_and_queue(&mut engine, MAX_BATCH_SIZE as u32 + 2);
+    let effects = engine.on_tick();
+    assert_eq!(batch_call(&effects), ips(&queued[..MAX_BATCH_SIZE]));
+    let effects = engine.dispatched(Some(50));
+    assert_eq!(effects[0], Effect::Count(BATCH_CALLS_METRIC));
+    assert_eq!(batch_call(&effects), ips(&queued[MAX_BATCH_SIZE..]));
+    assert_eq!(
+        engine.dispatched(Some(51)),
+        vec![Effect::Count(BATCH_CALLS_METRIC)]
+    );
+    assert_eq!(engine.coalescer.batches_in_flight(), 2);
+    assert_eq!(engine.answer_limit(51), Some(MAX_BATCH_RESPONSE_BYTES));
+}
+
+#[test]
+fn a_refused_batch_fails_its_members_and_the_queue_goes_on() {
+    for fail_open in [true, false] {
+        let mut engine = configured(fail_open);
+        let queued = fill_and_queue(&mut engine, MAX_BATCH_SIZE as u32 + 1);
+        let effects = engine.on_tick();
+        assert_eq!(batch_call(&effects).len(), MAX_BATCH_SIZE);
+        let effects = engine.dispatched(None);
+        let mut expected = Vec::new();
+        for &context in &queued[..MAX_BATCH_SIZE] {
+            expected.extend(failed(
+                context,
+                ControlPlaneError::DispatchFailed,
+                fail_open,
+                true,
+            ));
+        }
+        assert_eq!(effects[..effects.len() - 1], expected[..]);
+        assert_eq!(batch_call(&effects), ips(&queued[MAX_BATCH_SIZE..]));
+        assert_eq!(
+            engine.coalescer.batches_in_flight(),
+            1,
+            "the refused one ended"
+        );
+        let effects = engine.dispatched(None);
+        let last = queued[MAX_BATCH_SIZE];
+        assert_eq!(
+            effects,
+            failed(last, ControlPlaneError::DispatchFailed, fail_open, true)
+        );
+        assert_eq!(engine.coalescer.batches_in_flight(), 0);
+        assert_eq!(engine.coalescer.queued(), 0);
+    }
+}
+
+#[test]
+fn every_failure_of_a_batch_call_fails_every_member_alike() {
+    for fail_open in [true, false] {
+        let one = batch_body(&[ALLOW]);
+        let cases: [(CallResult<'_>, ControlPlaneError); 5] = [
+            (CallResult::Reset, ControlPlaneError::Reset),
+            (timed_out(), ControlPlaneError::Status(504)),
+            (
+                ok("<html>"),
+                ControlPlaneError::Malformed("expected value at line 1 column 1".to_string()),
+            ),
+            (
+                ok(&one),
+                ControlPlaneError::Malformed(
+                    "batch answer has 1 decisions for 2 requests".to_string(),
+                ),
+            ),
+            (
+                CallResult::Response {
+                    status: None,
+                    body: CallBody::Empty,
+                },
+                ControlPlaneError::MissingStatus,
+            ),
+        ];
+        for (result, error) in cases {
+            let mut engine = configured(fail_open);
+            let queued = fill_and_queue(&mut engine, 2);
+            send_batch(&mut engine, 50);
+            let effects = engine.on_call_response(50, result);
+            let mut expected = failed(queued[0], error.clone(), fail_open, true);
+            expected.extend(failed(queued[1], error, fail_open, true));
+            assert_eq!(effects, expected);
+            let flow = if fail_open {
+                Flow::Continue
+            } else {
+                Flow::Pause
+            };
+            assert_eq!(engine.request_flow(queued[0]), flow);
+            assert_eq!(engine.coalescer.batches_in_flight(), 0);
+        }
+    }
+}
+
+#[test]
+fn one_unusable_decision_in_a_batch_fails_that_member_only() {
+    let mut engine = configured(false);
+    let queued = fill_and_queue(&mut engine, 2);
+    send_batch(&mut engine, 50);
+    let answer = batch_body(&[r#"{"verdict":"deny"}"#, ALLOW]);
+    let effects = engine.on_call_response(50, ok(&answer));
+    let mut expected = failed(
+        queued[0],
+        ControlPlaneError::DenyWithoutCounter,
+        false,
+        true,
+    );
+    expected.extend([count(Outcome::Allowed), Effect::Resume(queued[1])]);
+    assert_eq!(effects, expected);
+}
+
+#[test]
+fn members_gone_while_queued_are_left_out() {
+    let mut engine = configured(true);
+    let queued = fill_and_queue(&mut engine, 3);
+    engine.on_done(queued[1]);
+    assert_eq!(send_batch(&mut engine, 50), ips(&[queued[0], queued[2]]));
+
+    // All gone: the tick sends nothing.
+    let mut engine = configured(true);
+    let queued = fill_and_queue(&mut engine, 2);
+    for context in queued {
+        engine.on_done(context);
+    }
+    assert_eq!(engine.on_tick(), vec![Effect::SetTick(0)]);
+    assert_eq!(engine.coalescer.queued(), 0);
+    assert_eq!(engine.coalescer.batches_in_flight(), 0);
+}
+
+#[test]
+fn members_gone_while_their_batch_is_in_flight_are_skipped() {
+    let mut engine = configured(true);
+    let queued = fill_and_queue(&mut engine, 3);
+    send_batch(&mut engine, 50);
+    engine.on_done(queued[1]);
+    let effects = engine.on_call_response(50, ok(&batch_body(&[ALLOW, DENY, ALLOW])));
+    assert_eq!(
+        effects,
+        vec![
+            count(Outcome::Allowed),
+            Effect::Resume(queued[0]),
+            count(Outcome::Allowed),
+            Effect::Resume(queued[2])
+        ]
+    );
+}
+
+#[test]
+fn a_reused_context_id_is_not_taken_for_the_ended_member() {
+    let mut engine = configured(true);
+    let queued = fill_and_queue(&mut engine, 1);
+    send_batch(&mut engine, 50);
+    engine.on_done(queued[0]);
+    // A new stream with the same id queues behind the batch in flight.
+    assert_eq!(headers(&mut engine, queued[0]), vec![]);
+    let effects = engine.on_call_response(50, ok(&batch_body(&[DENY])));
+    // The old member's deny is not applied to the new stream; the new one leaves now.
+    assert_eq!(batch_call(&effects), ips(&queued));
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    assert_eq!(engine.request_flow(queued[0]), Flow::Pause);
+}
+
+#[test]
+fn single_answers_never_send_the_queue() {
+    // The SDK delivers a single call's answer on the stream's context: a batch dispatched
+    // there would die with that stream.
+    let mut engine = configured(true);
+    fill_and_queue(&mut engine, 2);
+    let effects = engine.on_call_response(100, ok(ALLOW));
+    assert_eq!(effects, vec![count(Outcome::Allowed), Effect::Resume(2)]);
+    assert_eq!(engine.coalescer.queued(), 2, "still waiting for the tick");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A simulated host: random events, checked against what must always hold
+
+/// xorshift64: reproducible without a dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+#[derive(Debug, Default)]
+struct Sim {
+    /// Streams the host knows: paused (its headers callback returned Pause) and decided.
+    live: BTreeMap<u32, (bool, bool)>,
+    /// Calls in flight: (token, context they were dispatched from, requests in the body).
+    calls: Vec<(u32, u32, Vec<String>)>,
+    next_token: u32,
+    tick: u32,
+    decided: usize,
+    counted: usize,
+}
+
+impl Sim {
+    /// Carries out effects like the glue, for an event handled on context `origin`.
+    fn perform(&mut self, engine: &mut Engine, origin: u32, effects: Vec<Effect>, rng: &mut Rng) {
+        let mut todo = VecDeque::from(effects);
+        while let Some(effect) = todo.pop_front() {
+            match effect {
+                Effect::Dispatch(call) => {
+                    if call.path == BATCH_DECISION_PATH {
+                        assert_eq!(origin, ROOT, "batch dispatched from a stream event");
+                        assert_eq!(call.context, ROOT);
+                    } else {
+                        assert_eq!(call.context, origin, "single dispatched for another");
+                    }
+                    let token = (rng.below(8) != 0).then(|| {
+                        self.next_token += 1;
+                        let requests = if call.path == BATCH_DECISION_PATH {
+                            let batch: BatchDecisionRequest =
+                                serde_json::from_slice(&call.body).unwrap();
+                            batch.requests.into_iter().map(|r| r.ip).collect()
+                        } else {
+                            let single: DecisionRequest =
+                                serde_json::from_slice(&call.body).unwrap();
+                            vec![single.ip]
+                        };
+                        self.calls.push((self.next_token, call.context, requests));
+                        self.next_token
+                    });
+                    for effect in engine.dispatched(token).into_iter().rev() {
+                        todo.push_front(effect);
+                    }
+                }
+                Effect::SetTick(period) => {
+                    self.tick = period;
+                    engine.tick_set(period);
+                }
+                Effect::Count(index) => {
+                    assert!(index < METRIC_NAMES.len());
+                    if index != CONTROL_PLANE_ERRORS_METRIC && index != BATCH_CALLS_METRIC {
+                        self.counted += 1;
+                    }
+                }
+                Effect::LogError(_) => {}
+                Effect::Resume(context) | Effect::Reply(context, _) => {
+                    let resume = matches!(effect, Effect::Resume(_));
+                    let Some((paused, decided)) = self.live.get_mut(&context) else {
+                        panic!("{effect:?} for a stream that ended");
+                    };
+                    assert!(!*decided, "decided twice: {context}");
+                    assert!(!resume || *paused, "resumed a stream that is not paused");
+                    *decided = true;
+                    self.decided += 1;
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, engine: &mut Engine, index: usize, rng: &mut Rng) {
+        let (token, context, requests) = self.calls.remove(index);
+        let allow: Vec<&str> = requests.iter().map(|_| ALLOW).collect();
+        let batch = batch_body(&allow);
+        let body = if context == ROOT {
+            batch.as_str()
+        } else {
+            ALLOW
+        };
+        let result = match rng.below(4) {
+            0 => CallResult::Reset,
+            1 => timed_out(),
+            2 => ok("garbage"),
+            _ => ok(body),
+        };
+        let effects = engine.on_call_response(token, result);
+        self.perform(engine, context, effects, rng);
+    }
+}
+
+#[test]
+fn random_traffic_decides_every_request_exactly_once() {
+    for (seed, fail_open) in [
+        (0x9e37_79b9_7f4a_7c15, true),
+        (0x2545_f491_4f6c_dd1d, false),
+    ] {
+        let mut rng = Rng(seed);
+        let mut engine = configured(fail_open);
+        let mut sim = Sim::default();
+        let mut next_context = 2;
+        for _ in 0..5_000 {
+            match rng.below(10) {
+                0..=3 => {
+                    let context = next_context;
+                    next_context += 1;
+                    sim.live.insert(context, (false, false));
+                    let effects = headers(&mut engine, context);
+                    sim.perform(&mut engine, context, effects, &mut rng);
+                    let entry = sim.live.get_mut(&context).unwrap();
+                    match engine.request_flow(context) {
+                        // Forwarded by the callback's return (a refused dispatch, fail open).
+                        Flow::Continue => {
+                            assert!(fail_open && !entry.1, "{context}: {entry:?}");
+                            entry.1 = true;
+                            sim.decided += 1;
+                        }
+                        Flow::Pause => entry.0 = true,
+                    }
+                }
+                4..=6 if !sim.calls.is_empty() => {
+                    let index = rng.below(sim.calls.len());
+                    sim.answer(&mut engine, index, &mut rng);
+                }
+                7 if sim.tick != 0 => {
+                    let effects = engine.on_tick();
+                    sim.perform(&mut engine, ROOT, effects, &mut rng);
+                }
+                8 if !sim.live.is_empty() => {
+                    let keys: Vec<u32> = sim.live.keys().copied().collect();
+                    let context = keys[rng.below(keys.len())];
+                    sim.live.remove(&context);
+                    engine.on_done(context);
+                    // Envoy cancels the calls of an ended stream.
+                    sim.calls.retain(|(_, from, _)| *from != context);
+                }
+                _ => {}
+            }
+        }
+        // Drain: every call answered, every tick fired; then nobody is left waiting.
+        while !sim.calls.is_empty() || sim.tick != 0 {
+            if sim.calls.is_empty() {
+                let effects = engine.on_tick();
+                sim.perform(&mut engine, ROOT, effects, &mut rng);
+            } else {
+                sim.answer(&mut engine, 0, &mut rng);
+            }
+        }
+        for (context, (_, decided)) in &sim.live {
+            assert!(*decided, "stream {context} never decided");
+        }
+        assert_eq!(sim.counted, sim.decided, "one outcome counted per decision");
+        assert!(
+            sim.decided > 500,
+            "the run exercised little: {}",
+            sim.decided
+        );
+        assert_eq!(engine.coalescer.queued(), 0);
+        assert_eq!(engine.coalescer.batches_in_flight(), 0);
+        assert!(engine.singles.is_empty() && engine.batches.is_empty());
+        for context in sim.live.keys() {
+            engine.on_done(*context);
+        }
+        assert!(engine.streams.is_empty(), "streams kept after they ended");
+    }
+}
