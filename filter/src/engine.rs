@@ -17,6 +17,9 @@
 //!   outlives every request of the batch;
 //! - the tick is armed only while requests wait and no batch is in flight (a batch's answer
 //!   sends the queue that formed meanwhile);
+//! - `timeout_ms` bounds each request's whole wait, from its arrival: a batch call gets what
+//!   is left of its longest-waiting request's time, since that request may already have
+//!   waited for the batch before it;
 //! - an answer whose token is unknown, or that arrives for a stream that has ended, changes
 //!   nothing; a member whose stream ended is left out of its batch, or skipped when the
 //!   batch's answer arrives;
@@ -25,6 +28,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::time::Duration;
 
 use rl_wire::{BATCH_DECISION_PATH, DECISION_PATH, DECISION_SECRET_HEADER};
 
@@ -46,6 +50,28 @@ pub struct Call {
     /// [`DECISION_PATH`] or [`BATCH_DECISION_PATH`].
     pub path: &'static str,
     pub body: Vec<u8>,
+    /// For a batch: the host time (Unix ms) by which its longest-waiting request must be
+    /// decided. `None`: the configured timeout from now.
+    pub deadline_ms: Option<u64>,
+}
+
+impl Call {
+    /// The call's timeout; `now_ms` (host time, Unix ms) is read only for a deadline.
+    pub fn timeout(&self, config: &PluginConfig, now_ms: impl FnOnce() -> u64) -> Duration {
+        match self.deadline_ms {
+            None => config.timeout,
+            Some(deadline) => time_left(deadline, now_ms(), config.timeout),
+        }
+    }
+}
+
+/// What is left until `deadline_ms`, within 1 ms and `timeout` (the host clock is wall time:
+/// a jump back must not stretch a wait beyond the timeout, and a call needs some time).
+pub fn time_left(deadline_ms: u64, now_ms: u64, timeout: Duration) -> Duration {
+    let max = u64::try_from(timeout.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_millis(deadline_ms.saturating_sub(now_ms).clamp(1, max))
 }
 
 /// Something for the glue to do with the host.
@@ -103,6 +129,13 @@ struct Member {
     serial: u64,
 }
 
+/// A queued request and when it arrived (host time, Unix ms).
+#[derive(Debug, Clone, Copy)]
+struct Waiter {
+    member: Member,
+    since_ms: u64,
+}
+
 /// A [`Effect::Dispatch`] waiting for [`Engine::dispatched`].
 #[derive(Debug)]
 enum Outgoing {
@@ -118,7 +151,7 @@ pub struct Engine {
     /// Streams whose headers were handled and that have not ended.
     streams: BTreeMap<u32, Stream>,
     next_serial: u64,
-    coalescer: Coalescer<Member>,
+    coalescer: Coalescer<Waiter>,
     /// Single calls in flight, by token.
     singles: BTreeMap<u32, Member>,
     /// Batch calls in flight, by token.
@@ -163,11 +196,13 @@ impl Engine {
     }
 
     /// A request's headers arrived. `evidence` builds its decision body (host reads); it is
-    /// called only when the request needs a decision.
+    /// called only when the request needs a decision. `now_ms` (host time, Unix ms) is read
+    /// only when the request queues.
     pub fn on_request_headers(
         &mut self,
         context: u32,
         evidence: impl FnOnce(&PluginConfig) -> Vec<u8>,
+        now_ms: impl FnOnce() -> u64,
     ) -> Vec<Effect> {
         let Some(config) = self.config.clone() else {
             return Vec::new();
@@ -195,7 +230,8 @@ impl Engine {
         );
         match route {
             Route::Queue => {
-                self.coalescer.push(member, body);
+                let since_ms = now_ms();
+                self.coalescer.push(Waiter { member, since_ms }, body);
                 self.kick().into_iter().collect()
             }
             Route::Single => {
@@ -204,6 +240,7 @@ impl Engine {
                     context,
                     path: DECISION_PATH,
                     body,
+                    deadline_ms: None,
                 })]
             }
         }
@@ -350,23 +387,28 @@ impl Engine {
     /// The next batch of the queue, if any member is still there. The rest of the queue goes
     /// once this one is reported dispatched (or refused).
     fn send_next_batch(&mut self) -> Vec<Effect> {
-        if self.config.is_none() {
+        let Some(config) = &self.config else {
             return Vec::new();
-        }
+        };
+        let timeout_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX);
         let streams = &self.streams;
-        let batch = self.coalescer.take_batch(|m| {
+        let batch = self.coalescer.take_batch(|w| {
             streams
-                .get(&m.context)
-                .is_some_and(|s| s.serial == m.serial && s.state == State::Queued)
+                .get(&w.member.context)
+                .is_some_and(|s| s.serial == w.member.serial && s.state == State::Queued)
         });
         let Some(batch) = batch else {
             return Vec::new();
         };
-        self.outgoing.push_back(Outgoing::Batch(batch.members));
+        let since_ms = batch.members.iter().map(|w| w.since_ms).min();
+        self.outgoing.push_back(Outgoing::Batch(
+            batch.members.iter().map(|w| w.member).collect(),
+        ));
         vec![Effect::Dispatch(Call {
             context: self.root,
             path: BATCH_DECISION_PATH,
             body: batch.body,
+            deadline_ms: since_ms.map(|since| since.saturating_add(timeout_ms)),
         })]
     }
 

@@ -145,11 +145,12 @@ fn count(index: usize) {
     }
 }
 
-fn now_secs() -> u64 {
+/// Host time, Unix ms (0 if the host has none: deadlines then count from 0, consistently).
+fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn log_control_plane_error(error: &ControlPlaneError, config: &PluginConfig) {
@@ -158,7 +159,7 @@ fn log_control_plane_error(error: &ControlPlaneError, config: &PluginConfig) {
     }
     let allowed = ERROR_LOG.with(|cell| {
         let mut throttle = cell.get();
-        let allowed = throttle.allow(now_secs());
+        let allowed = throttle.allow(now_ms() / 1000);
         cell.set(throttle);
         allowed
     });
@@ -240,7 +241,7 @@ fn dispatch(config: &PluginConfig, call: &Call, effective: &mut u32) -> Option<u
         engine::call_headers(config, call.path),
         Some(&call.body),
         vec![],
-        config.timeout,
+        call.timeout(config, now_ms),
     )
     .ok()
 }
@@ -430,10 +431,10 @@ impl Context for RequestFilter {
 
 impl HttpContext for RequestFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> HostAction {
-        let effects = self
-            .engine
-            .borrow_mut()
-            .on_request_headers(self.context_id, decision_body);
+        let effects =
+            self.engine
+                .borrow_mut()
+                .on_request_headers(self.context_id, decision_body, now_ms);
         perform(&self.engine, self.context_id, effects);
         self.flow()
     }

@@ -1355,6 +1355,47 @@ fn a_long_queue_leaves_in_several_batch_calls_from_one_tick() {
     still_works(&mut vm);
 }
 
+#[test]
+fn timeout_ms_bounds_a_request_queued_behind_a_batch() {
+    let ms = Duration::from_millis;
+    let mut vm = vm(&config(r#""timeout_ms":250"#));
+    let (singles, queued) = fill_and_queue(&mut vm, 1);
+    for call in vm.pending_calls() {
+        assert_eq!(call.timeout, ms(250), "single calls get the whole timeout");
+    }
+    vm.advance_clock(ms(100));
+    assert!(vm.tick());
+    let first = vm.pending_calls().last().cloned().expect("batch");
+    assert_eq!(
+        first.timeout,
+        ms(150),
+        "what is left of the queued request's 250 ms"
+    );
+    // A request queues behind the batch in flight; the batch times out 150 ms later (Envoy
+    // answers 504), so the next batch gets the 100 ms left of the new request's time.
+    let later = vm.start(Request::get("/").from("198.51.100.9:1"));
+    vm.advance_clock(ms(150));
+    vm.answer_call(
+        first.token,
+        Some(&[(":status", "504")]),
+        b"upstream request timeout",
+    );
+    let second = vm.pending_calls().last().cloned().expect("next batch");
+    assert_ne!(second.token, first.token);
+    assert_eq!(second.timeout, ms(100));
+    vm.answer_call(second.token, Some(&OK), batch_answer(&[allow()]).as_bytes());
+    assert_passed_without_headers(&vm.finish(queued[0]));
+    assert_eq!(
+        forwarded(&vm.finish(later)).get("x-ratelimit-remaining"),
+        Some("99")
+    );
+    for (ctx, token) in &singles {
+        vm.answer_call(*token, Some(&OK), allow().as_bytes());
+        vm.finish(*ctx);
+    }
+    still_works(&mut vm);
+}
+
 /// Requests started until `queued` of them wait behind the single calls (the tick not fired):
 /// the (context, token) of the single calls and the queued contexts.
 fn fill_and_queue(vm: &mut FilterVm, queued: usize) -> (Vec<(u32, u32)>, Vec<u32>) {

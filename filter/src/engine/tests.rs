@@ -17,8 +17,15 @@ fn body(context: u32) -> Vec<u8> {
     format!(r#"{{"ip":"10.0.0.{context}","method":"GET","path":"/"}}"#).into_bytes()
 }
 
+/// Host time (Unix ms) of the requests of a test, unless it says otherwise.
+const NOW: u64 = 1_700_000_000_000;
+
 fn headers(engine: &mut Engine, context: u32) -> Vec<Effect> {
-    engine.on_request_headers(context, |_| body(context))
+    headers_at(engine, context, NOW)
+}
+
+fn headers_at(engine: &mut Engine, context: u32, now_ms: u64) -> Vec<Effect> {
+    engine.on_request_headers(context, |_| body(context), || now_ms)
 }
 
 fn count(outcome: Outcome) -> Effect {
@@ -30,6 +37,7 @@ fn single_call(context: u32) -> Effect {
         context,
         path: DECISION_PATH,
         body: body(context),
+        deadline_ms: None,
     })
 }
 
@@ -101,14 +109,19 @@ fn fill_and_queue(engine: &mut Engine, queued: u32) -> Vec<u32> {
     contexts
 }
 
-/// The batch call of `effects`' last effect, with the IPs of its requests.
-fn batch_call(effects: &[Effect]) -> Vec<String> {
+/// The batch call that is `effects`' last effect.
+fn batch(effects: &[Effect]) -> &Call {
     let Some(Effect::Dispatch(call)) = effects.last() else {
         panic!("no batch call last in {effects:?}");
     };
     assert_eq!(call.context, ROOT, "batches go out from the root context");
     assert_eq!(call.path, BATCH_DECISION_PATH);
-    let parsed: BatchDecisionRequest = serde_json::from_slice(&call.body).unwrap();
+    call
+}
+
+/// The IPs of the requests in the batch call that is `effects`' last effect.
+fn batch_call(effects: &[Effect]) -> Vec<String> {
+    let parsed: BatchDecisionRequest = serde_json::from_slice(&batch(effects).body).unwrap();
     parsed.requests.into_iter().map(|r| r.ip).collect()
 }
 
@@ -137,7 +150,11 @@ fn send_batch(engine: &mut Engine, token: u32) -> Vec<String> {
 fn without_configuration_requests_pass_and_nothing_is_asked() {
     let mut engine = Engine::new(ROOT);
     assert!(engine.config().is_none());
-    let effects = engine.on_request_headers(2, |_| panic!("no evidence without a config"));
+    let effects = engine.on_request_headers(
+        2,
+        |_| panic!("no evidence without a config"),
+        || panic!("no clock without a config"),
+    );
     assert_eq!(effects, vec![]);
     assert_eq!(engine.request_flow(2), Flow::Continue);
     assert!(engine.response_headers(2).is_empty());
@@ -191,7 +208,7 @@ fn a_denied_request_is_answered_and_stays_paused() {
 fn headers_handled_twice_ask_once() {
     let mut engine = configured(true);
     start_single(&mut engine, 2, 7);
-    let effects = engine.on_request_headers(2, |_| panic!("asked twice"));
+    let effects = engine.on_request_headers(2, |_| panic!("asked twice"), || NOW);
     assert_eq!(effects, vec![]);
     assert_eq!(engine.request_flow(2), Flow::Pause);
 }
@@ -608,6 +625,68 @@ fn single_answers_never_send_the_queue() {
     assert_eq!(engine.coalescer.queued(), 2, "still waiting for the tick");
 }
 
+#[test]
+fn a_batch_gets_what_is_left_of_its_longest_waiting_request() {
+    let mut engine = configured(true);
+    let config = engine.config().unwrap();
+    assert_eq!(config.timeout, Duration::from_millis(250));
+    for context in [2, 3] {
+        start_single(&mut engine, context, context);
+    }
+    assert_eq!(
+        headers_at(&mut engine, 9, NOW - 50),
+        vec![Effect::SetTick(KICK_TICK_MS)]
+    );
+    engine.tick_set(KICK_TICK_MS);
+    assert_eq!(headers_at(&mut engine, 10, NOW), vec![]);
+    assert_eq!(headers_at(&mut engine, 11, NOW + 100), vec![]);
+    // The oldest is gone: the next oldest sets the deadline.
+    engine.on_done(9);
+    let effects = engine.on_tick();
+    let call = batch(&effects);
+    assert_eq!(call.deadline_ms, Some(NOW + 250));
+    assert_eq!(
+        call.timeout(&config, || NOW + 1),
+        Duration::from_millis(249)
+    );
+    assert_eq!(
+        engine.dispatched(Some(50)),
+        vec![Effect::Count(BATCH_CALLS_METRIC)]
+    );
+
+    // Queued behind the batch in flight, which takes its whole timeout: the next batch gets
+    // what is left of this request's own 250 ms, not another 250.
+    assert_eq!(headers_at(&mut engine, 20, NOW + 150), vec![]);
+    let effects = engine.on_call_response(50, timed_out());
+    let call = batch(&effects);
+    assert_eq!(call.deadline_ms, Some(NOW + 400));
+    assert_eq!(
+        call.timeout(&config, || NOW + 250),
+        Duration::from_millis(150)
+    );
+}
+
+#[test]
+fn call_timeouts_stay_within_the_configured_one() {
+    let config = PluginConfig::from_json(br#"{"cluster":"cp","timeout_ms":300}"#).unwrap();
+    let single = Call {
+        context: 2,
+        path: DECISION_PATH,
+        body: Vec::new(),
+        deadline_ms: None,
+    };
+    let timeout = single.timeout(&config, || panic!("a single call needs no clock"));
+    assert_eq!(timeout, Duration::from_millis(300));
+    let ms = Duration::from_millis;
+    assert_eq!(time_left(1_000, 900, ms(300)), ms(100));
+    // Past its deadline, a call still gets the shortest timeout (the host takes no zero).
+    assert_eq!(time_left(1_000, 1_000, ms(300)), ms(1));
+    assert_eq!(time_left(1_000, 5_000, ms(300)), ms(1));
+    // The wall clock went back: never more than the configured timeout.
+    assert_eq!(time_left(1_000, 0, ms(300)), ms(300));
+    assert_eq!(time_left(u64::MAX, 0, Duration::MAX), ms(u64::MAX));
+}
+
 // ---------------------------------------------------------------------------------------------
 // A simulated host: random events, checked against what must always hold
 
@@ -631,6 +710,9 @@ struct Sim {
     calls: Vec<(u32, u32, Vec<String>)>,
     next_token: u32,
     tick: u32,
+    /// Host time, and when each request (by IP) arrived.
+    now: u64,
+    arrived: BTreeMap<String, u64>,
     decided: usize,
     counted: usize,
 }
@@ -645,8 +727,14 @@ impl Sim {
                     if call.path == BATCH_DECISION_PATH {
                         assert_eq!(origin, ROOT, "batch dispatched from a stream event");
                         assert_eq!(call.context, ROOT);
+                        let batch: BatchDecisionRequest =
+                            serde_json::from_slice(&call.body).unwrap();
+                        let oldest = batch.requests.iter().map(|r| self.arrived[&r.ip]).min();
+                        // Each request's wait is bounded from its arrival.
+                        assert_eq!(call.deadline_ms, oldest.map(|t| t + 250));
                     } else {
                         assert_eq!(call.context, origin, "single dispatched for another");
+                        assert_eq!(call.deadline_ms, None);
                     }
                     let token = (rng.below(8) != 0).then(|| {
                         self.next_token += 1;
@@ -722,12 +810,14 @@ fn random_traffic_decides_every_request_exactly_once() {
         let mut sim = Sim::default();
         let mut next_context = 2;
         for _ in 0..5_000 {
+            sim.now += rng.below(3) as u64;
             match rng.below(10) {
                 0..=3 => {
                     let context = next_context;
                     next_context += 1;
                     sim.live.insert(context, (false, false));
-                    let effects = headers(&mut engine, context);
+                    sim.arrived.insert(format!("10.0.0.{context}"), sim.now);
+                    let effects = headers_at(&mut engine, context, sim.now);
                     sim.perform(&mut engine, context, effects, &mut rng);
                     let entry = sim.live.get_mut(&context).unwrap();
                     match engine.request_flow(context) {
