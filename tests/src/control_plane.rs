@@ -180,6 +180,20 @@ impl ControlPlane {
             .and_then(|mut p| p.terminate(Duration::from_secs(10)))
     }
 
+    /// Stops the process without killing it (SIGSTOP): connections are still accepted by the
+    /// kernel, but no call is answered until [`resume`](Self::resume): a stalled control plane.
+    pub fn suspend(&self) {
+        if let Some(p) = &self.proc {
+            p.suspend();
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(p) = &self.proc {
+            p.resume();
+        }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill9();

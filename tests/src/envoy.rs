@@ -1,8 +1,10 @@
 //! A real Envoy with the compiled filter in front of the demo upstream.
 //!
-//! The bootstrap mirrors `envoy/envoy.yaml` (edge listener with `use_remote_address`, the
-//! filter, the control-plane cluster with raised circuit breakers) with free ports and the
-//! test's plugin configuration.
+//! The bootstrap is the shipped `envoy/envoy.yaml` (edge listener with `use_remote_address`,
+//! the filter and its failure policy, the control-plane cluster over HTTP/2 with raised
+//! circuit breakers, ...) with only what a test must own replaced: the listener and admin
+//! addresses (free ports), the upstream and control-plane endpoints, the `.wasm` under test
+//! and the plugin configuration.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,17 +26,15 @@ pub struct EnvoyBuilder {
 }
 
 impl EnvoyBuilder {
-    /// Plugin config defaults: the control-plane cluster, fail open, 3 s timeout (debug
-    /// builds on 2 busy cores; tests about timeouts set their own).
+    /// Plugin config: the shipped one with a 3 s timeout (debug builds on 2 busy cores; tests
+    /// about timeouts set their own).
     pub fn new(control_plane: SocketAddr, upstream: SocketAddr) -> Self {
+        let mut plugin = shipped_plugin_config();
+        plugin["timeout_ms"] = json!(3000);
         Self {
             control_planes: vec![control_plane],
             upstream,
-            plugin: json!({
-                "cluster": "rate_limit_control_plane",
-                "timeout_ms": 3000,
-                "fail_open": true,
-            }),
+            plugin,
             concurrency: 2,
             wasm: None,
         }
@@ -85,7 +85,8 @@ impl EnvoyBuilder {
     pub fn try_start(self) -> Result<Envoy, String> {
         let wasm = self.wasm.clone().unwrap_or_else(prereq::filter_wasm);
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = dir.path().join("envoy.yaml");
+        // JSON: the bootstrap is the shipped YAML as a value, written out again.
+        let config = dir.path().join("envoy.json");
         std::fs::write(&config, self.bootstrap(&wasm)).expect("write envoy config");
         let admin_file = dir.path().join("admin_address");
         let mut cmd = Command::new(prereq::envoy());
@@ -247,94 +248,126 @@ pub fn validate(config: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn yaml_string(text: &str) -> String {
-    // JSON strings are valid YAML flow scalars.
-    Value::String(text.to_string()).to_string()
+/// The repository's `envoy/envoy.yaml`, parsed.
+pub fn shipped_config() -> Value {
+    let path = crate::repo_root().join("envoy/envoy.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()))
 }
 
+/// The plugin configuration `envoy/envoy.yaml` ships.
+pub fn shipped_plugin_config() -> Value {
+    let mut config = shipped_config();
+    let plugin = wasm_config(&mut config)
+        .and_then(|wasm| text_at(wasm, "/configuration/value"))
+        .unwrap_or_else(|e| panic!("envoy/envoy.yaml: {e}"));
+    serde_json::from_str(&plugin)
+        .unwrap_or_else(|e| panic!("envoy/envoy.yaml: the plugin configuration is not JSON: {e}"))
+}
+
+/// `envoy/envoy.yaml` with the test's addresses, `.wasm` and plugin configuration.
 pub fn bootstrap(
     control_planes: &[SocketAddr],
     upstream: SocketAddr,
     plugin_json: &str,
     wasm: &Path,
 ) -> String {
-    let plugin = yaml_string(plugin_json);
-    let wasm = yaml_string(&wasm.display().to_string());
-    let cp_endpoints: String = control_planes
+    let mut config = shipped_config();
+    localize(&mut config, control_planes, upstream, plugin_json, wasm)
+        .unwrap_or_else(|e| panic!("envoy/envoy.yaml: {e}"));
+    config.to_string()
+}
+
+fn localize(
+    config: &mut Value,
+    control_planes: &[SocketAddr],
+    upstream: SocketAddr,
+    plugin_json: &str,
+    wasm: &Path,
+) -> Result<(), String> {
+    let loopback = json!({"address": "127.0.0.1", "port_value": 0});
+    *at(config, "/admin/address/socket_address")? = loopback.clone();
+    let listeners = at(config, "/static_resources/listeners")?;
+    let [listener] = listeners
+        .as_array_mut()
+        .map(Vec::as_mut_slice)
+        .ok_or("listeners is not a list")?
+    else {
+        return Err("expected exactly one listener".into());
+    };
+    *at(listener, "/address/socket_address")? = loopback;
+
+    let upstream_cluster = text_at(
+        http_connection_manager(config)?,
+        "/route_config/virtual_hosts/0/routes/0/route/cluster",
+    )?;
+    let wasm_config = wasm_config(config)?;
+    let control_plane_cluster = text_at(wasm_config, "/configuration/value")
+        .and_then(|plugin| {
+            serde_json::from_str::<Value>(&plugin).map_err(|e| format!("plugin config: {e}"))
+        })
+        .and_then(|plugin| text_at(&plugin, "/cluster"))?;
+    *at(wasm_config, "/configuration/value")? = Value::String(plugin_json.to_string());
+    *at(wasm_config, "/vm_config/code/local/filename")? = Value::String(wasm.display().to_string());
+
+    let clusters = at(config, "/static_resources/clusters")?;
+    set_endpoints(named(clusters, &upstream_cluster)?, &[upstream])?;
+    set_endpoints(named(clusters, &control_plane_cluster)?, control_planes)?;
+    Ok(())
+}
+
+fn at<'a>(value: &'a mut Value, pointer: &str) -> Result<&'a mut Value, String> {
+    value
+        .pointer_mut(pointer)
+        .ok_or_else(|| format!("no {pointer}"))
+}
+
+fn text_at(value: &Value, pointer: &str) -> Result<String, String> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no text at {pointer}"))
+}
+
+/// The entry of a list of `name`d objects (filters, clusters).
+fn named<'a>(list: &'a mut Value, name: &str) -> Result<&'a mut Value, String> {
+    list.as_array_mut()
+        .and_then(|items| {
+            items
+                .iter_mut()
+                .find(|item| item.get("name").and_then(Value::as_str) == Some(name))
+        })
+        .ok_or_else(|| format!("nothing named {name}"))
+}
+
+fn http_connection_manager(config: &mut Value) -> Result<&mut Value, String> {
+    let filters = at(
+        config,
+        "/static_resources/listeners/0/filter_chains/0/filters",
+    )?;
+    let hcm = named(filters, "envoy.filters.network.http_connection_manager")?;
+    at(hcm, "/typed_config")
+}
+
+/// The `config` of the filter's `envoy.filters.http.wasm` entry.
+fn wasm_config(config: &mut Value) -> Result<&mut Value, String> {
+    let http_filters = at(http_connection_manager(config)?, "/http_filters")?;
+    let wasm = named(http_filters, "envoy.filters.http.wasm")?;
+    at(wasm, "/typed_config/config")
+}
+
+fn set_endpoints(cluster: &mut Value, addrs: &[SocketAddr]) -> Result<(), String> {
+    let endpoints: Vec<Value> = addrs
         .iter()
-        .map(|cp| {
-            format!(
-                "        - endpoint: {{address: {{socket_address: {{address: {}, port_value: {}}}}}}}\n",
-                cp.ip(),
-                cp.port()
-            )
+        .map(|addr| {
+            json!({"endpoint": {"address": {"socket_address": {
+                "address": addr.ip().to_string(),
+                "port_value": addr.port(),
+            }}}})
         })
         .collect();
-    let (up_ip, up_port) = (upstream.ip(), upstream.port());
-    format!(
-        r#"
-admin:
-  address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-static_resources:
-  listeners:
-  - name: ingress
-    address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          use_remote_address: true
-          route_config:
-            virtual_hosts:
-            - name: api
-              domains: ["*"]
-              routes:
-              - match: {{prefix: "/"}}
-                route: {{cluster: upstream}}
-          http_filters:
-          - name: envoy.filters.http.wasm
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-              config:
-                name: rate_limit
-                root_id: rate_limit
-                failure_policy: FAIL_RELOAD
-                configuration:
-                  "@type": type.googleapis.com/google.protobuf.StringValue
-                  value: {plugin}
-                vm_config:
-                  vm_id: rate_limit
-                  runtime: envoy.wasm.runtime.v8
-                  code: {{local: {{filename: {wasm}}}}}
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: upstream
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: upstream
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: {up_ip}, port_value: {up_port}}}}}}}
-  - name: rate_limit_control_plane
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config:
-          http2_protocol_options: {{}}
-    circuit_breakers:
-      thresholds:
-      - {{max_connections: 100000, max_pending_requests: 100000, max_requests: 100000, max_retries: 3}}
-    load_assignment:
-      cluster_name: rate_limit_control_plane
-      endpoints:
-      - lb_endpoints:
-{cp_endpoints}"#
-    )
+    *at(cluster, "/load_assignment/endpoints/0/lb_endpoints")? = Value::Array(endpoints);
+    Ok(())
 }

@@ -8,6 +8,7 @@
 pub mod client;
 pub mod control_plane;
 pub mod envoy;
+pub mod fake_control_plane;
 pub mod load;
 pub mod prereq;
 pub mod process;
@@ -20,6 +21,7 @@ pub mod wasm_host;
 pub use client::{Reply, client_from, get, get_json, post_json, send};
 pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use envoy::{Envoy, EnvoyBuilder};
+pub use fake_control_plane::FakeControlPlane;
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use stack::{Stack, StackBuilder};

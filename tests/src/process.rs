@@ -110,11 +110,24 @@ impl Proc {
         }
     }
 
+    /// SIGSTOP: the process stays alive, its sockets open (the kernel still accepts
+    /// connections), and nothing is answered until [`resume`](Self::resume).
+    pub fn suspend(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`suspend`](Self::suspend).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within `grace`. Returns the exit status
     /// code if it exited by itself.
     pub fn terminate(&mut self, grace: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
         self.signal_child(&child, libc::SIGTERM);
+        // A suspended process acts on SIGTERM only once continued.
+        self.signal_child(&child, libc::SIGCONT);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
