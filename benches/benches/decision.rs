@@ -3,18 +3,23 @@
 //! In-memory and Redis (a private redis-server started here) are measured in one run so
 //! their ratio is meaningful on a noisy machine. Sequential figures are per-decision latency;
 //! the `x64` groups run 64 decisions concurrently, which is how the service is loaded.
+//!
+//! Every decision timed must be an admission: a store error (answered `failed_open` or
+//! `unavailable`) or a denial takes another, shorter path, and timing it would report that
+//! path under this one's name. Each backend is checked before it is measured, and each timed
+//! decision's verdict is checked too (one comparison), so such a run fails instead.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use control_plane::decision::Decider;
+use control_plane::decision::{Decider, Decision};
 use control_plane::live_config;
 use control_plane::store::{CounterStore, MemoryStore, RedisStore, RedisStoreOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rl_benches::bench_config;
 use rl_tests::RedisServer;
-use rl_wire::DecisionRequest;
+use rl_wire::{DecisionRequest, Verdict};
 
 fn request(n: u64) -> DecisionRequest {
     // 10,000 distinct clients, as in the load benchmark.
@@ -27,6 +32,17 @@ fn request(n: u64) -> DecisionRequest {
     }
 }
 
+/// Panics unless `decision` admitted its request with the store answering.
+fn expect_allowed(decision: &Decision) {
+    let verdict = decision.response.verdict;
+    assert!(
+        verdict == Verdict::Allow && decision.store_error.is_none(),
+        "a benchmarked decision was {verdict:?} (store error: {:?}), not an admission: \
+         the timings would be of that path",
+        decision.store_error
+    );
+}
+
 fn bench_backend(
     c: &mut Criterion,
     name: &str,
@@ -35,13 +51,17 @@ fn bench_backend(
 ) {
     let decider = Arc::new(Decider::new(live_config::shared(bench_config()), store));
     let counter = AtomicU64::new(0);
+    // The store answers and the configuration admits, before anything is timed.
+    for n in 0..3 {
+        expect_allowed(&rt.block_on(decider.decide(&request(n))));
+    }
     let mut group = c.benchmark_group(format!("decision/{name}"));
     group.throughput(Throughput::Elements(1));
     group.bench_function("sequential", |b| {
         b.to_async(rt).iter(|| {
             let req = request(counter.fetch_add(1, Ordering::Relaxed));
             let decider = decider.clone();
-            async move { decider.decide(&req).await }
+            async move { expect_allowed(&decider.decide(&req).await) }
         })
     });
     group.throughput(Throughput::Elements(64));
@@ -57,7 +77,7 @@ fn bench_backend(
                     })
                     .collect();
                 for task in tasks {
-                    let _ = task.await;
+                    expect_allowed(&task.await.expect("decision task"));
                 }
             }
         })

@@ -123,6 +123,15 @@ pub fn check_path_rules(data: &[u8]) {
         normalized,
         "query changed {raw:?}"
     );
+    // What normalisation keeps: a plain segment appended to a normal path stays as written,
+    // so a function that drops segments (or maps every path to one) fails here.
+    let base = normalized.strip_suffix('/').unwrap_or(&normalized);
+    let longer = format!("{base}/seg-1.x~");
+    assert_eq!(
+        normalize_path(&longer),
+        longer,
+        "segment lost after {raw:?}"
+    );
     // A normalised path is a valid exact pattern unless it holds what patterns forbid.
     if !normalized.contains('*')
         && !normalized

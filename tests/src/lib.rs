@@ -9,6 +9,7 @@ pub mod client;
 pub mod control_plane;
 pub mod envoy;
 pub mod fake_control_plane;
+pub mod fixtures;
 pub mod load;
 pub mod prereq;
 pub mod process;
@@ -22,6 +23,7 @@ pub use client::{Reply, client_from, get, get_json, post_json, send};
 pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use fake_control_plane::FakeControlPlane;
+pub use fixtures::sample_config;
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use stack::{Stack, StackBuilder};
@@ -48,10 +50,4 @@ pub fn repo_root() -> std::path::PathBuf {
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
-}
-
-/// The sample configuration shipped at the repository root.
-pub fn sample_config() -> String {
-    let path = repo_root().join("rate_limit_config.yaml");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }

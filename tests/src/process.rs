@@ -1,18 +1,36 @@
 //! Child processes that are stopped when their handle is dropped.
+//!
+//! A child's stdout and stderr are read line by line on two threads into an [`Output`]. Once
+//! the child has exited (`wait_exit`, `terminate`, `kill9`), those threads are joined: the
+//! output is then complete, so a test can read it at once instead of waiting a while for the
+//! pipes to drain.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+/// How long the reader threads may take to reach the end of the pipes once the child has
+/// exited. Only a descendant still holding a pipe open (e.g. a forked redis-server saving a
+/// snapshot) makes them take that long; the output is then left incomplete.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Lines a child wrote to stdout and stderr, kept for assertions and failure messages.
 #[derive(Clone, Default)]
-pub struct Output(Arc<Mutex<Vec<String>>>);
+pub struct Output(Arc<Lines>);
+
+#[derive(Default)]
+struct Lines {
+    lines: Mutex<Vec<String>>,
+    /// Notified on every new line.
+    added: Condvar,
+}
 
 impl Output {
     pub fn lines(&self) -> Vec<String> {
-        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+        self.0.lines.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
     pub fn text(&self) -> String {
@@ -25,18 +43,40 @@ impl Output {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    fn collect(&self, stream: impl Read + Send + 'static) {
+    /// Reads `stream` on a thread until its end; the thread says so on `done`.
+    fn collect(&self, stream: impl Read + Send + 'static, done: Sender<()>) -> JoinHandle<()> {
         let sink = self.0.clone();
         thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if let Ok(mut lines) = sink.lock() {
+                if let Ok(mut lines) = sink.lines.lock() {
                     lines.push(line);
                 }
+                sink.added.notify_all();
             }
-        });
+            let _ = done.send(());
+        })
     }
 
-    /// Waits until a line satisfies `pred`, returning what `pred` extracted.
+    /// Blocks until more than `seen` lines exist or `until` passes; returns the line count.
+    fn wait_past(&self, seen: usize, until: Instant) -> usize {
+        let Ok(mut lines) = self.0.lines.lock() else {
+            return seen;
+        };
+        while lines.len() <= seen {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.0.added.wait_timeout(lines, left) {
+                Ok((guard, _)) => lines = guard,
+                Err(_) => return seen,
+            }
+        }
+        lines.len()
+    }
+
+    /// Waits until a line satisfies `pred`, returning what `pred` extracted. Gives up after
+    /// `timeout`, or once `alive` says the writer has exited and no line matched.
     pub fn wait_for<T>(
         &self,
         timeout: Duration,
@@ -45,7 +85,7 @@ impl Output {
     ) -> Option<T> {
         let deadline = Instant::now() + timeout;
         let mut seen = 0;
-        while Instant::now() < deadline {
+        loop {
             let lines = self.lines();
             for line in &lines[seen..] {
                 if let Some(found) = pred(line) {
@@ -53,18 +93,62 @@ impl Output {
                 }
             }
             seen = lines.len();
-            if !alive() {
+            if !alive() || Instant::now() >= deadline {
                 return None;
             }
-            thread::sleep(Duration::from_millis(20));
+            // Re-check `alive` now and then: a dead writer adds no line to wake us.
+            let slice = (Instant::now() + Duration::from_millis(50)).min(deadline);
+            self.wait_past(seen, slice);
         }
-        None
+    }
+
+    /// Waits until a line satisfies `pred` and returns it; panics after `within`, naming
+    /// `what` and showing the last lines. Checks that something is *absent* from the output
+    /// wait first for the line they inspect: the writer may not have written it yet.
+    pub fn expect_line(
+        &self,
+        within: Duration,
+        what: &str,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> String {
+        self.wait_for(within, || true, |line| pred(line).then(|| line.to_string()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {what} in the output within {within:?}:\n{}",
+                    self.tail(30)
+                )
+            })
+    }
+}
+
+/// The threads reading one child's pipes.
+struct Readers {
+    done: Receiver<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Readers {
+    /// Joins the threads once both pipes have ended (the child and anything it forked have
+    /// exited). Returns false, leaving them detached, if that takes longer than `within`.
+    fn join(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        for _ in 0..self.threads.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.done.recv_timeout(left).is_err() {
+                return false;
+            }
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        true
     }
 }
 
 pub struct Proc {
     pub name: String,
     child: Option<Child>,
+    readers: Readers,
     pub output: Output,
 }
 
@@ -77,15 +161,18 @@ impl Proc {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let (done_tx, done) = mpsc::channel();
+        let mut threads = Vec::new();
         if let Some(out) = child.stdout.take() {
-            output.collect(out);
+            threads.push(output.collect(out, done_tx.clone()));
         }
         if let Some(err) = child.stderr.take() {
-            output.collect(err);
+            threads.push(output.collect(err, done_tx));
         }
         Proc {
             name: name.to_string(),
             child: Some(child),
+            readers: Readers { done, threads },
             output,
         }
     }
@@ -122,22 +209,28 @@ impl Proc {
     }
 
     /// SIGTERM, then SIGKILL if it has not exited within `grace`. Returns the exit status
-    /// code if it exited by itself.
+    /// code if it exited by itself. The output is complete when this returns.
     pub fn terminate(&mut self, grace: Duration) -> Option<i32> {
         let mut child = self.child.take()?;
         self.signal_child(&child, libc::SIGTERM);
         // A suspended process acts on SIGTERM only once continued.
         self.signal_child(&child, libc::SIGCONT);
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
+        let mut code = None;
+        loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
+                code = status.code();
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
             }
             thread::sleep(Duration::from_millis(10));
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
+        self.readers.join(DRAIN_GRACE);
+        code
     }
 
     fn signal_child(&self, child: &Child, sig: i32) {
@@ -147,15 +240,18 @@ impl Proc {
         }
     }
 
-    /// SIGKILL: the abrupt death of a crash or `kill -9`.
+    /// SIGKILL: the abrupt death of a crash or `kill -9`. The output is complete when this
+    /// returns.
     pub fn kill9(&mut self) {
         self.signal(libc::SIGKILL);
         if let Some(mut child) = self.child.take() {
             let _ = child.wait();
+            self.readers.join(DRAIN_GRACE);
         }
     }
 
-    /// Waits for the process to exit by itself (e.g. a refused configuration).
+    /// Waits for the process to exit by itself (e.g. a refused configuration). When it has,
+    /// its output is complete.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -163,6 +259,7 @@ impl Proc {
                 && let Ok(Some(status)) = child.try_wait()
             {
                 self.child = None;
+                self.readers.join(DRAIN_GRACE);
                 return Some(status.code().unwrap_or(-1));
             }
             thread::sleep(Duration::from_millis(20));

@@ -156,28 +156,61 @@ impl RedisCluster {
             .expect("keyslot")
     }
 
-    /// Port of the master currently serving `slot`, as a live node sees it.
+    /// Port of the live master serving `slot`, as a live node sees it. Right after a
+    /// failover that node may still name the dead master, or none: it is asked again for a
+    /// few seconds.
     pub fn master_of(&self, slot: u16) -> u16 {
-        let port = self.live_ports()[0];
-        for line in cli(port, &["CLUSTER", "NODES"]).lines() {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
-                continue;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let live = self.live_ports();
+        loop {
+            let nodes = cli(live[0], &["CLUSTER", "NODES"]);
+            if let Some(port) = master_in(&nodes, slot).filter(|p| live.contains(p)) {
+                return port;
             }
-            let owns = fields[8..].iter().any(|range| {
-                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
-            });
-            if owns {
-                let addr = fields[1].split('@').next().unwrap_or_default();
-                return addr
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .expect("port");
-            }
+            assert!(
+                Instant::now() < deadline,
+                "no master serves slot {slot}:\n{nodes}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("no master serves slot {slot}");
+    }
+
+    /// Port of the replica of the master on `master`, as a live node sees it.
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let nodes = cli(self.live_ports()[0], &["CLUSTER", "NODES"]);
+        let port_of = |fields: &[&str]| -> Option<u16> {
+            let addr = fields.get(1)?.split('@').next()?;
+            addr.rsplit(':').next()?.parse().ok()
+        };
+        let rows: Vec<Vec<&str>> = nodes
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .filter(|f: &Vec<&str>| f.len() >= 8)
+            .collect();
+        let master_id = rows
+            .iter()
+            .find(|f| port_of(f) == Some(master))
+            .map(|f| f[0])
+            .unwrap_or_else(|| panic!("no node on port {master}:\n{nodes}"));
+        rows.iter()
+            .find(|f| f[2].contains("slave") && f[3] == master_id)
+            .and_then(|f| port_of(f))
+            .unwrap_or_else(|| panic!("the master on {master} has no replica:\n{nodes}"))
+    }
+
+    /// `ZCARD key` as the node on `port` itself holds it, replica or master (a replica
+    /// answers for its master's slots after `READONLY` instead of redirecting).
+    pub fn zcard_at(&self, port: u16, key: &str) -> u64 {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+            .unwrap_or_else(|e| panic!("connect to cluster node {port}: {e}"));
+        redis::cmd("READONLY")
+            .query::<()>(&mut conn)
+            .unwrap_or_else(|e| panic!("READONLY on {port}: {e}"));
+        redis::cmd("ZCARD")
+            .arg(key)
+            .query(&mut conn)
+            .unwrap_or_else(|e| panic!("ZCARD {key} on {port}: {e}"))
     }
 
     /// `kill -9` of the node on `port`.
@@ -197,4 +230,23 @@ impl RedisCluster {
         all.extend_from_slice(args);
         cli(self.live_ports()[0], &all)
     }
+}
+
+/// The master serving `slot` in a `CLUSTER NODES` listing (nodes marked failing skipped).
+fn master_in(nodes: &str, slot: u16) -> Option<u16> {
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+            continue;
+        }
+        let owns = fields[8..].iter().any(|range| {
+            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+            matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if (lo..=hi).contains(&slot))
+        });
+        if owns {
+            let addr = fields[1].split('@').next().unwrap_or_default();
+            return addr.rsplit(':').next().and_then(|p| p.parse().ok());
+        }
+    }
+    None
 }

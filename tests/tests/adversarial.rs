@@ -4,30 +4,24 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use rl_tests::fixtures::{Config, Jwt, Tier};
 use rl_tests::{Stack, StackBuilder, client_from, control_plane_bin, get, send};
 use serde_json::json;
 
 const SECRET: &str = "adversarial-test-hs256-secret-0123456789";
 const BUDGET: u64 = 50;
 
+/// `BUDGET` per minute, `/api/v1/request` 20; one real key; HS256 tokens signed with `SECRET`.
 fn config() -> String {
-    format!(
-        r#"
-default_tier: free
-tiers:
-  - name: free
-    requests_per_window: {BUDGET}
-    window_size_seconds: 60
-    endpoints:
-      /api/v1/request: 20
-api_keys:
-  - id: real
-    tier: free
-    key: "the-only-real-key-000001"
-jwt:
-  hs256_secret: "{SECRET}"
-"#
-    )
+    Config::new()
+        .tier(
+            Tier::new("free", BUDGET)
+                .window(60)
+                .endpoint("/api/v1/request", 20),
+        )
+        .api_key("real", "free", "the-only-real-key-000001")
+        .jwt(Jwt::hs256(SECRET))
+        .yaml()
 }
 
 fn from(last: u8) -> reqwest::Client {

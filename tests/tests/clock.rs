@@ -6,18 +6,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rl_tests::fixtures::one_tier;
 use rl_tests::{
     ControlPlane, ControlPlaneBuilder, RedisServer, client_from, control_plane_bin, post_json,
 };
 use serde_json::{Value, json};
-
-const CONFIG: &str = r#"
-default_tier: free
-tiers:
-  - name: free
-    requests_per_window: 3
-    window_size_seconds: 60
-"#;
 
 fn libfaketime() -> PathBuf {
     for candidate in [
@@ -57,7 +50,7 @@ fn unix_now() -> u64 {
 /// A control plane whose wall clock is whatever `clock_file` says (libfaketime syntax,
 /// re-read on every call); its monotonic clock is left alone, as a real clock step would.
 fn faked(redis: Option<&RedisServer>, clock_file: &Path) -> ControlPlane {
-    let mut builder = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+    let mut builder = ControlPlaneBuilder::new(control_plane_bin!(), &one_tier(3, 60).yaml())
         .env("LD_PRELOAD", &libfaketime().to_string_lossy())
         .env("FAKETIME_TIMESTAMP_FILE", &clock_file.to_string_lossy())
         .env("FAKETIME_NO_CACHE", "1")
@@ -66,6 +59,22 @@ fn faked(redis: Option<&RedisServer>, clock_file: &Path) -> ControlPlane {
         builder = builder.redis(redis.url());
     }
     builder.start()
+}
+
+/// The `retry_after` of a denial taken after `earlier`'s: real time only moves it down, by
+/// whole seconds, so it is the same or one less when a second boundary passed in between. A
+/// clock step that leaked into the window would move it by hours or days.
+fn assert_retry_after_kept(earlier: &Value, later: &Value, what: &str) {
+    let seconds = |v: &Value| {
+        v["counter"]["retry_after"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no retry_after in {v}"))
+    };
+    let (earlier, later) = (seconds(earlier), seconds(later));
+    assert!(
+        later <= earlier && earlier - later <= 1,
+        "{what}: retry_after {earlier} s became {later} s"
+    );
 }
 
 async fn decide(cp: &ControlPlane) -> Value {
@@ -102,16 +111,14 @@ async fn decisions_survive_clock_jumps(redis: Option<&RedisServer>) -> (Value, V
         after_forward["verdict"], "deny",
         "a forward jump must not expire the window"
     );
+    assert_retry_after_kept(&before, &after_forward, "after a forward jump");
     std::fs::write(&clock, "-10d\n").unwrap();
     let after_back = decide(&cp).await;
     assert_eq!(
         after_back["verdict"], "deny",
         "a backward jump must not extend it either"
     );
-    assert_eq!(
-        after_back["counter"]["retry_after"],
-        before["counter"]["retry_after"]
-    );
+    assert_retry_after_kept(&after_forward, &after_back, "after a backward jump");
     (before, after_back)
 }
 

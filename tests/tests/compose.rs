@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rl_tests::envoy::admin_get;
+use rl_tests::fixtures::{Config, Tier};
 use rl_tests::{StackBuilder, client_from, control_plane_bin, get, prereq, repo_root};
 use serde_json::Value;
 
@@ -699,18 +700,18 @@ async fn scrape(url: &str) -> String {
         .expect("scrape body")
 }
 
-const LIVE_CONFIG: &str = r#"
-default_tier: free
-fail_open: true
-tiers:
-  - name: free
-    requests_per_window: 3
-    window_size_seconds: 60
-    endpoints:
-      /api/v1/request: 2
-  - name: premium
-    requests_per_window: 100
-"#;
+/// `free`: 3 per minute, `/api/v1/request` 2; `premium`: `premium` per minute.
+fn live_config(premium: u64) -> String {
+    Config::new()
+        .fail_open(true)
+        .tier(
+            Tier::new("free", 3)
+                .window(60)
+                .endpoint("/api/v1/request", 2),
+        )
+        .tier(Tier::new("premium", premium))
+        .yaml()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_queries_exists_in_a_live_scrape() {
@@ -719,7 +720,7 @@ async fn every_metric_the_dashboard_queries_exists_in_a_live_scrape() {
     assert!(exprs.len() >= 10, "{exprs:?}");
     assert!(wanted.len() >= 8, "too few metric names found: {wanted:?}");
 
-    let mut stack = StackBuilder::new(control_plane_bin!(), LIVE_CONFIG)
+    let mut stack = StackBuilder::new(control_plane_bin!(), &live_config(100))
         .with_redis()
         .start();
     let client = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 71)));
@@ -739,11 +740,7 @@ async fn every_metric_the_dashboard_queries_exists_in_a_live_scrape() {
 
     // A configuration change (rate_limit_config_reloads_total) ...
     let path = stack.control_plane.config_path().to_path_buf();
-    std::fs::write(
-        &path,
-        LIVE_CONFIG.replace("requests_per_window: 100", "requests_per_window: 200"),
-    )
-    .unwrap();
+    std::fs::write(&path, live_config(200)).unwrap();
     let metrics_url = stack.control_plane.url("/metrics");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !scrape(&metrics_url)

@@ -125,8 +125,7 @@ fn help_options() -> Vec<CliOption> {
         Some(0),
         "control-plane --help failed"
     );
-    // The reader threads may still be draining the pipe.
-    std::thread::sleep(Duration::from_millis(200));
+    // `wait_exit` joined the output readers: the text is complete.
     let help = proc.output.text();
     assert!(help.contains("Options:"), "{help}");
     // One block per option: option lines are indented less than their descriptions.

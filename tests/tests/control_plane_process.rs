@@ -3,23 +3,23 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use rl_tests::fixtures::{Config, Tier, free_and_premium};
 use rl_tests::{ControlPlane, ControlPlaneBuilder, RedisServer, client_from, control_plane_bin};
 use serde_json::{Value, json};
 
-const CONFIG: &str = r#"
-default_tier: free
-fail_open: true
-tiers:
-  - name: free
-    requests_per_window: 100
-    window_size_seconds: 60
-  - name: premium
-    requests_per_window: 1000
-api_keys:
-  - id: alice
-    tier: premium
-    key: "alice-0123456789abcdef"
-"#;
+const ALICE_KEY: &str = "alice-0123456789abcdef";
+const DECISION_SECRET: &str = "s3cret-shared-with-envoy";
+
+/// `free` (default) 100 and `premium` 1000 per minute; alice's key is on `premium`.
+fn config(fail_open: bool) -> String {
+    free_and_premium(100, 1000, "alice", ALICE_KEY)
+        .fail_open(fail_open)
+        .yaml()
+}
+
+fn control_plane(fail_open: bool) -> ControlPlaneBuilder {
+    ControlPlaneBuilder::new(control_plane_bin!(), &config(fail_open))
+}
 
 fn client() -> reqwest::Client {
     client_from(IpAddr::V4(Ipv4Addr::LOCALHOST))
@@ -52,7 +52,7 @@ async fn post_raw(cp: &ControlPlane, body: Vec<u8>) -> (u16, String) {
 
 #[tokio::test]
 async fn decisions_over_http_with_identity_from_api_keys() {
-    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG).start();
+    let cp = control_plane(true).start();
     let anonymous = decide(
         &cp,
         json!({"ip": "10.0.0.1", "method": "GET", "path": "/a"}),
@@ -61,7 +61,7 @@ async fn decisions_over_http_with_identity_from_api_keys() {
     assert_eq!(anonymous["verdict"], "allow");
     assert_eq!(anonymous["tier"], "free");
     assert_eq!(anonymous["counter"]["remaining"], 99);
-    let keyed = json!({"ip": "10.0.0.1", "api_key": "alice-0123456789abcdef", "method": "GET", "path": "/a"});
+    let keyed = json!({"ip": "10.0.0.1", "api_key": ALICE_KEY, "method": "GET", "path": "/a"});
     let keyed = decide(&cp, keyed).await;
     assert_eq!(keyed["tier"], "premium");
     assert_eq!(keyed["counter"]["remaining"], 999);
@@ -70,16 +70,16 @@ async fn decisions_over_http_with_identity_from_api_keys() {
     let guessed = decide(&cp, guessed).await;
     assert_eq!(guessed["tier"], "free");
     assert_eq!(guessed["counter"]["remaining"], 98);
-    // The raw key never reaches the logs.
-    assert!(!cp.output.text().contains("alice-0123456789abcdef"));
+    // The raw key never reaches the logs, not even the line of a keyed request denied.
+    let alice = json!({"ip": "10.0.0.1", "api_key": ALICE_KEY, "method": "GET", "path": "/a"});
+    deny_and_wait_for_the_log_line(&cp, &alice, None, "key:alice").await;
+    assert!(!cp.output.text().contains(ALICE_KEY));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_http_decisions_admit_exactly_the_limit_with_redis() {
     let redis = RedisServer::start();
-    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
-        .redis(redis.url())
-        .start();
+    let cp = control_plane(true).redis(redis.url()).start();
     let url = cp.url(rl_wire::DECISION_PATH);
     let client = client();
     let tasks: Vec<_> = (0..300)
@@ -101,7 +101,7 @@ async fn concurrent_http_decisions_admit_exactly_the_limit_with_redis() {
 
 #[tokio::test]
 async fn malformed_oversized_and_non_utf8_bodies_get_4xx() {
-    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG).start();
+    let cp = control_plane(true).start();
     let mut nested = "[".repeat(5000);
     nested.push_str(&"]".repeat(5000));
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
@@ -135,8 +135,8 @@ async fn malformed_oversized_and_non_utf8_bodies_get_4xx() {
 
 #[tokio::test]
 async fn decision_secret_is_required_when_configured() {
-    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
-        .env("RATE_LIMIT_DECISION_SECRET", "s3cret-shared-with-envoy")
+    let cp = control_plane(true)
+        .env("RATE_LIMIT_DECISION_SECRET", DECISION_SECRET)
         .start();
     let body = json!({"ip": "10.0.0.1", "method": "GET", "path": "/"});
     let url = cp.url(rl_wire::DECISION_PATH);
@@ -152,18 +152,64 @@ async fn decision_secret_is_required_when_configured() {
     assert_eq!(wrong.status(), 401);
     let right = client()
         .post(&url)
-        .header(rl_wire::DECISION_SECRET_HEADER, "s3cret-shared-with-envoy")
+        .header(rl_wire::DECISION_SECRET_HEADER, DECISION_SECRET)
         .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(right.status(), 200);
-    assert!(!cp.output.text().contains("s3cret-shared-with-envoy"));
+    // Neither the start-up lines (settings) nor the line of a denied request that carried
+    // the secret show it.
+    assert_no_secret_logged(&cp, &body).await;
+}
+
+/// Start-up logging is over once `listening` is logged (the builder waited for it); a
+/// request carrying the secret is then denied and its log line awaited, so the check below
+/// reads the lines that could hold the secret rather than an output not yet written.
+async fn assert_no_secret_logged(cp: &ControlPlane, request: &Value) {
+    cp.output
+        .expect_line(Duration::from_secs(10), "`listening` line", |l| {
+            l.contains("\"listening\"")
+        });
+    let identifier = format!("ip:{}", request["ip"].as_str().unwrap_or_default());
+    deny_and_wait_for_the_log_line(cp, request, Some(DECISION_SECRET), &identifier).await;
+    assert!(!cp.output.text().contains(DECISION_SECRET));
+}
+
+/// Sends `request` through the batch endpoint until it is denied, then waits for the deny
+/// line the control plane logs for `identifier` and returns it.
+async fn deny_and_wait_for_the_log_line(
+    cp: &ControlPlane,
+    request: &Value,
+    secret: Option<&str>,
+    identifier: &str,
+) -> String {
+    let batch = batch_of(&vec![request.clone(); rl_wire::MAX_BATCH_DECISIONS]);
+    let mut denied = false;
+    for _ in 0..40 {
+        let (status, text) = post_batch(cp, batch.clone(), secret).await;
+        assert_eq!(status, 200, "{text}");
+        let answer: Value = serde_json::from_str(&text).expect("batch answer json");
+        let responses = answer["responses"].as_array().cloned().unwrap_or_default();
+        if responses.iter().any(|r| r["verdict"] == "deny") {
+            denied = true;
+            break;
+        }
+    }
+    assert!(denied, "{request} was never denied");
+    cp.output.expect_line(
+        Duration::from_secs(10),
+        &format!("deny line of {identifier}"),
+        |line| {
+            serde_json::from_str::<Value>(line)
+                .is_ok_and(|v| v["event"] == "rate_limit_exceeded" && v["identifier"] == identifier)
+        },
+    )
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG).start();
+    let cp = control_plane(true).start();
     let health = client().get(cp.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let ready = client().get(cp.url("/readyz")).send().await.unwrap();
@@ -196,8 +242,7 @@ async fn wait_for_verdict(cp: &ControlPlane, want: &str, within: Duration) -> Du
 /// call the timeout), and readiness drops; Redis returns: decisions resume by themselves.
 async fn store_outage(fail_open: bool, down_verdict: &str) {
     let mut redis = RedisServer::start();
-    let config = CONFIG.replace("fail_open: true", &format!("fail_open: {fail_open}"));
-    let cp = ControlPlaneBuilder::new(control_plane_bin!(), &config)
+    let cp = control_plane(fail_open)
         .redis(redis.url())
         .env("RATE_LIMIT_REDIS_TIMEOUT_MS", "300")
         .start();
@@ -241,7 +286,7 @@ async fn redis_outage_with_fail_closed_reports_unavailable_and_recovers() {
 #[tokio::test]
 async fn starts_without_redis_and_becomes_ready_when_it_appears() {
     let port = rl_tests::free_port();
-    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+    let cp = control_plane(true)
         .redis(format!("redis://127.0.0.1:{port}/"))
         .start();
     let ready = client().get(cp.url("/readyz")).send().await.unwrap();
@@ -255,11 +300,8 @@ async fn starts_without_redis_and_becomes_ready_when_it_appears() {
 fn refuses_an_invalid_config_file_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
-    std::fs::write(
-        &path,
-        "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 0\n",
-    )
-    .unwrap();
+    let zero = Config::new().tier(Tier::new("free", 0)).yaml();
+    std::fs::write(&path, zero).unwrap();
     let path = path.to_string_lossy().to_string();
     let mut proc = ControlPlane::spawn_raw(
         control_plane_bin!(),
@@ -294,14 +336,14 @@ fn help_documents_every_setting_and_its_variable() {
 
 #[test]
 fn sigterm_shuts_down_gracefully() {
-    let mut cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG).start();
+    let mut cp = control_plane(true).start();
     assert_eq!(cp.stop(), Some(0));
     assert!(cp.output.text().contains("stopped"));
 }
 
 #[test]
 fn the_sample_config_runs_with_nothing_else() {
-    let sample = rl_tests::repo_root().join("rate_limit_config.yaml");
+    let sample = rl_tests::fixtures::sample_config_path();
     let sample = sample.to_string_lossy().to_string();
     let mut proc = ControlPlane::spawn_raw(
         control_plane_bin!(),
@@ -350,13 +392,13 @@ async fn batch_verdicts(cp: &ControlPlane, requests: &[Value]) -> Vec<Value> {
 }
 
 async fn batches_decide_in_order_like_single_calls(redis: Option<&RedisServer>) {
-    let mut builder = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG);
+    let mut builder = control_plane(true);
     if let Some(redis) = redis {
         builder = builder.redis(redis.url());
     }
     let cp = builder.start();
     let anonymous = json!({"ip": "10.0.0.1", "method": "GET", "path": "/a"});
-    let keyed = json!({"ip": "10.0.0.1", "api_key": "alice-0123456789abcdef", "method": "GET", "path": "/a"});
+    let keyed = json!({"ip": "10.0.0.1", "api_key": ALICE_KEY, "method": "GET", "path": "/a"});
     let answers = batch_verdicts(&cp, &[anonymous.clone(), keyed, anonymous.clone()]).await;
     assert_eq!(answers[0]["verdict"], "allow");
     assert_eq!(answers[0]["counter"]["remaining"], 99);
@@ -401,9 +443,7 @@ async fn batches_decide_in_order_with_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_batches_admit_exactly_the_limit_with_redis() {
     let redis = RedisServer::start();
-    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
-        .redis(redis.url())
-        .start();
+    let cp = control_plane(true).redis(redis.url()).start();
     let url = cp.url(rl_wire::BATCH_DECISION_PATH);
     let client = client();
     let tasks: Vec<_> = (0..30)
@@ -435,10 +475,10 @@ async fn concurrent_batches_admit_exactly_the_limit_with_redis() {
 
 #[tokio::test]
 async fn malformed_oversized_and_unauthorised_batches_are_refused() {
-    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
-        .env("RATE_LIMIT_DECISION_SECRET", "s3cret-shared-with-envoy")
+    let cp = control_plane(true)
+        .env("RATE_LIMIT_DECISION_SECRET", DECISION_SECRET)
         .start();
-    let secret = Some("s3cret-shared-with-envoy");
+    let secret = Some(DECISION_SECRET);
     let one = json!({"ip": "10.0.0.1", "method": "GET", "path": "/"});
     let too_many: Vec<Value> = (0..rl_wire::MAX_BATCH_DECISIONS + 1)
         .map(|_| one.clone())
@@ -470,10 +510,10 @@ async fn malformed_oversized_and_unauthorised_batches_are_refused() {
             assert_eq!(v["error"]["code"], "invalid_request", "{name}");
         }
     }
-    let body = batch_of(&[one]);
+    let body = batch_of(std::slice::from_ref(&one));
     assert_eq!(post_batch(&cp, body.clone(), None).await.0, 401);
     assert_eq!(post_batch(&cp, body.clone(), Some("nope")).await.0, 401);
     let (status, text) = post_batch(&cp, body, secret).await;
     assert_eq!(status, 200, "{text}");
-    assert!(!cp.output.text().contains("s3cret-shared-with-envoy"));
+    assert_no_secret_logged(&cp, &one).await;
 }

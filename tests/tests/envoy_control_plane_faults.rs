@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use rl_tests::fake_control_plane::{Answer, FAKE_TIER};
+use rl_tests::fixtures;
 use rl_tests::{
     Envoy, EnvoyBuilder, FakeControlPlane, Reply, StackBuilder, Upstream, client_from,
     control_plane_bin, get,
@@ -14,14 +15,8 @@ use rl_tests::{
 use serde_json::json;
 use tokio::task::JoinSet;
 
-const CONFIG: &str = r#"
-default_tier: free
-fail_open: true
-tiers:
-  - name: free
-    requests_per_window: 1000
-    window_size_seconds: 60
-"#;
+/// A budget no test here exhausts unless it says so.
+const LIMIT: u64 = 1000;
 
 const ERRORS: &str = "wasmcustom.rate_limit_filter.control_plane_errors";
 const BATCH_CALLS: &str = "wasmcustom.rate_limit_filter.batch_calls";
@@ -100,7 +95,7 @@ async fn stalled_control_plane(fail_open: bool) {
     // would add a whole TIMEOUT). The lower bound is exact: nothing can answer before the
     // timeout while the control plane is stopped.
     const SLACK: Duration = Duration::from_millis(1500);
-    let mut stack = StackBuilder::new(control_plane_bin!(), CONFIG)
+    let mut stack = StackBuilder::new(control_plane_bin!(), &fixtures::one_tier(LIMIT, 60).yaml())
         .plugin("fail_open", json!(fail_open))
         .plugin("timeout_ms", json!(TIMEOUT.as_millis() as u64))
         // One worker: the later requests queue behind the batch of the earlier ones.
@@ -171,11 +166,7 @@ async fn a_stalled_control_plane_is_cut_off_at_timeout_ms_fail_closed() {
 async fn a_slow_control_plane_gets_batches_and_every_request_its_own_decision() {
     const LIMIT: u64 = 20;
     const REQUESTS: usize = 30;
-    let config = CONFIG.replace(
-        "requests_per_window: 1000",
-        &format!("requests_per_window: {LIMIT}"),
-    );
-    let stack = StackBuilder::new(control_plane_bin!(), &config)
+    let stack = StackBuilder::new(control_plane_bin!(), &fixtures::one_tier(LIMIT, 60).yaml())
         // One worker: every request goes through the same filter VM.
         .concurrency(1)
         // Long enough that no call times out while the control plane is held.

@@ -5,17 +5,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use rl_tests::envoy::{self, EnvoyBuilder};
+use rl_tests::fixtures::one_tier;
 use rl_tests::{Reply, StackBuilder, Upstream, client_from, control_plane_bin, get, send};
 use serde_json::json;
 
-const CONFIG: &str = r#"
-default_tier: free
-fail_open: true
-tiers:
-  - name: free
-    requests_per_window: 1000
-    window_size_seconds: 60
-"#;
+/// 1000 per minute; `fail_open` is the control plane's choice while Redis is down.
+fn config(fail_open: bool) -> String {
+    one_tier(1000, 60).fail_open(fail_open).yaml()
+}
 
 fn client() -> reqwest::Client {
     client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 61)))
@@ -46,7 +43,7 @@ async fn wait_until_limited(url: &str) {
 }
 
 async fn control_plane_outage(fail_open: bool) {
-    let mut stack = StackBuilder::new(control_plane_bin!(), CONFIG)
+    let mut stack = StackBuilder::new(control_plane_bin!(), &config(true))
         .plugin("fail_open", json!(fail_open))
         .plugin("timeout_ms", json!(300))
         .start();
@@ -83,11 +80,7 @@ async fn control_plane_down_with_fail_closed_answers_503() {
 }
 
 async fn redis_outage(control_plane_fail_open: bool) {
-    let config = CONFIG.replace(
-        "fail_open: true",
-        &format!("fail_open: {control_plane_fail_open}"),
-    );
-    let mut stack = StackBuilder::new(control_plane_bin!(), &config)
+    let mut stack = StackBuilder::new(control_plane_bin!(), &config(control_plane_fail_open))
         .with_redis()
         // The filter fails closed: what clients see below is the control plane's choice.
         .plugin("fail_open", json!(false))
@@ -201,7 +194,7 @@ fn every_shipped_envoy_config_validates_with_the_real_filter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_headers_crash_nothing() {
-    let stack = StackBuilder::new(control_plane_bin!(), CONFIG)
+    let stack = StackBuilder::new(control_plane_bin!(), &config(true))
         .plugin("trusted_proxies", json!(["127.0.0.0/8"]))
         .start();
     let url = stack.url("/api/v1/request");

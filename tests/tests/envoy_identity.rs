@@ -2,23 +2,16 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use rl_tests::fixtures::free_and_premium;
 use rl_tests::{StackBuilder, client_from, control_plane_bin, get};
 use serde_json::json;
 
-const CONFIG: &str = r#"
-default_tier: free
-tiers:
-  - name: free
-    requests_per_window: 5
-    window_size_seconds: 60
-  - name: premium
-    requests_per_window: 8
-    window_size_seconds: 60
-api_keys:
-  - id: shared
-    tier: premium
-    key: "shared-key-0123456789"
-"#;
+const SHARED_KEY: &str = "shared-key-0123456789";
+
+/// `free` 5 and `premium` 8 per minute; one key, shared by several clients, on `premium`.
+fn config() -> String {
+    free_and_premium(5, 8, "shared", SHARED_KEY).yaml()
+}
 
 fn from(last: u8) -> reqwest::Client {
     client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
@@ -44,7 +37,7 @@ fn passed(statuses: &[u16]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_sources_are_distinct_identities() {
-    let stack = StackBuilder::new(control_plane_bin!(), CONFIG).start();
+    let stack = StackBuilder::new(control_plane_bin!(), &config()).start();
     let url = stack.url("/api/v1/request");
     for last in [11, 12, 13] {
         let got = statuses(&from(last), &url, &[], 6).await;
@@ -55,9 +48,9 @@ async fn distinct_sources_are_distinct_identities() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_registered_key_is_one_budget_across_connections() {
-    let stack = StackBuilder::new(control_plane_bin!(), CONFIG).start();
+    let stack = StackBuilder::new(control_plane_bin!(), &config()).start();
     let url = stack.url("/api/v1/request");
-    let key = [("x-api-key", "shared-key-0123456789")];
+    let key = [("x-api-key", SHARED_KEY)];
     let (a, b) = (from(21), from(22));
     let first = get(&a, &url, &key).await;
     assert_eq!(first.header("x-ratelimit-tier"), Some("premium"));
@@ -73,7 +66,7 @@ async fn one_registered_key_is_one_budget_across_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_keys_share_their_ip_budget() {
-    let stack = StackBuilder::new(control_plane_bin!(), CONFIG).start();
+    let stack = StackBuilder::new(control_plane_bin!(), &config()).start();
     let url = stack.url("/api/v1/request");
     let client = from(31);
     let mut ok = 0;
@@ -91,7 +84,7 @@ async fn unknown_keys_share_their_ip_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_forwarded_headers_from_an_untrusted_peer_change_nothing() {
-    let stack = StackBuilder::new(control_plane_bin!(), CONFIG).start();
+    let stack = StackBuilder::new(control_plane_bin!(), &config()).start();
     let url = stack.url("/api/v1/request");
     let client = from(41);
     let mut ok = 0;
@@ -108,7 +101,7 @@ async fn forged_forwarded_headers_from_an_untrusted_peer_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trusted_proxy_forwards_the_client_address() {
-    let stack = StackBuilder::new(control_plane_bin!(), CONFIG)
+    let stack = StackBuilder::new(control_plane_bin!(), &config())
         .plugin("trusted_proxies", json!(["127.0.0.51/32"]))
         .start();
     let url = stack.url("/api/v1/request");

@@ -5,59 +5,18 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use rl_tests::fixtures::tiered::{
+    FREE_KEY, HS256_SECRET as SECRET, PREMIUM_KEY, RSA_PRIVATE_PEM as RSA_PRIVATE,
+    RSA_PUBLIC_PEM as RSA_PUBLIC, UNLIMITED_KEY,
+};
+use rl_tests::fixtures::{Config, Tier, tiers_with_keys};
 use rl_tests::{StackBuilder, client_from, control_plane_bin, get};
 use serde_json::{Value, json};
 
-const SECRET: &str = "integration-test-hs256-secret-0123456789";
-const RSA_PRIVATE: &str = include_str!("../fixtures/jwt-test-rs256-private.pem");
-const RSA_PUBLIC: &str = include_str!("../fixtures/jwt-test-rs256-public.pem");
-
-fn config(extra: &str) -> String {
-    let pem: String = RSA_PUBLIC.lines().map(|l| format!("    {l}\n")).collect();
-    format!(
-        r#"
-default_tier: free
-tiers:
-  - name: free
-    requests_per_window: 100
-    window_size_seconds: 60
-  - name: premium
-    requests_per_window: 1000
-    window_size_seconds: 60
-    endpoints:
-      /api/v1/request: 50
-      /api/v1/health: 1000
-      /api/v1/admin/*: 3
-  - name: unlimited
-    unlimited: true
-    window_size_seconds: 1
-api_keys:
-  - id: free-key
-    tier: free
-    key: "free-key-0123456789"
-  - id: premium-key
-    tier: premium
-    key_sha256: {premium_hash}
-  - id: unlimited-key
-    tier: unlimited
-    key: "unlimited-key-0123456789"
-jwt:
-  hs256_secret: "{SECRET}"
-  rs256_public_key_pem: |
-{pem}  tier_claim: tier
-{extra}
-"#,
-        premium_hash = sha256_hex("premium-key-0123456789"),
-    )
-}
-
-fn sha256_hex(text: &str) -> String {
-    use std::fmt::Write;
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
-    digest.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+/// `free` 100, `premium` 1000 (with endpoint rules) and `unlimited`, a key on each, HS256 and
+/// RS256 tokens whose `tier` claim picks the tier (`rl_tests::fixtures::tiers_with_keys`).
+fn config() -> String {
+    tiers_with_keys().yaml()
 }
 
 fn from(last: u8) -> reqwest::Client {
@@ -89,13 +48,13 @@ fn rs256(claims: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn us2_free_is_throttled_at_101_while_premium_continues() {
-    let stack = StackBuilder::new(control_plane_bin!(), &config(""))
+    let stack = StackBuilder::new(control_plane_bin!(), &config())
         .with_redis()
         .start();
     let url = stack.url("/api/v1/things");
     let (free, premium) = (from(71), from(72));
-    let free_key = [("x-api-key", "free-key-0123456789")];
-    let premium_key = [("x-api-key", "premium-key-0123456789")];
+    let free_key = [("x-api-key", FREE_KEY)];
+    let premium_key = [("x-api-key", PREMIUM_KEY)];
     for i in 1..=100 {
         let f = get(&free, &url, &free_key).await;
         assert_eq!(f.status, 200, "free request {i}");
@@ -118,7 +77,7 @@ async fn us2_free_is_throttled_at_101_while_premium_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn us2_an_unlimited_key_sends_ten_thousand_requests_unthrottled() {
-    let stack = StackBuilder::new(control_plane_bin!(), &config(""))
+    let stack = StackBuilder::new(control_plane_bin!(), &config())
         .with_redis()
         .start();
     let url = stack.url("/api/v1/things");
@@ -127,7 +86,7 @@ async fn us2_an_unlimited_key_sends_ten_thousand_requests_unthrottled() {
         .map(|_| {
             let (client, url) = (client.clone(), url.clone());
             tokio::spawn(async move {
-                let key = [("x-api-key", "unlimited-key-0123456789")];
+                let key = [("x-api-key", UNLIMITED_KEY)];
                 let mut statuses = Vec::with_capacity(500);
                 for _ in 0..500 {
                     let reply = get(&client, &url, &key).await;
@@ -160,11 +119,11 @@ async fn us2_an_unlimited_key_sends_ten_thousand_requests_unthrottled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn us3_endpoint_limits_bind_independently_under_the_tier_budget() {
-    let stack = StackBuilder::new(control_plane_bin!(), &config(""))
+    let stack = StackBuilder::new(control_plane_bin!(), &config())
         .with_redis()
         .start();
     let client = from(75);
-    let key = [("x-api-key", "premium-key-0123456789")];
+    let key = [("x-api-key", PREMIUM_KEY)];
     // /api/v1/request: 50; spelling variants share the counter.
     let variants = [
         "/api/v1/request",
@@ -216,8 +175,11 @@ async fn us3_endpoint_limits_bind_independently_under_the_tier_budget() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn us3_the_tier_budget_caps_the_sum_across_endpoints() {
-    let yaml = "default_tier: t\ntiers:\n  - name: t\n    requests_per_window: 10\n    endpoints:\n      /a: 6\n      /b: 6\n";
-    let stack = StackBuilder::new(control_plane_bin!(), yaml).start();
+    let yaml = Config::new()
+        .default_tier("t")
+        .tier(Tier::new("t", 10).endpoint("/a", 6).endpoint("/b", 6))
+        .yaml();
+    let stack = StackBuilder::new(control_plane_bin!(), &yaml).start();
     let client = from(76);
     let mut passed = 0;
     for i in 0..20 {
@@ -231,7 +193,7 @@ async fn us3_the_tier_budget_caps_the_sum_across_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verified_jwts_choose_user_and_tier_forged_ones_fall_back_to_the_ip() {
-    let stack = StackBuilder::new(control_plane_bin!(), &config("")).start();
+    let stack = StackBuilder::new(control_plane_bin!(), &config()).start();
     let url = stack.url("/api/v1/things");
     let client = from(77);
     let exp = now() + 600;
@@ -327,8 +289,13 @@ async fn verified_jwts_choose_user_and_tier_forged_ones_fall_back_to_the_ip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whitelisted_addresses_and_identities_bypass_without_headers() {
-    let extra = "whitelist:\n  - 127.0.0.81\n  - 127.0.1.0/24\n  - key:premium-key\n  - user:ops\n";
-    let stack = StackBuilder::new(control_plane_bin!(), &config(extra)).start();
+    let config = tiers_with_keys()
+        .whitelist("127.0.0.81")
+        .whitelist("127.0.1.0/24")
+        .whitelist("key:premium-key")
+        .whitelist("user:ops")
+        .yaml();
+    let stack = StackBuilder::new(control_plane_bin!(), &config).start();
     let url = stack.url("/api/v1/request");
     let exp = now() + 600;
     type Case<'a> = (reqwest::Client, Vec<(&'a str, String)>, &'a str);
@@ -341,7 +308,7 @@ async fn whitelisted_addresses_and_identities_bypass_without_headers() {
         ),
         (
             from(82),
-            vec![("x-api-key", "premium-key-0123456789".into())],
+            vec![("x-api-key", PREMIUM_KEY.into())],
             "API key id",
         ),
         (

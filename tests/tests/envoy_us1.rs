@@ -4,15 +4,13 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use rl_tests::fixtures::one_tier;
 use rl_tests::{Reply, StackBuilder, client_from, control_plane_bin, get};
 
-const US1: &str = r#"
-default_tier: free
-tiers:
-  - name: free
-    requests_per_window: 100
-    window_size_seconds: 60
-"#;
+/// 100 requests per minute.
+fn config() -> String {
+    one_tier(100, 60).yaml()
+}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -35,7 +33,7 @@ fn assert_headers(reply: &Reply, limit: u64, remaining: u64, tier: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_pass_then_429_with_the_contract_body() {
-    let stack = StackBuilder::new(control_plane_bin!(), US1)
+    let stack = StackBuilder::new(control_plane_bin!(), &config())
         .with_redis()
         .start();
     let client = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)));
@@ -94,8 +92,7 @@ async fn hundred_pass_then_429_with_the_contract_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admitted_again_after_a_two_second_window() {
-    let config = "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 2\n    window_size_seconds: 2\n";
-    let stack = StackBuilder::new(control_plane_bin!(), config)
+    let stack = StackBuilder::new(control_plane_bin!(), &one_tier(2, 2).yaml())
         .with_redis()
         .start();
     let client = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 4)));
@@ -113,7 +110,7 @@ async fn admitted_again_after_a_two_second_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_concurrent_requests_admit_exactly_one_hundred() {
-    let stack = StackBuilder::new(control_plane_bin!(), US1)
+    let stack = StackBuilder::new(control_plane_bin!(), &config())
         .with_redis()
         .start();
     let client = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5)));
@@ -137,7 +134,11 @@ async fn three_hundred_concurrent_requests_admit_exactly_one_hundred() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_config_admits_without_headers() {
-    let stack = StackBuilder::new(control_plane_bin!(), &format!("enabled: false\n{US1}")).start();
+    let stack = StackBuilder::new(
+        control_plane_bin!(),
+        &one_tier(100, 60).enabled(false).yaml(),
+    )
+    .start();
     let client = client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6)));
     for _ in 0..3 {
         let reply = get(&client, &stack.url("/api/v1/request"), &[]).await;

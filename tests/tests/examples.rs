@@ -7,27 +7,24 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use rl_tests::fixtures::{Config, Tier};
 use rl_tests::{StackBuilder, client_from, control_plane_bin, get, repo_root};
 
 const ADMIN_KEY: &str = "examples-admin-key-0123456789";
 const CLIENT_KEY: &str = "example-client-key-0001";
 
-const CONFIG: &str = r#"
-default_tier: free
-tiers:
-  - name: free
-    requests_per_window: 5
-    window_size_seconds: 60
-    endpoints:
-      /api/v1/request: 2
-  - name: small
-    requests_per_window: 3
-    window_size_seconds: 3
-api_keys:
-  - id: example-client
-    tier: small
-    key: "example-client-key-0001"
-"#;
+/// `free`: 5 per minute, `/api/v1/request` 2; the example client's key on `small`, 3 per 3 s.
+fn config() -> String {
+    Config::new()
+        .tier(
+            Tier::new("free", 5)
+                .window(60)
+                .endpoint("/api/v1/request", 2),
+        )
+        .tier(Tier::new("small", 3).window(3))
+        .api_key("example-client", "small", CLIENT_KEY)
+        .yaml()
+}
 
 fn example(name: &str) -> PathBuf {
     let path = repo_root().join("examples").join(name);
@@ -83,7 +80,7 @@ fn text(out: &Output) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_example_waits_out_429s_and_exhausted_budgets() {
-    let stack = StackBuilder::new(control_plane_bin!(), CONFIG)
+    let stack = StackBuilder::new(control_plane_bin!(), &config())
         .with_redis()
         .start();
     let url = stack.url("/api/v1/request");
@@ -157,7 +154,7 @@ fn set_tier(cp_url: &str, key: Option<&str>, args: &[&str]) -> (Option<i32>, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_example_changes_a_tier_live() {
-    let stack = StackBuilder::new(control_plane_bin!(), CONFIG)
+    let stack = StackBuilder::new(control_plane_bin!(), &config())
         .with_redis()
         .control_plane_env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
         .start();

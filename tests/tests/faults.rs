@@ -6,6 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use rl_tests::fixtures::{Config, Tier};
 use rl_tests::load::{Load, Sample, between};
 use rl_tests::{
     ControlPlane, ControlPlaneBuilder, RedisServer, StackBuilder, client_from, control_plane_bin,
@@ -13,16 +14,17 @@ use rl_tests::{
 };
 use serde_json::{Value, json};
 
-const CONFIG: &str = r#"
-default_tier: free
-fail_open: true
-tiers:
-  - name: free
-    requests_per_window: 1000000
-    window_size_seconds: 60
-    endpoints:
-      /counted: 10
-"#;
+/// A budget that never binds, and `/counted` limited to `counted` per minute.
+fn config(fail_open: bool, counted: u64) -> String {
+    Config::new()
+        .fail_open(fail_open)
+        .tier(
+            Tier::new("free", 1_000_000)
+                .window(60)
+                .endpoint("/counted", counted),
+        )
+        .yaml()
+}
 
 fn from(last: u8) -> reqwest::Client {
     client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)))
@@ -57,8 +59,7 @@ async fn metrics(cp: &ControlPlane) -> Value {
 }
 
 async fn redis_outage_under_load(fail_open: bool) {
-    let config = CONFIG.replace("fail_open: true", &format!("fail_open: {fail_open}"));
-    let mut stack = StackBuilder::new(control_plane_bin!(), &config)
+    let mut stack = StackBuilder::new(control_plane_bin!(), &config(fail_open, 10))
         .with_redis()
         // The filter fails closed: what clients see is the control plane's decision.
         .plugin("fail_open", json!(false))
@@ -143,7 +144,7 @@ async fn redis_killed_under_load_with_fail_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn control_plane_killed_under_load_and_counters_survive() {
-    let mut stack = StackBuilder::new(control_plane_bin!(), CONFIG)
+    let mut stack = StackBuilder::new(control_plane_bin!(), &config(true, 10))
         .with_redis()
         .plugin("fail_open", json!(true))
         .plugin("timeout_ms", json!(500))
@@ -215,7 +216,7 @@ async fn wait_allow(cp: &ControlPlane, ip: &str) -> Value {
 
 #[tokio::test]
 async fn a_graceful_redis_restart_keeps_every_count() {
-    let config = CONFIG.replace("/counted: 10", "/counted: 1000");
+    let config = config(true, 1000);
     let mut redis = RedisServer::start_with(&AOF);
     let cp = ControlPlaneBuilder::new(control_plane_bin!(), &config)
         .redis(redis.url())
@@ -231,7 +232,7 @@ async fn a_graceful_redis_restart_keeps_every_count() {
 
 #[tokio::test]
 async fn a_redis_kill_9_loses_at_most_the_last_second() {
-    let config = CONFIG.replace("/counted: 10", "/counted: 1000");
+    let config = config(true, 1000);
     let mut redis = RedisServer::start_with(&AOF);
     let cp = ControlPlaneBuilder::new(control_plane_bin!(), &config)
         .redis(redis.url())
@@ -276,7 +277,7 @@ async fn a_stalled_redis_costs_each_decision_at_most_the_timeout() {
         "--enable-debug-command",
         "local",
     ]);
-    let cp = ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), &config(true, 10))
         .redis(redis.url())
         .env("RATE_LIMIT_REDIS_TIMEOUT_MS", "150")
         .start();

@@ -3,24 +3,18 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use rl_tests::envoy::EnvoyBuilder;
+use rl_tests::fixtures::one_tier;
 use rl_tests::{
     ControlPlaneBuilder, RedisServer, Upstream, client_from, control_plane_bin, get, get_json,
 };
 
-const CONFIG: &str = r#"
-default_tier: free
-tiers:
-  - name: free
-    requests_per_window: 100
-    window_size_seconds: 60
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exact_limit_across_three_replicas_and_two_envoys() {
     let redis = RedisServer::start();
+    let config = one_tier(100, 60).yaml();
     let replicas: Vec<_> = (0..3)
         .map(|_| {
-            ControlPlaneBuilder::new(control_plane_bin!(), CONFIG)
+            ControlPlaneBuilder::new(control_plane_bin!(), &config)
                 .redis(redis.url())
                 .start()
         })

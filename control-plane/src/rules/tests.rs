@@ -296,3 +296,105 @@ proptest! {
         }
     }
 }
+
+// Properties that pin what normalisation keeps, not only the shape of its output: a function
+// mapping every path to "/" has that shape and is idempotent, and must still fail here.
+
+/// A segment normalisation leaves alone: unreserved characters, neither `.` nor `..`.
+fn plain_segment() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,7}"
+}
+
+/// A normalised path from plain segments, with or without a trailing slash.
+fn clean_path() -> impl Strategy<Value = String> {
+    (prop::collection::vec(plain_segment(), 0..6), any::<bool>()).prop_map(|(segments, slash)| {
+        let mut path: String = segments.iter().map(|s| format!("/{s}")).collect();
+        if path.is_empty() || slash {
+            path.push('/');
+        }
+        path
+    })
+}
+
+/// One segment as a client may write it (the normal form, then the noisy form): extra
+/// slashes before it, a `./` or `other/../` detour, and some characters percent-encoded in
+/// upper or lower case hex.
+fn written_segment() -> impl Strategy<Value = (String, String)> {
+    (
+        plain_segment(),
+        1..4usize,
+        0..3u8,
+        plain_segment(),
+        prop::collection::vec((any::<bool>(), any::<bool>()), 8),
+    )
+        .prop_map(|(segment, slashes, detour, other, encodings)| {
+            let mut noisy = "/".repeat(slashes);
+            match detour {
+                1 => noisy.push_str("./"),
+                2 => noisy.push_str(&format!("{other}/../")),
+                _ => {}
+            }
+            for (c, &(encode, lower)) in segment.chars().zip(&encodings) {
+                match (encode, lower) {
+                    (false, _) => noisy.push(c),
+                    (true, false) => noisy.push_str(&format!("%{:02X}", u32::from(c))),
+                    (true, true) => noisy.push_str(&format!("%{:02x}", u32::from(c))),
+                }
+            }
+            (format!("/{segment}"), noisy)
+        })
+}
+
+/// A path and the same path as a client may write it, trailing slash, query and fragment
+/// included.
+fn path_and_a_spelling() -> impl Strategy<Value = (String, String)> {
+    (
+        prop::collection::vec(written_segment(), 0..6),
+        any::<bool>(),
+        0..3usize,
+        0..3u8,
+        "[a-z0-9=&/.%]{0,8}",
+    )
+        .prop_map(|(segments, slash, slash_form, suffix, extra)| {
+            let mut clean: String = segments.iter().map(|(c, _)| c.as_str()).collect();
+            let mut noisy: String = segments.iter().map(|(_, n)| n.as_str()).collect();
+            if slash {
+                noisy.push_str(["/", "//", "/."][slash_form]);
+            }
+            if clean.is_empty() || slash {
+                clean.push('/');
+            }
+            match suffix {
+                1 => noisy.push_str(&format!("?{extra}")),
+                2 => noisy.push_str(&format!("#{extra}")),
+                _ => {}
+            }
+            (clean, noisy)
+        })
+}
+
+proptest! {
+    #[test]
+    fn a_normalised_path_is_left_as_it_is(path in clean_path()) {
+        prop_assert_eq!(normalize_path(&path), path);
+    }
+
+    #[test]
+    fn every_spelling_of_a_path_normalises_to_it((clean, noisy) in path_and_a_spelling()) {
+        prop_assert_eq!(normalize_path(&noisy), clean, "written as {:?}", noisy);
+    }
+
+    #[test]
+    fn different_paths_stay_different(a in clean_path(), b in clean_path()) {
+        prop_assume!(a != b);
+        prop_assert_ne!(normalize_path(&a), normalize_path(&b));
+    }
+
+    #[test]
+    fn a_plain_segment_appended_is_kept(raw in path_like(), segment in plain_segment()) {
+        let normalized = normalize_path(&raw);
+        let base = normalized.strip_suffix('/').unwrap_or(&normalized);
+        let longer = format!("{base}/{segment}");
+        prop_assert_eq!(normalize_path(&longer), longer);
+    }
+}
