@@ -344,13 +344,17 @@ fn answer(tier: &Tier, applied: &[Applied<'_>], outcome: &Outcome, path: &str) -
             }),
         };
     }
+    // Both headers round this one instant up: Retry-After from now, Reset to a Unix second.
+    // A full counter's entries are inside the window, so it is after now; the floor only
+    // keeps a malformed store answer from producing a wait of zero.
     let free_at = candidates
         .iter()
         .map(|(_, s)| s.free_at_us)
         .max()
-        .unwrap_or(state.free_at_us);
-    let retry_after = ceil_secs(free_at.saturating_sub(outcome.now_us)).max(1);
-    let reset = ceil_secs(free_at).max(ceil_secs(outcome.now_us) + 1);
+        .unwrap_or(state.free_at_us)
+        .max(outcome.now_us + 1);
+    let retry_after = ceil_secs(free_at - outcome.now_us);
+    let reset = ceil_secs(free_at);
     DecisionResponse {
         verdict: Verdict::Deny,
         tier: Some(tier.name.clone()),

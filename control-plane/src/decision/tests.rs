@@ -133,3 +133,27 @@ fn rfc3339_formats_utc() {
     assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     assert_eq!(rfc3339(u64::MAX), "");
 }
+
+#[tokio::test]
+async fn reset_and_retry_after_round_the_same_instant() {
+    let (clock, d) = decider("default_tier: t\ntiers:\n  - name: t\n    requests_per_window: 1\n");
+    // Recorded at a fifth past a whole second: the counter has room again at T0 + 60.2 s.
+    clock.set(T0 + 200_000);
+    d.decide(&req("10.0.0.1", "/x")).await;
+    // 0.1 s before that, in the same whole second as the moment itself.
+    clock.set(T0 + 60_100_000);
+    let denied = d.decide(&req("10.0.0.1", "/x")).await.response;
+    let c = denied.counter.unwrap();
+    assert_eq!(c.retry_after, Some(1));
+    assert_eq!(
+        c.reset,
+        T0 / 1_000_000 + 61,
+        "the second in which it has room again"
+    );
+    clock.set(T0 + 61_000_000);
+    assert_eq!(
+        d.decide(&req("10.0.0.1", "/x")).await.response.verdict,
+        Verdict::Allow,
+        "a request at Reset passes"
+    );
+}
