@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use control_plane::decision::{Decider, Decision};
 use control_plane::live_config;
-use control_plane::store::{CounterStore, MemoryStore, RedisStore, RedisStoreOptions};
+use control_plane::store::{
+    CounterStore, MemoryStore, MonotonicClock, RedisStore, RedisStoreOptions,
+};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rl_benches::bench_config;
 use rl_tests::RedisServer;
@@ -49,7 +51,11 @@ fn bench_backend(
     store: Arc<dyn CounterStore>,
     rt: &tokio::runtime::Runtime,
 ) {
-    let decider = Arc::new(Decider::new(live_config::shared(bench_config()), store));
+    let decider = Arc::new(Decider::new(
+        live_config::shared(bench_config()),
+        store,
+        Arc::new(MonotonicClock::new()),
+    ));
     let counter = AtomicU64::new(0);
     // The store answers and the configuration admits, before anything is timed.
     for n in 0..3 {

@@ -1,20 +1,23 @@
-//! The decision: identity → tier → counters → store → answer for the filter.
+//! The decision: identity → tier → counters → store → answer for the filter; and the status
+//! of one identifier's counters (`status`).
+
+mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
-use rl_wire::{CounterReport, DecisionRequest, DecisionResponse, Verdict};
+use rl_wire::{
+    CounterReport, DecisionRequest, DecisionResponse, MAX_API_KEY_BYTES, MAX_AUTHORIZATION_BYTES,
+    Verdict,
+};
 
 use crate::config::Tier;
 use crate::identity::{self, Identity};
 use crate::live_config::SharedConfig;
 use crate::rules::normalize_path;
-use crate::store::{CounterSpec, CounterState, CounterStore, Outcome, StoreError, keys};
+use crate::store::{Clock, CounterSpec, CounterState, CounterStore, Outcome, StoreError, keys};
 
-/// Bounds on the evidence; longer values cannot be registered keys and are ignored.
-const MAX_API_KEY_LEN: usize = 1024;
-const MAX_AUTHORIZATION_LEN: usize = 8 * 1024;
+pub use self::status::{CounterStatus, StatusError, StatusReport};
 
 /// A decision with what the service needs besides the filter's answer (metrics, logs).
 #[derive(Debug)]
@@ -35,34 +38,52 @@ pub struct Decider {
 
 /// Logs store errors at most once per second: while Redis is down every decision fails, and
 /// one line per request would flood the logs exactly when operators read them.
+#[derive(Debug)]
 struct ErrorLog {
-    last_us: AtomicU64,
+    clock: Arc<dyn Clock>,
+    /// Earliest time (on `clock`) of the next line.
+    next_us: AtomicU64,
     suppressed: AtomicU64,
-    epoch: Instant,
 }
 
+/// Shortest gap between two store-error log lines.
+const ERROR_LOG_INTERVAL_US: u64 = 1_000_000;
+
 impl ErrorLog {
-    fn new() -> Self {
+    fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
-            last_us: AtomicU64::new(0),
+            clock,
+            next_us: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
-            epoch: Instant::now(),
         }
     }
 
-    fn warn(&self, err: &StoreError, fail_open: bool) {
-        let now = self.epoch.elapsed().as_micros() as u64 + 1_000_000;
-        let last = self.last_us.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < 1_000_000
+    /// Whether a line may be written now, with how many errors went unlogged since the last
+    /// one; `None` counts this error as suppressed.
+    fn admit(&self) -> Option<u64> {
+        let now = self.clock.now_us();
+        let next = self.next_us.load(Ordering::Relaxed);
+        if now < next
             || self
-                .last_us
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .next_us
+                .compare_exchange(
+                    next,
+                    now.saturating_add(ERROR_LOG_INTERVAL_US),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_err()
         {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
-        let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
+    }
+
+    fn warn(&self, err: &StoreError, fail_open: bool) {
+        let Some(suppressed) = self.admit() else {
+            return;
+        };
         let outcome = if fail_open {
             "admitted (fail_open)"
         } else {
@@ -80,11 +101,12 @@ struct Applied<'a> {
 }
 
 impl Decider {
-    pub fn new(config: SharedConfig, store: Arc<dyn CounterStore>) -> Self {
+    /// `clock` paces the store-error log lines (production: the monotonic clock).
+    pub fn new(config: SharedConfig, store: Arc<dyn CounterStore>, clock: Arc<dyn Clock>) -> Self {
         Self {
             config,
             store,
-            store_errors: ErrorLog::new(),
+            store_errors: ErrorLog::new(clock),
         }
     }
 
@@ -197,14 +219,16 @@ fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Pl
         });
     }
     let ip = identity::parse_client_ip(&req.ip);
+    // Longer evidence than the filter forwards cannot be a registered key or an accepted
+    // token: it is ignored, as the filter would have dropped it.
     let api_key = req
         .api_key
         .as_deref()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_API_KEY_LEN);
+        .filter(|k| !k.is_empty() && k.len() <= MAX_API_KEY_BYTES);
     let authorization = req
         .authorization
         .as_deref()
-        .filter(|a| a.len() <= MAX_AUTHORIZATION_LEN);
+        .filter(|a| a.len() <= MAX_AUTHORIZATION_BYTES);
     let who = identity::resolve(cfg, ip, api_key, authorization);
     if cfg.is_whitelisted(ip, &who.id) {
         return Plan::Done(Decision {
@@ -251,30 +275,36 @@ fn bare(verdict: Verdict) -> DecisionResponse {
     }
 }
 
+/// The tier budget's counter of `identity`; `None` for an unlimited tier.
+fn budget_spec(identity: &str, tier: &Tier) -> Option<CounterSpec> {
+    tier.budget.map(|budget| CounterSpec {
+        key: keys::budget_key(identity),
+        limit: budget,
+        window_us: tier.window.as_micros() as u64,
+    })
+}
+
+/// The counter of `identity` for the endpoint rule `pattern` of `tier`.
+fn rule_spec(identity: &str, tier: &Tier, pattern: &str, limit: u64) -> CounterSpec {
+    CounterSpec {
+        key: keys::rule_key(identity, pattern),
+        limit,
+        window_us: tier.window.as_micros() as u64,
+    }
+}
+
 fn counters_for<'a>(
     who: &Identity,
     tier: &Tier,
     matched: Option<(&'a str, u64)>,
 ) -> Vec<Applied<'a>> {
-    let window_us = tier.window.as_micros() as u64;
     let mut applied = Vec::with_capacity(2);
-    if let Some(budget) = tier.budget {
-        applied.push(Applied {
-            spec: CounterSpec {
-                key: keys::budget_key(&who.id),
-                limit: budget,
-                window_us,
-            },
-            rule: None,
-        });
+    if let Some(spec) = budget_spec(&who.id, tier) {
+        applied.push(Applied { spec, rule: None });
     }
     if let Some((pattern, limit)) = matched {
         applied.push(Applied {
-            spec: CounterSpec {
-                key: keys::rule_key(&who.id, pattern),
-                limit,
-                window_us,
-            },
+            spec: rule_spec(&who.id, tier, pattern, limit),
             rule: Some(pattern),
         });
     }
@@ -344,13 +374,17 @@ fn answer(tier: &Tier, applied: &[Applied<'_>], outcome: &Outcome, path: &str) -
             }),
         };
     }
+    // Both headers round this one instant up: Retry-After from now, Reset to a Unix second.
+    // A full counter's entries are inside the window, so it is after now; the floor only
+    // keeps a malformed store answer from producing a wait of zero.
     let free_at = candidates
         .iter()
         .map(|(_, s)| s.free_at_us)
         .max()
-        .unwrap_or(state.free_at_us);
-    let retry_after = ceil_secs(free_at.saturating_sub(outcome.now_us)).max(1);
-    let reset = ceil_secs(free_at).max(ceil_secs(outcome.now_us) + 1);
+        .unwrap_or(state.free_at_us)
+        .max(outcome.now_us + 1);
+    let retry_after = ceil_secs(free_at - outcome.now_us);
+    let reset = ceil_secs(free_at);
     DecisionResponse {
         verdict: Verdict::Deny,
         tier: Some(tier.name.clone()),

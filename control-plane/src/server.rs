@@ -15,7 +15,9 @@ use crate::decision::Decider;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::{CounterStore, MemoryStore, RedisStore, RedisStoreOptions, StoreError};
+use crate::store::{
+    Clock, CounterStore, MemoryStore, MonotonicClock, RedisStore, RedisStoreOptions, StoreError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -42,6 +44,7 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
     let (store, config_source): (Arc<dyn CounterStore>, Option<RedisConfigSource>) =
         match &settings.redis_url {
             Some(url) => {
@@ -59,7 +62,7 @@ pub async fn run(
             }
             None => {
                 tracing::info!("no Redis URL: counters are kept in memory (single replica only)");
-                let store = Arc::new(MemoryStore::new());
+                let store = Arc::new(MemoryStore::with_clock(clock.clone()));
                 let weak = Arc::downgrade(&store);
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(EVICTION_INTERVAL);
@@ -103,7 +106,7 @@ pub async fn run(
     }
 
     let state = AppState {
-        decider: Arc::new(Decider::new(manager.live(), store)),
+        decider: Arc::new(Decider::new(manager.live(), store, clock)),
         metrics,
         config: manager,
         admin_key,

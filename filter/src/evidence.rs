@@ -7,17 +7,10 @@
 use std::net::IpAddr;
 
 use rl_wire::{DecisionRequest, MAX_DECISION_REQUEST_BYTES};
+/// The bounds are part of the decision call's contract: the control plane applies the same.
+pub use rl_wire::{MAX_API_KEY_BYTES, MAX_AUTHORIZATION_BYTES, MAX_METHOD_BYTES, MAX_PATH_BYTES};
 
 use crate::client_ip::{TrustedProxies, parse_source_address, resolve_client_ip};
-
-/// An API key longer than this cannot be a registered key.
-pub const MAX_API_KEY_BYTES: usize = 1024;
-/// An `Authorization` value longer than this is not a token the control plane would accept.
-pub const MAX_AUTHORIZATION_BYTES: usize = 8192;
-/// The path is cut to this many bytes (on a character boundary).
-pub const MAX_PATH_BYTES: usize = 4096;
-/// No real method is longer; the cap keeps the decision body bounded.
-pub const MAX_METHOD_BYTES: usize = 64;
 
 /// The raw request data the glue reads from the host.
 #[derive(Debug, Clone, Default)]

@@ -5,8 +5,7 @@
 
 use std::fmt;
 
-use rl_wire::{CounterReport, DecisionResponse, Verdict};
-use serde::Serialize;
+use rl_wire::{CounterReport, DecisionResponse, DenyDetails, ErrorBody, Verdict};
 
 /// Largest decision answer the filter reads. A normal answer is ~120 bytes. The control
 /// plane caps the endpoint it echoes (256 bytes), but the limit leaves room for a whole
@@ -305,29 +304,6 @@ fn is_safe_header_value(value: &str) -> bool {
     !value.is_empty() && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorObject<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorObject<'a> {
-    code: &'a str,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<DenyDetails<'a>>,
-}
-
-#[derive(Serialize)]
-struct DenyDetails<'a> {
-    limit: u64,
-    window_size: u64,
-    reset_at: String,
-    retry_after_seconds: u64,
-    tier: Option<&'a str>,
-    endpoint: &'a str,
-}
-
 fn seconds(n: u64) -> &'static str {
     if n == 1 { "second" } else { "seconds" }
 }
@@ -337,30 +313,28 @@ fn deny_reply(counter: &CounterReport, tier: Option<&str>) -> LocalReply {
     let mut headers = vec![(HEADER_RETRY_AFTER, retry_after.to_string())];
     headers.extend(rate_limit_headers(Some(counter), tier));
     headers.push((HEADER_CONTENT_TYPE, "application/json".to_string()));
-    let body = ErrorBody {
-        error: ErrorObject {
-            code: "rate_limit_exceeded",
-            message: format!(
-                "Rate limit exceeded: {} requests per {} {}. Retry after {} {}.",
-                counter.limit,
-                counter.window,
-                seconds(counter.window),
-                retry_after,
-                seconds(retry_after)
-            ),
-            details: Some(DenyDetails {
-                limit: counter.limit,
-                window_size: counter.window,
-                reset_at: counter
-                    .reset_at
-                    .clone()
-                    .unwrap_or_else(|| rfc3339_utc(counter.reset)),
-                retry_after_seconds: retry_after,
-                tier,
-                endpoint: &counter.endpoint,
-            }),
-        },
-    };
+    let mut body = ErrorBody::new(
+        "rate_limit_exceeded",
+        format!(
+            "Rate limit exceeded: {} requests per {} {}. Retry after {} {}.",
+            counter.limit,
+            counter.window,
+            seconds(counter.window),
+            retry_after,
+            seconds(retry_after)
+        ),
+    );
+    body.error.details = Some(DenyDetails {
+        limit: counter.limit,
+        window_size: counter.window,
+        reset_at: counter
+            .reset_at
+            .clone()
+            .unwrap_or_else(|| rfc3339_utc(counter.reset)),
+        retry_after_seconds: retry_after,
+        tier: tier.map(str::to_owned),
+        endpoint: counter.endpoint.clone(),
+    });
     LocalReply {
         status: 429,
         headers,
@@ -371,13 +345,10 @@ fn deny_reply(counter: &CounterReport, tier: Option<&str>) -> LocalReply {
 /// The 503 for a store outage (control plane fail-closed) and for this filter's fail-closed.
 /// It carries no `X-RateLimit-*` headers: nothing was counted.
 pub fn unavailable_reply() -> LocalReply {
-    let body = ErrorBody {
-        error: ErrorObject {
-            code: "rate_limit_unavailable",
-            message: "Rate limiting is temporarily unavailable. Retry shortly.".to_string(),
-            details: None,
-        },
-    };
+    let body = ErrorBody::new(
+        "rate_limit_unavailable",
+        "Rate limiting is temporarily unavailable. Retry shortly.",
+    );
     LocalReply {
         status: 503,
         headers: vec![

@@ -531,7 +531,8 @@ pub fn check_decision<E: DecisionEndpoint>(
 ) -> Vec<Exchange> {
     let clock = Arc::new(ManualClock::new(T0_US));
     let store = Arc::new(MemoryStore::with_clock(clock.clone()));
-    let mut endpoint = endpoint(Arc::new(Decider::new(decision_config(), store)));
+    let decider = Decider::new(decision_config(), store, clock.clone());
+    let mut endpoint = endpoint(Arc::new(decider));
     let mut model = Model::default();
     let mut now = T0_US;
     let mut exchanges = Vec::new();

@@ -1,5 +1,5 @@
-//! A private Redis Cluster (3 masters, 3 replicas) from Debian's redis-server, for the
-//! scale-out tests.
+//! A private Redis Cluster from Debian's redis-server: 3 masters with 3 replicas for the
+//! scale-out and failover tests, or 3 masters alone for the store tests.
 
 use std::path::Path;
 use std::process::Command;
@@ -53,11 +53,22 @@ fn cli(port: u16, args: &[&str]) -> String {
 }
 
 impl RedisCluster {
-    /// Starts six nodes and forms the cluster; waits until every node reports `ok`.
+    /// Starts six nodes (3 masters, 3 replicas) and forms the cluster; waits until every
+    /// node reports `ok` and every replica is in sync.
     pub fn start() -> RedisCluster {
+        Self::start_nodes(6, 1)
+    }
+
+    /// Three masters without replicas: a real cluster (slots spread over three nodes,
+    /// redirections, one node per identity) that starts faster, for tests that kill nothing.
+    pub fn start_masters() -> RedisCluster {
+        Self::start_nodes(3, 0)
+    }
+
+    fn start_nodes(count: usize, replicas: usize) -> RedisCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
-        for i in 0..6 {
+        for i in 0..count {
             let node_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
             nodes.push(Self::launch(&node_dir, cluster_port()));
@@ -69,7 +80,7 @@ impl RedisCluster {
         let mut create = Command::new(redis_cli());
         create.arg("--cluster").arg("create").args(&addrs).args([
             "--cluster-replicas",
-            "1",
+            &replicas.to_string(),
             "--cluster-yes",
         ]);
         let out = create.output().expect("redis-cli --cluster create");

@@ -1,32 +1,47 @@
-//! Both stores under concurrency and across a real window boundary.
+//! Every counter store (memory, Redis, Redis Cluster) under concurrency, at exact window
+//! boundaries, in batches and after a lowered limit; then what only Redis has: key expiry,
+//! the script cache, the circuit breaker.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use control_plane::store::{CounterSpec, CounterStore, MemoryStore, RedisStore, RedisStoreOptions};
-use rl_tests::RedisServer;
+use control_plane::store::{Clock, CounterSpec, ManualClock, StoreError};
+use rl_tests::backends::{Backend, BackendKind};
+use rl_tests::test_with_all_stores;
 
-fn spec(key: String, limit: u64, window: Duration) -> CounterSpec {
+fn spec(key: &str, limit: u64, window: Duration) -> CounterSpec {
     CounterSpec {
-        key,
+        key: key.into(),
         limit,
         window_us: window.as_micros() as u64,
     }
 }
 
-fn redis_store(redis: &RedisServer) -> Arc<dyn CounterStore> {
-    let options = RedisStoreOptions {
-        timeout: Duration::from_secs(2),
-        ..RedisStoreOptions::default()
-    };
-    Arc::new(RedisStore::new(&redis.url(), options).expect("redis store"))
+/// A manual clock starting at the real time: instants on the Unix-epoch scale, as in
+/// production.
+fn clock_at_now() -> Arc<ManualClock> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64;
+    Arc::new(ManualClock::new(now))
 }
 
+test_with_all_stores!(
+    concurrent_decisions_admit_exactly_the_limit,
+    identities_are_independent,
+    admitted_again_exactly_when_the_oldest_entry_leaves,
+    a_lowered_limit_frees_the_counter_only_when_enough_entries_left,
+    batched_calls_are_counted_in_order,
+    peek_records_nothing,
+);
+
 /// 300 concurrent decisions for one identity with limit 100 admit exactly 100.
-async fn exactly_limit_admitted(store: Arc<dyn CounterStore>) {
+async fn concurrent_decisions_admit_exactly_the_limit(backend: &Backend) {
+    let store = backend.store();
     let counters = Arc::new(vec![
-        spec("rl:{key:hot}:b".into(), 100, Duration::from_secs(60)),
-        spec("rl:{key:hot}:e:/x".into(), 150, Duration::from_secs(60)),
+        spec("rl:{key:hot}:b", 100, Duration::from_secs(60)),
+        spec("rl:{key:hot}:e:/x", 150, Duration::from_secs(60)),
     ]);
     let tasks: Vec<_> = (0..300)
         .map(|_| {
@@ -41,17 +56,20 @@ async fn exactly_limit_admitted(store: Arc<dyn CounterStore>) {
             admitted += 1;
         }
     }
-    assert_eq!(admitted, 100, "{} backend", store.backend());
+    assert_eq!(admitted, 100, "{}", backend.name());
     let after = store.peek("key:hot", &counters).await.expect("peek");
     assert_eq!(after.counters[0].count, 100);
     assert_eq!(
-        after.counters[1].count, 100,
-        "denied requests recorded nothing"
+        after.counters[1].count,
+        100,
+        "{}: denied requests recorded nothing",
+        backend.name()
     );
 }
 
 /// 1,000 identities at once each get their own full budget, no more.
-async fn identities_are_independent(store: Arc<dyn CounterStore>) {
+async fn identities_are_independent(backend: &Backend) {
+    let store = backend.store();
     let limit = 3;
     let tasks: Vec<_> = (0..1000)
         .flat_map(|id| (0..limit + 1).map(move |_| id))
@@ -59,11 +77,8 @@ async fn identities_are_independent(store: Arc<dyn CounterStore>) {
             let store = store.clone();
             tokio::spawn(async move {
                 let identity = format!("ip:10.{}.{}.1", id / 256, id % 256);
-                let counters = [spec(
-                    format!("rl:{{{identity}}}:b"),
-                    limit,
-                    Duration::from_secs(60),
-                )];
+                let key = format!("rl:{{{identity}}}:b");
+                let counters = [spec(&key, limit, Duration::from_secs(60))];
                 let out = store.check_and_record(&identity, &counters).await;
                 (id, out.expect("store").admitted)
             })
@@ -78,162 +93,344 @@ async fn identities_are_independent(store: Arc<dyn CounterStore>) {
     }
     assert!(
         per_identity.iter().all(|&n| n == limit),
-        "{} backend: every identity gets exactly its budget",
-        store.backend()
+        "{}: every identity gets exactly its budget",
+        backend.name()
     );
 }
 
-/// With a 2 s window and limit 2: denied until the oldest entry is 2 s old, admitted after.
-async fn admitted_again_exactly_after_the_window(store: Arc<dyn CounterStore>) {
+/// Limit 2 in 2 s: denied until the oldest entry is exactly 2 s old, admitted from then on,
+/// and only one slot is freed.
+async fn admitted_again_exactly_when_the_oldest_entry_leaves(backend: &Backend) {
+    let clock = clock_at_now();
+    let store = backend.store_with_clock(clock.clone());
     let window = Duration::from_secs(2);
-    let counters = [spec("rl:{ip:10.0.0.9}:b".into(), 2, window)];
-    let first = store
-        .check_and_record("ip:10.0.0.9", &counters)
-        .await
-        .unwrap();
-    assert!(first.admitted);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
+    let w = window.as_micros() as u64;
+    let counters = [spec("rl:{ip:10.0.0.9}:b", 2, window)];
+    let call = async || {
         store
             .check_and_record("ip:10.0.0.9", &counters)
             .await
-            .unwrap()
-            .admitted
-    );
-    let denied = store
-        .check_and_record("ip:10.0.0.9", &counters)
-        .await
-        .unwrap();
-    assert!(!denied.admitted);
-    let free_at = denied.counters[0].free_at_us;
-    assert_eq!(free_at, first.now_us + window.as_micros() as u64);
-
-    // The stores' clocks are on the Unix scale (Redis TIME; the in-memory clock is anchored
-    // to it at start), so local sleeps can aim at the boundary.
-    let now_us = || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_micros() as u64
+            .expect("store")
     };
-    let until = |t: u64| Duration::from_micros(t.saturating_sub(now_us()));
-    tokio::time::sleep(until(free_at.saturating_sub(250_000))).await;
-    let early = store
-        .check_and_record("ip:10.0.0.9", &counters)
+    let t0 = clock.now_us();
+    let first = call().await;
+    assert!(first.admitted);
+    assert_eq!(
+        first.now_us,
+        t0,
+        "{}: the store judges by the given clock",
+        backend.name()
+    );
+    assert_eq!(first.counters[0].free_at_us, t0 + w);
+    clock.set(t0 + 300_000);
+    assert!(call().await.admitted);
+    let denied = call().await;
+    assert!(!denied.admitted);
+    assert_eq!(denied.counters[0].count, 2);
+    assert_eq!(
+        denied.counters[0].free_at_us,
+        t0 + w,
+        "room again when the oldest entry leaves"
+    );
+
+    clock.set(t0 + w - 1);
+    assert!(
+        !call().await.admitted,
+        "{}: admitted 1 µs early",
+        backend.name()
+    );
+    clock.set(t0 + w);
+    let again = call().await;
+    assert!(
+        again.admitted,
+        "{}: not admitted at the boundary",
+        backend.name()
+    );
+    assert_eq!(again.counters[0].count, 2);
+    assert_eq!(again.counters[0].free_at_us, t0 + 300_000 + w);
+    assert!(
+        !call().await.admitted,
+        "{}: only one slot was freed",
+        backend.name()
+    );
+}
+
+/// Five entries one second apart under limit 5, then the limit drops to 2: the counter has
+/// room again only when four entries have left (count − limit + 1), not when the oldest has.
+async fn a_lowered_limit_frees_the_counter_only_when_enough_entries_left(backend: &Backend) {
+    let clock = clock_at_now();
+    let store = backend.store_with_clock(clock.clone());
+    let window = Duration::from_secs(10);
+    let w = window.as_micros() as u64;
+    let key = "rl:{key:lowered}:b";
+    let t0 = clock.now_us();
+    for i in 0..5 {
+        clock.set(t0 + i * 1_000_000);
+        let out = store
+            .check_and_record("key:lowered", &[spec(key, 5, window)])
+            .await
+            .expect("store");
+        assert!(out.admitted);
+    }
+    let lowered = [spec(key, 2, window)];
+    clock.set(t0 + 5_000_000);
+    let denied = store
+        .check_and_record("key:lowered", &lowered)
         .await
-        .unwrap();
-    if early.now_us < free_at {
+        .expect("store");
+    assert!(!denied.admitted);
+    assert_eq!(
+        denied.counters[0].count, 5,
+        "entries stay under a new limit"
+    );
+    let room_at = t0 + 3_000_000 + w;
+    assert_eq!(
+        denied.counters[0].free_at_us,
+        room_at,
+        "{}: the fourth entry's departure frees the counter",
+        backend.name()
+    );
+    clock.set(room_at - 1);
+    let still = store
+        .check_and_record("key:lowered", &lowered)
+        .await
+        .expect("store");
+    assert!(!still.admitted, "{}", backend.name());
+    assert_eq!(still.counters[0].count, 2, "three entries have left");
+    assert_eq!(still.counters[0].free_at_us, room_at);
+    clock.set(room_at);
+    let admitted = store
+        .check_and_record("key:lowered", &lowered)
+        .await
+        .expect("store");
+    assert!(admitted.admitted, "{}", backend.name());
+    assert_eq!(admitted.counters[0].count, 2);
+}
+
+/// One batch: calls of one identity are counted one after the other, in the order given,
+/// whatever the backend does to save round trips; identities do not disturb each other.
+async fn batched_calls_are_counted_in_order(backend: &Backend) {
+    let clock = clock_at_now();
+    let store = backend.store_with_clock(clock.clone());
+    let minute = Duration::from_secs(60);
+    let a = [spec("rl:{ip:10.0.1.1}:b", 3, minute)];
+    let b = [
+        spec("rl:{ip:10.0.2.2}:b", 5, minute),
+        spec("rl:{ip:10.0.2.2}:e:/x", 1, minute),
+    ];
+    let mut calls: Vec<(&str, &[CounterSpec])> = Vec::new();
+    for _ in 0..5 {
+        calls.push(("ip:10.0.1.1", &a));
+        calls.push(("ip:10.0.2.2", &b));
+    }
+    let results = store.check_and_record_many(&calls).await;
+    assert_eq!(results.len(), calls.len());
+    let outcomes: Vec<_> = results.into_iter().map(|r| r.expect("store")).collect();
+    let a_seen: Vec<(bool, u64)> = outcomes
+        .iter()
+        .step_by(2)
+        .map(|o| (o.admitted, o.counters[0].count))
+        .collect();
+    assert_eq!(
+        a_seen,
+        [(true, 1), (true, 2), (true, 3), (false, 3), (false, 3)],
+        "{}",
+        backend.name()
+    );
+    let b_seen: Vec<(bool, u64, u64)> = outcomes
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|o| (o.admitted, o.counters[0].count, o.counters[1].count))
+        .collect();
+    assert_eq!(
+        b_seen,
+        [
+            (true, 1, 1),
+            (false, 1, 1),
+            (false, 1, 1),
+            (false, 1, 1),
+            (false, 1, 1)
+        ],
+        "{}: the rule's counter blocks, and the budget records nothing meanwhile",
+        backend.name()
+    );
+    assert!(outcomes.iter().all(|o| o.now_us == clock.now_us()));
+}
+
+/// Peeking reports the counters and would-be admission without recording, creating or
+/// trimming anything a later decision would see differently.
+async fn peek_records_nothing(backend: &Backend) {
+    let clock = clock_at_now();
+    let store = backend.store_with_clock(clock.clone());
+    let counters = [spec("rl:{user:peek}:b", 1, Duration::from_secs(5))];
+    let empty = store.peek("user:peek", &counters).await.expect("peek");
+    assert!(empty.admitted);
+    assert_eq!(empty.counters[0].count, 0);
+    assert_eq!(empty.counters[0].free_at_us, clock.now_us());
+    for _ in 0..3 {
         assert!(
-            !early.admitted,
-            "admitted {} µs before the boundary",
-            free_at - early.now_us
+            store
+                .peek("user:peek", &counters)
+                .await
+                .expect("peek")
+                .admitted
         );
     }
-    tokio::time::sleep(until(free_at + 50_000)).await;
-    let after = store
-        .check_and_record("ip:10.0.0.9", &counters)
-        .await
-        .unwrap();
-    assert!(after.now_us >= free_at);
+    let t0 = clock.now_us();
     assert!(
-        after.admitted,
-        "not admitted after the oldest entry left the window"
-    );
-    // Only one slot freed: the second entry is still inside.
-    assert!(
-        !store
-            .check_and_record("ip:10.0.0.9", &counters)
+        store
+            .check_and_record("user:peek", &counters)
             .await
-            .unwrap()
-            .admitted
+            .expect("store")
+            .admitted,
+        "{}: peeks recorded something",
+        backend.name()
+    );
+    let full = store.peek("user:peek", &counters).await.expect("peek");
+    assert!(!full.admitted);
+    assert_eq!(
+        (full.counters[0].count, full.counters[0].free_at_us),
+        (1, t0 + 5_000_000)
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_concurrent_decisions_admit_exactly_the_limit() {
-    exactly_limit_admitted(Arc::new(MemoryStore::new())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_concurrent_decisions_admit_exactly_the_limit() {
-    let redis = RedisServer::start();
-    exactly_limit_admitted(redis_store(&redis)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn memory_identities_are_independent() {
-    identities_are_independent(Arc::new(MemoryStore::new())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn redis_identities_are_independent() {
-    let redis = RedisServer::start();
-    identities_are_independent(redis_store(&redis)).await;
-}
-
-#[tokio::test]
-async fn memory_window_expiry_at_the_boundary() {
-    admitted_again_exactly_after_the_window(Arc::new(MemoryStore::new())).await;
-}
-
-#[tokio::test]
-async fn redis_window_expiry_at_the_boundary() {
-    let redis = RedisServer::start();
-    admitted_again_exactly_after_the_window(redis_store(&redis)).await;
+/// Polls `condition` until it holds; false at the deadline.
+async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
 }
 
 #[tokio::test]
 async fn redis_keys_expire_with_their_window_and_stay_bounded() {
-    let redis = RedisServer::start();
-    let store = redis_store(&redis);
-    let counters = [spec("rl:{ip:10.0.0.7}:b".into(), 5, Duration::from_secs(1))];
+    let backend = Backend::start(BackendKind::Redis);
+    let redis = backend.redis_server().expect("redis");
+    let store = backend.store();
+    let counters = [spec("rl:{ip:10.0.0.7}:b", 5, Duration::from_secs(1))];
     for _ in 0..20 {
         store
             .check_and_record("ip:10.0.0.7", &counters)
             .await
-            .unwrap();
+            .expect("store");
     }
     let mut conn = redis.connection();
     let len: u64 = redis::cmd("ZCARD")
         .arg("rl:{ip:10.0.0.7}:b")
         .query(&mut conn)
-        .unwrap();
+        .expect("ZCARD");
     assert_eq!(len, 5, "memory per counter is bounded by its limit");
     let ttl: i64 = redis::cmd("PTTL")
         .arg("rl:{ip:10.0.0.7}:b")
         .query(&mut conn)
-        .unwrap();
+        .expect("PTTL");
     assert!(ttl > 0 && ttl <= 1000, "TTL {ttl} ms follows the window");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let exists: u64 = redis::cmd("EXISTS")
-        .arg("rl:{ip:10.0.0.7}:b")
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!(exists, 0);
+    let gone = eventually(Duration::from_secs(5), || {
+        redis::cmd("EXISTS")
+            .arg("rl:{ip:10.0.0.7}:b")
+            .query::<u64>(&mut conn)
+            .expect("EXISTS")
+            == 0
+    })
+    .await;
+    assert!(gone, "the key outlived its TTL");
 }
 
 #[tokio::test]
 async fn redis_script_is_reloaded_after_script_flush() {
-    let redis = RedisServer::start();
-    let store = redis_store(&redis);
-    let counters = [spec(
-        "rl:{ip:10.0.0.8}:b".into(),
-        5,
-        Duration::from_secs(10),
-    )];
-    assert!(
-        store
-            .check_and_record("ip:10.0.0.8", &counters)
-            .await
-            .unwrap()
-            .admitted
-    );
-    let mut conn = redis.connection();
-    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    let backend = Backend::start(BackendKind::Redis);
+    let store = backend.store();
+    let counters = [spec("rl:{ip:10.0.0.8}:b", 5, Duration::from_secs(10))];
+    let first = store
+        .check_and_record("ip:10.0.0.8", &counters)
+        .await
+        .expect("store");
+    assert!(first.admitted);
+    let mut conn = backend.redis_server().expect("redis").connection();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut conn)
+        .expect("SCRIPT FLUSH");
     let out = store
         .check_and_record("ip:10.0.0.8", &counters)
         .await
-        .unwrap();
+        .expect("store");
     assert!(out.admitted);
-    assert_eq!(out.counters[0].count, 2);
+    assert_eq!(out.counters[0].count, 2, "counted once, not twice");
+    // A batch after another flush: the pipeline reloads the script too.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut conn)
+        .expect("SCRIPT FLUSH");
+    let calls: Vec<(&str, &[CounterSpec])> = vec![("ip:10.0.0.8", &counters); 2];
+    let counts: Vec<u64> = store
+        .check_and_record_many(&calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("store").counters[0].count)
+        .collect();
+    assert_eq!(counts, [3, 4]);
+}
+
+/// The breaker times its cooldown on the store's clock: with a manual clock the whole
+/// open → half-open → closed cycle runs without waiting.
+#[tokio::test]
+async fn redis_breaker_opens_and_recovers_on_the_store_clock() {
+    let mut backend = Backend::start(BackendKind::Redis);
+    let clock = clock_at_now();
+    let store = backend.store_with_clock(clock.clone());
+    let counters = [spec("rl:{ip:10.0.0.6}:b", 100, Duration::from_secs(10))];
+    assert!(
+        store
+            .check_and_record("ip:10.0.0.6", &counters)
+            .await
+            .expect("store")
+            .admitted
+    );
+    backend.redis_server_mut().expect("redis").kill9();
+    // Default options: three consecutive failures open the circuit for 500 ms.
+    for attempt in 0..3 {
+        let err = store
+            .check_and_record("ip:10.0.0.6", &counters)
+            .await
+            .expect_err("Redis is down");
+        assert!(
+            matches!(err, StoreError::Backend(_) | StoreError::Timeout(_)),
+            "attempt {attempt}: {err}"
+        );
+    }
+    let err = store
+        .check_and_record("ip:10.0.0.6", &counters)
+        .await
+        .expect_err("circuit open");
+    assert!(matches!(err, StoreError::CircuitOpen), "{err}");
+    assert_eq!(store.breaker_opened_total(), 1);
+    clock.advance(499_999);
+    assert!(matches!(
+        store.check_and_record("ip:10.0.0.6", &counters).await,
+        Err(StoreError::CircuitOpen)
+    ));
+
+    backend.redis_server_mut().expect("redis").restart();
+    // The first probes may still meet the dead connection; each failed probe re-opens the
+    // circuit, and the clock is moved past every cooldown.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let recovered = loop {
+        clock.advance(500_000);
+        match store.check_and_record("ip:10.0.0.6", &counters).await {
+            Ok(out) => break out,
+            Err(err) => assert!(Instant::now() < deadline, "Redis did not come back: {err}"),
+        }
+    };
+    assert!(recovered.admitted, "the restarted Redis starts empty");
+    assert_eq!(
+        store.breaker_state(),
+        Some(control_plane::store::BreakerState::Closed)
+    );
+    assert_eq!(store.breaker_opened_total(), 1, "one outage");
 }

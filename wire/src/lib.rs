@@ -1,6 +1,7 @@
-//! The decision call between the Envoy filter and the control plane.
+//! The contract between the Envoy filter and the control plane: the decision call, the bounds
+//! on the evidence it carries, and the JSON error body both sides answer with.
 //!
-//! Both sides depend on this crate so the JSON shape cannot drift. It is kept free of
+//! Both sides depend on this crate so the JSON shape and the bounds cannot drift. It is kept free of
 //! tokio/axum so it builds for `wasm32-wasip1`. Optional fields are omitted from the JSON
 //! when absent to keep the bodies small: a typical allow answer is ~120 bytes.
 
@@ -26,6 +27,26 @@ pub const MAX_BATCH_DECISIONS: usize = 64;
 /// Upper bound the control plane enforces on a batch request body. A batch always has room
 /// for one request of the largest size.
 pub const MAX_BATCH_REQUEST_BYTES: usize = 256 * 1024;
+
+/// Longest API key the filter forwards and the control plane looks up: a longer value cannot
+/// be a registered key, and the request is judged by its other evidence.
+pub const MAX_API_KEY_BYTES: usize = 1024;
+
+/// Longest `Authorization` value the filter forwards and the control plane reads: a longer
+/// value is not a token the control plane would accept.
+pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+
+/// The filter cuts the request path to this many bytes (on a character boundary).
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// Longest method the filter forwards; no real method comes near it.
+pub const MAX_METHOD_BYTES: usize = 64;
+
+// The evidence, unescaped, always fits one decision request body.
+const _: () = assert!(
+    MAX_API_KEY_BYTES + MAX_AUTHORIZATION_BYTES + MAX_PATH_BYTES + MAX_METHOD_BYTES + 1024
+        < MAX_DECISION_REQUEST_BYTES
+);
 
 /// Several decision requests, decided one after the other in this order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -125,6 +146,59 @@ pub struct CounterReport {
     /// `reset` as RFC 3339; only on deny (the 429 body carries it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_at: Option<String>,
+}
+
+/// Body of every error answer: the control plane's API errors and the filter's own 429 and
+/// 503. Parsed and produced by both sides, so the shape is written once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+impl ErrorBody {
+    /// An error with only a code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorObject {
+                code: code.into(),
+                message: message.into(),
+                field: None,
+                details: None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorObject {
+    /// Machine-readable code, e.g. `rate_limit_exceeded`, `unauthorized`, `invalid_config`.
+    pub code: String,
+    pub message: String,
+    /// Field path of a configuration error, e.g. `tiers[1].window_size_seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The limit that was exceeded (429 only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<DenyDetails>,
+}
+
+/// What a client is told about the limit it exceeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DenyDetails {
+    pub limit: u64,
+    /// Window in seconds.
+    pub window_size: u64,
+    /// RFC 3339 time at which the request could pass.
+    pub reset_at: String,
+    pub retry_after_seconds: u64,
+    /// Tier the request was judged under (`null` when the control plane named none).
+    pub tier: Option<String>,
+    /// The endpoint rule that bound (e.g. `/api/v1/admin/*`), or the path when the tier
+    /// budget bound.
+    pub endpoint: String,
 }
 
 #[cfg(test)]

@@ -60,3 +60,28 @@ fn only_deny_and_unavailable_block() {
     assert!(!Verdict::Deny.admits());
     assert!(!Verdict::Unavailable.admits());
 }
+
+#[test]
+fn error_body_omits_absent_parts_and_round_trips() {
+    let plain = ErrorBody::new("unauthorized", "missing key");
+    let json = serde_json::to_string(&plain).unwrap();
+    assert_eq!(
+        json,
+        r#"{"error":{"code":"unauthorized","message":"missing key"}}"#
+    );
+    assert_eq!(serde_json::from_str::<ErrorBody>(&json).unwrap(), plain);
+
+    let mut deny = ErrorBody::new("rate_limit_exceeded", "Rate limit exceeded");
+    deny.error.details = Some(DenyDetails {
+        limit: 100,
+        window_size: 60,
+        reset_at: "2023-11-14T22:14:20Z".into(),
+        retry_after_seconds: 59,
+        tier: None,
+        endpoint: "/api/v1/request".into(),
+    });
+    let json = serde_json::to_value(&deny).unwrap();
+    assert_eq!(json["error"]["details"]["tier"], serde_json::Value::Null);
+    assert!(json["error"].get("field").is_none());
+    assert_eq!(serde_json::from_value::<ErrorBody>(json).unwrap(), deny);
+}

@@ -68,7 +68,7 @@ pub enum UpdateError {
     #[error(transparent)]
     Invalid(#[from] ConfigError),
     #[error("the configuration store (Redis) is unavailable: {0}")]
-    Store(String),
+    Store(#[from] SourceError),
 }
 
 pub struct ConfigManager {
@@ -212,8 +212,7 @@ impl ConfigManager {
             Some(redis) => {
                 let version = redis
                     .publish(&cfg, source, &updated_at, file_digest)
-                    .await
-                    .map_err(|e| UpdateError::Store(e.to_string()))?;
+                    .await?;
                 if version <= self.meta.lock().version {
                     // Identical to what is stored: nothing changes.
                     return Ok(self.meta.lock().version);
@@ -265,15 +264,15 @@ impl ConfigManager {
 
     /// Adopts the newest version stored in Redis if it is newer than ours. Returns whether
     /// a configuration was adopted.
-    pub async fn sync_from_redis(&self) -> Result<bool, String> {
+    pub async fn sync_from_redis(&self) -> Result<bool, SourceError> {
         let Some(redis) = &self.redis else {
             return Ok(false);
         };
-        let stored = redis.version().await.map_err(|e| e.to_string())?;
+        let stored = redis.version().await?;
         if stored <= self.meta.lock().version {
             return Ok(false);
         }
-        let Some(doc) = redis.fetch().await.map_err(|e| e.to_string())? else {
+        let Some(doc) = redis.fetch().await? else {
             return Ok(false);
         };
         let _guard = self.change.lock().await;
@@ -300,21 +299,20 @@ impl ConfigManager {
 
     /// Brings this replica and Redis together: records a file Redis has not seen, then
     /// adopts the newest stored version.
-    pub async fn reconcile(&self) -> Result<(), String> {
+    pub async fn reconcile(&self) -> Result<(), UpdateError> {
         let Some(redis) = &self.redis else {
             return Ok(());
         };
         let pending = self.file_pending.lock().clone();
         if let Some((cfg, d)) = pending {
-            let recorded = redis.file_digest().await.map_err(|e| e.to_string())?;
+            let recorded = redis.file_digest().await?;
             if recorded != Some(d) {
-                self.update(cfg, ConfigSource::File, Some(d))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.update(cfg, ConfigSource::File, Some(d)).await?;
             }
             *self.file_pending.lock() = None;
         }
-        self.sync_from_redis().await.map(drop)
+        self.sync_from_redis().await?;
+        Ok(())
     }
 }
 
@@ -331,3 +329,6 @@ pub async fn poll(manager: Arc<ConfigManager>, interval: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,7 +9,8 @@ fn decider(yaml: &str) -> (Arc<ManualClock>, Decider) {
     let clock = Arc::new(ManualClock::new(T0));
     let cfg = CompiledConfig::compile(parse_yaml(yaml).unwrap()).unwrap();
     let store = Arc::new(MemoryStore::with_clock(clock.clone()));
-    (clock, Decider::new(live_config::shared(cfg), store))
+    let decider = Decider::new(live_config::shared(cfg), store, clock.clone());
+    (clock, decider)
 }
 
 fn req(ip: &str, path: &str) -> DecisionRequest {
@@ -132,4 +133,54 @@ async fn long_paths_are_echoed_bounded() {
 fn rfc3339_formats_utc() {
     assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     assert_eq!(rfc3339(u64::MAX), "");
+}
+
+#[test]
+fn store_errors_are_logged_at_most_once_per_second() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let log = ErrorLog::new(clock.clone());
+    assert_eq!(log.admit(), Some(0), "the first error is logged");
+    assert_eq!(log.admit(), None);
+    clock.advance(ERROR_LOG_INTERVAL_US - 1);
+    assert_eq!(log.admit(), None);
+    clock.advance(1);
+    assert_eq!(
+        log.admit(),
+        Some(2),
+        "the next line counts the suppressed ones"
+    );
+    assert_eq!(log.admit(), None);
+    clock.advance(10 * ERROR_LOG_INTERVAL_US);
+    assert_eq!(log.admit(), Some(1));
+}
+
+#[test]
+fn a_clock_at_zero_logs_the_first_error() {
+    let log = ErrorLog::new(Arc::new(ManualClock::new(0)));
+    assert_eq!(log.admit(), Some(0));
+    assert_eq!(log.admit(), None);
+}
+
+#[tokio::test]
+async fn reset_and_retry_after_round_the_same_instant() {
+    let (clock, d) = decider("default_tier: t\ntiers:\n  - name: t\n    requests_per_window: 1\n");
+    // Recorded at a fifth past a whole second: the counter has room again at T0 + 60.2 s.
+    clock.set(T0 + 200_000);
+    d.decide(&req("10.0.0.1", "/x")).await;
+    // 0.1 s before that, in the same whole second as the moment itself.
+    clock.set(T0 + 60_100_000);
+    let denied = d.decide(&req("10.0.0.1", "/x")).await.response;
+    let c = denied.counter.unwrap();
+    assert_eq!(c.retry_after, Some(1));
+    assert_eq!(
+        c.reset,
+        T0 / 1_000_000 + 61,
+        "the second in which it has room again"
+    );
+    clock.set(T0 + 61_000_000);
+    assert_eq!(
+        d.decide(&req("10.0.0.1", "/x")).await.response.verdict,
+        Verdict::Allow,
+        "a request at Reset passes"
+    );
 }

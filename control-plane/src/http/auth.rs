@@ -1,9 +1,11 @@
-//! Admin authentication: every admin endpoint passes through [`require_admin`].
+//! Route layers that authenticate callers: every admin endpoint passes through
+//! [`require_admin`], every decision endpoint through [`require_decision_secret`].
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use rl_wire::DECISION_SECRET_HEADER;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -42,6 +44,31 @@ pub async fn require_admin(
             header::HeaderValue::from_static("Bearer"),
         );
         return response;
+    }
+    next.run(request).await
+}
+
+/// When a decision secret is configured, a decision call must carry it in
+/// [`DECISION_SECRET_HEADER`]; compared in constant time.
+pub async fn require_decision_secret(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(secret) = &state.decision_secret {
+        let presented = request
+            .headers()
+            .get(DECISION_SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !bool::from(presented.ct_eq(secret.as_bytes())) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong decision secret",
+            )
+            .into_response();
+        }
     }
     next.run(request).await
 }

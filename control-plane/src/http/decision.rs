@@ -1,18 +1,18 @@
 //! The internal decision endpoints the filter calls: one request, or a batch under load.
+//! The decision secret is checked before (`auth::require_decision_secret`).
 
 use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use rl_wire::{
-    BatchDecisionRequest, BatchDecisionResponse, DECISION_SECRET_HEADER, DecisionRequest,
-    DecisionResponse, MAX_BATCH_DECISIONS, Verdict,
+    BatchDecisionRequest, BatchDecisionResponse, DecisionRequest, DecisionResponse,
+    MAX_BATCH_DECISIONS, Verdict,
 };
 use serde::de::DeserializeOwned;
-use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::decision::Decision;
@@ -26,15 +26,12 @@ use crate::metrics::Observation;
     request_body = DecisionRequest,
     responses(
         (status = 200, description = "The decision", body = DecisionResponse),
-        (status = 400, description = "Not a decision request", body = super::errors::ErrorBody),
-        (status = 401, description = "Missing or wrong decision secret (when one is configured)", body = super::errors::ErrorBody),
+        (status = 400, description = "Not a decision request", body = rl_wire::ErrorBody),
+        (status = 401, description = "Missing or wrong decision secret (when one is configured)", body = rl_wire::ErrorBody),
         (status = 413, description = "Body over 16 KiB"),
     )
 )]
-pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = refuse_without_secret(&state, &headers) {
-        return refused;
-    }
+pub async fn decide(State(state): State<AppState>, body: Bytes) -> Response {
     let request: DecisionRequest = match parse_object(&body, "decision request") {
         Ok(request) => request,
         Err(refused) => return refused.into_response(),
@@ -55,19 +52,12 @@ pub async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Byt
     request_body = BatchDecisionRequest,
     responses(
         (status = 200, description = "One decision per request, in order", body = BatchDecisionResponse),
-        (status = 400, description = "Not a batch decision request, or more than 64 requests", body = super::errors::ErrorBody),
-        (status = 401, description = "Missing or wrong decision secret (when one is configured)", body = super::errors::ErrorBody),
+        (status = 400, description = "Not a batch decision request, or more than 64 requests", body = rl_wire::ErrorBody),
+        (status = 401, description = "Missing or wrong decision secret (when one is configured)", body = rl_wire::ErrorBody),
         (status = 413, description = "Body over 256 KiB"),
     )
 )]
-pub async fn decide_batch(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Some(refused) = refuse_without_secret(&state, &headers) {
-        return refused;
-    }
+pub async fn decide_batch(State(state): State<AppState>, body: Bytes) -> Response {
     let batch: BatchDecisionRequest = match parse_object(&body, "batch decision request") {
         Ok(batch) => batch,
         Err(refused) => return refused.into_response(),
@@ -89,27 +79,6 @@ pub async fn decide_batch(
         responses.push(decision.response);
     }
     Json(BatchDecisionResponse { responses }).into_response()
-}
-
-/// The 401 when a decision secret is configured and the call does not carry it.
-fn refuse_without_secret(state: &AppState, headers: &HeaderMap) -> Option<Response> {
-    if let Some(secret) = &state.decision_secret {
-        let presented = headers
-            .get(DECISION_SECRET_HEADER)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !bool::from(presented.ct_eq(secret.as_bytes())) {
-            return Some(
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing or wrong decision secret",
-                )
-                .into_response(),
-            );
-        }
-    }
-    None
 }
 
 /// A JSON object body as `T`, or the 400 naming `what` was wrong. Parsed by hand rather than

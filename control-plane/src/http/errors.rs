@@ -1,10 +1,10 @@
-//! JSON error answers: every error the API gives is
-//! `{"error":{"code","message"[,"field"]}}`.
+//! JSON error answers: every error the API gives is an [`ErrorBody`],
+//! `{"error":{"code","message"[,"field"]}}`, the shape the filter's own answers share.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use rl_wire::ErrorBody;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -12,22 +12,6 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     /// The offending field path, for configuration errors.
-    pub field: Option<String>,
-}
-
-/// Error body of every endpoint.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Machine-readable code, e.g. `unauthorized`, `invalid_config`, `admin_disabled`.
-    pub code: String,
-    pub message: String,
-    /// Field path of a configuration error, e.g. `tiers[1].window_size_seconds`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
 
@@ -52,13 +36,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.to_string(),
-                message: self.message,
-                field: self.field,
-            },
-        };
+        let mut body = ErrorBody::new(self.code, self.message);
+        body.error.field = self.field;
         (self.status, Json(body)).into_response()
     }
 }

@@ -40,6 +40,14 @@ pub fn router(state: AppState) -> Router {
     let batch = Router::new()
         .route(rl_wire::BATCH_DECISION_PATH, post(decision::decide_batch))
         .layer(DefaultBodyLimit::max(rl_wire::MAX_BATCH_REQUEST_BYTES));
+    let decisions =
+        Router::new()
+            .merge(decision)
+            .merge(batch)
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_decision_secret,
+            ));
     let admin = Router::new()
         .route(
             "/api/v1/rate-limit/config",
@@ -52,8 +60,7 @@ pub fn router(state: AppState) -> Router {
             auth::require_admin,
         ));
     Router::new()
-        .merge(decision)
-        .merge(batch)
+        .merge(decisions)
         .merge(admin)
         .route("/api/v1/rate-limit/metrics", get(metrics::json))
         .route("/metrics", get(metrics::prometheus))

@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{admin, decision, errors, health, metrics};
+use super::{admin, decision, health, metrics};
 
 /// Body of a 429 answered by the filter.
 #[derive(Serialize, ToSchema)]
@@ -23,21 +23,7 @@ pub struct RateLimitExceededError {
     /// Always `rate_limit_exceeded`.
     pub code: String,
     pub message: String,
-    pub details: RateLimitExceededDetails,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RateLimitExceededDetails {
-    pub limit: u64,
-    /// Window in seconds.
-    pub window_size: u64,
-    /// RFC 3339 time at which the request could pass.
-    pub reset_at: String,
-    pub retry_after_seconds: u64,
-    pub tier: String,
-    /// The endpoint rule that bound (e.g. `/api/v1/admin/*`), or the path when the tier
-    /// budget bound.
-    pub endpoint: String,
+    pub details: rl_wire::DenyDetails,
 }
 
 /// Body of a 503 answered by the filter when no decision could be made and the failure
@@ -126,11 +112,11 @@ impl Modify for SecuritySchemes {
         rl_wire::BatchDecisionResponse,
         rl_wire::CounterReport,
         rl_wire::Verdict,
-        errors::ErrorBody,
-        errors::ErrorDetail,
+        rl_wire::ErrorBody,
+        rl_wire::ErrorObject,
+        rl_wire::DenyDetails,
         RateLimitExceeded,
         RateLimitExceededError,
-        RateLimitExceededDetails,
         RateLimitUnavailable,
         UnavailableError,
     )),

@@ -71,8 +71,9 @@ fn error_kind(err: &StoreError) -> &'static str {
     match err {
         StoreError::CircuitOpen => "circuit_open",
         StoreError::Timeout(_) => "timeout",
-        StoreError::Backend(_) => "backend",
-        StoreError::Protocol(_) => "protocol",
+        StoreError::Backend(_) | StoreError::Address(_) => "backend",
+        // A call Redis refused and a reply we cannot read are both our bug, not an outage.
+        StoreError::Refused(_) | StoreError::Protocol(_) => "protocol",
     }
 }
 

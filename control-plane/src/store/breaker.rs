@@ -4,8 +4,11 @@
 //! consecutive failures the breaker opens and calls fail at once for `cooldown`. Then a single
 //! probe call is let through (half-open): success closes the breaker, failure re-opens it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::Clock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -18,9 +21,9 @@ pub enum BreakerState {
 pub struct Breaker {
     threshold: u32,
     cooldown_us: u64,
-    epoch: Instant,
+    clock: Arc<dyn Clock>,
     consecutive_failures: AtomicU32,
-    /// µs since `epoch` until which calls are refused; 0 when closed.
+    /// Time on `clock` until which calls are refused; 0 when closed.
     open_until_us: AtomicU64,
     probe_in_flight: AtomicBool,
     opened_total: AtomicU64,
@@ -51,11 +54,12 @@ impl Drop for Permit<'_> {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+    /// `clock` times the cooldown (production: the monotonic clock).
+    pub fn new(threshold: u32, cooldown: Duration, clock: Arc<dyn Clock>) -> Self {
         Self {
             threshold: threshold.max(1),
             cooldown_us: cooldown.as_micros() as u64,
-            epoch: Instant::now(),
+            clock,
             consecutive_failures: AtomicU32::new(0),
             open_until_us: AtomicU64::new(0),
             probe_in_flight: AtomicBool::new(false),
@@ -64,8 +68,7 @@ impl Breaker {
     }
 
     fn now_us(&self) -> u64 {
-        // +1 keeps 0 free to mean "closed".
-        self.epoch.elapsed().as_micros() as u64 + 1
+        self.clock.now_us()
     }
 
     /// `None` while the circuit is open (fail fast).
@@ -99,9 +102,9 @@ impl Breaker {
         } else {
             let failures = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
             if probe || failures >= self.threshold {
-                let was = self
-                    .open_until_us
-                    .swap(self.now_us() + self.cooldown_us, Ordering::AcqRel);
+                // At least 1: 0 means "closed".
+                let until = self.now_us().saturating_add(self.cooldown_us).max(1);
+                let was = self.open_until_us.swap(until, Ordering::AcqRel);
                 if was == 0 {
                     self.opened_total.fetch_add(1, Ordering::Relaxed);
                 }

@@ -1,14 +1,16 @@
-//! Clocks for the in-memory store.
+//! The control plane's one clock: every local timing (the in-memory store's windows, the
+//! circuit breaker's cooldown, the rate of store-error log lines) reads an injected [`Clock`],
+//! so tests drive time by hand instead of sleeping.
 //!
-//! The in-memory store must not notice jumps of the host's wall clock (NTP steps, manual
-//! changes): it runs on a monotonic clock that is anchored to the wall clock once, at start,
+//! Production runs on [`MonotonicClock`]: it must not notice jumps of the host's wall clock
+//! (NTP steps, manual changes), so it is monotonic, anchored to the wall clock once at start
 //! so its readings are still comparable to Unix time for the `X-RateLimit-Reset` header.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Source of "now" in microseconds on a Unix-epoch scale; never goes backwards.
-pub trait Clock: Send + Sync {
+pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_us(&self) -> u64;
 }
 

@@ -81,10 +81,10 @@ impl Connector {
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .collect();
-        let backend = |e: redis::RedisError| StoreError::Backend(e.to_string());
+        let backend = StoreError::backend;
         let first = nodes
             .first()
-            .ok_or_else(|| StoreError::Backend("no Redis URL".into()))?
+            .ok_or(StoreError::Address("no Redis URL"))?
             .to_string();
         // TCP_NODELAY: every decision is one small command waiting for its reply, and Nagle's
         // algorithm would hold a command back while an earlier one is unacknowledged.
@@ -106,9 +106,8 @@ impl Connector {
             }
         } else {
             if nodes.len() > 1 {
-                return Err(StoreError::Backend(
-                    "several Redis URLs given: set RATE_LIMIT_REDIS_CLUSTER=true for a cluster"
-                        .into(),
+                return Err(StoreError::Address(
+                    "several Redis URLs given: set RATE_LIMIT_REDIS_CLUSTER=true for a cluster",
                 ));
             }
             let info = first

@@ -12,6 +12,8 @@ pub mod keys;
 mod memory;
 mod redis;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 pub use self::breaker::{Breaker, BreakerState};
@@ -50,16 +52,32 @@ pub struct Outcome {
     pub counters: Vec<CounterState>,
 }
 
+/// Why a store call failed. `Clone`: a failed batch fails each of its members with the same
+/// error, so the Redis error is shared rather than copied into text.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("counter store unavailable (circuit open)")]
     CircuitOpen,
     #[error("counter store timed out after {0} ms")]
     Timeout(u64),
+    /// Redis cannot serve (connection lost, loading, busy, read-only replica, cluster
+    /// reconfiguring): counts towards the circuit breaker.
     #[error("counter store error: {0}")]
-    Backend(String),
+    Backend(#[source] Arc<::redis::RedisError>),
+    /// Redis is up and answered the call with an error: the call was wrong, not Redis.
+    #[error("counter store refused the call: {0}")]
+    Refused(#[source] Arc<::redis::RedisError>),
     #[error("counter store returned an unexpected reply: {0}")]
     Protocol(String),
+    /// The Redis address cannot work (no URL, several URLs for a single server).
+    #[error("counter store address: {0}")]
+    Address(&'static str),
+}
+
+impl StoreError {
+    pub(crate) fn backend(err: ::redis::RedisError) -> Self {
+        StoreError::Backend(Arc::new(err))
+    }
 }
 
 #[async_trait]

@@ -1,22 +1,31 @@
 //! Redis counter store: one `EVALSHA` per decision, one round trip per decision or per batch.
 //!
 //! Time comes from Redis (`TIME` inside the script), so every replica of the control plane
-//! judges by the same clock and a skewed host clock changes nothing. The connection is a
+//! judges by the same clock and a skewed host clock changes nothing; a store given a
+//! [`Clock`] instead (tests: a manual clock) passes its readings to the script. The connection is a
 //! multiplexed `ConnectionManager` that reconnects by itself; a circuit breaker makes calls
 //! fail fast while Redis is down instead of each waiting for the timeout.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{Cmd, Pipeline, Script, Value};
 
 use super::connection::Connector;
-use super::{Breaker, BreakerState, CounterSpec, CounterState, CounterStore, Outcome, StoreError};
+use super::{
+    Breaker, BreakerState, Clock, CounterSpec, CounterState, CounterStore, MonotonicClock, Outcome,
+    StoreError,
+};
 
 const SCRIPT: &str = include_str!("sliding_window.lua");
 
 #[derive(Debug, Clone)]
 pub struct RedisStoreOptions {
+    /// The time decisions are judged by. `None` (production): Redis `TIME`, read inside the
+    /// script, and the host's monotonic clock for the breaker's cooldown. `Some`: this clock
+    /// for both, so a test on a manual clock hits exact window boundaries deterministically.
+    pub clock: Option<Arc<dyn Clock>>,
     /// Upper bound for one decision's round trip (connecting included).
     pub timeout: Duration,
     /// Consecutive failures that open the circuit.
@@ -34,6 +43,7 @@ impl Default for RedisStoreOptions {
             breaker_threshold: 3,
             breaker_cooldown: Duration::from_millis(500),
             cluster: false,
+            clock: None,
         }
     }
 }
@@ -43,6 +53,8 @@ pub struct RedisStore {
     script: Script,
     breaker: Breaker,
     timeout: Duration,
+    /// `None`: the script reads Redis `TIME`.
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl RedisStore {
@@ -50,11 +62,20 @@ impl RedisStore {
     /// connects, and a Redis that is down at start only makes the control plane unready,
     /// never unable to start. `url` may list several comma-separated seed nodes of a cluster.
     pub fn new(url: &str, options: RedisStoreOptions) -> Result<Self, StoreError> {
+        let breaker_clock = options
+            .clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(MonotonicClock::new()));
         Ok(Self {
             connector: Connector::new(url, options.cluster, options.timeout)?,
             script: Script::new(SCRIPT),
-            breaker: Breaker::new(options.breaker_threshold, options.breaker_cooldown),
+            breaker: Breaker::new(
+                options.breaker_threshold,
+                options.breaker_cooldown,
+                breaker_clock,
+            ),
             timeout: options.timeout,
+            clock: options.clock,
         })
     }
 
@@ -87,29 +108,26 @@ impl RedisStore {
         result
     }
 
-    /// One script call: `EVALSHA sha n KEYS… nonce mode now (limit window)…`.
-    fn script_call(&self, counters: &[CounterSpec], mode: &str, now_override: Option<u64>) -> Cmd {
+    /// One script call: `EVALSHA sha n KEYS… nonce mode now (limit window)…`, where `now`
+    /// is empty for Redis `TIME` or the injected clock's reading.
+    fn script_call(&self, counters: &[CounterSpec], mode: &str) -> Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.script.get_hash()).arg(counters.len());
         for spec in counters {
             cmd.arg(&spec.key);
         }
+        let now = self.clock.as_ref().map(|c| c.now_us().to_string());
         cmd.arg(fastrand::u64(..))
             .arg(mode)
-            .arg(now_override.map(|t| t.to_string()).unwrap_or_default());
+            .arg(now.unwrap_or_default());
         for spec in counters {
             cmd.arg(spec.limit).arg(spec.window_us);
         }
         cmd
     }
 
-    async fn run(
-        &self,
-        counters: &[CounterSpec],
-        mode: &str,
-        now_override: Option<u64>,
-    ) -> Result<Outcome, StoreError> {
-        let call = self.script_call(counters, mode, now_override);
+    async fn run(&self, counters: &[CounterSpec], mode: &str) -> Result<Outcome, StoreError> {
+        let call = self.script_call(counters, mode);
         let reply: Value = self
             .guarded(async {
                 let mut conn = self.connector.get().await.map_err(classify)?;
@@ -134,15 +152,13 @@ impl RedisStore {
     /// node, where they keep their order.
     async fn run_many(&self, calls: &[(&str, &[CounterSpec])]) -> Vec<Result<Outcome, StoreError>> {
         if self.connector.is_cluster() {
-            let runs = calls
-                .iter()
-                .map(|(_, counters)| self.run(counters, "r", None));
+            let runs = calls.iter().map(|(_, counters)| self.run(counters, "r"));
             return futures_util::future::join_all(runs).await;
         }
         let mut pipe = Pipeline::with_capacity(calls.len());
         pipe.ignore_errors();
         for (_, counters) in calls {
-            pipe.add_command(self.script_call(counters, "r", None));
+            pipe.add_command(self.script_call(counters, "r"));
         }
         let replies: Result<Vec<redis::RedisResult<Value>>, StoreError> = self
             .guarded(async {
@@ -164,22 +180,11 @@ impl RedisStore {
                 Ok(value) => parse_reply(value, counters.len()),
                 // The script is not cached (Redis restarted or flushed it): this call did not
                 // run, so it is safe to run it alone, which loads the script.
-                Err(err) if is_noscript(&err) => self.run(counters, "r", None).await,
+                Err(err) if is_noscript(&err) => self.run(counters, "r").await,
                 Err(err) => Err(classify(err)),
             });
         }
         results
-    }
-
-    /// Check at a given time instead of Redis `TIME`: lets tests hit exact window
-    /// boundaries against the real script. Not used by the service.
-    #[doc(hidden)]
-    pub async fn check_and_record_at(
-        &self,
-        counters: &[CounterSpec],
-        now_us: u64,
-    ) -> Result<Outcome, StoreError> {
-        self.run(counters, "r", Some(now_us)).await
     }
 }
 
@@ -194,9 +199,9 @@ fn classify(err: redis::RedisError) -> StoreError {
     // cannot serve and counts towards the breaker.
     match err.kind() {
         ErrorKind::Server(ServerErrorKind::ResponseError) if err.code() != Some("BUSY") => {
-            StoreError::Protocol(err.to_string())
+            StoreError::Refused(Arc::new(err))
         }
-        _ => StoreError::Backend(err.to_string()),
+        _ => StoreError::backend(err),
     }
 }
 
@@ -237,7 +242,7 @@ impl CounterStore for RedisStore {
         _shard: &str,
         counters: &[CounterSpec],
     ) -> Result<Outcome, StoreError> {
-        self.run(counters, "r", None).await
+        self.run(counters, "r").await
     }
 
     async fn check_and_record_many(
@@ -248,7 +253,7 @@ impl CounterStore for RedisStore {
     }
 
     async fn peek(&self, _shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError> {
-        self.run(counters, "p", None).await
+        self.run(counters, "p").await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -3,8 +3,8 @@
 -- KEYS[i]      sorted set of admitted requests of counter i (score = µs timestamp)
 -- ARGV[1]      nonce: makes members unique even if the server clock steps back
 -- ARGV[2]      "r" to record an admitted request, "p" to only report (status endpoint)
--- ARGV[3]      "" to read the time from Redis (production); tests pass a µs timestamp to
---              check exact boundaries deterministically
+-- ARGV[3]      "" to read the time from Redis (production); a store given its own clock
+--              (tests: a manual one, for exact boundaries) passes its reading in µs
 -- ARGV[2+2i], ARGV[3+2i]   limit and window (µs) of counter i
 --
 -- Returns { admitted (0/1), now_us, count_1, free_at_1, count_2, free_at_2, ... }.

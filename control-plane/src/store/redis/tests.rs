@@ -40,3 +40,38 @@ fn rejects_malformed_replies() {
     ]);
     assert!(parse_reply(negative, 1).is_err());
 }
+
+#[test]
+fn an_error_reply_is_refused_and_keeps_the_redis_error() {
+    use redis::{ErrorKind, ServerErrorKind};
+    let reply = redis::RedisError::from((
+        ErrorKind::Server(ServerErrorKind::ResponseError),
+        "script failed",
+        "user_script:1: bad argument".to_string(),
+    ));
+    let err = classify(reply);
+    let StoreError::Refused(source) = &err else {
+        panic!("an error reply is not an outage: {err:?}");
+    };
+    assert_eq!(source.detail(), Some("user_script:1: bad argument"));
+    let chained = std::error::Error::source(&err).expect("the Redis error is the source");
+    assert!(chained.to_string().contains("bad argument"), "{chained}");
+    assert!(err.to_string().contains("bad argument"), "{err}");
+}
+
+#[test]
+fn a_lost_connection_is_a_backend_error_and_keeps_the_io_error() {
+    let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused by peer");
+    let err = classify(redis::RedisError::from(io));
+    let StoreError::Backend(source) = &err else {
+        panic!("a lost connection is an outage: {err:?}");
+    };
+    assert!(source.is_io_error());
+    assert!(err.to_string().contains("refused by peer"), "{err}");
+    // A batch fails every member with the same error, which stays shared, not copied.
+    let copy = err.clone();
+    let (StoreError::Backend(a), StoreError::Backend(b)) = (&err, &copy) else {
+        unreachable!()
+    };
+    assert!(Arc::ptr_eq(a, b));
+}

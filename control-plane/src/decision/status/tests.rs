@@ -1,0 +1,175 @@
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rl_wire::{DecisionRequest, Verdict};
+
+use super::*;
+use crate::config::{CompiledConfig, parse_yaml};
+use crate::live_config;
+use crate::store::{CounterSpec, CounterStore, ManualClock, MemoryStore, Outcome};
+
+const T0: u64 = 1_700_000_000_000_000;
+
+const CONFIG: &str = r#"
+default_tier: free
+tiers:
+  - name: free
+    requests_per_window: 3
+    window_size_seconds: 60
+    endpoints:
+      /api/v1/request: 2
+  - name: gold
+    requests_per_window: 10
+    window_size_seconds: 10
+  - name: open
+    unlimited: true
+whitelist: ["10.9.0.0/16", "user:monitor"]
+api_keys:
+  - id: acme
+    tier: gold
+    key: acme-key-0123456789
+"#;
+
+fn decider() -> (Arc<ManualClock>, Decider) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let cfg = CompiledConfig::compile(parse_yaml(CONFIG).unwrap()).unwrap();
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let decider = Decider::new(live_config::shared(cfg), store, clock.clone());
+    (clock, decider)
+}
+
+fn from(ip: &str, path: &str) -> DecisionRequest {
+    DecisionRequest {
+        ip: ip.into(),
+        method: "GET".into(),
+        path: path.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn reports_every_counter_of_the_tier_and_records_nothing() {
+    let (clock, d) = decider();
+    let first = d.decide(&from("10.0.0.1", "/api/v1/request")).await;
+    assert_eq!(first.response.verdict, Verdict::Allow);
+    clock.advance(5_000_000);
+    d.decide(&from("10.0.0.1", "/other")).await;
+    for _ in 0..3 {
+        let report = d.status("ip:10.0.0.1", None).await.unwrap();
+        assert_eq!(report.identifier, "ip:10.0.0.1");
+        assert_eq!(report.tier, "free");
+        assert!(!report.whitelisted);
+        assert_eq!(
+            report.counters,
+            vec![
+                CounterStatus {
+                    counter: "tier_budget".into(),
+                    limit: 3,
+                    count: 2,
+                    remaining: 1,
+                    reset: Some(T0 / 1_000_000 + 60),
+                    window_seconds: 60,
+                },
+                CounterStatus {
+                    counter: "/api/v1/request".into(),
+                    limit: 2,
+                    count: 1,
+                    remaining: 1,
+                    reset: Some(T0 / 1_000_000 + 60),
+                    window_seconds: 60,
+                },
+            ]
+        );
+    }
+}
+
+#[tokio::test]
+async fn ip_forms_are_made_canonical() {
+    let (_clock, d) = decider();
+    d.decide(&from("2001:db8::1", "/x")).await;
+    let report = d.status("ip:2001:0db8:0:0::1", None).await.unwrap();
+    assert_eq!(report.identifier, "ip:2001:db8::1");
+    assert_eq!(report.counters[0].count, 1);
+}
+
+#[tokio::test]
+async fn registered_keys_use_their_tier_and_an_explicit_tier_wins() {
+    let (_clock, d) = decider();
+    let report = d.status("key:acme", None).await.unwrap();
+    assert_eq!(report.tier, "gold", "a registered key is known while idle");
+    assert_eq!(report.counters[0].count, 0);
+    assert_eq!(report.counters[0].reset, None);
+    let report = d.status("key:acme", Some("free")).await.unwrap();
+    assert_eq!(report.tier, "free");
+    assert_eq!(report.counters.len(), 2);
+    let report = d.status("key:acme", Some("open")).await.unwrap();
+    assert!(
+        report.counters.is_empty(),
+        "an unlimited tier has no counter"
+    );
+}
+
+#[tokio::test]
+async fn whitelisted_identifiers_are_known_while_idle() {
+    let (_clock, d) = decider();
+    assert!(d.status("ip:10.9.1.1", None).await.unwrap().whitelisted);
+    assert!(d.status("user:monitor", None).await.unwrap().whitelisted);
+}
+
+#[tokio::test]
+async fn refuses_what_it_cannot_answer() {
+    let (_clock, d) = decider();
+    for bad in [
+        "",
+        "ip:",
+        "ip:not-an-ip",
+        "host:x",
+        "nothing",
+        &format!("key:{}", "k".repeat(300)),
+    ] {
+        assert!(
+            matches!(
+                d.status(bad, None).await,
+                Err(StatusError::InvalidIdentifier)
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        d.status("key:acme", Some("platinum")).await,
+        Err(StatusError::UnknownTier)
+    ));
+    assert!(matches!(
+        d.status("user:nobody", None).await,
+        Err(StatusError::NotFound)
+    ));
+}
+
+/// A store whose every call fails.
+struct Down;
+
+#[async_trait]
+impl CounterStore for Down {
+    async fn check_and_record(&self, _: &str, _: &[CounterSpec]) -> Result<Outcome, StoreError> {
+        Err(StoreError::Timeout(100))
+    }
+    async fn peek(&self, _: &str, _: &[CounterSpec]) -> Result<Outcome, StoreError> {
+        Err(StoreError::Timeout(100))
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Err(StoreError::Timeout(100))
+    }
+    fn backend(&self) -> &'static str {
+        "down"
+    }
+}
+
+#[tokio::test]
+async fn a_store_failure_keeps_its_cause() {
+    let cfg = CompiledConfig::compile(parse_yaml(CONFIG).unwrap()).unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let d = Decider::new(live_config::shared(cfg), Arc::new(Down), clock);
+    let err = d.status("ip:10.0.0.1", None).await.unwrap_err();
+    assert!(matches!(err, StatusError::Store(StoreError::Timeout(100))));
+    assert_eq!(err.to_string(), "counter store timed out after 100 ms");
+}
