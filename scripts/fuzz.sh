@@ -8,10 +8,11 @@
 #   bash scripts/fuzz.sh --cmin [TARGET...]       # fold new finds into fuzz/corpus, minimised
 #
 # Environment:
-#   FUZZ_SECONDS     time per target (default 60)
+#   FUZZ_SECONDS     time per target (default 60; 0 means no fuzzing at all)
 #   FUZZ_SANITIZER   cargo-fuzz sanitizer: none (default: the code under test is safe Rust,
 #                    so ASan buys little and costs executions) or address
 #   FUZZ_FALLBACK=1  force the proptest fallback
+#   FUZZ_REQUIRE=1   fail instead of falling back when cargo-fuzz cannot run (test.sh, CI)
 #   FUZZ_VERBOSE=1   keep libFuzzer's per-input progress lines
 #
 # New inputs found by a run go to fuzz/target/new-corpus/<target>/ (not into the repository);
@@ -49,15 +50,18 @@ done
 
 seconds=${FUZZ_SECONDS:-60}
 sanitizer=${FUZZ_SANITIZER:-none}
+[[ "$seconds" =~ ^[0-9]+$ ]] || { echo "FUZZ_SECONDS must be a whole number of seconds, got $seconds" >&2; exit 2; }
 
-# cargo-fuzz passes unstable rustc flags: a nightly toolchain when there is one, otherwise the
-# default (stable) one with RUSTC_BOOTSTRAP=1 (CI machines have a single, stable toolchain).
-if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-  fuzz() { cargo +nightly fuzz "$@"; }
-else
-  export RUSTC_BOOTSTRAP=1
-  fuzz() { cargo fuzz "$@"; }
+if [ "$mode" = run ] && [ "$seconds" = 0 ]; then
+  log "FUZZ_SECONDS=0: no fuzzing"
+  exit 0
 fi
+
+# cargo-fuzz passes unstable rustc flags: the pinned toolchain (rust-toolchain.toml) accepts
+# them with RUSTC_BOOTSTRAP=1, so fuzzing needs no second toolchain and builds with the same
+# compiler as everything else.
+export RUSTC_BOOTSTRAP=1
+fuzz() { cargo fuzz "$@"; }
 
 have_cargo_fuzz() {
   [ "${FUZZ_FALLBACK:-0}" != 1 ] && fuzz --version >/dev/null 2>&1
@@ -70,6 +74,10 @@ libfuzzer_args() {
 }
 
 if ! have_cargo_fuzz; then
+  if [ "${FUZZ_REQUIRE:-0}" = 1 ]; then
+    echo "cargo-fuzz cannot run (install it: cargo install cargo-fuzz --locked); FUZZ_REQUIRE=1" >&2
+    exit 1
+  fi
   if [ "$mode" = cmin ]; then
     echo "--cmin needs cargo-fuzz (cargo install cargo-fuzz --locked)" >&2
     exit 1
