@@ -1,4 +1,4 @@
-//! Endpoint rules: path normalisation and longest-match lookup (SPEC §2 "Endpoint rules", §5).
+//! Endpoint rules: path normalisation and longest-match lookup (docs/PRODUCT.md §2 "Endpoint rules", §5).
 //!
 //! Every request path is normalised once and then matched against the tier's rules. Rules are
 //! written in normalised form (validation enforces it), so matching is plain string work.

@@ -29,7 +29,7 @@ use crate::input::{fields, text};
 /// At most this many rules per input.
 const MAX_RULES: usize = 32;
 
-/// The longest matching rule, by the book (SPEC §2 "Endpoint rules"): an exact rule matches
+/// The longest matching rule, by the book (docs/PRODUCT.md §2 "Endpoint rules"): an exact rule matches
 /// its own path, `P/*` every path starting with `P/`; the longest literal wins and an exact
 /// rule wins a tie. Quadratic and obvious on purpose.
 pub fn naive_longest_match<'a>(

@@ -92,7 +92,7 @@ fn canonical(ip: IpAddr) -> bool {
     ip.to_canonical() == ip
 }
 
-/// The specification of client IP resolution (README "Client IP", SPEC §5), written
+/// The specification of client IP resolution (README "Client IP", docs/PRODUCT.md §5), written
 /// independently of the product: strings instead of slices, one joined list.
 fn reference_client_ip(
     peer: Option<IpAddr>,

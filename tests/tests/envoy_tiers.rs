@@ -1,5 +1,5 @@
 //! Tiers, verified JWT identity, per-endpoint limits and the whitelist through a real Envoy
-//! (US2, US3, FR-015).
+//! (US2, US3, FR-015 in docs/PRODUCT.md).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,4 +1,4 @@
-//! US1 through a real Envoy with the compiled filter: 100 requests pass, the 101st gets the
+//! US1 (docs/PRODUCT.md §2) through a real Envoy with the compiled filter: 100 requests pass, the 101st gets the
 //! contract's 429, headers on every response, windows expire, concurrency is exact.
 
 use std::net::{IpAddr, Ipv4Addr};

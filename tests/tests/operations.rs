@@ -1,4 +1,4 @@
-//! Operating the service live (US4): metrics (JSON, Prometheus, Envoy stats), the admin
+//! Operating the service live (US4 in docs/PRODUCT.md): metrics (JSON, Prometheus, Envoy stats), the admin
 //! config API with propagation between replicas, file reload, status, logs, OpenAPI.
 
 use std::net::{IpAddr, Ipv4Addr};

@@ -1,6 +1,6 @@
 //! The configuration document (`rate_limit_config.yaml`, or the JSON body of a config PUT).
 //!
-//! Field names are part of the product contract (SPEC §4); unknown fields are rejected so a
+//! Field names are part of the product contract (docs/PRODUCT.md §4); unknown fields are rejected so a
 //! typo is an error rather than a silently ignored setting.
 
 use std::collections::BTreeMap;

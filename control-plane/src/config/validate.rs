@@ -1,4 +1,4 @@
-//! Semantic validation of a parsed document (SPEC §4). Every error names its field path;
+//! Semantic validation of a parsed document (docs/PRODUCT.md §4, docs/CONFIGURATION.md). Every error names its field path;
 //! [`RateLimitConfig::validate`] reports the first one in document order, which is the order
 //! of the fields in the schema: `default_tier`, `tiers`, `whitelist`, `api_keys`, `jwt`.
 

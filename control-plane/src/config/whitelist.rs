@@ -1,4 +1,4 @@
-//! Whitelist entries (FR-015): IPs, CIDR ranges and identifier forms.
+//! Whitelist entries (FR-015 in docs/PRODUCT.md): IPs, CIDR ranges and identifier forms.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
