@@ -748,7 +748,9 @@ impl Model {
             }
         }
         let (limit, rule) = described.unwrap();
-        let reset = ceil_secs(free_at).max(ceil_secs(now) + 1);
+        // Retry-After and Reset round the same instant: when every full counter has room.
+        let free_at = free_at.max(now + 1);
+        let reset = ceil_secs(free_at);
         DecisionResponse {
             verdict: Verdict::Deny,
             tier: Some(tier.name.to_string()),
@@ -756,7 +758,7 @@ impl Model {
                 limit,
                 remaining: 0,
                 reset,
-                retry_after: Some(ceil_secs(free_at.saturating_sub(now)).max(1)),
+                retry_after: Some(ceil_secs(free_at - now)),
                 window: tier.window_secs,
                 endpoint: endpoint(rule),
                 // Date formatting is not what this model checks: the product's own is used.
