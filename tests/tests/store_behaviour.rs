@@ -329,7 +329,8 @@ async fn redis_keys_expire_with_their_window_and_stay_bounded() {
         .arg("rl:{ip:10.0.0.7}:b")
         .query(&mut conn)
         .expect("PTTL");
-    assert!(ttl > 0 && ttl <= 1000, "TTL {ttl} ms follows the window");
+    // The window plus the millisecond Redis's own expiry rounding can take away.
+    assert!(ttl > 0 && ttl <= 1001, "TTL {ttl} ms follows the window");
     let gone = eventually(Duration::from_secs(5), || {
         redis::cmd("EXISTS")
             .arg("rl:{ip:10.0.0.7}:b")

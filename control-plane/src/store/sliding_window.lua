@@ -61,7 +61,10 @@ for i = 1, n do
     local wkey = ARGV[3 + 2 * i]
     local t = ttl[wkey]
     if t == nil then
-      t = string.format('%.0f', math.ceil(window / 1000))
+      -- Redis counts expiry from its clock truncated to the millisecond, so a TTL of exactly
+      -- the window could drop the key (and its newest entry) up to 1 ms before that entry
+      -- leaves the window: one more millisecond keeps every entry for its whole window.
+      t = string.format('%.0f', math.ceil(window / 1000) + 1)
       ttl[wkey] = t
     end
     redis.call('PEXPIRE', KEYS[i], t)
