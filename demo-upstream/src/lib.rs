@@ -5,10 +5,13 @@
 //! - `/api/v1/request`: the rate-limited business endpoint (200);
 //! - `/api/v1/health`: a cheap health endpoint with its own limit (200);
 //! - `/api/v1/error`: always 500, to show the rate-limit headers on upstream errors;
+//! - `/api/v1/own-limits`: an API that runs a rate limiter of its own and says so in its
+//!   headers ([`OWN_LIMIT_HEADERS`]); `?status=NNN` (200–599) picks the status, default 200.
+//!   Shows which of them reach clients through the filter;
 //! - anything else: 200 echoing the method and path.
 
 use axum::Router;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::any;
 use tokio::net::TcpListener;
@@ -18,6 +21,7 @@ pub fn router() -> Router {
         .route("/api/v1/request", any(request))
         .route("/api/v1/health", any(health))
         .route("/api/v1/error", any(error))
+        .route("/api/v1/own-limits", any(own_limits))
         .fallback(echo)
 }
 
@@ -37,6 +41,54 @@ async fn error() -> impl IntoResponse {
         StatusCode::INTERNAL_SERVER_ERROR,
         r#"{"error":"the demo upstream fails on purpose"}"#.to_string(),
     )
+}
+
+/// What `/api/v1/own-limits` sends besides `content-type`, in order; a name listed twice is
+/// sent as two field lines (`RateLimit-Policy` is a List: two lines are two items).
+pub const OWN_LIMIT_HEADERS: [(&str, &str); 9] = [
+    ("x-ratelimit-limit", "5000"),
+    ("x-ratelimit-remaining", "4321"),
+    ("x-ratelimit-reset", "1700000000"),
+    ("x-ratelimit-tier", "upstream-gold"),
+    ("x-ratelimit-used", "679"),
+    ("ratelimit", "\"upstream\";r=4321;t=60"),
+    ("ratelimit-policy", "\"upstream\";q=5000;w=3600"),
+    ("ratelimit-policy", "\"burst\";q=100;w=1"),
+    ("retry-after", "30"),
+];
+
+async fn own_limits(uri: Uri) -> impl IntoResponse {
+    let status = status_asked(uri.query());
+    (
+        own_limit_headers(),
+        json(
+            status,
+            r#"{"status":"limited by the upstream too"}"#.to_string(),
+        ),
+    )
+}
+
+/// `status=NNN` in a query (200–599), else 200.
+fn status_asked(query: Option<&str>) -> StatusCode {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("status="))
+        .and_then(|code| code.parse::<u16>().ok())
+        .filter(|code| (200..=599).contains(code))
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(StatusCode::OK)
+}
+
+fn own_limit_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in OWN_LIMIT_HEADERS {
+        headers.append(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    headers
 }
 
 async fn echo(method: Method, uri: Uri) -> impl IntoResponse {

@@ -4,3 +4,33 @@ use super::*;
 fn escapes_quotes_and_controls() {
     assert_eq!(serde_json_escape("a\"b\\c\n"), "a\\\"b\\\\c\\u000a");
 }
+
+#[test]
+fn own_limits_sends_every_header_of_its_own_limiter() {
+    let headers = own_limit_headers();
+    let mut sent: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.to_str().unwrap_or("<not ASCII>")))
+        .collect();
+    let mut want = OWN_LIMIT_HEADERS.to_vec();
+    // A header map groups the lines of one name: compare as sets of lines.
+    sent.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(sent, want);
+    assert_eq!(headers.get_all("ratelimit-policy").iter().count(), 2);
+}
+
+#[test]
+fn own_limits_answers_the_status_asked_for() {
+    for (query, want) in [
+        (Some("status=503"), 503),
+        (Some("x=1&status=429"), 429),
+        (Some("status=200"), 200),
+        (Some("status=199"), 200),
+        (Some("status=600"), 200),
+        (Some("status=abc"), 200),
+        (None, 200),
+    ] {
+        assert_eq!(status_asked(query).as_u16(), want, "{query:?}");
+    }
+}

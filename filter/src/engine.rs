@@ -345,11 +345,14 @@ impl Engine {
         }
     }
 
-    /// Headers to set (replacing) on the response of a forwarded request.
-    pub fn response_headers(&self, context: u32) -> &[(&'static str, String)] {
+    /// The headers to set (replacing) on the response of a request this engine decided and
+    /// forwarded; the upstream's other `X-RateLimit-*` headers then go
+    /// ([`crate::upstream_headers`]). `None`: leave the response alone (a local reply of
+    /// ours, or a request nothing decided).
+    pub fn response_headers(&self, context: u32) -> Option<&[(&'static str, String)]> {
         match self.streams.get(&context).map(|s| &s.state) {
-            Some(State::Forwarded(headers)) => headers,
-            _ => &[],
+            Some(State::Forwarded(headers)) => Some(headers),
+            _ => None,
         }
     }
 

@@ -29,7 +29,10 @@ use crate::engine::{self, Call, Effect, Engine, Flow};
 use crate::evidence::{decision_request, encode_decision_request};
 use crate::header_map;
 use crate::log_throttle::LogThrottle;
-use crate::response::{CallBody, CallResult, ControlPlaneError, LocalReply, METRIC_NAMES};
+use crate::response::{
+    CallBody, CallResult, ControlPlaneError, LocalReply, METRIC_NAMES, RATE_LIMIT_HEADERS,
+};
+use crate::upstream_headers;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
@@ -78,6 +81,18 @@ mod host {
             return_map_data: *mut *mut u8,
             return_map_size: *mut usize,
         ) -> Status;
+        fn proxy_replace_header_map_value(
+            map_type: MapType,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> Status;
+        fn proxy_remove_header_map_value(
+            map_type: MapType,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> Status;
     }
 
     pub fn set_effective_context(context_id: u32) -> bool {
@@ -111,19 +126,42 @@ mod host {
         }
     }
 
-    /// Every request header in one host call (one call per header costs several times more).
-    pub fn request_header_pairs() -> Option<Vec<u8>> {
+    /// Every header of `map` in one host call (one call per header costs several times more).
+    pub fn header_pairs(map: MapType) -> Option<Vec<u8>> {
         let mut data: *mut u8 = std::ptr::null_mut();
         let mut size: usize = 0;
         // SAFETY: on success the host hands over a buffer of `size` bytes it allocated with
         // this module's `proxy_on_memory_allocate` (the SDK's, a boxed slice of exactly that
         // length), which the SDK's own map getters also take over as a Vec.
         unsafe {
-            match proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
+            match proxy_get_header_map_pairs(map, &mut data, &mut size) {
                 Status::Ok if data.is_null() || size == 0 => Some(Vec::new()),
                 Status::Ok => Some(Vec::from_raw_parts(data, size, size)),
                 _ => None,
             }
+        }
+    }
+
+    /// Sets a response header, replacing every line of that name.
+    pub fn replace_response_header(name: &[u8], value: &[u8]) -> bool {
+        // SAFETY: the pointers and sizes describe live slices for the duration of the call.
+        unsafe {
+            proxy_replace_header_map_value(
+                MapType::HttpResponseHeaders,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            ) == Status::Ok
+        }
+    }
+
+    /// Removes every line of a response header.
+    pub fn remove_response_header(name: &[u8]) -> bool {
+        // SAFETY: the pointer and size describe a live slice for the duration of the call.
+        unsafe {
+            proxy_remove_header_map_value(MapType::HttpResponseHeaders, name.as_ptr(), name.len())
+                == Status::Ok
         }
     }
 }
@@ -385,7 +423,7 @@ fn decision_body(config: &PluginConfig) -> Vec<u8> {
     let source = hostcalls::get_property(vec!["source", "address"])
         .ok()
         .flatten();
-    let all = host::request_header_pairs();
+    let all = host::header_pairs(MapType::HttpRequestHeaders);
     let fetched: Vec<(&str, Vec<u8>)>;
     let pairs = match all.as_deref().and_then(header_map::parse) {
         Some(pairs) => pairs,
@@ -453,12 +491,21 @@ impl HttpContext for RequestFilter {
         _num_headers: usize,
         _end_of_stream: bool,
     ) -> HostAction {
-        for (name, value) in self.engine.borrow().response_headers(self.context_id) {
-            let _ = hostcalls::set_map_value_bytes(
-                MapType::HttpResponseHeaders,
-                name,
-                Some(value.as_bytes()),
-            );
+        let engine = self.engine.borrow();
+        let Some(ours) = engine.response_headers(self.context_id) else {
+            return HostAction::Continue;
+        };
+        let map = host::header_pairs(MapType::HttpResponseHeaders);
+        let present: Vec<&[u8]> = match map.as_deref().and_then(header_map::parse) {
+            Some(pairs) => pairs.into_iter().map(|(name, _)| name).collect(),
+            // The host refused the map: at least the names we know go.
+            None => RATE_LIMIT_HEADERS.iter().map(|n| n.as_bytes()).collect(),
+        };
+        for name in upstream_headers::to_remove(present, ours) {
+            host::remove_response_header(name);
+        }
+        for (name, value) in ours {
+            host::replace_response_header(name.as_bytes(), value.as_bytes());
         }
         HostAction::Continue
     }

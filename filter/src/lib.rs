@@ -4,8 +4,10 @@
 //! Per request the filter gathers the identity evidence ([`evidence`], [`client_ip`]), makes one
 //! `dispatch_http_call` to the control plane ([`rl_wire::DECISION_PATH`]) while the request is
 //! paused, and then follows the answer ([`response`]): forward and stamp the `X-RateLimit-*`
-//! headers on the response, answer 429 or 503 itself, or forward untouched. When the control
-//! plane cannot answer, the plugin's `fail_open` decides.
+//! headers on the response, answer 429 or 503 itself, or forward without headers of ours.
+//! When the control plane cannot answer, the plugin's `fail_open` decides. On every response
+//! of a request it forwarded, the upstream's own `X-RateLimit-*` headers give way to ours
+//! ([`upstream_headers`]).
 //!
 //! Plugin configuration (see [`config::PluginConfig`] for every field):
 //!
@@ -28,6 +30,7 @@ pub mod evidence;
 pub mod header_map;
 pub mod log_throttle;
 pub mod response;
+pub mod upstream_headers;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

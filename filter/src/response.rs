@@ -17,6 +17,9 @@ pub const HEADER_LIMIT: &str = "x-ratelimit-limit";
 pub const HEADER_REMAINING: &str = "x-ratelimit-remaining";
 pub const HEADER_RESET: &str = "x-ratelimit-reset";
 pub const HEADER_TIER: &str = "x-ratelimit-tier";
+/// The `X-RateLimit-*` headers the filter sets.
+pub const RATE_LIMIT_HEADERS: [&str; 4] =
+    [HEADER_LIMIT, HEADER_REMAINING, HEADER_RESET, HEADER_TIER];
 pub const HEADER_RETRY_AFTER: &str = "retry-after";
 pub const HEADER_CONTENT_TYPE: &str = "content-type";
 
@@ -174,7 +177,8 @@ pub struct LocalReply {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Forward the request; set these headers (replacing) on whatever response comes back.
+    /// Forward the request; set these headers (replacing) on whatever response comes back,
+    /// where the upstream's other `X-RateLimit-*` headers go.
     Resume { response_headers: Headers },
     /// Answer the request locally.
     Reply(LocalReply),

@@ -194,6 +194,7 @@ fn imports_are_known_and_the_unused_ones_trap() {
         "env.proxy_get_header_map_pairs",
         "env.proxy_set_tick_period_milliseconds",
         "env.proxy_replace_header_map_value",
+        "env.proxy_remove_header_map_value",
         "env.proxy_get_property",
         "env.proxy_http_call",
         "env.proxy_continue_stream",
@@ -812,6 +813,84 @@ fn whitelisted_disabled_and_failed_open_pass_without_headers() {
             assert!(vm.logs().is_empty(), "{:?}", vm.logs());
             still_works(&mut vm);
         }
+    }
+}
+
+/// The response of an upstream that runs a limiter of its own (`RateLimit-Policy` is a List:
+/// two lines, two items).
+const UPSTREAM_WITH_OWN_LIMITS: [(&str, &str); 10] = [
+    (":status", "503"),
+    ("x-ratelimit-limit", "5000"),
+    ("X-RateLimit-Remaining", "4321"),
+    ("x-ratelimit-reset", "1"),
+    ("x-ratelimit-tier", "upstream-gold"),
+    ("x-ratelimit-used", "679"),
+    ("ratelimit", "\"upstream\";r=4321;t=60"),
+    ("ratelimit-policy", "\"upstream\";q=5000;w=3600"),
+    ("ratelimit-policy", "\"burst\";q=100;w=1"),
+    ("retry-after", "30"),
+];
+
+/// Every line of a header map as (name, value), sorted by name only (lines of one name keep
+/// their order).
+fn lines(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut lines: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v).into_owned()))
+        .collect();
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    lines
+}
+
+#[test]
+fn the_upstreams_own_rate_limit_headers_give_way_on_every_forwarded_response() {
+    let ours_all: &[(&str, &str)] = &[
+        ("x-ratelimit-limit", "100"),
+        ("x-ratelimit-remaining", "99"),
+        ("x-ratelimit-reset", "1700000060"),
+        ("x-ratelimit-tier", "free"),
+    ];
+    // (case, the control plane's answer (`None`: the call is reset), the headers of ours)
+    type Case<'a> = (&'a str, Option<String>, &'a [(&'a str, &'a str)]);
+    let cases: [Case<'_>; 6] = [
+        ("allow", Some(allow()), ours_all),
+        (
+            "unlimited tier",
+            Some(answer(Verdict::Allow, Some("unlimited"), None)),
+            &[("x-ratelimit-tier", "unlimited")],
+        ),
+        (
+            "whitelisted",
+            Some(answer(Verdict::Whitelisted, None, None)),
+            &[],
+        ),
+        ("disabled", Some(answer(Verdict::Disabled, None, None)), &[]),
+        (
+            "failed open by the control plane",
+            Some(answer(Verdict::FailedOpen, None, None)),
+            &[],
+        ),
+        ("failed open by the filter (call reset)", None, &[]),
+    ];
+    for (what, body, ours) in cases {
+        let mut vm = vm(&config(""));
+        let run = vm.request(Request::get("/").upstream_response(&UPSTREAM_WITH_OWN_LIMITS));
+        let outcome = match body {
+            Some(body) => respond_200(run, &body),
+            None => run.respond_reset(),
+        };
+        let mut want = HeaderMap::from_pairs(&[
+            (":status", "503"),
+            ("ratelimit", "\"upstream\";r=4321;t=60"),
+            ("ratelimit-policy", "\"upstream\";q=5000;w=3600"),
+            ("ratelimit-policy", "\"burst\";q=100;w=1"),
+            ("retry-after", "30"),
+        ]);
+        for (name, value) in ours {
+            want.append(name, value);
+        }
+        assert_eq!(lines(forwarded(&outcome)), lines(&want), "{what}");
+        still_works(&mut vm);
     }
 }
 

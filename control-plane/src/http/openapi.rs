@@ -47,7 +47,9 @@ pub struct UnavailableError {
     tag = "proxied",
     params(("proxied_path" = String, Path, description = "Any path of the API behind Envoy")),
     responses(
-        (status = 200, description = "The upstream's answer (any status), with the rate-limit headers of the binding counter",
+        (status = 200, description = "The upstream's answer (any status), with the rate-limit headers of the binding counter. \
+            The upstream's own X-RateLimit-* headers never pass (ours replace them; whitelisted, disabled and failed-open \
+            responses carry none, an unlimited tier only X-RateLimit-Tier); its RateLimit, RateLimit-Policy and Retry-After pass untouched",
             headers(
                 ("X-RateLimit-Limit" = u64, description = "Limit of the counter with the least remaining"),
                 ("X-RateLimit-Remaining" = u64, description = "Requests left in the window, this one counted"),
