@@ -35,6 +35,8 @@ pub enum ServerError {
     },
     #[error("server: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    DecisionSecret(#[from] http::PreviousWithoutCurrent),
 }
 
 /// How often the in-memory store drops counters whose entries have all expired.
@@ -44,6 +46,10 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let decision_secrets = http::DecisionSecrets::new(
+        settings.decision_secret.as_deref(),
+        settings.decision_secret_previous.as_deref(),
+    )?;
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
     let (store, config_source): (Arc<dyn CounterStore>, Option<RedisConfigSource>) =
         match &settings.redis_url {
@@ -110,7 +116,7 @@ pub async fn run(
         metrics,
         config: manager,
         admin_key,
-        decision_secret: settings.decision_secret.as_deref().map(Arc::from),
+        decision_secrets,
     };
     let listener =
         TcpListener::bind(settings.listen)

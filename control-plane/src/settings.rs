@@ -50,6 +50,16 @@ pub struct Settings {
     #[arg(long, env = "RATE_LIMIT_DECISION_SECRET", hide_env_values = true)]
     pub decision_secret: Option<String>,
 
+    /// While rotating the decision secret: the old secret, still accepted next to
+    /// `--decision-secret` (the new one) until every filter sends the new one. Unset: only
+    /// the current secret is accepted.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_DECISION_SECRET_PREVIOUS",
+        hide_env_values = true
+    )]
+    pub decision_secret_previous: Option<String>,
+
     /// Timeout of one Redis round trip in milliseconds; keep it below the filter's
     /// `timeout_ms` so the control plane's `fail_open` decides, not the filter's.
     #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT_MS", default_value_t = 100)]

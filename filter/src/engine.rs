@@ -35,8 +35,8 @@ use rl_wire::{BATCH_DECISION_PATH, DECISION_PATH, DECISION_SECRET_HEADER};
 use crate::batch::{self, Coalescer, MAX_BATCH_RESPONSE_BYTES, Route};
 use crate::config::PluginConfig;
 use crate::response::{
-    self, Action, BATCH_CALLS_METRIC, CONTROL_PLANE_ERRORS_METRIC, CallResult, ControlPlaneError,
-    Decision, Headers, LocalReply, MAX_DECISION_RESPONSE_BYTES,
+    self, Action, BATCH_CALLS_METRIC, CallResult, ControlPlaneError, Decision, Headers, LocalReply,
+    MAX_DECISION_RESPONSE_BYTES,
 };
 
 /// Tick period while requests wait for a batch and nothing else will send them.
@@ -431,7 +431,7 @@ impl Engine {
     fn apply(&mut self, member: Member, decision: Decision, resume: bool) -> Vec<Effect> {
         let mut effects = vec![Effect::Count(decision.outcome.metric_index())];
         if let Some(error) = decision.error {
-            effects.push(Effect::Count(CONTROL_PLANE_ERRORS_METRIC));
+            effects.push(Effect::Count(error.metric_index()));
             effects.push(Effect::LogError(error));
         }
         let state = match decision.action {

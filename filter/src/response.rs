@@ -86,7 +86,10 @@ pub enum ControlPlaneError {
     Reset,
     /// No or unreadable `:status`.
     MissingStatus,
-    /// Anything but 200 (Envoy synthesises 503 when refused, 504 on timeout).
+    /// 401: the control plane requires a decision secret this filter does not send (or sends
+    /// another one). A misconfiguration, counted apart from outages.
+    Unauthorized,
+    /// Anything but 200 and 401 (Envoy synthesises 503 when refused, 504 on timeout).
     Status(u16),
     EmptyBody,
     BodyTooLarge(usize),
@@ -106,6 +109,11 @@ impl fmt::Display for ControlPlaneError {
             ControlPlaneError::MissingStatus => {
                 f.write_str("decision response has no valid :status")
             }
+            ControlPlaneError::Unauthorized => f.write_str(
+                "decision call answered HTTP 401: missing or wrong decision secret (the filter's \
+                 decision_secret must be the control plane's RATE_LIMIT_DECISION_SECRET, or its \
+                 RATE_LIMIT_DECISION_SECRET_PREVIOUS while the secret is rotated)",
+            ),
             ControlPlaneError::Status(s) => write!(f, "decision call answered HTTP {s}"),
             ControlPlaneError::EmptyBody => f.write_str("decision response has no body"),
             ControlPlaneError::BodyTooLarge(n) => {
@@ -134,7 +142,7 @@ pub enum Outcome {
 }
 
 /// Every counter the filter defines (Envoy exposes them prefixed with `wasmcustom.`).
-pub const METRIC_NAMES: [&str; 9] = [
+pub const METRIC_NAMES: [&str; 10] = [
     "rate_limit_filter.allowed",
     "rate_limit_filter.denied",
     "rate_limit_filter.unavailable",
@@ -144,6 +152,7 @@ pub const METRIC_NAMES: [&str; 9] = [
     "rate_limit_filter.failed_closed",
     "rate_limit_filter.control_plane_errors",
     "rate_limit_filter.batch_calls",
+    "rate_limit_filter.unauthorized",
 ];
 
 /// Index into [`METRIC_NAMES`] of the control-plane error counter.
@@ -151,6 +160,21 @@ pub const CONTROL_PLANE_ERRORS_METRIC: usize = 7;
 
 /// Index into [`METRIC_NAMES`] of the counter of batch calls dispatched (coalescing at work).
 pub const BATCH_CALLS_METRIC: usize = 8;
+
+/// Index into [`METRIC_NAMES`] of the counter of decisions refused with 401 (a wrong or
+/// missing decision secret).
+pub const UNAUTHORIZED_METRIC: usize = 9;
+
+impl ControlPlaneError {
+    /// The counter this error goes to besides the outcome: a 401 is a misconfiguration and
+    /// has its own, every other error is the control plane failing to answer.
+    pub fn metric_index(&self) -> usize {
+        match self {
+            ControlPlaneError::Unauthorized => UNAUTHORIZED_METRIC,
+            _ => CONTROL_PLANE_ERRORS_METRIC,
+        }
+    }
+}
 
 impl Outcome {
     /// Index into [`METRIC_NAMES`].
@@ -242,6 +266,7 @@ pub fn call_body(result: CallResult<'_>) -> Result<&[u8], ControlPlaneError> {
     match status.and_then(parse_status) {
         None => return Err(ControlPlaneError::MissingStatus),
         Some(200) => {}
+        Some(401) => return Err(ControlPlaneError::Unauthorized),
         Some(other) => return Err(ControlPlaneError::Status(other)),
     }
     match body {

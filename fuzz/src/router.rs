@@ -43,7 +43,7 @@ impl RouterEndpoint {
             metrics,
             config,
             admin_key: None,
-            decision_secret: None,
+            decision_secrets: None,
         };
         RouterEndpoint {
             router: router(state),

@@ -1,13 +1,15 @@
 //! docs/CONFIGURATION.md against the code, so the reference cannot drift: every flag and
 //! `RATE_LIMIT_*` variable of `control-plane --help`, every field of the configuration file
 //! schema and every field of the filter's plugin configuration is documented with the default
-//! the code applies, and the document names nothing the code does not have.
+//! the code applies, every stat of the filter is listed, and the document names nothing the
+//! code does not have.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use control_plane::config::{ApiKeyConfig, JwtConfig, RateLimitConfig, TierConfig, parse_json};
 use rate_limit_filter::config::{ConfigError as PluginError, MAX_TIMEOUT_MS, PluginConfig};
+use rate_limit_filter::response::METRIC_NAMES;
 use rl_tests::{ControlPlane, control_plane_bin, repo_root};
 use serde_json::{Value, json};
 
@@ -544,6 +546,28 @@ fn every_plugin_field_is_documented_with_its_default() {
         .expect("a ```json example");
     PluginConfig::from_json(example.as_bytes())
         .unwrap_or_else(|e| panic!("{DOC}: the example is refused: {e}"));
+}
+
+// ---------------------------------------------------------------------------------------
+// The filter's stats
+
+#[test]
+fn every_filter_stat_is_documented() {
+    let doc = read(DOC);
+    let (_, rows) = table(&section(&doc, "Filter stats"));
+    let documented: BTreeSet<String> = rows_by_name(&rows).into_keys().collect();
+    let defined: BTreeSet<String> = METRIC_NAMES
+        .iter()
+        .map(|name| {
+            name.strip_prefix("rate_limit_filter.")
+                .unwrap_or_else(|| panic!("stat {name} outside rate_limit_filter."))
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        documented, defined,
+        "{DOC}: the `Filter stats` table against the filter's METRIC_NAMES"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

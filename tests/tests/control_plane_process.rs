@@ -325,6 +325,7 @@ fn help_documents_every_setting_and_its_variable() {
         "RATE_LIMIT_REDIS_URL",
         "RATE_LIMIT_ADMIN_API_KEY",
         "RATE_LIMIT_DECISION_SECRET",
+        "RATE_LIMIT_DECISION_SECRET_PREVIOUS",
         "RATE_LIMIT_REDIS_TIMEOUT_MS",
         "RATE_LIMIT_LOG_FORMAT",
         "127.0.0.1:8080",

@@ -154,7 +154,7 @@ fn metric(vm: &FilterVm, short: &str) -> u64 {
 
 /// The filter's stats (Envoy shows them as `wasmcustom.rate_limit_filter.<name>`; the README
 /// documents these names).
-const METRICS: [&str; 9] = [
+const METRICS: [&str; 10] = [
     "allowed",
     "denied",
     "unavailable",
@@ -164,6 +164,7 @@ const METRICS: [&str; 9] = [
     "failed_closed",
     "control_plane_errors",
     "batch_calls",
+    "unauthorized",
 ];
 
 /// Every filter metric, by short name, with the non-zero ones listed in `expected`.
@@ -1023,6 +1024,60 @@ fn control_plane_failures_fail_closed() {
     single_call_failures(false, assert_unavailable, "failed_closed", |m| {
         m.contains("503")
     });
+}
+
+/// The control plane's answer to a decision call without the right secret (as its
+/// `require_decision_secret` layer sends it).
+const UNAUTHORIZED_BODY: &str =
+    r#"{"error":{"code":"unauthorized","message":"missing or wrong decision secret"}}"#;
+
+#[test]
+fn a_401_is_counted_as_unauthorized_not_as_an_outage_and_follows_fail_open() {
+    for (fail_open, check, policy) in [
+        (
+            true,
+            assert_passed_without_headers as fn(&Outcome),
+            "failed_open",
+        ),
+        (false, assert_unavailable, "failed_closed"),
+    ] {
+        let mut vm = vm(&config(&format!(
+            r#""fail_open":{fail_open},"decision_secret":"stale secret""#
+        )));
+        let run = vm.request(Request::get("/api/v1/request"));
+        check(&run.respond(
+            &[(":status", "401"), ("content-type", "application/json")],
+            UNAUTHORIZED_BODY,
+        ));
+        assert_metrics(&vm, &[(policy, 1), ("unauthorized", 1)]);
+        let logs = vm.take_logs();
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        let line = &logs[0].message;
+        assert!(
+            line.contains("HTTP 401") && line.contains("decision secret") && line.contains(CLUSTER),
+            "{line}"
+        );
+        assert!(
+            !line.contains("stale secret"),
+            "the secret is never logged: {line}"
+        );
+
+        // Every member of a batch refused with 401 counts once.
+        let c = coalesce(&mut vm, 3);
+        vm.answer_call(
+            c.batch,
+            Some(&[(":status", "401")]),
+            UNAUTHORIZED_BODY.as_bytes(),
+        );
+        for ctx in &c.queued {
+            check(&vm.finish(*ctx));
+        }
+        for (ctx, _) in c.singles {
+            vm.cancel(ctx);
+        }
+        assert_metrics(&vm, &[(policy, 4), ("unauthorized", 4), ("batch_calls", 1)]);
+        still_works(&mut vm);
+    }
 }
 
 #[test]

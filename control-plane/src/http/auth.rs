@@ -1,5 +1,8 @@
 //! Route layers that authenticate callers: every admin endpoint passes through
 //! [`require_admin`], every decision endpoint through [`require_decision_secret`].
+//!
+//! Secrets are compared as SHA-256 digests in constant time: the digests have a fixed size,
+//! so neither a secret's content nor its length leaks through timing.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -8,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use rl_wire::DECISION_SECRET_HEADER;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use thiserror::Error;
 
 use super::{ApiError, AppState};
 
@@ -48,26 +52,93 @@ pub async fn require_admin(
     next.run(request).await
 }
 
-/// When a decision secret is configured, a decision call must carry it in
-/// [`DECISION_SECRET_HEADER`]; compared in constant time.
+/// The secrets a decision call may carry: the current one and, while it is being rotated, the
+/// previous one (filters whose configuration still sends it keep being answered).
+#[derive(Clone)]
+pub struct DecisionSecrets {
+    current: [u8; 32],
+    /// The current digest again when no previous secret is set, so that every check does
+    /// the same work.
+    previous: [u8; 32],
+}
+
+/// A previous secret without a current one: nothing would say which secret to move to.
+#[derive(Debug, Error)]
+#[error(
+    "RATE_LIMIT_DECISION_SECRET_PREVIOUS is set without RATE_LIMIT_DECISION_SECRET: \
+     set the new secret in RATE_LIMIT_DECISION_SECRET and keep the old one in \
+     RATE_LIMIT_DECISION_SECRET_PREVIOUS while filters move to the new one"
+)]
+pub struct PreviousWithoutCurrent;
+
+impl DecisionSecrets {
+    /// `None` when no secret is required (no current secret). Empty values count as unset.
+    pub fn new(
+        current: Option<&str>,
+        previous: Option<&str>,
+    ) -> Result<Option<DecisionSecrets>, PreviousWithoutCurrent> {
+        let digest = |s: &str| -> [u8; 32] { Sha256::digest(s.as_bytes()).into() };
+        let previous = previous.filter(|s| !s.is_empty());
+        match current.filter(|s| !s.is_empty()) {
+            None if previous.is_some() => Err(PreviousWithoutCurrent),
+            None => Ok(None),
+            Some(current) => {
+                let current = digest(current);
+                Ok(Some(DecisionSecrets {
+                    current,
+                    previous: previous.map_or(current, digest),
+                }))
+            }
+        }
+    }
+
+    /// Which secret `presented` is (both are compared, always).
+    pub fn check(&self, presented: &[u8]) -> SecretMatch {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        let current = bool::from(digest.ct_eq(&self.current));
+        let previous = bool::from(digest.ct_eq(&self.previous));
+        match (current, previous) {
+            (true, _) => SecretMatch::Current,
+            (false, true) => SecretMatch::Previous,
+            (false, false) => SecretMatch::Neither,
+        }
+    }
+}
+
+/// What a presented decision secret is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretMatch {
+    Current,
+    /// `RATE_LIMIT_DECISION_SECRET_PREVIOUS`: accepted, and counted, so operators see when no
+    /// filter sends it any more.
+    Previous,
+    Neither,
+}
+
+/// When a decision secret is configured, a decision call must carry it (or, while rotating,
+/// the previous one) in [`DECISION_SECRET_HEADER`].
 pub async fn require_decision_secret(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(secret) = &state.decision_secret {
+    if let Some(secrets) = &state.decision_secrets {
         let presented = request
             .headers()
             .get(DECISION_SECRET_HEADER)
             .map(|v| v.as_bytes())
             .unwrap_or_default();
-        if !bool::from(presented.ct_eq(secret.as_bytes())) {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing or wrong decision secret",
-            )
-            .into_response();
+        match secrets.check(presented) {
+            SecretMatch::Current => {}
+            SecretMatch::Previous => state.metrics.previous_secret_used(),
+            SecretMatch::Neither => {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing or wrong decision secret",
+                )
+                .into_response();
+            }
         }
     }
     next.run(request).await
@@ -83,3 +154,6 @@ fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
         .eq_ignore_ascii_case(b"bearer ")
         .then(|| token.trim_ascii())
 }
+
+#[cfg(test)]
+mod tests;

@@ -27,7 +27,7 @@ use crate::metrics::Observation;
     responses(
         (status = 200, description = "The decision", body = DecisionResponse),
         (status = 400, description = "Not a decision request", body = rl_wire::ErrorBody),
-        (status = 401, description = "Missing or wrong decision secret (when one is configured)", body = rl_wire::ErrorBody),
+        (status = 401, description = "Missing or wrong decision secret (when RATE_LIMIT_DECISION_SECRET is set; RATE_LIMIT_DECISION_SECRET_PREVIOUS is accepted too), in the x-rate-limit-decision-secret header", body = rl_wire::ErrorBody),
         (status = 413, description = "Body over 16 KiB"),
     )
 )]
@@ -53,7 +53,7 @@ pub async fn decide(State(state): State<AppState>, body: Bytes) -> Response {
     responses(
         (status = 200, description = "One decision per request, in order", body = BatchDecisionResponse),
         (status = 400, description = "Not a batch decision request, or more than 64 requests", body = rl_wire::ErrorBody),
-        (status = 401, description = "Missing or wrong decision secret (when one is configured)", body = rl_wire::ErrorBody),
+        (status = 401, description = "Missing or wrong decision secret (when RATE_LIMIT_DECISION_SECRET is set; RATE_LIMIT_DECISION_SECRET_PREVIOUS is accepted too), in the x-rate-limit-decision-secret header", body = rl_wire::ErrorBody),
         (status = 413, description = "Body over 256 KiB"),
     )
 )]

@@ -19,6 +19,7 @@ use crate::config_sync::ConfigManager;
 use crate::decision::Decider;
 use crate::metrics::Metrics;
 
+pub use auth::{DecisionSecrets, PreviousWithoutCurrent};
 pub use errors::ApiError;
 
 /// Shared state of every handler.
@@ -29,8 +30,8 @@ pub struct AppState {
     pub config: Arc<ConfigManager>,
     /// SHA-256 of the admin API key; `None` disables the admin endpoints.
     pub admin_key: Option<[u8; 32]>,
-    /// Shared secret the filter must send on decision calls, when configured.
-    pub decision_secret: Option<Arc<str>>,
+    /// Secrets the filter must send on decision calls, when configured.
+    pub decision_secrets: Option<DecisionSecrets>,
 }
 
 pub fn router(state: AppState) -> Router {

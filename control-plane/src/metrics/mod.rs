@@ -106,6 +106,7 @@ pub struct Metrics {
     throttled: Family<ThrottleLabels, Counter>,
     store_errors: Family<ErrorLabels, Counter>,
     config_reloads: Family<ReloadLabels, Counter>,
+    previous_secret: Counter,
     latency: LatencyHistogram,
     by_verdict: [AtomicU64; 6],
     store_error_total: AtomicU64,
@@ -180,6 +181,13 @@ impl Metrics {
             "Configuration changes applied or rejected, by source",
             config_reloads.clone(),
         );
+        let previous_secret = Counter::default();
+        registry.register(
+            "rate_limit_decision_secret_previous",
+            "Decision calls that carried RATE_LIMIT_DECISION_SECRET_PREVIOUS, not the current \
+             secret (a filter not yet moved to the new one)",
+            previous_secret.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector(store)));
         Self {
             registry,
@@ -187,6 +195,7 @@ impl Metrics {
             throttled,
             store_errors,
             config_reloads,
+            previous_secret,
             latency,
             by_verdict: Default::default(),
             store_error_total: AtomicU64::new(0),
@@ -242,6 +251,11 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ReloadLabels { source, result })
             .inc();
+    }
+
+    /// A decision call was let in by the previous decision secret.
+    pub fn previous_secret_used(&self) {
+        self.previous_secret.inc();
     }
 
     fn count(&self, verdict: Verdict) -> u64 {

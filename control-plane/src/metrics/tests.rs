@@ -64,3 +64,18 @@ fn counts_add_up_and_labels_stay_bounded() {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
 }
+
+#[test]
+fn calls_let_in_by_the_previous_decision_secret_are_counted() {
+    let m = Metrics::new(Arc::new(MemoryStore::new()));
+    assert!(
+        m.encode_prometheus()
+            .contains("\nrate_limit_decision_secret_previous_total 0\n")
+    );
+    m.previous_secret_used();
+    m.previous_secret_used();
+    assert!(
+        m.encode_prometheus()
+            .contains("\nrate_limit_decision_secret_previous_total 2\n")
+    );
+}

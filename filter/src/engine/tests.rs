@@ -1,6 +1,9 @@
 use super::*;
 use crate::batch::{MAX_BATCH_SIZE, MAX_SINGLE_IN_FLIGHT};
-use crate::response::{CallBody, METRIC_NAMES, Outcome, unavailable_reply};
+use crate::response::{
+    CONTROL_PLANE_ERRORS_METRIC, CallBody, METRIC_NAMES, Outcome, UNAUTHORIZED_METRIC,
+    unavailable_reply,
+};
 use rl_wire::{BatchDecisionRequest, DecisionRequest};
 
 const ROOT: u32 = 1;
@@ -260,6 +263,26 @@ fn every_failure_of_a_single_call_follows_fail_open() {
             assert_eq!(engine.response_headers(2), forwarded);
             assert_eq!(engine.coalescer.route(), Route::Single, "slot freed");
         }
+    }
+}
+
+#[test]
+fn a_401_is_counted_as_unauthorized_and_follows_fail_open() {
+    let unauthorized = CallResult::Response {
+        status: Some(b"401"),
+        body: CallBody::Bytes(br#"{"error":{"code":"unauthorized"}}"#),
+    };
+    for fail_open in [true, false] {
+        let mut engine = configured(fail_open);
+        start_single(&mut engine, 2, 7);
+        let mut want = failed(2, ControlPlaneError::Unauthorized, fail_open, true);
+        // `failed` counts a control-plane error; a 401 has its own counter instead.
+        want[1] = Effect::Count(UNAUTHORIZED_METRIC);
+        assert_eq!(
+            engine.on_call_response(7, unauthorized),
+            want,
+            "{fail_open}"
+        );
     }
 }
 
@@ -772,7 +795,13 @@ impl Sim {
                 }
                 Effect::Count(index) => {
                     assert!(index < METRIC_NAMES.len());
-                    if index != CONTROL_PLANE_ERRORS_METRIC && index != BATCH_CALLS_METRIC {
+                    if ![
+                        CONTROL_PLANE_ERRORS_METRIC,
+                        BATCH_CALLS_METRIC,
+                        UNAUTHORIZED_METRIC,
+                    ]
+                    .contains(&index)
+                    {
                         self.counted += 1;
                     }
                 }

@@ -217,6 +217,10 @@ fn failures() -> Vec<(CallResult<'static>, ControlPlaneError)> {
             ControlPlaneError::Status(204),
         ),
         (
+            resp(Some(b"401"), CallBody::Bytes(b"{\"error\":{}}")),
+            ControlPlaneError::Unauthorized,
+        ),
+        (
             resp(None, CallBody::Bytes(ALLOW.as_bytes())),
             ControlPlaneError::MissingStatus,
         ),
@@ -356,6 +360,7 @@ fn metric_indices_are_distinct_and_named() {
     let mut seen: Vec<usize> = all.iter().map(|o| o.metric_index()).collect();
     seen.push(CONTROL_PLANE_ERRORS_METRIC);
     seen.push(BATCH_CALLS_METRIC);
+    seen.push(UNAUTHORIZED_METRIC);
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), METRIC_NAMES.len());
@@ -375,6 +380,27 @@ fn metric_indices_are_distinct_and_named() {
         METRIC_NAMES[BATCH_CALLS_METRIC],
         "rate_limit_filter.batch_calls"
     );
+    assert_eq!(
+        METRIC_NAMES[UNAUTHORIZED_METRIC],
+        "rate_limit_filter.unauthorized"
+    );
+}
+
+#[test]
+fn a_401_counts_as_unauthorized_every_other_error_as_a_control_plane_error() {
+    assert_eq!(
+        ControlPlaneError::Unauthorized.metric_index(),
+        UNAUTHORIZED_METRIC
+    );
+    for (_, error) in failures() {
+        if error != ControlPlaneError::Unauthorized {
+            assert_eq!(
+                error.metric_index(),
+                CONTROL_PLANE_ERRORS_METRIC,
+                "{error:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -395,5 +421,11 @@ fn error_messages_are_readable() {
     assert_eq!(
         ControlPlaneError::Reset.to_string(),
         "decision call was reset"
+    );
+    let unauthorized = ControlPlaneError::Unauthorized.to_string();
+    assert!(
+        unauthorized
+            .starts_with("decision call answered HTTP 401: missing or wrong decision secret"),
+        "{unauthorized}"
     );
 }
