@@ -118,6 +118,22 @@ impl RedisServer {
         }
     }
 
+    /// Stops the process without killing it (SIGSTOP): connections stay open, the kernel
+    /// still accepts new ones, and no command is answered until [`resume`](Self::resume): a
+    /// stalled Redis.
+    pub fn suspend(&self) {
+        if let Some(proc) = &self.proc {
+            proc.suspend();
+        }
+    }
+
+    /// SIGCONT after [`suspend`](Self::suspend).
+    pub fn resume(&self) {
+        if let Some(proc) = &self.proc {
+            proc.resume();
+        }
+    }
+
     /// `kill -9`.
     pub fn kill9(&mut self) {
         if let Some(mut proc) = self.proc.take() {

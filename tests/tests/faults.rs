@@ -1,7 +1,7 @@
 //! Faults under load, against real processes: Redis killed and restarted, the control plane
-//! killed and restarted, Redis persistence (AOF) across restarts, a stalled Redis. Every test
-//! prints its figures (recovery time, wrong answers, latency while broken); timing
-//! assertions have generous margins (2 noisy cores).
+//! killed and restarted, Redis persistence (AOF) across restarts, a stalled Redis and the
+//! circuit breaker it opens. Every test prints its figures (recovery time, wrong answers,
+//! latency while broken); timing assertions have generous margins (2 noisy cores).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -336,4 +336,122 @@ async fn a_stalled_redis_costs_each_decision_at_most_the_timeout() {
     sleeper.join().unwrap();
     let v = wait_allow(&cp, "10.7.7.7").await;
     assert_eq!(v["verdict"], "allow");
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in `cp`'s Prometheus text;
+/// `None` when the series does not exist (yet).
+async fn prometheus(cp: &ControlPlane, series: &str) -> Option<f64> {
+    let text = from(1)
+        .get(cp.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+const BREAKER_OPEN: &str = "rate_limit_circuit_breaker_open";
+const BREAKER_OPENED: &str = "rate_limit_circuit_breaker_opened_total";
+const FAILED_FAST: &str = r#"rate_limit_redis_errors_total{kind="circuit_open"}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_opens_the_circuit_breaker_which_answers_within_the_store_timeout() {
+    const STORE_TIMEOUT: Duration = Duration::from_millis(300);
+    /// Decisions the open breaker must have answered before the test looks at them.
+    const FAILED_FAST_WANTED: usize = 20;
+    /// Decisions that must have gone to Redis: the 3 failures in a row that open the
+    /// breaker, and a probe after its 500 ms cooldown (which fails and opens it again).
+    const WAITED_WANTED: usize = 4;
+    let redis = RedisServer::start();
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), &config(true, 10))
+        .redis(redis.url())
+        .env(
+            "RATE_LIMIT_REDIS_TIMEOUT_MS",
+            &STORE_TIMEOUT.as_millis().to_string(),
+        )
+        .start();
+    assert_eq!(decide(&cp, "10.9.9.9").await["verdict"], "allow");
+    assert_eq!(prometheus(&cp, BREAKER_OPEN).await, Some(0.0));
+    assert_eq!(prometheus(&cp, BREAKER_OPENED).await, Some(0.0));
+
+    // Redis stops answering (SIGSTOP: its connections stay open, every command hangs).
+    // Decisions one at a time, each told apart by whether the open breaker answered it
+    // (`circuit_open` grew by one) or it went to Redis and waited for the timeout.
+    redis.suspend();
+    let stalled = Instant::now();
+    let (mut failed_fast, mut waited) = (Vec::new(), Vec::new());
+    let mut seen_open = false;
+    while failed_fast.len() < FAILED_FAST_WANTED || waited.len() < WAITED_WANTED {
+        assert!(
+            stalled.elapsed() < Duration::from_secs(30),
+            "the breaker answered {} decisions in 30 s ({} waited for Redis)",
+            failed_fast.len(),
+            waited.len()
+        );
+        let before = prometheus(&cp, FAILED_FAST).await.unwrap_or(0.0);
+        let sent = Instant::now();
+        let verdict = decide(&cp, "10.9.9.9").await;
+        let took = sent.elapsed();
+        assert_eq!(verdict["verdict"], "failed_open", "{verdict}");
+        let after = prometheus(&cp, FAILED_FAST).await.unwrap_or(0.0);
+        if after - before == 1.0 {
+            failed_fast.push(took);
+        } else {
+            assert_eq!(after, before, "one decision at a time");
+            waited.push(took);
+        }
+        seen_open |= prometheus(&cp, BREAKER_OPEN).await == Some(1.0);
+    }
+    let opened = prometheus(&cp, BREAKER_OPENED).await.unwrap_or(0.0);
+    let stall = stalled.elapsed();
+    let worst_fast = failed_fast.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "stalled Redis (store timeout {STORE_TIMEOUT:?}) for {stall:?}: breaker opened {opened} \
+         time(s); {} decisions answered by the open breaker, worst {worst_fast:?}; {} went to \
+         Redis and waited {waited:?}",
+        failed_fast.len(),
+        waited.len(),
+    );
+    assert!(
+        opened >= 1.0,
+        "rate_limit_circuit_breaker_opened_total stayed at {opened}"
+    );
+    assert!(seen_open, "rate_limit_circuit_breaker_open never read 1");
+    // While it is open, decisions are answered within the store timeout (at once, in fact:
+    // nothing waits for Redis)...
+    assert!(
+        worst_fast < STORE_TIMEOUT,
+        "the open breaker took {worst_fast:?}: {failed_fast:?}"
+    );
+    // ...and only the calls that opened it and its probes (at most one per 500 ms cooldown)
+    // waited for Redis, each for about the timeout, never for the stall.
+    let at_most = 3 + (stall.as_millis() / 500) as usize + 1;
+    assert!(
+        waited.len() <= at_most,
+        "{} decisions waited for Redis in {stall:?}, expected 3 and a probe per cooldown",
+        waited.len()
+    );
+    for took in &waited {
+        assert!(
+            *took >= STORE_TIMEOUT && *took < STORE_TIMEOUT + Duration::from_secs(1),
+            "a call to the stalled Redis took {took:?}"
+        );
+    }
+
+    redis.resume();
+    let v = wait_allow(&cp, "10.9.9.9").await;
+    assert_eq!(v["verdict"], "allow", "{v}");
+    assert_eq!(
+        prometheus(&cp, BREAKER_OPEN).await,
+        Some(0.0),
+        "closed again"
+    );
 }
