@@ -80,11 +80,11 @@ impl ErrorLog {
         Some(self.suppressed.swap(0, Ordering::Relaxed))
     }
 
-    fn warn(&self, err: &StoreError, fail_open: bool) {
+    fn warn(&self, err: &StoreError, verdict: Verdict) {
         let Some(suppressed) = self.admit() else {
             return;
         };
-        let outcome = if fail_open {
+        let outcome = if verdict == Verdict::FailedOpen {
             "admitted (fail_open)"
         } else {
             "refused (fail closed)"
@@ -176,12 +176,14 @@ impl Decider {
                 store_error: None,
             },
             Err(err) => {
-                self.store_errors.warn(&err, cfg.fail_open());
-                let verdict = if cfg.fail_open() {
+                // A full in-memory store refuses new identities whatever fail_open says:
+                // admitting them would hand out budgets nobody counts.
+                let verdict = if cfg.fail_open() && !matches!(err, StoreError::Full(_)) {
                     Verdict::FailedOpen
                 } else {
                     Verdict::Unavailable
                 };
+                self.store_errors.warn(&err, verdict);
                 Decision {
                     response: bare(verdict),
                     identity: Some(count.who.id),

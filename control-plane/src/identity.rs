@@ -6,6 +6,8 @@
 
 use std::net::IpAddr;
 
+use ipnet::Ipv6Net;
+
 use crate::config::{CompiledConfig, TierId};
 
 /// Where an identity came from.
@@ -18,7 +20,8 @@ pub enum IdentitySource {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// `key:<id>`, `user:<sub>` or `ip:<address>` (never a raw key or token).
+    /// `key:<id>`, `user:<sub>`, `ip:<address>` or, for IPv6 clients, `ip:<network>/<len>`
+    /// (never a raw key or token).
     pub id: String,
     pub tier: TierId,
     pub source: IdentitySource,
@@ -39,9 +42,21 @@ pub fn parse_client_ip(raw: &str) -> Option<IpAddr> {
         .map(|ip| ip.to_canonical())
 }
 
-/// `ip:<address>`; clients without a usable address share `ip:unknown`.
-pub fn ip_identifier(ip: Option<IpAddr>) -> String {
+/// The identifier of a client address: `ip:<address>` for IPv4 (IPv4-mapped addresses are
+/// IPv4 by then, see [`parse_client_ip`]); for IPv6, the network of its first
+/// `ipv6_prefix_length` bits, `ip:<network>/<len>` (`ip:2001:db8:1:2::/64`), because whoever
+/// holds a network can send from any address in it. With 128 an IPv6 address is its own
+/// identity, written as an address. Clients without a usable address share `ip:unknown`.
+pub fn ip_identifier(ip: Option<IpAddr>, ipv6_prefix_length: u8) -> String {
     match ip {
+        Some(IpAddr::V6(v6)) if ipv6_prefix_length < 128 => {
+            match Ipv6Net::new(v6, ipv6_prefix_length) {
+                Ok(net) => format!("ip:{}", net.trunc()),
+                // Validation keeps the length within 32..=128; were it not, an address of its own
+                // is the identity that over-counts nobody else.
+                Err(_) => format!("ip:{v6}"),
+            }
+        }
         Some(ip) => format!("ip:{ip}"),
         None => "ip:unknown".to_string(),
     }
@@ -78,7 +93,7 @@ pub fn resolve(
         };
     }
     Identity {
-        id: ip_identifier(ip),
+        id: ip_identifier(ip, cfg.ipv6_prefix_length()),
         tier: cfg.default_tier(),
         source: IdentitySource::ClientIp,
     }

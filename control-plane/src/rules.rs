@@ -9,12 +9,20 @@ use std::collections::HashMap;
 ///
 /// Steps, in order:
 /// 1. drop the query (from the first `?`) and the fragment (from the first `#`);
-/// 2. percent-decode escapes of unreserved characters (ALPHA / DIGIT / `-` `.` `_` `~`) and
-///    uppercase the hex of every other escape, so `%2f` and `%2F` are one path while `%2F`
-///    stays distinct from `/`; invalid escapes (`%zz`, a truncated `%4`) are kept literally;
+/// 2. read `%2F`, `%5C` (either case) and a literal `\` as `/`; percent-decode escapes of
+///    unreserved characters (ALPHA / DIGIT / `-` `.` `_` `~`) and uppercase the hex of every
+///    other escape, so `%3f` and `%3F` are one path; invalid escapes (`%zz`, a truncated `%4`)
+///    are kept literally. Decoding happens once: `%252F` stays `%252F`;
 /// 3. collapse runs of `/` and resolve `.` / `..` segments (RFC 3986 `remove_dot_segments`;
 ///    `..` above the root stays at the root). A decoded `%2E` counts as a dot;
 /// 4. keep a trailing slash: `/x` and `/x/` are different paths.
+///
+/// Escaped slashes and backslashes are slashes here because upstream servers disagree on
+/// them (many decode `%2F` before routing, some read `\` as `/`): a rule must not be
+/// dodged by a spelling the upstream resolves to the rule's path. Where an upstream does
+/// tell them apart, the request is counted under the rule of the path with plain slashes:
+/// an extra count for that upstream, never a missed one. The shipped Envoy configurations redirect such requests before the filter
+/// (docs/INTEGRATION.md), so there upstream and rules see the same path.
 ///
 /// Input that is empty or does not start with `/` is treated as if it did. Runs in linear time
 /// and never panics.
@@ -24,7 +32,7 @@ use std::collections::HashMap;
 /// (`%61`), which a second pass would decode again. Such escapes are kept encoded instead.
 pub fn normalize_path(raw: &str) -> String {
     let end = raw.find(['?', '#']).unwrap_or(raw.len());
-    let decoded = decode_unreserved(&raw[..end]);
+    let decoded = decode_escapes(&raw[..end]);
     remove_dot_segments(&decoded)
 }
 
@@ -41,9 +49,14 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// `/` and `\`: both separate segments for the purpose of rule matching.
+fn is_separator(b: u8) -> bool {
+    matches!(b, b'/' | b'\\')
+}
+
 const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
 
-fn decode_unreserved(path: &str) -> String {
+fn decode_escapes(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     // Byte offset in `out` of the most recent literal `%` (one that starts no valid escape).
@@ -51,19 +64,28 @@ fn decode_unreserved(path: &str) -> String {
     let mut run_start = 0;
     let mut i = 0;
     while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            out.push_str(&path[run_start..i]);
+            out.push('/');
+            i += 1;
+            run_start = i;
+            continue;
+        }
         if bytes[i] != b'%' {
             i += 1;
             continue;
         }
-        // Everything before `i` is copied verbatim; slicing at a `%` (ASCII) is always on a
-        // character boundary, so multi-byte UTF-8 sequences pass through untouched.
+        // Everything before `i` is copied verbatim; slicing at a `%` or `\` (ASCII) is always
+        // on a character boundary, so multi-byte UTF-8 sequences pass through untouched.
         out.push_str(&path[run_start..i]);
         let hi = bytes.get(i + 1).copied().and_then(hex_value);
         let lo = bytes.get(i + 2).copied().and_then(hex_value);
         match (hi, lo) {
             (Some(hi), Some(lo)) => {
                 let value = (hi << 4) | lo;
-                if is_unreserved(value)
+                if is_separator(value) {
+                    out.push('/');
+                } else if is_unreserved(value)
                     && !(value.is_ascii_hexdigit() && completes_stray_escape(&out, stray))
                 {
                     out.push(char::from(value));

@@ -68,7 +68,8 @@ pub async fn run(
             }
             None => {
                 tracing::info!("no Redis URL: counters are kept in memory (single replica only)");
-                let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+                let cap = usize::try_from(settings.memory_max_identities).unwrap_or(usize::MAX);
+                let store = Arc::new(MemoryStore::with_max_identities(clock.clone(), cap));
                 let weak = Arc::downgrade(&store);
                 tokio::spawn(async move {
                     let mut tick = tokio::time::interval(EVICTION_INTERVAL);

@@ -65,6 +65,17 @@ pub struct Settings {
     #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT_MS", default_value_t = 100)]
     pub redis_timeout_ms: u64,
 
+    /// Most identities the in-memory store (no Redis) tracks at once. At the cap a new
+    /// identity is refused with 503, whatever `fail_open` says, until a tracked identity's
+    /// entries have all left their window; tracked identities are never dropped early.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_MEMORY_MAX_IDENTITIES",
+        default_value_t = crate::store::DEFAULT_MAX_IDENTITIES as u64,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub memory_max_identities: u64,
+
     /// How often (seconds) the configuration file is re-read and Redis is asked for a newer
     /// configuration version, as a safety net for missed file events or notifications.
     #[arg(long, env = "RATE_LIMIT_CONFIG_POLL_SECONDS", default_value_t = 10)]

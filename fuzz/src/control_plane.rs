@@ -65,6 +65,12 @@ fn check_normal_form(raw: &str, n: &str) {
         n.split('/').all(|s| s != "." && s != ".."),
         "dot segment: {raw:?} -> {n:?}"
     );
+    // Escaped slashes and backslashes are slashes (no spelling of a separator survives).
+    let upper = n.to_ascii_uppercase();
+    assert!(
+        !n.contains('\\') && !upper.contains("%2F") && !upper.contains("%5C"),
+        "separator spelling kept: {raw:?} -> {n:?}"
+    );
     // Linear output: decoding only shrinks, at most a leading '/' is added.
     assert!(n.len() <= raw.len() + 1, "{raw:?} grew to {n:?}");
 }
@@ -657,6 +663,13 @@ impl Model {
                 (format!("user:{user}"), tier)
             }
             (None, None) => match ip {
+                // IPv6 clients count as their /64 (the default `ipv6_prefix_length`).
+                Some(IpAddr::V6(v6)) => {
+                    let mut segments = v6.segments();
+                    segments[4..].fill(0);
+                    let network = std::net::Ipv6Addr::from(segments);
+                    (format!("ip:{network}/64"), "free")
+                }
                 Some(ip) => (format!("ip:{ip}"), "free"),
                 None => ("ip:unknown".to_string(), "free"),
             },

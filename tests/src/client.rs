@@ -108,3 +108,118 @@ pub async fn get(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) 
     let raw: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
     send(client, "GET", url, &raw).await
 }
+
+/// A response read off the wire by [`raw_get`]: status, headers (names lowercased) and body.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// GET with the request target written byte for byte as given, over HTTP/1.1 from `source`.
+///
+/// HTTP clients normalise what they send (a URL parser turns `\` into `/` and resolves
+/// `./`), which would hide exactly what path tests probe; this writes `path` untouched.
+pub async fn raw_get(
+    server: std::net::SocketAddr,
+    source: IpAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = match source {
+        IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .expect("socket");
+    socket
+        .bind(std::net::SocketAddr::new(source, 0))
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    let mut stream = socket
+        .connect(server)
+        .await
+        .unwrap_or_else(|e| panic!("connect {server}: {e}"));
+    let mut request = format!("GET {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write request");
+    // Read until the answer is complete rather than until the connection closes: Envoy
+    // delays closing after a reply of its own (`delayed_close_timeout`, 1 s).
+    let mut response = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while !answer_complete(&response) {
+            match stream.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("GET {path}: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .unwrap_or_else(|_| panic!("GET {path}: no complete answer within 20 s"));
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path}: malformed answer {text:?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path}: no status line in {head:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        crate::envoy::dechunk(body)
+    } else {
+        body.to_string()
+    };
+    RawReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Whether `response` holds a whole HTTP/1.1 answer: its head and, by `content-length` or the
+/// last chunk, its body.
+fn answer_complete(response: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(response);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let head = head.to_ascii_lowercase();
+    if let Some(length) = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= length;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with("0\r\n\r\n");
+    }
+    false
+}

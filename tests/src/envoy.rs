@@ -23,6 +23,8 @@ pub struct EnvoyBuilder {
     plugin: Value,
     concurrency: u32,
     wasm: Option<PathBuf>,
+    /// Fields of the HTTP connection manager set over the shipped ones.
+    connection_manager: Vec<(String, Value)>,
 }
 
 impl EnvoyBuilder {
@@ -37,6 +39,7 @@ impl EnvoyBuilder {
             plugin,
             concurrency: 2,
             wasm: None,
+            connection_manager: Vec::new(),
         }
     }
 
@@ -65,13 +68,31 @@ impl EnvoyBuilder {
         self
     }
 
+    /// Sets one field of the HTTP connection manager over the shipped value (tests of what
+    /// another Envoy configuration lets through, e.g. `path_with_escaped_slashes_action`).
+    pub fn connection_manager(mut self, key: &str, value: Value) -> Self {
+        self.connection_manager.push((key.to_string(), value));
+        self
+    }
+
     pub fn bootstrap(&self, wasm: &Path) -> String {
-        bootstrap(
+        let mut config: Value = serde_json::from_str(&bootstrap(
             &self.control_planes,
             self.upstream,
             &self.plugin.to_string(),
             wasm,
-        )
+        ))
+        .expect("the bootstrap is JSON");
+        if !self.connection_manager.is_empty() {
+            let hcm = http_connection_manager(&mut config)
+                .ok()
+                .and_then(Value::as_object_mut)
+                .expect("envoy/envoy.yaml has a connection manager map");
+            for (key, value) in &self.connection_manager {
+                hcm.insert(key.clone(), value.clone());
+            }
+        }
+        config.to_string()
     }
 
     pub fn start(self) -> Envoy {
@@ -174,7 +195,7 @@ pub fn admin_get(admin: SocketAddr, path: &str) -> Option<String> {
 }
 
 /// Decodes a chunked HTTP/1.1 body (Envoy's admin API answers chunked; it refuses HTTP/1.0).
-fn dechunk(mut body: &str) -> String {
+pub(crate) fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(size) = usize::from_str_radix(size.trim(), 16) else {

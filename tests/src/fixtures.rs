@@ -33,6 +33,7 @@ pub struct Config {
     api_keys: Vec<ApiKey>,
     jwt: Option<Jwt>,
     whitelist: Vec<String>,
+    ipv6_prefix_length: Option<u8>,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +62,7 @@ impl Config {
             api_keys: Vec::new(),
             jwt: None,
             whitelist: Vec::new(),
+            ipv6_prefix_length: None,
         }
     }
 
@@ -131,6 +133,13 @@ impl Config {
         self
     }
 
+    /// How many leading bits of an IPv6 client address make one identity (the document's
+    /// `ipv6_prefix_length`; unset: the control plane's default).
+    pub fn ipv6_prefix_length(mut self, bits: u8) -> Self {
+        self.ipv6_prefix_length = Some(bits);
+        self
+    }
+
     /// The document as the control plane reads it from its file.
     pub fn yaml(&self) -> String {
         let mut y = String::new();
@@ -140,6 +149,9 @@ impl Config {
         line(&mut y, 0, &format!("default_tier: {}", self.default_tier));
         if let Some(fail_open) = self.fail_open {
             line(&mut y, 0, &format!("fail_open: {fail_open}"));
+        }
+        if let Some(bits) = self.ipv6_prefix_length {
+            line(&mut y, 0, &format!("ipv6_prefix_length: {bits}"));
         }
         line(&mut y, 0, "tiers:");
         for tier in &self.tiers {

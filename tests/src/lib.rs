@@ -20,7 +20,7 @@ pub mod stack;
 pub mod upstream;
 pub mod wasm_host;
 
-pub use client::{Reply, client_from, get, get_json, post_json, send};
+pub use client::{RawReply, Reply, client_from, get, get_json, post_json, raw_get, send};
 pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use fake_control_plane::FakeControlPlane;

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use rl_tests::envoy::admin_get;
 use rl_tests::fixtures::{Config, Tier};
-use rl_tests::{StackBuilder, client_from, control_plane_bin, get, prereq, repo_root};
+use rl_tests::{
+    ControlPlaneBuilder, StackBuilder, client_from, control_plane_bin, get, prereq, repo_root,
+};
 use serde_json::Value;
 
 fn compose_file() -> PathBuf {
@@ -395,6 +397,9 @@ fn envoy_essentials(rel: &str) -> (Value, Value, Value) {
     let mut edge = serde_json::json!({
         "use_remote_address": hcm["use_remote_address"],
         "xff_num_trusted_hops": hcm["xff_num_trusted_hops"],
+        "normalize_path": hcm["normalize_path"],
+        "merge_slashes": hcm["merge_slashes"],
+        "path_with_escaped_slashes_action": hcm["path_with_escaped_slashes_action"],
         "filters": hcm["http_filters"].as_array().map(|f| f.iter().map(|f| f["name"].clone()).collect::<Vec<_>>()),
     });
     edge["max_request_headers_kb"] = hcm["max_request_headers_kb"].clone();
@@ -758,6 +763,9 @@ async fn every_metric_the_dashboard_queries_exists_in_a_live_scrape() {
     let mut names = scraped_names(&scrape(&metrics_url).await);
     let envoy_stats = admin_get(stack.envoy.admin(), "/stats/prometheus").expect("Envoy stats");
     names.extend(scraped_names(&envoy_stats));
+    // The in-memory store's own metrics come from a control plane without Redis.
+    let in_memory = ControlPlaneBuilder::new(control_plane_bin!(), &live_config(100)).start();
+    names.extend(scraped_names(&scrape(&in_memory.url("/metrics")).await));
     // The metrics docs/OPERATIONS.md documents exist too (a histogram as its series).
     let operations = std::fs::read_to_string(repo_root().join("docs/OPERATIONS.md")).unwrap();
     let documented: Vec<String> = operations

@@ -311,6 +311,7 @@ fn fully_populated() -> RateLimitConfig {
             description: Some("d".into()),
         }],
         whitelist: vec!["10.0.0.0/8".into()],
+        ipv6_prefix_length: 64,
         api_keys: vec![ApiKeyConfig {
             id: "k".into(),
             tier: "free".into(),

@@ -147,6 +147,11 @@ impl CompiledConfig {
         self.source.fail_open
     }
 
+    /// Leading bits of an IPv6 client address that make one identity (128: none grouped).
+    pub fn ipv6_prefix_length(&self) -> u8 {
+        self.source.ipv6_prefix_length
+    }
+
     pub fn default_tier(&self) -> TierId {
         self.default_tier
     }
@@ -181,8 +186,9 @@ impl CompiledConfig {
     }
 
     /// True when the client IP is in a whitelisted IP or CIDR range (`ip:<addr>` entries count
-    /// as IPs) or the identity (`key:<id>`, `user:<sub>`, `ip:<addr>`) is whitelisted.
-    /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) match their IPv4 entries.
+    /// as IPs, `ip:<network>/<len>` as ranges) or the identity (`key:<id>`, `user:<sub>`,
+    /// `ip:<addr>`, or an IPv6 group `ip:<network>/<len>` inside a whitelisted range) is
+    /// whitelisted. IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) match their IPv4 entries.
     pub fn is_whitelisted(&self, ip: Option<IpAddr>, identity: &str) -> bool {
         ip.is_some_and(|ip| self.whitelist.contains_ip(ip))
             || self.whitelist.contains_identity(identity)

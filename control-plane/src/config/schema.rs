@@ -19,6 +19,13 @@ fn default_user_claim() -> String {
     "sub".to_string()
 }
 
+/// A /64 is what one subscriber line, one cloud instance or one LAN usually gets.
+pub const DEFAULT_IPV6_PREFIX_LENGTH: u8 = 64;
+
+fn default_ipv6_prefix_length() -> u8 {
+    DEFAULT_IPV6_PREFIX_LENGTH
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
@@ -36,6 +43,11 @@ pub struct RateLimitConfig {
     /// every check.
     #[serde(default)]
     pub whitelist: Vec<String>,
+    /// Leading bits of an IPv6 client address that make one identity, `ip:<network>/<len>`:
+    /// a client holding a whole network cannot mint budgets by rotating its source address.
+    /// 32–128; 128 counts every address on its own. IPv4 addresses are never grouped.
+    #[serde(default = "default_ipv6_prefix_length")]
+    pub ipv6_prefix_length: u8,
     #[serde(default)]
     pub api_keys: Vec<ApiKeyConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,6 +1,7 @@
 //! Semantic validation of a parsed document (docs/PRODUCT.md §4, docs/CONFIGURATION.md). Every error names its field path;
 //! [`RateLimitConfig::validate`] reports the first one in document order, which is the order
-//! of the fields in the schema: `default_tier`, `tiers`, `whitelist`, `api_keys`, `jwt`.
+//! of the fields in the schema: `default_tier`, `tiers`, `whitelist`, `ipv6_prefix_length`,
+//! `api_keys`, `jwt`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,6 +16,8 @@ pub(crate) const MAX_TIER_NAME_CHARS: usize = 64;
 pub(crate) const MAX_WINDOW_SECONDS: u64 = 86_400;
 pub(crate) const MAX_DESCRIPTION_CHARS: usize = 1024;
 pub(crate) const MAX_KEY_ID_CHARS: usize = 64;
+/// Coarser grouping would put whole providers' customers into one identity.
+pub(crate) const MIN_IPV6_PREFIX_LENGTH: u8 = 32;
 /// Shorter keys are guessable by brute force through the data plane.
 pub(crate) const MIN_KEY_CHARS: usize = 16;
 pub(crate) const MAX_KEY_BYTES: usize = 1024;
@@ -47,6 +50,15 @@ impl RateLimitConfig {
         for (i, entry) in self.whitelist.iter().enumerate() {
             whitelist::parse_entry(entry)
                 .map_err(|message| ConfigError::invalid(format!("whitelist[{i}]"), message))?;
+        }
+        if !(MIN_IPV6_PREFIX_LENGTH..=128).contains(&self.ipv6_prefix_length) {
+            return Err(ConfigError::invalid(
+                "ipv6_prefix_length",
+                format!(
+                    "must be between {MIN_IPV6_PREFIX_LENGTH} and 128, got {}",
+                    self.ipv6_prefix_length
+                ),
+            ));
         }
         validate_api_keys(&self.api_keys, &self.tiers)?;
         if let Some(jwt) = &self.jwt {

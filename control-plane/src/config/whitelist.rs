@@ -21,6 +21,12 @@ pub(crate) enum WhitelistEntry {
 /// Parses one whitelist entry; `Err` is the message for `whitelist[i]`.
 pub(crate) fn parse_entry(entry: &str) -> Result<WhitelistEntry, String> {
     if let Some(addr) = entry.strip_prefix("ip:") {
+        // `ip:<network>/<len>` is how a grouped IPv6 client is named: a range like any other.
+        if addr.contains('/') {
+            return parse_net(addr).ok_or_else(|| {
+                format!("{entry:?} is not a valid ip:<network>/<len> (e.g. ip:2001:db8:1:2::/64)")
+            });
+        }
         return addr
             .parse::<IpAddr>()
             .map(|ip| WhitelistEntry::Ip(ip.to_canonical()))
@@ -33,10 +39,8 @@ pub(crate) fn parse_entry(entry: &str) -> Result<WhitelistEntry, String> {
         return check_identifier(entry, sub).map(|()| WhitelistEntry::User(sub.to_string()));
     }
     if entry.contains('/') {
-        return entry
-            .parse::<IpNet>()
-            .map(|net| WhitelistEntry::Net(canonical_net(net.trunc())))
-            .map_err(|_| format!("{entry:?} is not a valid CIDR range (e.g. 10.0.0.0/8)"));
+        return parse_net(entry)
+            .ok_or_else(|| format!("{entry:?} is not a valid CIDR range (e.g. 10.0.0.0/8)"));
     }
     entry
         .parse::<IpAddr>()
@@ -46,6 +50,12 @@ pub(crate) fn parse_entry(entry: &str) -> Result<WhitelistEntry, String> {
                 "{entry:?} is not an IP address, a CIDR range, ip:<address>, key:<id> or user:<sub>"
             )
         })
+}
+
+fn parse_net(text: &str) -> Option<WhitelistEntry> {
+    text.parse::<IpNet>()
+        .ok()
+        .map(|net| WhitelistEntry::Net(canonical_net(net.trunc())))
 }
 
 fn check_identifier(entry: &str, value: &str) -> Result<(), String> {
@@ -110,6 +120,13 @@ impl Whitelist {
 
     pub(crate) fn contains_identity(&self, identity: &str) -> bool {
         if let Some(addr) = identity.strip_prefix("ip:") {
+            if addr.contains('/') {
+                // A group of IPv6 clients: whitelisted when a range covers all of it.
+                return addr.parse::<IpNet>().is_ok_and(|group| {
+                    let group = canonical_net(group.trunc());
+                    self.nets.iter().any(|net| net.contains(&group))
+                });
+            }
             return addr.parse::<IpAddr>().is_ok_and(|ip| self.contains_ip(ip));
         }
         if let Some(id) = identity.strip_prefix("key:") {

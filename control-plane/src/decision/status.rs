@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{Decider, budget_spec, ceil_secs, rule_spec};
@@ -34,8 +35,11 @@ pub struct StatusReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("expected ip:<address>, key:<id> or user:<sub>")]
+    #[error("expected ip:<address>, ip:<network>/<len>, key:<id> or user:<sub>")]
     InvalidIdentifier,
+    /// An `ip:<network>/<len>` that is not a group clients are counted as.
+    #[error("{0}")]
+    NotAGroup(String),
     #[error("no such tier")]
     UnknownTier,
     #[error("nothing is known about this identifier")]
@@ -47,20 +51,61 @@ pub enum StatusError {
 /// Longest identifier accepted: longer ones cannot be keys, users or addresses we track.
 const MAX_IDENTIFIER_LEN: usize = 300;
 
-/// Parses `ip:<addr>`, `key:<id>`, `user:<sub>`; IPs are made canonical.
-fn parse_identifier(raw: &str) -> Option<(String, Option<IpAddr>)> {
-    let (kind, rest) = raw.split_once(':')?;
+/// Parses `ip:<addr>`, `ip:<network>/<len>`, `key:<id>`, `user:<sub>` into the identifier
+/// counters are kept under and, for a single address, that address (for the whitelist). An
+/// IPv6 address names the group it is counted in, so an operator can ask with the address a
+/// client reported.
+fn parse_identifier(
+    raw: &str,
+    ipv6_prefix_length: u8,
+) -> Result<(String, Option<IpAddr>), StatusError> {
+    let (kind, rest) = raw.split_once(':').ok_or(StatusError::InvalidIdentifier)?;
     if rest.is_empty() || raw.len() > MAX_IDENTIFIER_LEN {
-        return None;
+        return Err(StatusError::InvalidIdentifier);
     }
     match kind {
+        "ip" if rest.contains('/') => parse_group(rest, ipv6_prefix_length),
         "ip" => {
-            let ip = identity::parse_client_ip(rest)?;
-            Some((identity::ip_identifier(Some(ip)), Some(ip)))
+            let ip = identity::parse_client_ip(rest).ok_or(StatusError::InvalidIdentifier)?;
+            Ok((
+                identity::ip_identifier(Some(ip), ipv6_prefix_length),
+                Some(ip),
+            ))
         }
-        "key" | "user" => Some((raw.to_string(), None)),
-        _ => None,
+        "key" | "user" => Ok((raw.to_string(), None)),
+        _ => Err(StatusError::InvalidIdentifier),
     }
+}
+
+/// `<network>/<len>`: accepted when it is how IPv6 clients are grouped (host bits may be set).
+fn parse_group(
+    text: &str,
+    ipv6_prefix_length: u8,
+) -> Result<(String, Option<IpAddr>), StatusError> {
+    let net = text
+        .parse::<IpNet>()
+        .map_err(|_| StatusError::InvalidIdentifier)?;
+    let ipv4 =
+        || StatusError::NotAGroup("IPv4 clients are not grouped: ask for ip:<address>".into());
+    let IpNet::V6(net) = net else {
+        return Err(ipv4());
+    };
+    let net = net.trunc();
+    if net.addr().to_ipv4_mapped().is_some() {
+        return Err(ipv4());
+    }
+    if net.prefix_len() != ipv6_prefix_length {
+        return Err(StatusError::NotAGroup(format!(
+            "IPv6 clients are counted by /{ipv6_prefix_length} (ipv6_prefix_length): ask for \
+             ip:<address> or ip:<network>/{ipv6_prefix_length}"
+        )));
+    }
+    let ip = IpAddr::V6(net.addr());
+    let single = (ipv6_prefix_length == 128).then_some(ip);
+    Ok((
+        identity::ip_identifier(Some(ip), ipv6_prefix_length),
+        single,
+    ))
 }
 
 impl Decider {
@@ -73,9 +118,8 @@ impl Decider {
         identifier: &str,
         tier: Option<&str>,
     ) -> Result<StatusReport, StatusError> {
-        let (identifier, ip) =
-            parse_identifier(identifier).ok_or(StatusError::InvalidIdentifier)?;
         let cfg = self.config.load();
+        let (identifier, ip) = parse_identifier(identifier, cfg.ipv6_prefix_length())?;
         let registered = identifier
             .strip_prefix("key:")
             .and_then(|id| cfg.tier_of_key_id(id));

@@ -184,3 +184,28 @@ async fn reset_and_retry_after_round_the_same_instant() {
         "a request at Reset passes"
     );
 }
+
+#[tokio::test]
+async fn a_full_memory_store_refuses_new_identities_even_when_failing_open() {
+    let clock = Arc::new(ManualClock::new(T0));
+    // BASIC leaves fail_open at its default, true.
+    let cfg = CompiledConfig::compile(parse_yaml(BASIC).unwrap()).unwrap();
+    assert!(cfg.fail_open());
+    let store = Arc::new(MemoryStore::with_max_identities(clock.clone(), 1));
+    let d = Decider::new(live_config::shared(cfg), store, clock);
+    assert_eq!(
+        d.decide(&req("10.0.0.1", "/x")).await.response.verdict,
+        Verdict::Allow
+    );
+    let refused = d.decide(&req("10.0.0.2", "/x")).await;
+    assert_eq!(refused.response.verdict, Verdict::Unavailable);
+    assert!(matches!(refused.store_error, Some(StoreError::Full(1))));
+    assert_eq!(refused.identity.as_deref(), Some("ip:10.0.0.2"));
+    // In a batch too, and the tracked identity goes on.
+    let batch = d
+        .decide_batch(&[req("10.0.0.3", "/x"), req("10.0.0.1", "/x")])
+        .await;
+    assert_eq!(batch[0].response.verdict, Verdict::Unavailable);
+    assert_eq!(batch[1].response.verdict, Verdict::Allow);
+    assert_eq!(batch[1].response.counter.as_ref().unwrap().remaining, 1);
+}

@@ -113,10 +113,10 @@ pub struct StatusQuery {
     path = "/api/v1/rate-limit/status/{identifier}",
     tag = "admin",
     security(("admin_key" = []), ("admin_bearer" = [])),
-    params(("identifier" = String, Path, description = "`ip:<address>`, `key:<id>` or `user:<sub>`"), StatusQuery),
+    params(("identifier" = String, Path, description = "`ip:<address>`, `ip:<network>/<len>` (an IPv6 client group; an IPv6 address names its group), `key:<id>` or `user:<sub>`"), StatusQuery),
     responses(
         (status = 200, description = "Counters, tier and whitelist state", body = StatusReport),
-        (status = 400, description = "Not an identifier form", body = rl_wire::ErrorBody),
+        (status = 400, description = "Not an identifier form, or a network that is not how IPv6 clients are grouped", body = rl_wire::ErrorBody),
         (status = 401, description = "Missing or wrong admin key", body = rl_wire::ErrorBody),
         (status = 404, description = "Nothing is known about this identifier", body = rl_wire::ErrorBody),
         (status = 503, description = "Counter store unavailable, or admin API disabled", body = rl_wire::ErrorBody),
@@ -135,7 +135,9 @@ pub async fn status(
         Ok(report) => Json(report).into_response(),
         Err(err) => {
             let (status, code) = match &err {
-                StatusError::InvalidIdentifier => (StatusCode::BAD_REQUEST, "invalid_identifier"),
+                StatusError::InvalidIdentifier | StatusError::NotAGroup(_) => {
+                    (StatusCode::BAD_REQUEST, "invalid_identifier")
+                }
                 StatusError::UnknownTier => (StatusCode::BAD_REQUEST, "unknown_tier"),
                 StatusError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
                 StatusError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),

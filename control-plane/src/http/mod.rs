@@ -54,7 +54,11 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/rate-limit/config",
             get(admin::get_config).put(admin::put_config),
         )
-        .route("/api/v1/rate-limit/status/{identifier}", get(admin::status))
+        // A wildcard: `ip:2001:db8::/64` may be written with its slash as it is.
+        .route(
+            "/api/v1/rate-limit/status/{*identifier}",
+            get(admin::status),
+        )
         .layer(DefaultBodyLimit::max(crate::config::MAX_CONFIG_BYTES))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -92,18 +92,52 @@ fn a_bad_token_is_counted_as_the_ip() {
 
 #[test]
 fn client_ips_are_canonical_and_bounded() {
+    let id = |raw: &str| ip_identifier(parse_client_ip(raw), 128);
+    assert_eq!(id("::ffff:1.2.3.4"), "ip:1.2.3.4");
+    assert_eq!(id("2001:DB8::1"), "ip:2001:db8::1");
+    assert_eq!(id(""), "ip:unknown");
+    assert_eq!(id("1.2.3.4:80"), "ip:unknown");
+    assert_eq!(id(&"1".repeat(100)), "ip:unknown");
+}
+
+#[test]
+fn ipv6_clients_are_their_network() {
+    let id = |raw: &str, bits| ip_identifier(parse_client_ip(raw), bits);
+    for raw in [
+        "2001:db8:1:2::1",
+        "2001:DB8:1:2:ffff:ffff:ffff:ffff",
+        "2001:db8:1:2:aaaa::",
+    ] {
+        assert_eq!(id(raw, 64), "ip:2001:db8:1:2::/64", "{raw}");
+    }
+    assert_eq!(id("2001:db8:1:3::1", 64), "ip:2001:db8:1:3::/64");
+    assert_eq!(id("2001:db8:1:2::1", 48), "ip:2001:db8:1::/48");
+    assert_eq!(id("2001:db8:1:2::1", 56), "ip:2001:db8:1::/56");
+    assert_eq!(id("2001:db8:1:2ff::1", 56), "ip:2001:db8:1:200::/56");
+    assert_eq!(id("2001:db8:1:2::1", 32), "ip:2001:db8::/32");
+    assert_eq!(id("2001:db8:1:2::1", 127), "ip:2001:db8:1:2::/127");
+    assert_eq!(id("2001:db8:1:2::1", 128), "ip:2001:db8:1:2::1");
+    // IPv4, also written IPv4-mapped, is never grouped.
+    assert_eq!(id("198.51.100.7", 64), "ip:198.51.100.7");
+    assert_eq!(id("::ffff:198.51.100.7", 64), "ip:198.51.100.7");
+    assert_eq!(id("::1", 64), "ip:::/64");
+    // Out of range (validation prevents it): each address on its own.
+    assert_eq!(id("2001:db8::1", 200), "ip:2001:db8::1");
+}
+
+#[test]
+fn resolve_groups_by_the_configured_length() {
+    let mut doc = config().source().clone();
+    let ip = parse_client_ip("2001:db8:aa:bb:1::9");
     assert_eq!(
-        ip_identifier(parse_client_ip("::ffff:1.2.3.4")),
-        "ip:1.2.3.4"
+        resolve(&config(), ip, None, None).id,
+        "ip:2001:db8:aa:bb::/64",
+        "default /64"
     );
-    assert_eq!(
-        ip_identifier(parse_client_ip("2001:DB8::1")),
-        "ip:2001:db8::1"
-    );
-    assert_eq!(ip_identifier(parse_client_ip("")), "ip:unknown");
-    assert_eq!(ip_identifier(parse_client_ip("1.2.3.4:80")), "ip:unknown");
-    assert_eq!(
-        ip_identifier(parse_client_ip(&"1".repeat(100))),
-        "ip:unknown"
-    );
+    doc.ipv6_prefix_length = 48;
+    let cfg = CompiledConfig::compile(doc).unwrap();
+    let who = resolve(&cfg, ip, None, None);
+    assert_eq!(who.id, "ip:2001:db8:aa::/48");
+    assert_eq!(who.source, IdentitySource::ClientIp);
+    assert_eq!(who.tier, cfg.default_tier());
 }

@@ -74,6 +74,8 @@ fn error_kind(err: &StoreError) -> &'static str {
         StoreError::Backend(_) | StoreError::Address(_) => "backend",
         // A call Redis refused and a reply we cannot read are both our bug, not an outage.
         StoreError::Refused(_) | StoreError::Protocol(_) => "protocol",
+        // Counted apart (`rate_limit_store_full_refusals`): the store works as designed.
+        StoreError::Full(_) => "store_full",
     }
 }
 
@@ -105,6 +107,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     throttled: Family<ThrottleLabels, Counter>,
     store_errors: Family<ErrorLabels, Counter>,
+    store_full_refusals: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
     previous_secret: Counter,
     latency: LatencyHistogram,
@@ -125,6 +128,16 @@ impl std::fmt::Debug for StoreCollector {
 
 impl Collector for StoreCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(identities) = self.0.identities() {
+            let tracked = ConstGauge::new(i64::try_from(identities).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(
+                "rate_limit_memory_identities",
+                "Identities the in-memory store tracks (at most --memory-max-identities)",
+                None,
+                tracked.metric_type(),
+            )?;
+            tracked.encode(metric)?;
+        }
         let Some(state) = self.0.breaker_state() else {
             return Ok(());
         };
@@ -175,6 +188,12 @@ impl Metrics {
             "Decisions whose counter-store call failed, by kind (circuit_open: failed fast)",
             store_errors.clone(),
         );
+        let store_full_refusals = Counter::default();
+        registry.register(
+            "rate_limit_store_full_refusals",
+            "New identities refused (503) because the in-memory store tracks its maximum",
+            store_full_refusals.clone(),
+        );
         let config_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "rate_limit_config_reloads",
@@ -194,6 +213,7 @@ impl Metrics {
             requests,
             throttled,
             store_errors,
+            store_full_refusals,
             config_reloads,
             previous_secret,
             latency,
@@ -236,6 +256,10 @@ impl Metrics {
                 .or_default() += 1;
         }
         if let Some(err) = o.store_error {
+            if matches!(err, StoreError::Full(_)) {
+                self.store_full_refusals.inc();
+                return;
+            }
             self.store_error_total.fetch_add(1, Ordering::Relaxed);
             self.store_errors
                 .get_or_create(&ErrorLabels {
@@ -294,6 +318,7 @@ impl Metrics {
             avg_check_latency_ms: self.latency.mean() * 1e3,
             p95_check_latency_ms: self.latency.quantile(0.95) * 1e3,
             redis_errors: self.store_error_total.load(Ordering::Relaxed),
+            store_full_refusals: self.store_full_refusals.get(),
             whitelisted_requests: self.count(Verdict::Whitelisted),
             disabled_requests: self.count(Verdict::Disabled),
             failed_open_requests: self.count(Verdict::FailedOpen),
@@ -331,6 +356,9 @@ pub struct MetricsSnapshot {
     /// Decisions whose counter-store call failed (any kind, including fail-fast while the
     /// circuit breaker is open).
     pub redis_errors: u64,
+    /// New identities refused (503) because the in-memory store tracks its maximum
+    /// (`--memory-max-identities`); not store errors. Counted in `unavailable_requests` too.
+    pub store_full_refusals: u64,
     pub whitelisted_requests: u64,
     pub disabled_requests: u64,
     /// Admitted because the store failed and `fail_open` is true.

@@ -79,3 +79,31 @@ fn calls_let_in_by_the_previous_decision_secret_are_counted() {
             .contains("\nrate_limit_decision_secret_previous_total 2\n")
     );
 }
+
+#[test]
+fn a_full_store_is_counted_apart_from_store_errors() {
+    let store = Arc::new(MemoryStore::new());
+    let m = Metrics::new(store.clone());
+    let full = StoreError::Full(3);
+    m.observe(&Observation {
+        store_error: Some(&full),
+        ..obs(Verdict::Unavailable, Some("free"), None)
+    });
+    let s = m.snapshot(["free"], []);
+    assert_eq!(
+        (
+            s.store_full_refusals,
+            s.unavailable_requests,
+            s.redis_errors
+        ),
+        (1, 1, 0)
+    );
+    let text = m.encode_prometheus();
+    for line in [
+        "rate_limit_store_full_refusals_total 1",
+        "rate_limit_memory_identities 0",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    assert!(!text.contains("rate_limit_redis_errors_total{"), "{text}");
+}

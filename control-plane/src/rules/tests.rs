@@ -17,10 +17,32 @@ fn brief_examples_normalise_to_the_same_path() {
 }
 
 #[test]
-fn encoded_slash_is_kept_and_uppercased() {
-    assert_eq!(normalize_path("/a%2Fb"), "/a%2Fb");
-    assert_eq!(normalize_path("/a%2fb"), "/a%2Fb");
-    assert_ne!(normalize_path("/a%2Fb"), normalize_path("/a/b"));
+fn escaped_slashes_and_backslashes_are_slashes() {
+    for raw in [
+        "/api/v1%2Frequest",
+        "/api/v1%2frequest",
+        "/api/v1%5Crequest",
+        "/api/v1%5crequest",
+        "/api/v1\\request",
+        "/api%2Fv1%2F%2Frequest",
+        "/api\\v1/%5C%2F\\request",
+        "/api/x%2F..%2Fv1%2Frequest",
+        "%2Fapi/v1/request",
+        "\\api/v1/request",
+    ] {
+        assert_eq!(normalize_path(raw), "/api/v1/request", "input {raw:?}");
+    }
+    assert_eq!(normalize_path("/x%2F"), "/x/");
+    assert_eq!(normalize_path("/x\\"), "/x/");
+}
+
+#[test]
+fn decoding_happens_once() {
+    assert_eq!(normalize_path("/a%252Fb"), "/a%252Fb");
+    assert_eq!(normalize_path("/a%255Cb"), "/a%255Cb");
+    // A stray `%` and an escaped slash do not form a new escape.
+    assert_eq!(normalize_path("/a%%2Fb"), "/a%/b");
+    assert_eq!(normalize_path(&normalize_path("/a%%2Fb")), "/a%/b");
 }
 
 #[test]
@@ -31,6 +53,7 @@ fn unreserved_escapes_are_decoded() {
 #[test]
 fn reserved_and_non_ascii_escapes_stay_encoded() {
     assert_eq!(normalize_path("/a%3fb%c3%a9"), "/a%3Fb%C3%A9");
+    assert_eq!(normalize_path("/a%2e%2E%25%3A"), "/a..%25%3A");
     assert_eq!(normalize_path("/caf\u{e9}"), "/caf\u{e9}");
 }
 
@@ -115,7 +138,7 @@ fn rule_patterns_accepted() {
         "/api/v1/request",
         "/api/v1/admin/*",
         "/api/v1/x/",
-        "/a%2Fb",
+        "/a%3Fb",
         "/a%zz",
     ] {
         assert_eq!(check_rule_pattern(p), Ok(()), "{p}");
@@ -140,7 +163,11 @@ fn rule_patterns_rejected() {
         ("/api/./v1", "write \"/api/v1\""),
         ("/api/../v1", "write \"/v1\""),
         ("/api/%7Ev1", "write \"/api/~v1\""),
-        ("/api/%2fv1", "write \"/api/%2Fv1\""),
+        ("/api/%2fv1", "write \"/api/v1\""),
+        ("/a%2Fb", "write \"/a/b\""),
+        ("/a%5cb", "write \"/a/b\""),
+        ("/a\\b", "write \"/a/b\""),
+        ("/a%3fb", "write \"/a%3Fb\""),
         ("/api//*", "write \"/api/*\""),
         ("/api/../*", "write \"/*\""),
         ("/api/%41/*", "write \"/api/A/*\""),
@@ -219,7 +246,7 @@ fn tie_goes_to_the_exact_rule() {
 #[test]
 fn catch_all_matches_everything() {
     let set = rules(&[("/*", 7)]);
-    for path in ["/", "/a", "/a/b/", "/%2F"] {
+    for path in ["/", "/a", "/a/b/", "/%3F"] {
         assert_eq!(set.longest_match(path), Some(("/*", 7)), "{path}");
     }
 }
@@ -244,6 +271,11 @@ fn path_like() -> impl Strategy<Value = String> {
         Just("%2e".to_string()),
         Just("%2E".to_string()),
         Just("%2f".to_string()),
+        Just("%2F".to_string()),
+        Just("%5c".to_string()),
+        Just("%5C".to_string()),
+        Just("\\".to_string()),
+        Just("%25".to_string()),
         Just("%3".to_string()),
         Just("?".to_string()),
         Just("#".to_string()),
@@ -262,6 +294,12 @@ fn check_normal_form(n: &str) {
     assert!(
         n.split('/').all(|s| s != "." && s != ".."),
         "dot segment in {n:?}"
+    );
+    assert!(!n.contains('\\'), "backslash in {n:?}");
+    let upper = n.to_ascii_uppercase();
+    assert!(
+        !upper.contains("%2F") && !upper.contains("%5C"),
+        "escaped separator in {n:?}"
     );
 }
 
@@ -316,19 +354,22 @@ fn clean_path() -> impl Strategy<Value = String> {
     })
 }
 
+/// How a client may write a `/`: plainly, percent-encoded in either case, or as a backslash.
+const SEPARATORS: [&str; 6] = ["/", "%2F", "%2f", "\\", "%5C", "%5c"];
+
 /// One segment as a client may write it (the normal form, then the noisy form): extra
-/// slashes before it, a `./` or `other/../` detour, and some characters percent-encoded in
-/// upper or lower case hex.
+/// slashes before it, each in any spelling of a slash, a `./` or `other/../` detour, and some
+/// characters percent-encoded in upper or lower case hex.
 fn written_segment() -> impl Strategy<Value = (String, String)> {
     (
         plain_segment(),
-        1..4usize,
+        prop::collection::vec(0..SEPARATORS.len(), 1..4),
         0..3u8,
         plain_segment(),
         prop::collection::vec((any::<bool>(), any::<bool>()), 8),
     )
         .prop_map(|(segment, slashes, detour, other, encodings)| {
-            let mut noisy = "/".repeat(slashes);
+            let mut noisy: String = slashes.iter().map(|&i| SEPARATORS[i]).collect();
             match detour {
                 1 => noisy.push_str("./"),
                 2 => noisy.push_str(&format!("{other}/../")),

@@ -4,11 +4,19 @@
 //! to the window on every access. The map is sharded by identity so concurrent identities do
 //! not contend on one lock, while all counters of one identity share a shard, which makes a
 //! multi-counter decision one critical section.
+//!
+//! The number of identities is capped (`--memory-max-identities`): every new identity costs
+//! memory, and a client that can change its identity at will (many source addresses) could
+//! otherwise grow the map without bound. At the cap a new identity is refused with
+//! [`StoreError::Full`]; an identity being tracked is never dropped to make room, because
+//! forgetting its counts would admit it again (over-admission). Identities whose every entry
+//! has left the window do not count: at the cap they are swept out before anyone is refused.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -16,6 +24,9 @@ use parking_lot::Mutex;
 use super::{Clock, CounterSpec, CounterState, CounterStore, MonotonicClock, Outcome, StoreError};
 
 const SHARDS: usize = 64;
+
+/// Identities tracked at most unless configured otherwise (`--memory-max-identities`).
+pub const DEFAULT_MAX_IDENTITIES: usize = 1_000_000;
 
 #[derive(Debug, Default)]
 struct Log {
@@ -41,14 +52,45 @@ impl Log {
             .get(index)
             .map_or(now_us, |&ts| ts + self.window_us)
     }
+
+    /// When the newest entry leaves the window (0 for an empty log).
+    fn expires_at(&self) -> u64 {
+        self.entries
+            .back()
+            .map_or(0, |&newest| newest.saturating_add(self.window_us))
+    }
 }
 
-type Shard = HashMap<String, Log>;
+/// One identity's counters, by storage key.
+type Counters = HashMap<String, Log>;
+
+/// When the last entry of any of these counters leaves its window: the identity's end.
+fn expires_at(counters: &Counters) -> u64 {
+    counters.values().map(Log::expires_at).max().unwrap_or(0)
+}
+
+/// Identity → its counters.
+type Shard = HashMap<String, Counters>;
+
+/// What one attempt of a call found.
+enum Attempt {
+    Done(Outcome),
+    /// The call would have started tracking a new identity, and the store is at its cap.
+    Full,
+}
 
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     clock: Arc<dyn Clock>,
+    max_identities: usize,
+    /// Identities in the shards (kept with every insert and removal, under the shard lock).
+    identities: AtomicUsize,
+    /// No tracked identity ends before this time (on `clock`): a lower bound, so until then a
+    /// sweep would free nothing and the cap is not worth a sweep.
+    earliest_end_us: AtomicU64,
+    /// One sweep at a time.
+    sweeping: Mutex<()>,
 }
 
 impl MemoryStore {
@@ -57,10 +99,19 @@ impl MemoryStore {
     }
 
     pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::with_max_identities(clock, DEFAULT_MAX_IDENTITIES)
+    }
+
+    /// A store that tracks at most `max_identities` identities at a time (at least one).
+    pub fn with_max_identities(clock: Arc<dyn Clock>, max_identities: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             clock,
+            max_identities: max_identities.max(1),
+            identities: AtomicUsize::new(0),
+            earliest_end_us: AtomicU64::new(u64::MAX),
+            sweeping: Mutex::new(()),
         }
     }
 
@@ -69,49 +120,141 @@ impl MemoryStore {
         &self.shards[index]
     }
 
-    /// Removes counters whose every entry has left the window. Run periodically; returns how
-    /// many were removed.
+    /// Removes counters whose every entry has left the window, and identities left without
+    /// counters. Run periodically, and at the cap before a new identity is refused; returns
+    /// how many counters were removed.
     pub fn evict_expired(&self) -> usize {
+        let _one_at_a_time = self.sweeping.lock();
+        self.sweep()
+    }
+
+    /// [`evict_expired`](Self::evict_expired) when a tracked identity may have ended. A
+    /// sweep another call has just finished counts: it is not repeated.
+    fn evict_if_due(&self) {
+        let _one_at_a_time = self.sweeping.lock();
+        if self.clock.now_us() >= self.earliest_end_us.load(Ordering::Relaxed) {
+            self.sweep();
+        }
+    }
+
+    /// The sweep itself; the caller holds `sweeping`.
+    fn sweep(&self) -> usize {
         let now = self.clock.now_us();
+        // From here on calls note the ends they see; the sweep adds those of what it keeps.
+        self.earliest_end_us.store(u64::MAX, Ordering::Relaxed);
+        let mut earliest = u64::MAX;
         let mut removed = 0;
         for shard in self.shards.iter() {
             let mut map = shard.lock();
             let before = map.len();
-            map.retain(|_, log| {
-                log.entries
-                    .back()
-                    .is_some_and(|&newest| newest > now.saturating_sub(log.window_us))
+            map.retain(|_, counters| {
+                let count = counters.len();
+                counters.retain(|_, log| log.expires_at() > now);
+                removed += count - counters.len();
+                let end = expires_at(counters);
+                if end > now {
+                    earliest = earliest.min(end);
+                }
+                end > now
             });
-            removed += before - map.len();
+            self.identities
+                .fetch_sub(before - map.len(), Ordering::Relaxed);
         }
+        self.note_end(earliest);
         removed
     }
 
     /// Number of live counters (for tests and metrics).
     pub fn counter_count(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().values().map(HashMap::len).sum::<usize>())
+            .sum()
     }
 
-    fn run(&self, shard: &str, counters: &[CounterSpec], record: bool) -> Outcome {
-        let now = self.clock.now_us();
-        let mut map = self.shard(shard).lock();
-        let mut admitted = true;
-        for spec in counters {
-            if let Some(log) = map.get_mut(&spec.key) {
-                log.trim(now, spec.window_us);
-                if log.entries.len() as u64 >= spec.limit {
-                    admitted = false;
-                }
-            } else if spec.limit == 0 {
-                admitted = false;
+    /// Number of identities tracked, at most the cap.
+    pub fn identity_count(&self) -> usize {
+        self.identities.load(Ordering::Relaxed)
+    }
+
+    /// Lowers the earliest possible end of a tracked identity to `end_us` if it is earlier.
+    /// The plain load first keeps the common case (nothing earlier) free of shared writes.
+    fn note_end(&self, end_us: u64) {
+        if end_us < self.earliest_end_us.load(Ordering::Relaxed) {
+            self.earliest_end_us.fetch_min(end_us, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes one of the cap's places for a new identity.
+    fn reserve_identity(&self) -> bool {
+        self.identities
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max_identities).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn run(
+        &self,
+        identity: &str,
+        counters: &[CounterSpec],
+        record: bool,
+    ) -> Result<Outcome, StoreError> {
+        if let Attempt::Done(outcome) = self.attempt(identity, counters, record) {
+            return Ok(outcome);
+        }
+        // At the cap. Identities that have ended do not count: sweep them out if one may
+        // have (the earliest end has passed), then try once more.
+        if self.clock.now_us() >= self.earliest_end_us.load(Ordering::Relaxed) {
+            self.evict_if_due();
+            if let Attempt::Done(outcome) = self.attempt(identity, counters, record) {
+                return Ok(outcome);
             }
         }
+        Err(StoreError::Full(self.max_identities))
+    }
+
+    fn attempt(&self, identity: &str, counters: &[CounterSpec], record: bool) -> Attempt {
+        let now = self.clock.now_us();
+        let mut map = self.shard(identity).lock();
+        let mut logs = map.get_mut(identity);
+        let mut admitted = true;
+        for spec in counters {
+            match logs.as_deref_mut().and_then(|logs| logs.get_mut(&spec.key)) {
+                Some(log) => {
+                    log.trim(now, spec.window_us);
+                    if log.entries.len() as u64 >= spec.limit {
+                        admitted = false;
+                    }
+                }
+                None => admitted &= spec.limit > 0,
+            }
+        }
+        let record = admitted && record && !counters.is_empty();
+        if logs.is_none() && record {
+            if !self.reserve_identity() {
+                return Attempt::Full;
+            }
+            logs = Some(map.entry(identity.to_string()).or_default());
+        }
+        let Some(logs) = logs else {
+            // Not tracked, and this call records nothing: every counter is empty.
+            let empty = CounterState {
+                count: 0,
+                free_at_us: now,
+            };
+            return Attempt::Done(Outcome {
+                admitted,
+                now_us: now,
+                counters: vec![empty; counters.len()],
+            });
+        };
         let mut states = Vec::with_capacity(counters.len());
         for spec in counters {
-            if admitted && record {
+            if record {
                 // Look up before inserting: cloning the key for every admitted request would
                 // allocate on the hot path.
-                match map.get_mut(&spec.key) {
+                match logs.get_mut(&spec.key) {
                     Some(log) => {
                         log.window_us = spec.window_us;
                         log.entries.push_back(now);
@@ -121,11 +264,11 @@ impl MemoryStore {
                             entries: VecDeque::from([now]),
                             window_us: spec.window_us,
                         };
-                        map.insert(spec.key.clone(), log);
+                        logs.insert(spec.key.clone(), log);
                     }
                 }
             }
-            states.push(match map.get(&spec.key) {
+            states.push(match logs.get(&spec.key) {
                 Some(log) => CounterState {
                     count: log.entries.len() as u64,
                     free_at_us: log.free_at(now, spec.limit),
@@ -136,11 +279,13 @@ impl MemoryStore {
                 },
             });
         }
-        Outcome {
+        // Recording moves the identity's end later; a shortened window moves it earlier.
+        self.note_end(expires_at(logs));
+        Attempt::Done(Outcome {
             admitted,
             now_us: now,
             counters: states,
-        }
+        })
     }
 }
 
@@ -157,11 +302,11 @@ impl CounterStore for MemoryStore {
         shard: &str,
         counters: &[CounterSpec],
     ) -> Result<Outcome, StoreError> {
-        Ok(self.run(shard, counters, true))
+        self.run(shard, counters, true)
     }
 
     async fn peek(&self, shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError> {
-        Ok(self.run(shard, counters, false))
+        self.run(shard, counters, false)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -170,6 +315,10 @@ impl CounterStore for MemoryStore {
 
     fn backend(&self) -> &'static str {
         "memory"
+    }
+
+    fn identities(&self) -> Option<u64> {
+        Some(self.identity_count() as u64)
     }
 }
 

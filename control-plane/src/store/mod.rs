@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 pub use self::breaker::{Breaker, BreakerState};
 pub use self::clock::{Clock, ManualClock, MonotonicClock};
-pub use self::memory::MemoryStore;
+pub use self::memory::{DEFAULT_MAX_IDENTITIES, MemoryStore};
 pub use self::redis::{RedisStore, RedisStoreOptions};
 
 /// One sliding-window counter taking part in a decision.
@@ -72,6 +72,11 @@ pub enum StoreError {
     /// The Redis address cannot work (no URL, several URLs for a single server).
     #[error("counter store address: {0}")]
     Address(&'static str),
+    /// The in-memory store tracks as many identities as it may (the number given) and the
+    /// call would have added one. Not an outage: the request is refused whatever `fail_open`
+    /// says, since admitting it would hand out a budget nobody counts.
+    #[error("in-memory counter store full ({0} identities): new identity refused")]
+    Full(usize),
 }
 
 impl StoreError {
@@ -123,6 +128,11 @@ pub trait CounterStore: Send + Sync {
     /// How many times the circuit breaker has opened since start.
     fn breaker_opened_total(&self) -> u64 {
         0
+    }
+
+    /// Identities tracked, for backends that keep them in this process.
+    fn identities(&self) -> Option<u64> {
+        None
     }
 }
 

@@ -165,10 +165,37 @@ fn whitelist_entries_are_checked() {
     assert_invalid(&doc, "whitelist[0]", "empty identifier");
     let doc = with(&format!("whitelist:\n  - user:{}\n", "u".repeat(257)));
     assert_invalid(&doc, "whitelist[0]", "longer than 256");
+    let doc = with("whitelist:\n  - ip:2001:db8::/129\n");
+    assert_invalid(&doc, "whitelist[0]", "not a valid ip:<network>/<len>");
     let doc = with(
-        "whitelist:\n  - 10.1.2.3/8\n  - ::1\n  - fd00::/8\n  - ip:::1\n  - key:k\n  - user:u\n",
+        "whitelist:\n  - 10.1.2.3/8\n  - ::1\n  - fd00::/8\n  - ip:::1\n  - ip:2001:db8:1:2::/64\n  - key:k\n  - user:u\n",
     );
     parse_yaml(&doc).unwrap().validate().unwrap();
+}
+
+#[test]
+fn ipv6_prefix_length_is_bounded() {
+    assert_eq!(parse_yaml(BASE).unwrap().ipv6_prefix_length, 64, "default");
+    for bits in [32, 48, 56, 64, 127, 128] {
+        let doc = with(&format!("ipv6_prefix_length: {bits}\n"));
+        let cfg = parse_yaml(&doc).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.ipv6_prefix_length, bits);
+    }
+    for bits in [0, 1, 31, 129, 255] {
+        let doc = with(&format!("ipv6_prefix_length: {bits}\n"));
+        assert_invalid(
+            &doc,
+            "ipv6_prefix_length",
+            &format!("between 32 and 128, got {bits}"),
+        );
+    }
+    // Beyond a byte, or negative: refused by the parser, with the field named.
+    for value in ["256", "-1", "sixty-four"] {
+        let doc = with(&format!("ipv6_prefix_length: {value}\n"));
+        let err = parse_yaml(&doc).expect_err(value);
+        assert!(err.to_string().starts_with("ipv6_prefix_length"), "{err}");
+    }
 }
 
 fn key_doc(entries: &str) -> String {

@@ -86,10 +86,96 @@ async fn reports_every_counter_of_the_tier_and_records_nothing() {
 #[tokio::test]
 async fn ip_forms_are_made_canonical() {
     let (_clock, d) = decider();
-    d.decide(&from("2001:db8::1", "/x")).await;
-    let report = d.status("ip:2001:0db8:0:0::1", None).await.unwrap();
-    assert_eq!(report.identifier, "ip:2001:db8::1");
+    d.decide(&from("::ffff:192.0.2.1", "/x")).await;
+    let report = d.status("ip:192.0.2.1", None).await.unwrap();
+    assert_eq!(report.identifier, "ip:192.0.2.1");
     assert_eq!(report.counters[0].count, 1);
+    let report = d.status("ip:::FFFF:192.0.2.1", None).await.unwrap();
+    assert_eq!(report.identifier, "ip:192.0.2.1");
+}
+
+#[tokio::test]
+async fn an_ipv6_client_is_known_by_its_group_and_by_any_of_its_addresses() {
+    let (_clock, d) = decider();
+    d.decide(&from("2001:db8::1", "/x")).await;
+    d.decide(&from("2001:db8::2:1", "/x")).await;
+    for asked in [
+        "ip:2001:db8::/64",
+        "ip:2001:0db8:0:0::/64",
+        "ip:2001:db8::ffff/64",
+        "ip:2001:db8::1",
+        "ip:2001:db8::abcd:1",
+    ] {
+        let report = d.status(asked, None).await.unwrap();
+        assert_eq!(report.identifier, "ip:2001:db8::/64", "{asked}");
+        assert_eq!(report.counters[0].count, 2, "{asked}");
+    }
+    for (asked, fragment) in [
+        ("ip:2001:db8::/48", "counted by /64"),
+        ("ip:2001:db8::1/128", "counted by /64"),
+        ("ip:10.0.0.0/8", "IPv4 clients are not grouped"),
+        ("ip:::ffff:10.0.0.0/104", "IPv4 clients are not grouped"),
+    ] {
+        match d.status(asked, None).await {
+            Err(err @ StatusError::NotAGroup(_)) => {
+                assert!(err.to_string().contains(fragment), "{asked}: {err}")
+            }
+            other => panic!("{asked}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        d.status("ip:2001:db8:0:1::/64", None).await,
+        Err(StatusError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn without_grouping_an_ipv6_address_is_its_own_identifier() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut doc = parse_yaml(CONFIG).unwrap();
+    doc.ipv6_prefix_length = 128;
+    let cfg = CompiledConfig::compile(doc).unwrap();
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let d = Decider::new(live_config::shared(cfg), store, clock);
+    d.decide(&from("2001:db8::1", "/x")).await;
+    for asked in ["ip:2001:db8::1", "ip:2001:0db8::1/128"] {
+        let report = d.status(asked, None).await.unwrap();
+        assert_eq!(report.identifier, "ip:2001:db8::1", "{asked}");
+        assert_eq!(report.counters[0].count, 1);
+    }
+    assert!(matches!(
+        d.status("ip:2001:db8::2", None).await,
+        Err(StatusError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn a_whitelisted_ipv6_group_is_known_while_idle() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut doc = parse_yaml(CONFIG).unwrap();
+    doc.whitelist.push("ip:2001:db8:5:5::/64".into());
+    let cfg = CompiledConfig::compile(doc).unwrap();
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let d = Decider::new(live_config::shared(cfg), store, clock);
+    assert!(
+        d.status("ip:2001:db8:5:5::/64", None)
+            .await
+            .unwrap()
+            .whitelisted
+    );
+    assert!(
+        d.status("ip:2001:db8:5:5::9", None)
+            .await
+            .unwrap()
+            .whitelisted
+    );
+    assert_eq!(
+        d.decide(&from("2001:db8:5:5:1::1", "/x"))
+            .await
+            .response
+            .verdict,
+        Verdict::Whitelisted
+    );
 }
 
 #[tokio::test]
@@ -123,6 +209,8 @@ async fn refuses_what_it_cannot_answer() {
         "",
         "ip:",
         "ip:not-an-ip",
+        "ip:2001:db8::/x",
+        "ip:2001:db8::/129",
         "host:x",
         "nothing",
         &format!("key:{}", "k".repeat(300)),

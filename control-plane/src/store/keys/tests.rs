@@ -4,6 +4,14 @@ use super::*;
 fn plain_identities_stay_readable() {
     assert_eq!(budget_key("ip:10.0.0.1"), "rl:{ip:10.0.0.1}:b");
     assert_eq!(budget_key("ip:2001:db8::1"), "rl:{ip:2001:db8::1}:b");
+    // A grouped IPv6 client: `/` is a plain character, and the longest group name (every
+    // group is at most an address and `/len`) stays far below the plain-text bound.
+    assert_eq!(
+        budget_key("ip:2001:db8:1:2::/64"),
+        "rl:{ip:2001:db8:1:2::/64}:b"
+    );
+    let longest = "ip:ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127";
+    assert_eq!(tag(longest), format!("{{{longest}}}"));
     assert_eq!(
         rule_key("key:demo-free", "/api/v1/admin/*"),
         "rl:{key:demo-free}:e:/api/v1/admin/*"

@@ -128,3 +128,161 @@ async fn peek_does_not_create_or_record() {
     assert_eq!(out.counters[0].count, 0);
     assert_eq!(store.counter_count(), 0);
 }
+
+fn capped(max_identities: usize) -> (Arc<ManualClock>, MemoryStore) {
+    let clock = Arc::new(ManualClock::new(1_000_000_000));
+    (
+        clock.clone(),
+        MemoryStore::with_max_identities(clock, max_identities),
+    )
+}
+
+#[tokio::test]
+async fn at_the_cap_a_new_identity_is_refused_and_tracked_ones_go_on() {
+    let (_clock, store) = capped(2);
+    let c = [spec("k", 10, 1_000_000)];
+    for id in ["a", "b"] {
+        assert!(store.check_and_record(id, &c).await.unwrap().admitted);
+    }
+    assert!(matches!(
+        store.check_and_record("c", &c).await,
+        Err(StoreError::Full(2))
+    ));
+    // Nothing was dropped to make room: the tracked identities keep counting.
+    let out = store.check_and_record("a", &c).await.unwrap();
+    assert!(out.admitted);
+    assert_eq!(out.counters[0].count, 2);
+    assert_eq!(store.identity_count(), 2);
+    // Looking records nothing and takes no place.
+    let out = store.peek("c", &c).await.unwrap();
+    assert_eq!(out.counters[0].count, 0);
+    assert_eq!(store.identity_count(), 2);
+}
+
+#[tokio::test]
+async fn a_call_that_records_nothing_is_never_refused() {
+    let (_clock, store) = capped(1);
+    assert!(
+        store
+            .check_and_record("a", &[spec("k", 1, 1_000)])
+            .await
+            .unwrap()
+            .admitted
+    );
+    // A limit of 0 denies without recording: nothing to track, nothing to refuse.
+    let out = store
+        .check_and_record("b", &[spec("k", 0, 1_000)])
+        .await
+        .unwrap();
+    assert!(!out.admitted);
+    assert_eq!(store.identity_count(), 1);
+}
+
+#[tokio::test]
+async fn identities_that_have_ended_make_room_at_once() {
+    let (clock, store) = capped(2);
+    let t0 = clock.now_us();
+    let c = [spec("k", 5, 1_000)];
+    store.check_and_record("a", &c).await.unwrap();
+    clock.set(t0 + 500);
+    store.check_and_record("b", &c).await.unwrap();
+    clock.set(t0 + 999);
+    assert!(matches!(
+        store.check_and_record("c", &c).await,
+        Err(StoreError::Full(2))
+    ));
+    // `a`'s only entry leaves the window at t0 + 1000: no periodic sweep needed.
+    clock.set(t0 + 1_000);
+    assert!(store.check_and_record("c", &c).await.unwrap().admitted);
+    assert_eq!(store.identity_count(), 2);
+    assert_eq!(store.peek("b", &c).await.unwrap().counters[0].count, 1);
+    assert_eq!(store.peek("a", &c).await.unwrap().counters[0].count, 0);
+    // `b` and `c` are live: the next newcomer waits for `b`.
+    assert!(store.check_and_record("d", &c).await.is_err());
+    clock.set(t0 + 1_500);
+    assert!(store.check_and_record("d", &c).await.unwrap().admitted);
+}
+
+#[tokio::test]
+async fn an_identity_ends_with_its_last_counter() {
+    let (clock, store) = capped(1);
+    let t0 = clock.now_us();
+    let budget = spec("b", 5, 1_000);
+    let rule = spec("r", 5, 1_000);
+    store
+        .check_and_record("a", &[budget.clone(), rule])
+        .await
+        .unwrap();
+    clock.set(t0 + 600);
+    store
+        .check_and_record("a", std::slice::from_ref(&budget))
+        .await
+        .unwrap();
+    assert_eq!(store.counter_count(), 2);
+    // The rule counter ended at t0 + 1000, the budget lives on until t0 + 1600. The refusal
+    // swept (an end had passed): the rule counter went, the identity stayed.
+    clock.set(t0 + 1_200);
+    assert!(
+        store
+            .check_and_record("z", std::slice::from_ref(&budget))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.counter_count(), 1);
+    assert_eq!(store.identity_count(), 1);
+    clock.set(t0 + 1_600);
+    assert!(
+        store
+            .check_and_record("z", &[budget])
+            .await
+            .unwrap()
+            .admitted
+    );
+}
+
+#[tokio::test]
+async fn a_shortened_window_ends_an_identity_sooner() {
+    let (clock, store) = capped(1);
+    let t0 = clock.now_us();
+    store
+        .check_and_record("a", &[spec("k", 5, 10_000)])
+        .await
+        .unwrap();
+    // A configuration change shortens the window: `a` now ends at t0 + 1 + 1000.
+    clock.set(t0 + 1);
+    store
+        .check_and_record("a", &[spec("k", 5, 1_000)])
+        .await
+        .unwrap();
+    clock.set(t0 + 1_001);
+    assert!(
+        store
+            .check_and_record("b", &[spec("k", 5, 1_000)])
+            .await
+            .unwrap()
+            .admitted
+    );
+}
+
+#[test]
+fn concurrent_newcomers_never_exceed_the_cap() {
+    let (_clock, store) = capped(50);
+    let c = [spec("k", 5, 1_000_000)];
+    let admitted = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (store, admitted, c) = (&store, &admitted, &c);
+            scope.spawn(move || {
+                for i in 0..100 {
+                    if let Ok(out) = store.run(&format!("{t}-{i}"), c, true) {
+                        assert!(out.admitted);
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(admitted.load(Ordering::Relaxed), 50);
+    assert_eq!(store.identity_count(), 50);
+    assert_eq!(store.counter_count(), 50);
+}
