@@ -13,8 +13,9 @@
 #
 # Needs curl and python3 (for the JSON). Exit status 0 when applied; 1 when refused (the
 # control plane's message names the offending field, e.g. an endpoint limit above the new
-# budget) or on any error. The change is a read-modify-write of the whole document: two
-# admins editing at the same moment can overwrite each other's change.
+# budget) or on any error. The change is a read-modify-write of the whole document, sent with
+# `If-Match` (the version read): if the configuration changed in between (another admin, a file
+# change), the control plane refuses it (412) and nothing changes; run the script again.
 set -euo pipefail
 
 usage() {
@@ -37,7 +38,8 @@ url="$base/api/v1/rate-limit/config"
 # The key travels in a header file, not on the command line (visible in `ps`).
 printf 'X-API-Key: %s\n' "$key" >"$tmp/auth"
 
-status=$(curl -sS --noproxy '*' -o "$tmp/current.json" -w '%{http_code}' -H @"$tmp/auth" "$url")
+status=$(curl -sS --noproxy '*' -D "$tmp/headers" -o "$tmp/current.json" -w '%{http_code}' \
+  -H @"$tmp/auth" "$url")
 if [ "$status" != 200 ]; then
   echo "GET $url answered $status:" >&2
   cat "$tmp/current.json" >&2
@@ -68,8 +70,15 @@ print(f"tier {tier}: {before[0]} per {before[1]} s -> {after[0]} per {after[1]} 
 json.dump(config, open(new, "w"))
 PY
 
+# The version read, as its ETag ("7"): the PUT applies only if it is still the newest.
+etag=$(awk 'tolower($1) == "etag:" { print $2 }' "$tmp/headers" | tr -d '\r')
+if_match=()
+if [ -n "$etag" ]; then
+  if_match=(-H "If-Match: $etag")
+fi
 status=$(curl -sS --noproxy '*' -o "$tmp/answer.json" -w '%{http_code}' -X PUT \
-  -H @"$tmp/auth" -H 'content-type: application/json' --data-binary @"$tmp/new.json" "$url")
+  -H @"$tmp/auth" ${if_match[@]+"${if_match[@]}"} -H 'content-type: application/json' \
+  --data-binary @"$tmp/new.json" "$url")
 python3 - "$status" "$tmp/answer.json" <<'PY'
 import json, sys
 status, answer = sys.argv[1], open(sys.argv[2]).read()
@@ -81,6 +90,8 @@ if status == "200" and body:
     print("applied: version %s (%s)" % (body.get("version"), body.get("updated_at")))
     sys.exit(0)
 error = (body or {}).get("error") if isinstance(body, dict) else None
+if status == "412":
+    sys.exit("not applied: the configuration changed while this ran; run it again")
 if error:
     sys.exit("refused (%s): %s: %s" % (status, error.get("field") or error.get("code"), error.get("message")))
 sys.exit("refused (%s): %s" % (status, answer))

@@ -63,7 +63,9 @@ else
   export RATE_LIMIT_REDIS_URL=$redis_url
 fi
 
-# The admin API needs a key; a demo one unless you bring your own.
+# The admin API needs a key; a demo one unless you bring your own. The demo key and the
+# sample's secrets are public: the control plane names them in warnings (RATE_LIMIT_STRICT=1
+# would refuse them; docs/OPERATIONS.md, "Demo secrets and strict mode").
 export RATE_LIMIT_ADMIN_API_KEY=${RATE_LIMIT_ADMIN_API_KEY:-demo-admin-key-change-me}
 
 log "starting the control plane on :8080 (log: $run/control-plane.log)"

@@ -3,17 +3,18 @@
 
 use control_plane::config::{CompiledConfig, parse_yaml};
 
-/// A configuration whose limits never bind, so benchmarks measure admitted decisions.
+/// A configuration whose limits never bind, so benchmarks measure admitted decisions (the
+/// largest limits the configuration accepts).
 pub fn bench_config() -> CompiledConfig {
     let yaml = r#"
 default_tier: free
 tiers:
   - name: free
-    requests_per_window: 1000000000
+    requests_per_window: 1000000
     window_size_seconds: 60
     endpoints:
-      /api/v1/request: 1000000000
-      /api/v1/admin/*: 1000000000
+      /api/v1/request: 1000000
+      /api/v1/admin/*: 1000000
 "#;
     match parse_yaml(yaml).and_then(CompiledConfig::compile) {
         Ok(cfg) => cfg,

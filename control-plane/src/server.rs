@@ -9,7 +9,7 @@ use axum::serve::ListenerExt;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, DemoPolicy, demo_admin_key};
 use crate::config_sync::{self, ConfigManager, RedisConfigSource};
 use crate::decision::Decider;
 use crate::http::{self, AppState};
@@ -37,6 +37,9 @@ pub enum ServerError {
     Serve(#[source] std::io::Error),
     #[error(transparent)]
     DecisionSecret(#[from] http::PreviousWithoutCurrent),
+    /// A setting strict mode refuses (the demo admin key).
+    #[error("settings: {0}")]
+    Setting(#[source] ConfigError),
 }
 
 /// How often the in-memory store drops counters whose entries have all expired.
@@ -50,6 +53,24 @@ pub async fn run(
         settings.decision_secret.as_deref(),
         settings.decision_secret_previous.as_deref(),
     )?;
+    let demo = if settings.strict {
+        DemoPolicy::Refuse
+    } else {
+        DemoPolicy::Warn
+    };
+    let admin_key: Option<[u8; 32]> = settings
+        .admin_api_key
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .map(|k| Sha256::digest(k.as_bytes()).into());
+    if let Some(found) = admin_key.as_ref().and_then(demo_admin_key) {
+        match demo {
+            DemoPolicy::Refuse => {
+                return Err(ServerError::Setting(found.refusal()));
+            }
+            DemoPolicy::Warn => found.warn(),
+        }
+    }
     let clock: Arc<dyn Clock> = Arc::new(MonotonicClock::new());
     let (store, config_source): (Arc<dyn CounterStore>, Option<RedisConfigSource>) =
         match &settings.redis_url {
@@ -85,7 +106,8 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new(store.clone()));
     let has_redis = config_source.is_some();
     let manager =
-        ConfigManager::start(&settings.config_path, config_source, metrics.clone()).await?;
+        ConfigManager::start_with(&settings.config_path, config_source, metrics.clone(), demo)
+            .await?;
     tracing::info!(
         path = %settings.config_path.display(),
         tiers = manager.current().tiers().len(),
@@ -103,11 +125,6 @@ pub async fn run(
         });
     }
 
-    let admin_key = settings
-        .admin_api_key
-        .as_deref()
-        .filter(|k| !k.is_empty())
-        .map(|k| Sha256::digest(k.as_bytes()).into());
     if admin_key.is_none() {
         tracing::warn!("RATE_LIMIT_ADMIN_API_KEY is not set: admin endpoints answer 503");
     }

@@ -89,4 +89,16 @@ pub struct Settings {
         default_value = "json"
     )]
     pub log_format: LogFormat,
+
+    /// Refuse the demo secrets shipped with this repository (the sample configuration's
+    /// HS256 secret and API keys, the demo admin key): do not start with one, and refuse a PUT
+    /// or file change that brings one in. Without it they are only named in warnings. The
+    /// variable takes `1` / `0` (or `true` / `false`).
+    #[arg(
+        long,
+        env = "RATE_LIMIT_STRICT",
+        default_value_t = false,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub strict: bool,
 }

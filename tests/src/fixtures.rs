@@ -122,6 +122,18 @@ impl Config {
         self
     }
 
+    /// A registered API key given by its hex SHA-256 (`key_sha256:`), e.g. one copied from
+    /// a shipped file.
+    pub fn api_key_digest(mut self, id: &str, tier: &str, sha256_hex: &str) -> Self {
+        self.api_keys.push(ApiKey {
+            id: id.to_string(),
+            tier: tier.to_string(),
+            field: "key_sha256",
+            value: sha256_hex.to_string(),
+        });
+        self
+    }
+
     pub fn jwt(mut self, jwt: Jwt) -> Self {
         self.jwt = Some(jwt);
         self

@@ -5,6 +5,7 @@
 //! A missing prerequisite fails the test with a message saying how to get it; nothing is
 //! skipped.
 
+pub mod admin;
 pub mod backends;
 pub mod client;
 pub mod control_plane;

@@ -299,17 +299,11 @@ async fn put_applies_at_once_keeps_recorded_entries_and_rejects_bad_documents() 
     bad["tiers"][1]["window_size_seconds"] = json!(0);
     let mut unknown = lowered.clone();
     unknown["tiers"][0]["requests_per_windw"] = json!(1);
-    let mut placeholder = lowered.clone();
-    placeholder["api_keys"][0]["id"] = json!("someone-else");
     let mut deep = String::new();
     for _ in 0..200 {
         deep.push_str("{\"a\":");
     }
-    let cases = [
-        (bad, "tiers[1].window_size_seconds"),
-        (unknown, "tiers[0]"),
-        (placeholder, "api_keys[0].key"),
-    ];
+    let cases = [(bad, "tiers[1].window_size_seconds"), (unknown, "tiers[0]")];
     for (body, field) in cases {
         let (status, error) = put_config(cp, &body).await;
         assert_eq!(status, 400, "{error}");
@@ -319,6 +313,13 @@ async fn put_applies_at_once_keeps_recorded_entries_and_rejects_bad_documents() 
             "{error}"
         );
     }
+    // A placeholder with no stored secret to stand for: 409 naming it.
+    let mut placeholder = lowered.clone();
+    placeholder["api_keys"][0]["id"] = json!("someone-else");
+    let (status, error) = put_config(cp, &placeholder).await;
+    assert_eq!(status, 409, "{error}");
+    assert_eq!(error["error"]["code"], "unresolved_placeholder");
+    assert_eq!(error["error"]["field"], "api_keys[0].key");
     for raw in [deep.into_bytes(), b"not json".to_vec(), vec![0xff, 0xfe]] {
         let response = admin()
             .put(cp.url("/api/v1/rate-limit/config"))

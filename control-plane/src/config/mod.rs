@@ -4,6 +4,7 @@
 //! [`CompiledConfig::compile`] validates ([`RateLimitConfig::validate`]) and builds the
 //! read-only structure decisions use.
 mod compiled;
+mod demo;
 mod error;
 mod parse;
 mod redact;
@@ -12,10 +13,12 @@ mod validate;
 mod whitelist;
 
 pub use compiled::{CompiledConfig, Tier, TierId};
+pub use demo::{DemoPolicy, DemoSecret, STRICT_VARIABLE, demo_admin_key, demo_secrets};
 pub use error::ConfigError;
 pub use parse::{MAX_CONFIG_BYTES, load_file, parse_json, parse_yaml, parse_yaml_bytes, read_file};
 pub use redact::{REDACTED, redacted, restore_secrets};
 pub use schema::*;
+pub use validate::{CounterAlgorithm, MAX_EXACT_LOG_LIMIT};
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -24,6 +24,56 @@ pub(crate) const MAX_KEY_BYTES: usize = 1024;
 /// RFC 7518 §3.2: an HS256 key must be at least as long as the hash output; a shorter secret
 /// can be brute-forced offline from a single captured token.
 pub(crate) const MIN_HS256_SECRET_BYTES: usize = 32;
+/// The largest limit an exact sliding log accepts per window. The log keeps one entry per
+/// admitted request in the window, so a saturated counter's memory grows with its limit:
+/// about 128 MiB in Redis at this bound (docs/OPERATIONS.md, "Redis memory").
+pub const MAX_EXACT_LOG_LIMIT: u64 = 1_000_000;
+
+/// How a counter counts. Each algorithm bounds the limits it accepts by what a saturated
+/// counter costs; every counter is an exact sliding log today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterAlgorithm {
+    ExactLog,
+}
+
+impl CounterAlgorithm {
+    /// The algorithm of a tier's counters (its budget and its endpoint rules).
+    pub fn of(_tier: &TierConfig) -> CounterAlgorithm {
+        CounterAlgorithm::ExactLog
+    }
+
+    /// The largest limit per window a counter of this algorithm accepts.
+    pub const fn max_limit(self) -> u64 {
+        match self {
+            CounterAlgorithm::ExactLog => MAX_EXACT_LOG_LIMIT,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            CounterAlgorithm::ExactLog => "the exact sliding log",
+        }
+    }
+
+    /// Checks one limit: > 0 and within the algorithm's bound.
+    fn check(self, path: &str, limit: u64) -> Result {
+        if limit == 0 {
+            return Err(ConfigError::invalid(path, "must be > 0"));
+        }
+        let max = self.max_limit();
+        if limit > max {
+            return Err(ConfigError::invalid(
+                path,
+                format!(
+                    "must be at most {max} per window for {}, got {limit} (its memory grows \
+                     with the limit; see docs/OPERATIONS.md)",
+                    self.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
 
 type Result<T = ()> = std::result::Result<T, ConfigError>;
 
@@ -100,6 +150,7 @@ fn validate_tier<'a>(at: &str, tier: &'a TierConfig, names: &mut HashSet<&'a str
             format!("duplicate tier name {name:?}"),
         ));
     }
+    let algorithm = CounterAlgorithm::of(tier);
     match (tier.requests_per_window, tier.unlimited) {
         (Some(_), true) => {
             return Err(ConfigError::invalid(
@@ -113,13 +164,10 @@ fn validate_tier<'a>(at: &str, tier: &'a TierConfig, names: &mut HashSet<&'a str
                 "required unless unlimited: true",
             ));
         }
-        (Some(0), false) => {
-            return Err(ConfigError::invalid(
-                format!("{at}.requests_per_window"),
-                "must be > 0",
-            ));
+        (Some(budget), false) => {
+            algorithm.check(&format!("{at}.requests_per_window"), budget)?;
         }
-        _ => {}
+        (None, true) => {}
     }
     if !(1..=MAX_WINDOW_SECONDS).contains(&tier.window_size_seconds) {
         return Err(ConfigError::invalid(
@@ -133,9 +181,7 @@ fn validate_tier<'a>(at: &str, tier: &'a TierConfig, names: &mut HashSet<&'a str
     for (pattern, &limit) in &tier.endpoints {
         let path = format!("{at}.endpoints.{pattern}");
         check_rule_pattern(pattern).map_err(|message| ConfigError::invalid(&path, message))?;
-        if limit == 0 {
-            return Err(ConfigError::invalid(path, "must be > 0"));
-        }
+        algorithm.check(&path, limit)?;
         if let Some(budget) = tier.requests_per_window
             && limit > budget
         {

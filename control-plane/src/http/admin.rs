@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::etag::{etag, if_match};
 use super::{ApiError, AppState};
 use crate::config::{self, RateLimitConfig};
 use crate::config_sync::{ConfigMeta, ConfigSource, UpdateError};
@@ -21,11 +22,16 @@ pub struct ConfigDocument {
     pub config: RateLimitConfig,
 }
 
-fn document(state: &AppState) -> ConfigDocument {
-    ConfigDocument {
-        meta: state.config.meta(),
+/// The running configuration, redacted, with its version as the `ETag`.
+fn document(state: &AppState) -> Response {
+    // The version is read first: a change landing in between shows a newer document under
+    // an older tag, which a PUT with that tag then refuses (412) rather than overwrite.
+    let meta = state.config.meta();
+    let doc = ConfigDocument {
         config: config::redacted(state.config.current().source()),
-    }
+        meta,
+    };
+    ([(header::ETAG, etag(doc.meta.version))], Json(doc)).into_response()
 }
 
 /// The running configuration; API keys given in clear and the HS256 secret are redacted.
@@ -35,27 +41,34 @@ fn document(state: &AppState) -> ConfigDocument {
     tag = "admin",
     security(("admin_key" = []), ("admin_bearer" = [])),
     responses(
-        (status = 200, description = "Running configuration", body = ConfigDocument),
+        (status = 200, description = "Running configuration", body = ConfigDocument,
+            headers(("ETag" = String, description = "The version, quoted (`\"7\"`): send it back in `If-Match`"))),
         (status = 401, description = "Missing or wrong admin key", body = rl_wire::ErrorBody),
         (status = 503, description = "Admin API disabled (no RATE_LIMIT_ADMIN_API_KEY)", body = rl_wire::ErrorBody),
     )
 )]
-pub async fn get_config(State(state): State<AppState>) -> Json<ConfigDocument> {
-    Json(document(&state))
+pub async fn get_config(State(state): State<AppState>) -> Response {
+    document(&state)
 }
 
 /// Replaces the whole configuration. The document is validated first; on any error the
-/// running configuration is untouched. Redacted placeholders keep the stored secrets.
+/// running configuration is untouched. Redacted placeholders take the secrets of the newest
+/// stored configuration. With `If-Match`, only if the newest version is the one named.
 #[utoipa::path(
     put,
     path = "/api/v1/rate-limit/config",
     tag = "admin",
     security(("admin_key" = []), ("admin_bearer" = [])),
+    params(("If-Match" = Option<String>, Header, description = "The `ETag` of the version the change was made from (`\"7\"`, a list, or `*`): the PUT is refused with 412 if the configuration has changed since. Without it the PUT is unconditional")),
     request_body(content = Object, description = "The whole configuration document (JSON, or YAML with a YAML content type)"),
     responses(
-        (status = 200, description = "Applied; the new version", body = ConfigDocument),
-        (status = 400, description = "Invalid document; `field` names the offending field", body = rl_wire::ErrorBody),
+        (status = 200, description = "Applied and live on this replica; the new version", body = ConfigDocument,
+            headers(("ETag" = String, description = "The new version, quoted"))),
+        (status = 400, description = "Invalid document (`invalid_config`; `field` names the offending field), or a malformed If-Match (`invalid_if_match`)", body = rl_wire::ErrorBody),
         (status = 401, description = "Missing or wrong admin key", body = rl_wire::ErrorBody),
+        (status = 409, description = "A redacted placeholder with no stored secret to stand for (`unresolved_placeholder`; `field` names it): send the secret itself", body = rl_wire::ErrorBody),
+        (status = 412, description = "If-Match names another version than the newest (`version_conflict`): read the configuration again and redo the change", body = rl_wire::ErrorBody,
+            headers(("ETag" = String, description = "The newest version, quoted"))),
         (status = 413, description = "Body over 1 MiB"),
         (status = 503, description = "Admin API disabled, or the configuration store (Redis) unavailable", body = rl_wire::ErrorBody),
     )
@@ -65,6 +78,13 @@ pub async fn put_config(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let precondition = match if_match(&headers, state.config.meta().version) {
+        Ok(precondition) => precondition,
+        Err(err) => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_if_match", err.to_string())
+                .into_response();
+        }
+    };
     let is_yaml = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -84,19 +104,48 @@ pub async fn put_config(
         Ok(cfg) => cfg,
         Err(err) => return invalid(err),
     };
-    let current = state.config.current();
-    if let Err(err) = config::restore_secrets(&mut incoming, current.source()) {
-        return invalid(err);
-    }
-    match state.config.update(incoming, ConfigSource::Api, None).await {
-        Ok(_) => Json(document(&state)).into_response(),
-        Err(UpdateError::Invalid(err)) => invalid(err),
-        Err(UpdateError::Store(err)) => ApiError::new(
+    let store_unavailable = |err: &dyn std::fmt::Display| {
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "config_store_unavailable",
             format!("configuration not changed: {err}"),
         )
-        .into_response(),
+        .into_response()
+    };
+    // Placeholders stand for the secrets of the newest configuration, which a replica that
+    // has not caught up yet does not run.
+    let newest = match state.config.newest_document().await {
+        Ok(newest) => newest,
+        Err(err) => return store_unavailable(&err),
+    };
+    if let Err(err) = config::restore_secrets(&mut incoming, &newest) {
+        let field = err.path().to_string();
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "unresolved_placeholder",
+            format!("{err}; send the secret itself"),
+        )
+        .with_field(field)
+        .into_response();
+    }
+    match state
+        .config
+        .update(incoming, ConfigSource::Api, &precondition)
+        .await
+    {
+        Ok(_) => document(&state),
+        Err(UpdateError::Invalid(err)) => invalid(err),
+        Err(UpdateError::Store(err)) => store_unavailable(&err),
+        Err(err @ UpdateError::Conflict { current }) => {
+            let mut response = ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "version_conflict",
+                format!("configuration not changed: {err}; read it again and redo the change"),
+            )
+            .into_response();
+            response.headers_mut().insert(header::ETAG, etag(current));
+            response
+        }
     }
 }
 

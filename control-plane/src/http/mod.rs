@@ -4,6 +4,7 @@ mod admin;
 mod auth;
 mod decision;
 mod errors;
+mod etag;
 mod health;
 mod metrics;
 pub mod openapi;

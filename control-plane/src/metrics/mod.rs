@@ -3,16 +3,18 @@
 //!
 //! Label values are bounded: `tier` is a configured tier (or `none` when no tier was judged),
 //! `endpoint` a configured endpoint rule or `other`, `decision` one of six words. Identities
-//! are never labels.
+//! are never labels. The bound holds across changes too: the series of a tier or rule a
+//! change removed are dropped ([`Metrics::follow_config`]), not kept for the life of the
+//! process.
 
 mod histogram;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -24,6 +26,7 @@ use serde::Serialize;
 
 pub use histogram::LatencyHistogram;
 
+use crate::config::CompiledConfig;
 use crate::store::{BreakerState, CounterStore, StoreError};
 
 /// Label of requests whose endpoint matches no configured rule.
@@ -102,6 +105,68 @@ fn verdict_index(verdict: Verdict) -> usize {
     VERDICTS.iter().position(|&v| v == verdict).unwrap_or(0)
 }
 
+/// The (tier, endpoint) label pairs the configuration in force can produce: a configured
+/// tier with `other` or one of its rules, and `none` (no tier judged: whitelisted, disabled,
+/// store failure) with `other` or any rule.
+#[derive(Debug, Default)]
+struct LabelScope {
+    /// `None` until the first configuration: every pair is admitted.
+    rules_by_tier: Option<HashMap<String, HashSet<String>>>,
+}
+
+impl LabelScope {
+    fn of(cfg: &CompiledConfig) -> LabelScope {
+        let mut rules_by_tier: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut every_rule = HashSet::new();
+        for tier in cfg.tiers() {
+            let rules: HashSet<String> = tier.rules.patterns().map(str::to_string).collect();
+            every_rule.extend(rules.iter().cloned());
+            rules_by_tier.insert(tier.name.clone(), rules);
+        }
+        rules_by_tier.insert(NO_TIER.to_string(), every_rule);
+        LabelScope {
+            rules_by_tier: Some(rules_by_tier),
+        }
+    }
+
+    fn admits(&self, tier: &str, endpoint: &str) -> bool {
+        match &self.rules_by_tier {
+            None => true,
+            Some(map) => map
+                .get(tier)
+                .is_some_and(|rules| endpoint == OTHER_ENDPOINT || rules.contains(endpoint)),
+        }
+    }
+
+    /// Every pair this scope admits (none before the first configuration).
+    fn pairs(&self) -> Vec<(String, String)> {
+        let Some(map) = &self.rules_by_tier else {
+            return Vec::new();
+        };
+        let mut pairs = Vec::new();
+        for (tier, rules) in map {
+            for endpoint in rules.iter().map(String::as_str).chain([OTHER_ENDPOINT]) {
+                pairs.push((tier.clone(), endpoint.to_string()));
+            }
+        }
+        pairs
+    }
+
+    fn has_tier(&self, tier: &str) -> bool {
+        self.rules_by_tier
+            .as_ref()
+            .is_none_or(|map| map.contains_key(tier))
+    }
+
+    fn has_endpoint(&self, endpoint: &str) -> bool {
+        endpoint == OTHER_ENDPOINT
+            || self.rules_by_tier.as_ref().is_none_or(|map| {
+                map.get(NO_TIER)
+                    .is_some_and(|rules| rules.contains(endpoint))
+            })
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -115,6 +180,10 @@ pub struct Metrics {
     store_error_total: AtomicU64,
     throttled_by_tier: Mutex<BTreeMap<String, u64>>,
     throttled_by_endpoint: Mutex<BTreeMap<String, u64>>,
+    /// Which tier/endpoint labels may have series. Observations hold it for reading while
+    /// they touch labelled series, so a change that drops series cannot interleave with a
+    /// decision of the old configuration creating them again.
+    scope: RwLock<LabelScope>,
 }
 
 /// Scrape-time view of the store: backend and circuit breaker.
@@ -221,13 +290,49 @@ impl Metrics {
             store_error_total: AtomicU64::new(0),
             throttled_by_tier: Mutex::new(BTreeMap::new()),
             throttled_by_endpoint: Mutex::new(BTreeMap::new()),
+            scope: RwLock::new(LabelScope::default()),
         }
+    }
+
+    /// Follows a configuration change: drops the series and JSON keys of tiers and rules
+    /// `cfg` no longer has, so they neither linger in scrapes nor count again.
+    pub fn follow_config(&self, cfg: &CompiledConfig) {
+        let next = LabelScope::of(cfg);
+        let mut scope = self.scope.write();
+        for (tier, endpoint) in scope.pairs() {
+            if next.admits(&tier, &endpoint) {
+                continue;
+            }
+            for verdict in VERDICTS {
+                self.requests.remove(&RequestLabels {
+                    tier: tier.clone(),
+                    endpoint: endpoint.clone(),
+                    decision: decision_label(verdict),
+                });
+            }
+            self.throttled.remove(&ThrottleLabels { tier, endpoint });
+        }
+        self.throttled_by_tier
+            .lock()
+            .retain(|tier, _| next.has_tier(tier));
+        self.throttled_by_endpoint
+            .lock()
+            .retain(|endpoint, _| next.has_endpoint(endpoint));
+        *scope = next;
     }
 
     pub fn observe(&self, o: &Observation<'_>) {
         let decision = decision_label(o.verdict);
         let tier = o.tier.unwrap_or(NO_TIER);
         let endpoint = o.rule.unwrap_or(OTHER_ENDPOINT);
+        self.by_verdict[verdict_index(o.verdict)].fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(o.elapsed);
+        let scope = self.scope.read();
+        // A decision judged under a configuration that has since dropped its tier or rule
+        // counts in the totals only.
+        if !scope.admits(tier, endpoint) {
+            return self.observe_error(o);
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 tier: tier.to_string(),
@@ -235,8 +340,6 @@ impl Metrics {
                 decision,
             })
             .inc();
-        self.by_verdict[verdict_index(o.verdict)].fetch_add(1, Ordering::Relaxed);
-        self.latency.observe(o.elapsed);
         if o.verdict == Verdict::Deny {
             self.throttled
                 .get_or_create(&ThrottleLabels {
@@ -255,6 +358,11 @@ impl Metrics {
                 .entry(endpoint.to_string())
                 .or_default() += 1;
         }
+        drop(scope);
+        self.observe_error(o);
+    }
+
+    fn observe_error(&self, o: &Observation<'_>) {
         if let Some(err) = o.store_error {
             if matches!(err, StoreError::Full(_)) {
                 self.store_full_refusals.inc();
@@ -347,9 +455,11 @@ pub struct MetricsSnapshot {
     pub throttled_requests: u64,
     /// throttled / total (0 when there was no traffic).
     pub throttle_rate: f64,
-    /// Throttled requests per tier.
+    /// Throttled requests per configured tier. A tier a change removed is dropped, so after
+    /// such a change the sum can be below `throttled_requests`.
     pub by_tier: BTreeMap<String, u64>,
-    /// Throttled requests per configured endpoint rule, `other` for the rest.
+    /// Throttled requests per configured endpoint rule, `other` for the rest (a rule a change
+    /// removed is dropped, as in `by_tier`).
     pub by_endpoint: BTreeMap<String, u64>,
     pub avg_check_latency_ms: f64,
     pub p95_check_latency_ms: f64,

@@ -107,3 +107,91 @@ fn a_full_store_is_counted_apart_from_store_errors() {
     }
     assert!(!text.contains("rate_limit_redis_errors_total{"), "{text}");
 }
+
+fn compiled(yaml: &str) -> CompiledConfig {
+    crate::config::parse_yaml(yaml)
+        .and_then(CompiledConfig::compile)
+        .expect("valid config")
+}
+
+const TWO_TIERS: &str = "default_tier: free
+tiers:
+  - name: free
+    requests_per_window: 10
+    endpoints:
+      /a: 5
+      /gone: 5
+  - name: premium
+    requests_per_window: 100
+";
+
+const ONE_TIER: &str = "default_tier: free
+tiers:
+  - name: free
+    requests_per_window: 10
+    endpoints:
+      /a: 5
+";
+
+#[test]
+fn a_change_drops_the_series_of_removed_tiers_and_rules() {
+    let m = Metrics::new(Arc::new(MemoryStore::new()));
+    m.follow_config(&compiled(TWO_TIERS));
+    for (tier, rule) in [
+        (Some("free"), Some("/a")),
+        (Some("free"), Some("/gone")),
+        (Some("premium"), None),
+    ] {
+        m.observe(&obs(Verdict::Allow, tier, rule));
+        m.observe(&obs(Verdict::Deny, tier, rule));
+    }
+    m.observe(&obs(Verdict::FailedOpen, None, Some("/gone")));
+    let text = m.encode_prometheus();
+    assert!(text.contains(r#"tier="premium""#), "{text}");
+    assert!(text.contains(r#"endpoint="/gone""#), "{text}");
+
+    m.follow_config(&compiled(ONE_TIER));
+    let text = m.encode_prometheus();
+    for gone in [r#"tier="premium""#, r#"endpoint="/gone""#] {
+        assert!(!text.contains(gone), "{gone} left in\n{text}");
+    }
+    for kept in [
+        r#"rate_limit_requests_total{tier="free",endpoint="/a",decision="allowed"} 1"#,
+        r#"rate_limit_throttled_total{tier="free",endpoint="/a"} 1"#,
+    ] {
+        assert!(text.contains(kept), "missing {kept} in\n{text}");
+    }
+    let s = m.snapshot(["free"], ["/a"]);
+    assert_eq!(s.by_tier.keys().collect::<Vec<_>>(), ["free"]);
+    assert_eq!(s.by_endpoint.keys().collect::<Vec<_>>(), ["/a", "other"]);
+    assert_eq!(s.throttled_requests, 3, "totals keep every decision");
+
+    // A decision of the old configuration finishing late does not bring a series back;
+    // it counts in the totals.
+    m.observe(&obs(Verdict::Deny, Some("premium"), None));
+    m.observe(&obs(Verdict::Allow, Some("free"), Some("/gone")));
+    let text = m.encode_prometheus();
+    assert!(!text.contains(r#"tier="premium""#), "{text}");
+    assert!(!text.contains(r#"endpoint="/gone""#), "{text}");
+    let s = m.snapshot(["free"], ["/a"]);
+    assert_eq!((s.total_requests, s.throttled_requests), (8, 4));
+    assert!(!s.by_tier.contains_key("premium"));
+}
+
+#[test]
+fn store_failures_keep_their_labels_under_any_configured_rule() {
+    let m = Metrics::new(Arc::new(MemoryStore::new()));
+    m.follow_config(&compiled(TWO_TIERS));
+    let err = StoreError::Timeout(100);
+    m.observe(&Observation {
+        store_error: Some(&err),
+        ..obs(Verdict::FailedOpen, None, Some("/a"))
+    });
+    let text = m.encode_prometheus();
+    for line in [
+        r#"rate_limit_requests_total{tier="none",endpoint="/a",decision="failed_open"} 1"#,
+        r#"rate_limit_redis_errors_total{kind="timeout"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+}

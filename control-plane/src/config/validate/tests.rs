@@ -96,6 +96,35 @@ fn budget_must_be_positive() {
 }
 
 #[test]
+fn limits_are_bounded_by_the_counter_algorithm() {
+    let max = CounterAlgorithm::ExactLog.max_limit();
+    assert_eq!(max, MAX_EXACT_LOG_LIMIT);
+    assert_eq!(max, 1_000_000);
+    let budget = |n: u64| {
+        format!("default_tier: free\ntiers:\n  - name: free\n    requests_per_window: {n}\n")
+    };
+    parse_yaml(&budget(max)).unwrap().validate().unwrap();
+    for over in [max + 1, u64::MAX] {
+        assert_invalid(
+            &budget(over),
+            "tiers[0].requests_per_window",
+            &format!("must be at most 1000000 per window for the exact sliding log, got {over}"),
+        );
+    }
+    let rule = |n: u64| {
+        format!(
+            "default_tier: free\ntiers:\n  - name: free\n    unlimited: true\n    endpoints:\n      /x: {n}\n"
+        )
+    };
+    parse_yaml(&rule(max)).unwrap().validate().unwrap();
+    assert_invalid(
+        &rule(max + 1),
+        "tiers[0].endpoints./x",
+        "must be at most 1000000",
+    );
+}
+
+#[test]
 fn window_size_is_bounded() {
     for (w, ok) in [(0, false), (1, true), (86_400, true), (86_401, false)] {
         let doc = with(&format!("    window_size_seconds: {w}\n"));
