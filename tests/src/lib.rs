@@ -18,6 +18,7 @@ pub mod process;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod stack;
+pub mod tcp_proxy;
 pub mod upstream;
 pub mod wasm_host;
 
@@ -29,6 +30,7 @@ pub use fixtures::sample_config;
 pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 pub use stack::{Stack, StackBuilder};
+pub use tcp_proxy::TcpProxy;
 pub use upstream::Upstream;
 
 /// Path of the control-plane binary built for these tests (the same entry point as the

@@ -1,5 +1,6 @@
 //! A private Redis Cluster from Debian's redis-server: 3 masters with 3 replicas for the
-//! scale-out and failover tests, or 3 masters alone for the store tests.
+//! scale-out and failover tests, or 3 masters alone for the store tests, optionally each behind
+//! a [`TcpProxy`] that the node announces, so that every client connection passes through it.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::process::{Output, Proc};
+use crate::tcp_proxy::TcpProxy;
 use crate::{prereq, redis_server};
 
 pub struct RedisCluster {
@@ -18,6 +20,8 @@ pub struct RedisCluster {
 struct Node {
     port: u16,
     proc: Option<Proc>,
+    /// In front of the node, and the address the node announces to clients.
+    proxy: Option<TcpProxy>,
 }
 
 /// A free port whose cluster bus port (+10000) is valid too.
@@ -56,22 +60,32 @@ impl RedisCluster {
     /// Starts six nodes (3 masters, 3 replicas) and forms the cluster; waits until every
     /// node reports `ok` and every replica is in sync.
     pub fn start() -> RedisCluster {
-        Self::start_nodes(6, 1)
+        Self::start_nodes(6, 1, false)
     }
 
     /// Three masters without replicas: a real cluster (slots spread over three nodes,
     /// redirections, one node per identity) that starts faster, for tests that kill nothing.
     pub fn start_masters() -> RedisCluster {
-        Self::start_nodes(3, 0)
+        Self::start_nodes(3, 0, false)
     }
 
-    fn start_nodes(count: usize, replicas: usize) -> RedisCluster {
+    /// Three masters, each behind its own [`TcpProxy`]: the nodes announce the proxies' ports
+    /// (`cluster-announce-port`), so a cluster client reaches every node through them and a
+    /// test can lose a node's reply ([`proxy_of_slot`](Self::proxy_of_slot)). The cluster bus
+    /// between the nodes stays direct.
+    pub fn start_masters_behind_proxies() -> RedisCluster {
+        Self::start_nodes(3, 0, true)
+    }
+
+    fn start_nodes(count: usize, replicas: usize, proxied: bool) -> RedisCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
         for i in 0..count {
             let node_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
-            nodes.push(Self::launch(&node_dir, cluster_port()));
+            let port = cluster_port();
+            let proxy = proxied.then(|| TcpProxy::start(port));
+            nodes.push(Self::launch(&node_dir, port, proxy));
         }
         let addrs: Vec<String> = nodes
             .iter()
@@ -83,6 +97,7 @@ impl RedisCluster {
             &replicas.to_string(),
             "--cluster-yes",
         ]);
+        // The nodes' own addresses: `CLUSTER MEET` reaches the bus at the real port + 10000.
         let out = create.output().expect("redis-cli --cluster create");
         assert!(
             out.status.success(),
@@ -95,8 +110,12 @@ impl RedisCluster {
         cluster
     }
 
-    fn launch(dir: &Path, port: u16) -> Node {
+    fn launch(dir: &Path, port: u16, proxy: Option<TcpProxy>) -> Node {
         let mut cmd = redis_server::command(port);
+        if let Some(proxy) = &proxy {
+            cmd.arg("--cluster-announce-port")
+                .arg(proxy.port().to_string());
+        }
         cmd.args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
             .args(["--cluster-config-file", "nodes.conf"])
             .args(["--appendonly", "no", "--save", ""])
@@ -111,6 +130,7 @@ impl RedisCluster {
                 return Node {
                     port,
                     proc: Some(proc),
+                    proxy,
                 };
             }
             assert!(
@@ -149,11 +169,15 @@ impl RedisCluster {
             .collect()
     }
 
-    /// Seed URLs, comma-separated (what `RATE_LIMIT_REDIS_URL` takes in cluster mode).
+    /// Seed URLs, comma-separated (what `RATE_LIMIT_REDIS_URL` takes in cluster mode): the
+    /// proxies of a cluster behind proxies.
     pub fn urls(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+            .map(|n| {
+                let port = n.proxy.as_ref().map_or(n.port, TcpProxy::port);
+                format!("redis://127.0.0.1:{port}/")
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -167,15 +191,21 @@ impl RedisCluster {
             .expect("keyslot")
     }
 
-    /// Port of the live master serving `slot`, as a live node sees it. Right after a
-    /// failover that node may still name the dead master, or none: it is asked again for a
-    /// few seconds.
+    /// Port of the live master serving `slot`, as a live node sees it (the port it announces:
+    /// its proxy's, behind proxies). Right after a failover that node may still name the dead
+    /// master, or none: it is asked again for a few seconds.
     pub fn master_of(&self, slot: u16) -> u16 {
         let deadline = Instant::now() + Duration::from_secs(10);
         let live = self.live_ports();
+        let announced: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|n| n.proc.is_some())
+            .map(|n| n.proxy.as_ref().map_or(n.port, TcpProxy::port))
+            .collect();
         loop {
             let nodes = cli(live[0], &["CLUSTER", "NODES"]);
-            if let Some(port) = master_in(&nodes, slot).filter(|p| live.contains(p)) {
+            if let Some(port) = master_in(&nodes, slot).filter(|p| announced.contains(p)) {
                 return port;
             }
             assert!(
@@ -184,6 +214,18 @@ impl RedisCluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The proxy in front of the master serving `slot` (a cluster started
+    /// [behind proxies](Self::start_masters_behind_proxies)).
+    pub fn proxy_of_slot(&self, slot: u16) -> &TcpProxy {
+        // The nodes announce their proxies' ports, so that is what `CLUSTER NODES` lists.
+        let announced = self.master_of(slot);
+        self.nodes
+            .iter()
+            .filter_map(|n| n.proxy.as_ref())
+            .find(|p| p.port() == announced)
+            .unwrap_or_else(|| panic!("no proxy on {announced}, the master of slot {slot}"))
     }
 
     /// Port of the replica of the master on `master`, as a live node sees it.

@@ -35,11 +35,12 @@ fn stack() -> Stack {
         .start()
 }
 
-/// Counter keys in Redis (the configuration hash excluded).
+/// Counter keys in Redis (the configuration's keys and each identity's record of recently
+/// counted requests excluded).
 fn counter_keys(stack: &Stack) -> Vec<String> {
     let mut conn = stack.redis.as_ref().expect("redis").connection();
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("rl:*").query(&mut conn).unwrap();
-    keys.retain(|k| k != "rl:{config}");
+    keys.retain(|k| !k.starts_with("rl:{config}") && !k.ends_with(":n"));
     keys.sort();
     keys
 }

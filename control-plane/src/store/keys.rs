@@ -49,6 +49,13 @@ pub fn rule_key(identity: &str, rule: &str) -> String {
     format!("{PREFIX}:{}:e:{}", tag(identity), segment(rule, true))
 }
 
+/// Key of an identity's recent request nonces: the script's record of the requests it has
+/// already counted, so that a call reaching Redis twice is counted once. Shares the identity's
+/// hash tag, so it lives in the slot of the counters it guards.
+pub fn seen_key(identity: &str) -> String {
+    format!("{PREFIX}:{}:n", tag(identity))
+}
+
 /// Pattern matching every counter key of an identity (for the status endpoint).
 pub fn identity_pattern(identity: &str) -> String {
     format!("{PREFIX}:{}:*", tag(identity))

@@ -3,13 +3,15 @@
 //! A decision names every counter that applies to a request (the tier budget and, when an
 //! endpoint rule matches, that rule's counter). The store admits the request only if every
 //! counter has room and then records it in all of them, atomically: one Lua script in Redis,
-//! one critical section in memory. A denied request records nothing.
+//! one critical section in memory. A denied request records nothing, and an admitted one is
+//! recorded once, even when its call reaches Redis twice (see `redis.rs`).
 
 mod breaker;
 mod clock;
 pub mod connection;
 pub mod keys;
 mod memory;
+mod nonce;
 mod redis;
 
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use async_trait::async_trait;
 pub use self::breaker::{Breaker, BreakerState};
 pub use self::clock::{Clock, ManualClock, MonotonicClock};
 pub use self::memory::{DEFAULT_MAX_IDENTITIES, MemoryStore};
-pub use self::redis::{RedisStore, RedisStoreOptions};
+pub use self::redis::{RedisStore, RedisStoreOptions, ScriptCall, replay_horizon};
 
 /// One sliding-window counter taking part in a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,10 @@
 //! [`Clock`] instead (tests: a manual clock) passes its readings to the script. The connection is a
 //! multiplexed `ConnectionManager` that reconnects by itself; a circuit breaker makes calls
 //! fail fast while Redis is down instead of each waiting for the timeout.
+//!
+//! Each call carries a nonce, and the script remembers the nonces of the requests it recorded
+//! for a replay horizon: a call that reaches Redis twice (the cluster client sends it again
+//! when the connection drops before the reply) records its request once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +17,23 @@ use async_trait::async_trait;
 use redis::{Cmd, Pipeline, Script, Value};
 
 use super::connection::Connector;
+use super::keys;
+use super::nonce::NonceSource;
 use super::{
     Breaker, BreakerState, Clock, CounterSpec, CounterState, CounterStore, MonotonicClock, Outcome,
     StoreError,
 };
 
 const SCRIPT: &str = include_str!("sliding_window.lua");
+
+/// How long the script remembers the nonce of a recorded request, from the store's timeout.
+/// Every send of one call happens within the timeout (the cluster client stops retrying once
+/// the caller gave up), so a retry runs later than the first execution by at most the timeout
+/// plus however long it waited inside Redis: ten timeouts, and at least a second, cover a
+/// Redis that stalls for several timeouts. Memory: one entry per request admitted within it.
+pub fn replay_horizon(timeout: Duration) -> Duration {
+    (timeout * 10).max(Duration::from_secs(1))
+}
 
 #[derive(Debug, Clone)]
 pub struct RedisStoreOptions {
@@ -55,6 +70,19 @@ pub struct RedisStore {
     timeout: Duration,
     /// `None`: the script reads Redis `TIME`.
     clock: Option<Arc<dyn Clock>>,
+    nonces: NonceSource,
+    /// The replay horizon in µs and the seen record's TTL in ms, as the script takes them.
+    horizon_us: String,
+    seen_ttl_ms: String,
+}
+
+/// One script call, built once: sent again (a retry), it carries the same nonce, and the
+/// script counts its request once.
+#[derive(Clone)]
+pub struct ScriptCall {
+    cmd: Cmd,
+    /// How many counters the reply describes.
+    counter_count: usize,
 }
 
 impl RedisStore {
@@ -66,6 +94,7 @@ impl RedisStore {
             .clock
             .clone()
             .unwrap_or_else(|| Arc::new(MonotonicClock::new()));
+        let horizon = replay_horizon(options.timeout);
         Ok(Self {
             connector: Connector::new(url, options.cluster, options.timeout)?,
             script: Script::new(SCRIPT),
@@ -76,6 +105,9 @@ impl RedisStore {
             ),
             timeout: options.timeout,
             clock: options.clock,
+            nonces: NonceSource::new(),
+            horizon_us: horizon.as_micros().to_string(),
+            seen_ttl_ms: (horizon.as_micros().div_ceil(1000) + 1).to_string(),
         })
     }
 
@@ -108,41 +140,64 @@ impl RedisStore {
         result
     }
 
-    /// One script call: `EVALSHA sha n KEYS… nonce mode now (limit window)…`, where `now`
-    /// is empty for Redis `TIME` or the injected clock's reading.
-    fn script_call(&self, counters: &[CounterSpec], mode: &str) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash()).arg(counters.len());
-        for spec in counters {
-            cmd.arg(&spec.key);
-        }
-        let now = self.clock.as_ref().map(|c| c.now_us().to_string());
-        cmd.arg(fastrand::u64(..))
-            .arg(mode)
-            .arg(now.unwrap_or_default());
-        for spec in counters {
-            cmd.arg(spec.limit).arg(spec.window_us);
-        }
-        cmd
+    /// The call that checks `counters` of the identity `shard` and records the request when
+    /// admitted: what [`check_and_record`](CounterStore::check_and_record) sends. Sending it
+    /// twice records the request once. `shard` is the identity the counter keys were made
+    /// for ([`keys`]): its seen record must share their hash tag, hence their cluster slot.
+    pub fn record_call(&self, shard: &str, counters: &[CounterSpec]) -> ScriptCall {
+        self.script_call(shard, counters, "r", &self.nonces.next())
     }
 
-    async fn run(&self, counters: &[CounterSpec], mode: &str) -> Result<Outcome, StoreError> {
-        let call = self.script_call(counters, mode);
+    /// Sends `call` behind the breaker and the timeout, loading the script first if Redis
+    /// lost it.
+    pub async fn send(&self, call: &ScriptCall) -> Result<Outcome, StoreError> {
         let reply: Value = self
             .guarded(async {
                 let mut conn = self.connector.get().await.map_err(classify)?;
-                match call.query_async(&mut conn).await {
+                match call.cmd.query_async(&mut conn).await {
                     // Not cached (Redis restarted or flushed it): the call did not run, so
                     // loading the script and calling again counts it once.
                     Err(err) if is_noscript(&err) => {
                         self.script.load_async(&mut conn).await.map_err(classify)?;
-                        call.query_async(&mut conn).await.map_err(classify)
+                        call.cmd.query_async(&mut conn).await.map_err(classify)
                     }
                     reply => reply.map_err(classify),
                 }
             })
             .await?;
-        parse_reply(reply, counters.len())
+        parse_reply(reply, call.counter_count)
+    }
+
+    /// `EVALSHA sha 1+n seen KEYS… nonce mode now horizon seen_ttl (limit window)…`, where
+    /// `now` is empty for Redis `TIME` or the injected clock's reading. A report (`"p"`)
+    /// records nothing and needs no nonce.
+    fn script_call(
+        &self,
+        shard: &str,
+        counters: &[CounterSpec],
+        mode: &str,
+        nonce: &str,
+    ) -> ScriptCall {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(1 + counters.len())
+            .arg(keys::seen_key(shard));
+        for spec in counters {
+            cmd.arg(&spec.key);
+        }
+        let now = self.clock.as_ref().map(|c| c.now_us().to_string());
+        cmd.arg(nonce)
+            .arg(mode)
+            .arg(now.unwrap_or_default())
+            .arg(&self.horizon_us)
+            .arg(&self.seen_ttl_ms);
+        for spec in counters {
+            cmd.arg(spec.limit).arg(spec.window_us);
+        }
+        ScriptCall {
+            cmd,
+            counter_count: counters.len(),
+        }
     }
 
     /// Several check-and-record calls. On a single node they go out as one pipeline (one
@@ -151,14 +206,17 @@ impl RedisStore {
     /// call goes on its own, concurrently; calls on one identity share a hash tag and hence a
     /// node, where they keep their order.
     async fn run_many(&self, calls: &[(&str, &[CounterSpec])]) -> Vec<Result<Outcome, StoreError>> {
+        let calls: Vec<ScriptCall> = calls
+            .iter()
+            .map(|(shard, counters)| self.record_call(shard, counters))
+            .collect();
         if self.connector.is_cluster() {
-            let runs = calls.iter().map(|(_, counters)| self.run(counters, "r"));
-            return futures_util::future::join_all(runs).await;
+            return futures_util::future::join_all(calls.iter().map(|call| self.send(call))).await;
         }
         let mut pipe = Pipeline::with_capacity(calls.len());
         pipe.ignore_errors();
-        for (_, counters) in calls {
-            pipe.add_command(self.script_call(counters, "r"));
+        for call in &calls {
+            pipe.add_command(call.cmd.clone());
         }
         let replies: Result<Vec<redis::RedisResult<Value>>, StoreError> = self
             .guarded(async {
@@ -175,12 +233,12 @@ impl RedisStore {
             Err(err) => return vec![Err(err); calls.len()],
         };
         let mut results = Vec::with_capacity(calls.len());
-        for ((_, counters), reply) in calls.iter().zip(replies) {
+        for (call, reply) in calls.iter().zip(replies) {
             results.push(match reply {
-                Ok(value) => parse_reply(value, counters.len()),
+                Ok(value) => parse_reply(value, call.counter_count),
                 // The script is not cached (Redis restarted or flushed it): this call did not
-                // run, so it is safe to run it alone, which loads the script.
-                Err(err) if is_noscript(&err) => self.run(counters, "r").await,
+                // run, so it is safe to send it alone, which loads the script.
+                Err(err) if is_noscript(&err) => self.send(call).await,
                 Err(err) => Err(classify(err)),
             });
         }
@@ -239,10 +297,10 @@ fn parse_reply(reply: Value, counters: usize) -> Result<Outcome, StoreError> {
 impl CounterStore for RedisStore {
     async fn check_and_record(
         &self,
-        _shard: &str,
+        shard: &str,
         counters: &[CounterSpec],
     ) -> Result<Outcome, StoreError> {
-        self.run(counters, "r").await
+        self.send(&self.record_call(shard, counters)).await
     }
 
     async fn check_and_record_many(
@@ -252,8 +310,8 @@ impl CounterStore for RedisStore {
         self.run_many(calls).await
     }
 
-    async fn peek(&self, _shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError> {
-        self.run(counters, "p").await
+    async fn peek(&self, shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError> {
+        self.send(&self.script_call(shard, counters, "p", "")).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

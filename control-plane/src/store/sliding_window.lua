@@ -1,16 +1,28 @@
--- Exact sliding-window check-and-record over several counters, atomically.
+-- Exact sliding-window check-and-record over several counters, atomically, and at most once
+-- per request.
 --
--- KEYS[i]      sorted set of admitted requests of counter i (score = µs timestamp)
--- ARGV[1]      nonce: makes members unique even if the server clock steps back
+-- KEYS[1]      the identity's seen record: sorted set of the nonces of requests recorded
+--              within the replay horizon (score = µs timestamp)
+-- KEYS[1+i]    sorted set of admitted requests of counter i (score = µs timestamp)
+-- ARGV[1]      the request's nonce: unique per request, the same in every retry of it
 -- ARGV[2]      "r" to record an admitted request, "p" to only report (status endpoint)
 -- ARGV[3]      "" to read the time from Redis (production); a store given its own clock
 --              (tests: a manual one, for exact boundaries) passes its reading in µs
--- ARGV[2+2i], ARGV[3+2i]   limit and window (µs) of counter i
+-- ARGV[4]      replay horizon (µs): how long a recorded nonce is remembered
+-- ARGV[5]      TTL of the seen record (ms): the horizon rounded up, plus one
+-- ARGV[4+2i], ARGV[5+2i]   limit and window (µs) of counter i
 --
 -- Returns { admitted (0/1), now_us, count_1, free_at_1, count_2, free_at_2, ... }.
 --
 -- Numbers reach redis.call as strings formatted with %.0f: Lua would otherwise print them
 -- with 14 significant digits and corrupt µs timestamps (16 digits).
+--
+-- One request, one count: a client that lost the reply may send the same call again (Redis
+-- Cluster clients retry after a reset connection). The retry finds its nonce in the seen
+-- record, records nothing and answers as a report in which the request is admitted, its
+-- entries counted once. A request that was not recorded (denied) left no nonce, so its retry
+-- is judged afresh and recorded at most once. The guard brackets the counters instead of
+-- living in their entries, so it holds whatever a counter stores.
 
 local now
 if ARGV[3] == '' then
@@ -21,19 +33,23 @@ else
 end
 local now_s = string.format('%.0f', now)
 
+local seen, nonce, mode = KEYS[1], ARGV[1], ARGV[2]
+local replay = mode == 'r' and redis.call('ZSCORE', seen, nonce) ~= false
+
 -- Cost: every number <-> string conversion is a libc call and a large share of the
 -- script's CPU, so each argument is converted once and the strings derived from a window
 -- (trim horizon, TTL) once per distinct window; the score of the entry that sets free_at is
--- read from its member ("<us>.<count>.<nonce>" starts with it) instead of WITHSCORES, which
--- would format the double only for the script to parse it back.
+-- read from its member ("<us>.<nonce>" starts with it) instead of WITHSCORES, which would
+-- format the double only for the script to parse it back.
 
-local n = #KEYS
+local n = #KEYS - 1
 local limits, windows, counts = {}, {}, {}
 local horizon, ttl = {}, {}
 local admitted = 1
 for i = 1, n do
-  local limit = tonumber(ARGV[2 + 2 * i])
-  local wkey = ARGV[3 + 2 * i]
+  local key = KEYS[1 + i]
+  local limit = tonumber(ARGV[4 + 2 * i])
+  local wkey = ARGV[5 + 2 * i]
   local window = tonumber(wkey)
   limits[i], windows[i] = limit, window
   local h = horizon[wkey]
@@ -42,23 +58,30 @@ for i = 1, n do
     h = string.format('%.0f', now - window)
     horizon[wkey] = h
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', h)
-  local c = redis.call('ZCARD', KEYS[i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', h)
+  local c = redis.call('ZCARD', key)
   counts[i] = c
   if c >= limit then
     admitted = 0
   end
 end
+if replay then
+  -- Recorded by the first execution: admitted, whatever the counters say now.
+  admitted = 1
+end
 
-local record = admitted == 1 and ARGV[2] == 'r'
+local record = admitted == 1 and mode == 'r' and not replay
 local out = { admitted, now }
+-- The nonce makes the member unique, also when two requests share a µs or the clock steps
+-- back.
+local member = record and (now_s .. '.' .. nonce)
 for i = 1, n do
+  local key = KEYS[1 + i]
   local limit, window, c = limits[i], windows[i], counts[i]
   local free_at = now
   if record then
-    -- now.count.nonce is unique: within one us the count grows with every admission.
-    redis.call('ZADD', KEYS[i], now_s, now_s .. '.' .. c .. '.' .. ARGV[1])
-    local wkey = ARGV[3 + 2 * i]
+    redis.call('ZADD', key, now_s, member)
+    local wkey = ARGV[5 + 2 * i]
     local t = ttl[wkey]
     if t == nil then
       -- Redis counts expiry from its clock truncated to the millisecond, so a TTL of exactly
@@ -67,7 +90,7 @@ for i = 1, n do
       t = string.format('%.0f', math.ceil(window / 1000) + 1)
       ttl[wkey] = t
     end
-    redis.call('PEXPIRE', KEYS[i], t)
+    redis.call('PEXPIRE', key, t)
     if c == 0 then
       -- The entry just added is the only one.
       free_at = now + window
@@ -79,12 +102,20 @@ for i = 1, n do
     if c > limit then
       index = c - limit
     end
-    local member = redis.call('ZRANGE', KEYS[i], index, index)[1]
-    if member then
-      free_at = tonumber(string.match(member, '^%d+')) + window
+    local first = redis.call('ZRANGE', key, index, index)[1]
+    if first then
+      free_at = tonumber(string.match(first, '^%d+')) + window
     end
   end
   out[#out + 1] = c
   out[#out + 1] = free_at
+end
+
+if record then
+  -- Only recorded requests are remembered, for the replay horizon: the record holds at most
+  -- the requests admitted within it.
+  redis.call('ZREMRANGEBYSCORE', seen, '-inf', string.format('%.0f', now - tonumber(ARGV[4])))
+  redis.call('ZADD', seen, now_s, nonce)
+  redis.call('PEXPIRE', seen, ARGV[5])
 end
 return out

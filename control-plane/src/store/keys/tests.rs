@@ -53,3 +53,18 @@ fn keys_of_one_identity_share_a_hash_tag() {
     let tag_of = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_string();
     assert_eq!(tag_of(&b), tag_of(&e));
 }
+
+#[test]
+fn the_seen_record_shares_the_identity_slot_and_no_counter_name() {
+    assert_eq!(seen_key("ip:10.0.0.1"), "rl:{ip:10.0.0.1}:n");
+    for identity in ["ip:10.0.0.1", "user:a b", "key:demo-free"] {
+        let seen = seen_key(identity);
+        assert!(
+            seen.starts_with(&format!("rl:{}:", tag(identity))),
+            "{seen}"
+        );
+        assert_ne!(seen, budget_key(identity));
+        // Rule keys are `…:e:<rule>`: none can be named like the record.
+        assert!(!seen.contains(":e:"));
+    }
+}

@@ -75,3 +75,67 @@ fn a_lost_connection_is_a_backend_error_and_keeps_the_io_error() {
     };
     assert!(Arc::ptr_eq(a, b));
 }
+
+fn args(call: &ScriptCall) -> Vec<String> {
+    call.cmd
+        .args_iter()
+        .map(|arg| match arg {
+            redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce() {
+    let store = RedisStore::new("redis://127.0.0.1:1/", RedisStoreOptions::default())
+        .expect("the store connects lazily");
+    let counters = [
+        CounterSpec {
+            key: "rl:{ip:10.0.0.1}:b".into(),
+            limit: 100,
+            window_us: 60_000_000,
+        },
+        CounterSpec {
+            key: "rl:{ip:10.0.0.1}:e:/x".into(),
+            limit: 5,
+            window_us: 60_000_000,
+        },
+    ];
+    let call = store.record_call("ip:10.0.0.1", &counters);
+    let a = args(&call);
+    assert_eq!(a[0], "EVALSHA");
+    assert_eq!(a[2], "3", "the seen record and two counters");
+    assert_eq!(
+        &a[3..6],
+        ["rl:{ip:10.0.0.1}:n", &counters[0].key, &counters[1].key]
+    );
+    let nonce = &a[6];
+    assert!(!nonce.is_empty());
+    assert_eq!(a[7], "r");
+    assert_eq!(a[8], "", "production time: the script reads Redis TIME");
+    // Default timeout 100 ms: a horizon of 1 s, a TTL of 1,001 ms.
+    assert_eq!(&a[9..11], ["1000000", "1001"]);
+    assert_eq!(&a[11..], ["100", "60000000", "5", "60000000"]);
+
+    // Sent again, a call is the same bytes; a new call is a new nonce.
+    assert_eq!(args(&call.clone()), a);
+    let next = store.record_call("ip:10.0.0.1", &counters);
+    assert_ne!(&args(&next)[6], nonce);
+    // A report records nothing and carries no nonce.
+    let report = store.script_call("ip:10.0.0.1", &counters, "p", "");
+    assert_eq!(&args(&report)[6..8], ["", "p"]);
+}
+
+#[test]
+fn the_replay_horizon_outlasts_every_retry() {
+    assert_eq!(
+        replay_horizon(Duration::from_millis(100)),
+        Duration::from_secs(1)
+    );
+    assert_eq!(
+        replay_horizon(Duration::from_millis(250)),
+        Duration::from_millis(2_500)
+    );
+    assert_eq!(replay_horizon(Duration::ZERO), Duration::from_secs(1));
+}
