@@ -252,6 +252,8 @@ fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Pl
                 verdict: Verdict::Allow,
                 tier: Some(tier.name.clone()),
                 counter: None,
+                policies: Vec::new(),
+                shadow_denied: false,
             },
             identity: Some(who.id),
             rule,
@@ -274,6 +276,8 @@ fn bare(verdict: Verdict) -> DecisionResponse {
         verdict,
         tier: None,
         counter: None,
+        policies: Vec::new(),
+        shadow_denied: false,
     }
 }
 
@@ -373,7 +377,11 @@ fn answer(tier: &Tier, applied: &[Applied<'_>], outcome: &Outcome, path: &str) -
                 window,
                 endpoint,
                 reset_at: None,
+                policy: None,
+                reset_after: None,
             }),
+            policies: Vec::new(),
+            shadow_denied: false,
         };
     }
     // Both headers round this one instant up: Retry-After from now, Reset to a Unix second.
@@ -398,7 +406,11 @@ fn answer(tier: &Tier, applied: &[Applied<'_>], outcome: &Outcome, path: &str) -
             window,
             endpoint,
             reset_at: Some(rfc3339(reset)),
+            policy: None,
+            reset_after: None,
         }),
+        policies: Vec::new(),
+        shadow_denied: false,
     }
 }
 

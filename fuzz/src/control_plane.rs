@@ -641,6 +641,8 @@ impl Model {
             verdict,
             tier: None,
             counter: None,
+            policies: Vec::new(),
+            shadow_denied: false,
         };
         let ip = reference_ip(&req.ip);
         let key = req
@@ -695,6 +697,8 @@ impl Model {
                 verdict: Verdict::Allow,
                 tier: Some(tier.name.to_string()),
                 counter: None,
+                policies: Vec::new(),
+                shadow_denied: false,
             };
         }
         let window = tier.window_secs * 1_000_000;
@@ -743,7 +747,11 @@ impl Model {
                     window: tier.window_secs,
                     endpoint: endpoint(rule),
                     reset_at: None,
+                    policy: None,
+                    reset_after: None,
                 }),
+                policies: Vec::new(),
+                shadow_denied: false,
             };
         }
         // Denied: nothing recorded. Described: the full counter with the lowest limit; the
@@ -776,7 +784,11 @@ impl Model {
                 endpoint: endpoint(rule),
                 // Date formatting is not what this model checks: the product's own is used.
                 reset_at: Some(rfc3339(reset)),
+                policy: None,
+                reset_after: None,
             }),
+            policies: Vec::new(),
+            shadow_denied: false,
         }
     }
 }

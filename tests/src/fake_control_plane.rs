@@ -148,7 +148,11 @@ fn allow() -> DecisionResponse {
             window: 60,
             endpoint: "/".to_string(),
             reset_at: None,
+            policy: None,
+            reset_after: None,
         }),
+        policies: Vec::new(),
+        shadow_denied: false,
     }
 }
 

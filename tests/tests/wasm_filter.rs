@@ -51,6 +51,8 @@ fn counter(remaining: u64) -> CounterReport {
         window: 60,
         endpoint: "/api/v1/request".into(),
         reset_at: None,
+        policy: None,
+        reset_after: None,
     }
 }
 
@@ -60,6 +62,8 @@ fn answer(verdict: Verdict, tier: Option<&str>, counter: Option<CounterReport>) 
         verdict,
         tier: tier.map(str::to_owned),
         counter,
+        policies: Vec::new(),
+        shadow_denied: false,
     };
     serde_json::to_string(&response).expect("serialise a DecisionResponse")
 }

@@ -124,6 +124,33 @@ pub struct DecisionResponse {
     /// endpoint rule) or no counter was consulted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counter: Option<CounterReport>,
+    /// Every window that applied to the request (the tier's, then the endpoint rule's), for
+    /// the `RateLimit-Policy` field. Empty when no counter applied. Added after the first
+    /// release: a filter that does not know it ignores it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyReport>,
+    /// Set on an allowed answer when a shadowed window had no room: an enforced limit would
+    /// have denied the request. There is no verdict of its own, so a filter that does not know
+    /// the flag simply admits (what shadow mode wants).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shadow_denied: bool,
+}
+
+fn is_false(flag: &bool) -> bool {
+    !*flag
+}
+
+/// One window of one counter: an item of the `RateLimit-Policy` field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyReport {
+    /// The policy's name, unique per (counter, window) within a configuration, ASCII only
+    /// (the control plane forms it; docs/CONFIGURATION.md says how).
+    pub name: String,
+    /// The window's limit (`q`).
+    pub limit: u64,
+    /// The window's length in seconds (`w`).
+    pub window: u64,
 }
 
 /// The counter the rate-limit headers describe.
@@ -146,6 +173,16 @@ pub struct CounterReport {
     /// `reset` as RFC 3339; only on deny (the 429 body carries it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_at: Option<String>,
+    /// This window's name in [`DecisionResponse::policies`] (the `RateLimit` field's item).
+    /// Added after the first release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Seconds from the decision until this window's oldest counted request leaves it, rounded
+    /// up: `reset` made relative on the store's own clock, so the filter never compares that
+    /// clock with its host's (`t` of the `RateLimit` field; equals `retry_after` on a deny).
+    /// Added after the first release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_after: Option<u64>,
 }
 
 /// Body of every error answer: the control plane's API errors and the filter's own 429 and

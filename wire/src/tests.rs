@@ -26,7 +26,11 @@ fn response_round_trips_and_rejects_unknown_verdicts() {
             window: 60,
             endpoint: "/api/v1/request".into(),
             reset_at: Some("2023-11-14T22:14:20Z".into()),
+            policy: None,
+            reset_after: None,
         }),
+        policies: Vec::new(),
+        shadow_denied: false,
     };
     let json = serde_json::to_string(&resp).unwrap();
     assert_eq!(
@@ -84,4 +88,115 @@ fn error_body_omits_absent_parts_and_round_trips() {
     assert_eq!(json["error"]["details"]["tier"], serde_json::Value::Null);
     assert!(json["error"].get("field").is_none());
     assert_eq!(serde_json::from_value::<ErrorBody>(json).unwrap(), deny);
+}
+
+/// The decision answer as the first release's filter reads it: a frozen copy of its types.
+/// During a rolling upgrade such filters talk to upgraded control planes.
+mod first_release {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq, Eq)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Verdict {
+        Allow,
+        Deny,
+        Unavailable,
+        Whitelisted,
+        Disabled,
+        FailedOpen,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct DecisionResponse {
+        pub verdict: Verdict,
+        #[serde(default)]
+        pub tier: Option<String>,
+        #[serde(default)]
+        pub counter: Option<CounterReport>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    pub struct CounterReport {
+        pub limit: u64,
+        pub remaining: u64,
+        pub reset: u64,
+        #[serde(default)]
+        pub retry_after: Option<u64>,
+        pub window: u64,
+        pub endpoint: String,
+        #[serde(default)]
+        pub reset_at: Option<String>,
+    }
+}
+
+fn shadowed_answer_with_every_new_field() -> DecisionResponse {
+    DecisionResponse {
+        verdict: Verdict::Allow,
+        tier: Some("free".into()),
+        counter: Some(CounterReport {
+            limit: 10,
+            remaining: 0,
+            reset: 1_700_000_001,
+            retry_after: None,
+            window: 1,
+            endpoint: "/api/v1/search".into(),
+            reset_at: None,
+            policy: Some("free-1s".into()),
+            reset_after: Some(1),
+        }),
+        policies: vec![
+            PolicyReport {
+                name: "free-1s".into(),
+                limit: 10,
+                window: 1,
+            },
+            PolicyReport {
+                name: "free-60s".into(),
+                limit: 100,
+                window: 60,
+            },
+        ],
+        shadow_denied: true,
+    }
+}
+
+#[test]
+fn a_first_release_filter_reads_answers_with_the_new_fields() {
+    let json = serde_json::to_string(&shadowed_answer_with_every_new_field()).unwrap();
+    let old: first_release::DecisionResponse = serde_json::from_str(&json).unwrap();
+    // It admits, as shadow mode wants, and still describes the binding window.
+    assert_eq!(old.verdict, first_release::Verdict::Allow);
+    let counter = old.counter.unwrap();
+    assert_eq!(
+        (counter.limit, counter.remaining, counter.window),
+        (10, 0, 1)
+    );
+    assert_eq!((counter.reset, counter.retry_after), (1_700_000_001, None));
+    assert_eq!(
+        (counter.endpoint.as_str(), counter.reset_at),
+        ("/api/v1/search", None)
+    );
+    assert_eq!(old.tier.as_deref(), Some("free"));
+}
+
+#[test]
+fn answers_with_fields_of_a_later_release_still_parse() {
+    let mut value = serde_json::to_value(shadowed_answer_with_every_new_field()).unwrap();
+    value["a_later_field"] = serde_json::json!({"x": [1, 2]});
+    value["counter"]["another_one"] = serde_json::json!(true);
+    let parsed: DecisionResponse = serde_json::from_value(value).unwrap();
+    assert_eq!(parsed, shadowed_answer_with_every_new_field());
+}
+
+#[test]
+fn new_fields_are_left_out_when_unset() {
+    let json = serde_json::to_string(&DecisionResponse {
+        verdict: Verdict::Whitelisted,
+        tier: None,
+        counter: None,
+        policies: Vec::new(),
+        shadow_denied: false,
+    })
+    .unwrap();
+    assert_eq!(json, r#"{"verdict":"whitelisted"}"#);
 }

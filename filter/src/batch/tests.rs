@@ -72,11 +72,15 @@ fn answers_are_split_in_order() {
                 verdict: Verdict::Whitelisted,
                 tier: None,
                 counter: None,
+                policies: Vec::new(),
+                shadow_denied: false,
             },
             DecisionResponse {
                 verdict: Verdict::Deny,
                 tier: None,
                 counter: None,
+                policies: Vec::new(),
+                shadow_denied: false,
             },
         ],
     };
