@@ -74,7 +74,13 @@ impl Provenance {
             started_at: first_line(Path::new("date"), &["-u", "+%Y-%m-%dT%H:%M:%SZ"], None)
                 .unwrap_or_else(unknown),
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            envoy: first_line(envoy, &["--version"], None).unwrap_or_else(unknown),
+            // "<path>  version: <hash>/<version>/…": the part after the path.
+            envoy: first_line(envoy, &["--version"], None)
+                .map(|l| match l.find("version: ") {
+                    Some(i) => format!("Envoy {}", &l[i + "version: ".len()..]),
+                    None => l,
+                })
+                .unwrap_or_else(unknown),
             redis_server: first_line(redis_server, &["--version"], None).unwrap_or_else(unknown),
             wrk: first_line(wrk, &["--version"], None)
                 .map(|l| l.split(" Copyright").next().unwrap_or(&l).to_string())

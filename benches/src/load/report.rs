@@ -502,7 +502,7 @@ fn identities(s: &mut String, input: &Input) {
             thousands(r.connections as f64),
             opt(r.predicted_rps, thousands),
             thousands(r.load.rps),
-            check.limit,
+            thousands(check.limit as f64),
             check
                 .share_range()
                 .map(|(lo, hi)| format!("{:.0}–{:.0} %", lo * 100.0, hi * 100.0))
