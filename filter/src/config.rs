@@ -28,6 +28,7 @@ const FIELDS: &[&str] = &[
     "api_key_header",
     "trusted_proxies",
     "decision_secret",
+    "benchmark_no_callout",
 ];
 
 /// Validated plugin configuration.
@@ -63,6 +64,11 @@ pub struct PluginConfig {
     /// `x-rate-limit-decision-secret` with every decision call, for control planes that set
     /// `RATE_LIMIT_DECISION_SECRET`.
     pub decision_secret: Option<String>,
+    /// `benchmark_no_callout` (default false): a benchmarking aid, never for production. Every
+    /// request is forwarded unchecked with fixed `X-RateLimit-*` headers
+    /// ([`crate::engine::NO_CALLOUT_HEADERS`]) after its evidence was resolved as for a decision
+    /// call, and no call is made: the load benchmark's floor of what the Wasm runtime costs.
+    pub benchmark_no_callout: bool,
 }
 
 impl fmt::Debug for PluginConfig {
@@ -78,6 +84,7 @@ impl fmt::Debug for PluginConfig {
                 "decision_secret",
                 &self.decision_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("benchmark_no_callout", &self.benchmark_no_callout)
             .finish()
     }
 }
@@ -255,6 +262,17 @@ impl PluginConfig {
             }
         };
 
+        let benchmark_no_callout = match map.get("benchmark_no_callout") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(invalid(
+                    "benchmark_no_callout",
+                    format!("must be true or false, got {}", describe(v)),
+                ));
+            }
+        };
+
         Ok(PluginConfig {
             cluster,
             authority,
@@ -263,6 +281,7 @@ impl PluginConfig {
             api_key_header,
             trusted_proxies,
             decision_secret,
+            benchmark_no_callout,
         })
     }
 }

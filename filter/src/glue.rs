@@ -370,6 +370,13 @@ impl RootContext for Root {
         };
         match PluginConfig::from_json(&raw) {
             Ok(config) => {
+                if config.benchmark_no_callout {
+                    log::warn!(
+                        "rate-limit-filter: benchmark_no_callout is on: every request is \
+                         forwarded unchecked with fixed headers (a benchmarking aid, never for \
+                         production)"
+                    );
+                }
                 define_metrics();
                 self.engine.borrow_mut().configure(config);
                 true

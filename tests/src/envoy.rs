@@ -235,6 +235,17 @@ impl Envoy {
         self.proc.output.text()
     }
 
+    /// Waits until a line of Envoy's log satisfies `pred` and returns it; panics after
+    /// `within`, naming `what`.
+    pub fn expect_log_line(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl FnMut(&str) -> bool,
+    ) -> String {
+        self.proc.output.expect_line(within, what, pred)
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.proc.is_running()
     }

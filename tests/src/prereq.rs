@@ -62,6 +62,19 @@ fn on_path(program: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// `wrk` (Debian package `wrk`): the load benchmark's closed-loop generator, whose Lua
+/// scripts the benchmark's unit tests run.
+pub fn wrk() -> PathBuf {
+    env_path("WRK_BIN")
+        .or_else(|| on_path("wrk"))
+        .unwrap_or_else(|| {
+            panic!(
+                "wrk not found. Install it with `apt-get install -y wrk` (or set WRK_BIN); \
+                 {SETUP_HINT}."
+            )
+        })
+}
+
 /// `redis-server` (Debian package `redis-server`).
 pub fn redis_server() -> PathBuf {
     if let Some(path) = env_path("REDIS_SERVER_BIN") {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use control_plane::config::{ApiKeyConfig, JwtConfig, RateLimitConfig, TierConfig, parse_json};
 use rate_limit_filter::config::{ConfigError as PluginError, MAX_TIMEOUT_MS, PluginConfig};
+use rate_limit_filter::engine::NO_CALLOUT_HEADERS;
 use rate_limit_filter::response::METRIC_NAMES;
 use rl_tests::{ControlPlane, control_plane_bin, repo_root};
 use serde_json::{Value, json};
@@ -527,6 +528,21 @@ fn every_plugin_field_is_documented_with_its_default() {
             "decision_secret" => {
                 assert!(d.decision_secret.is_none());
                 check_default(field, cell, &Expected::Unset);
+            }
+            "benchmark_no_callout" => {
+                assert!(!d.benchmark_no_callout);
+                check_default(field, cell, &Expected::Value("false".into()));
+                let meaning = row.join(" | ");
+                assert!(
+                    meaning.contains("benchmarking aid"),
+                    "{DOC}: benchmark_no_callout must say it is a benchmarking aid"
+                );
+                for (_, value) in NO_CALLOUT_HEADERS {
+                    assert!(
+                        meaning.contains(value),
+                        "{DOC}: the fixed header value {value} of benchmark_no_callout"
+                    );
+                }
             }
             other => panic!(
                 "new plugin field `{other}`: document it in {DOC} and teach this test its default"

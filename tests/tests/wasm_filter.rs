@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use rate_limit_filter::engine::NO_CALLOUT_HEADERS;
 use rl_tests::wasm_host::{
     Action, FilterVm, HeaderMap, LogLevel, Outcome, ROOT_CONTEXT, Request, RequestRun, imports,
 };
@@ -917,6 +918,60 @@ fn outcomes_accumulate_in_the_stats() {
         ],
     );
     still_works(&mut vm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `benchmark_no_callout`: the load benchmark's floor of the Wasm runtime
+
+#[test]
+fn benchmark_no_callout_forwards_with_fixed_headers_and_asks_nothing() {
+    let mut vm = vm(&config(r#""benchmark_no_callout":true"#));
+    assert!(
+        vm.logs()
+            .iter()
+            .any(|l| l.level == LogLevel::Warn && l.message.contains("benchmark_no_callout is on")),
+        "Envoy's log must say that nothing is checked: {:?}",
+        vm.logs()
+    );
+    // The request goes on at once; the upstream's own X-RateLimit-* give way to the fixed ones,
+    // its other fields pass.
+    let run = vm.request(
+        Request::get("/api/v1/request")
+            .header("x-api-key", "0123456789abcdef")
+            .upstream_response(&UPSTREAM_WITH_OWN_LIMITS),
+    );
+    assert_eq!(run.headers_action(), Some(Action::Continue));
+    assert!(run.call().is_none(), "no decision call");
+    let outcome = run.finish();
+    let mut want = HeaderMap::from_pairs(&[
+        (":status", "503"),
+        ("ratelimit", "\"upstream\";r=4321;t=60"),
+        ("ratelimit-policy", "\"upstream\";q=5000;w=3600"),
+        ("ratelimit-policy", "\"burst\";q=100;w=1"),
+        ("retry-after", "30"),
+    ]);
+    for (name, value) in NO_CALLOUT_HEADERS {
+        want.append(name, value);
+    }
+    assert_eq!(lines(forwarded(&outcome)), lines(&want));
+
+    // Many requests in flight at once: none asks, none queues for a batch, no tick is armed.
+    let contexts: Vec<u32> = (0..100)
+        .map(|i| vm.start(Request::get("/api/v1/request").from(&format!("198.51.100.{i}:4000"))))
+        .collect();
+    assert!(vm.pending_calls().is_empty(), "{:?}", vm.pending_calls());
+    assert_eq!(vm.tick_period_ms(), 0);
+    for context in contexts {
+        assert!(vm.decided(context), "forwarded at once");
+        let outcome = vm.finish(context);
+        let headers = forwarded(&outcome);
+        for (name, value) in NO_CALLOUT_HEADERS {
+            assert_eq!(headers.get(name), Some(value), "{headers:?}");
+        }
+    }
+    // Nothing was decided, so nothing is counted.
+    assert_metrics(&vm, &[]);
+    vm.assert_healthy();
 }
 
 // ---------------------------------------------------------------------------------------------

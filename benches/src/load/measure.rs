@@ -255,69 +255,62 @@ impl HistDelta {
     }
 }
 
-/// `cmdstat_evalsha` from `INFO commandstats`: (calls, µs per call).
-pub fn redis_script_stats(info: &str) -> Option<(f64, f64)> {
-    let line = info.lines().find(|l| l.starts_with("cmdstat_evalsha:"))?;
-    let mut calls = None;
-    let mut per_call = None;
-    for field in line.trim_start_matches("cmdstat_evalsha:").split(',') {
-        match field.split_once('=') {
-            Some(("calls", v)) => calls = v.trim().parse().ok(),
-            Some(("usec_per_call", v)) => per_call = v.trim().parse().ok(),
-            _ => {}
+/// What `INFO commandstats` says about one run (after `CONFIG RESETSTAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct RedisCommands {
+    /// Script calls (`EVALSHA`, `EVAL`): what the control plane sends, one per counter
+    /// check of a decision.
+    pub script_calls: f64,
+    /// µs per `EVALSHA` (the sliding-window script).
+    pub evalsha_us_per_call: f64,
+    /// Every command Redis executed, the script's own calls included.
+    pub commands: f64,
+}
+
+/// Parses `INFO commandstats`; `None` when it has no `cmdstat_` line at all.
+pub fn redis_commands(info: &str) -> Option<RedisCommands> {
+    let mut stats = RedisCommands::default();
+    let mut found = false;
+    for line in info.lines() {
+        let Some((name, fields)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let Some(command) = name.strip_prefix("cmdstat_") else {
+            continue;
+        };
+        found = true;
+        let field = |key: &str| -> f64 {
+            fields
+                .split(',')
+                .filter_map(|f| f.split_once('='))
+                .find(|(k, _)| *k == key)
+                .and_then(|(_, v)| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        let calls = field("calls");
+        stats.commands += calls;
+        if command == "evalsha" || command == "eval" {
+            stats.script_calls += calls;
+        }
+        if command == "evalsha" {
+            stats.evalsha_us_per_call = field("usec_per_call");
         }
     }
-    Some((calls?, per_call?))
+    found.then_some(stats)
+}
+
+/// Resident memory of a process (`VmRSS`), in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_rss_kib(&status)
+}
+
+fn parse_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ENVOY: &str = r#"# TYPE envoy_cluster_upstream_rq_time histogram
-envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="rate_limit_control_plane",le="0.5"} 10
-envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="rate_limit_control_plane",le="1"} 30
-envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="rate_limit_control_plane",le="5"} 40
-envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="rate_limit_control_plane",le="+Inf"} 40
-envoy_cluster_upstream_rq_time_sum{envoy_cluster_name="rate_limit_control_plane"} 35.5
-envoy_cluster_upstream_rq_time_count{envoy_cluster_name="rate_limit_control_plane"} 40
-envoy_cluster_upstream_rq_time_count{envoy_cluster_name="demo_upstream"} 99
-"#;
-
-    #[test]
-    fn histogram_deltas_and_quantiles() {
-        let after = Prom::parse(ENVOY);
-        let before = Prom::default();
-        let labels = [("envoy_cluster_name", "rate_limit_control_plane")];
-        let h =
-            HistDelta::between(&before, &after, "envoy_cluster_upstream_rq_time", &labels).unwrap();
-        assert_eq!(h.count, 40.0);
-        assert!((h.mean().unwrap() - 35.5 / 40.0).abs() < 1e-9);
-        // Median: 20th of 40, halfway through the (0.5, 1] bucket.
-        assert!((h.quantile(0.5).unwrap() - 0.75).abs() < 1e-9);
-        assert!((h.quantile(0.25).unwrap() - 0.5).abs() < 1e-9);
-        assert_eq!(
-            after.sum("envoy_cluster_upstream_rq_time_count", &[]),
-            Some(139.0)
-        );
-        assert_eq!(after.sum("missing", &[]), None);
-    }
-
-    #[test]
-    fn labels_with_escapes() {
-        let p = Prom::parse("m{a=\"x\\\"y\",b=\"2\"} 3\n");
-        assert_eq!(p.sum("m", &[("a", "x\"y"), ("b", "2")]), Some(3.0));
-    }
-
-    #[test]
-    fn evalsha_stats() {
-        let info = "# Commandstats\r\ncmdstat_evalsha:calls=1200,usec=30000,usec_per_call=25.00,rejected_calls=0,failed_calls=0\r\n";
-        assert_eq!(redis_script_stats(info), Some((1200.0, 25.0)));
-    }
-
-    #[test]
-    fn own_cpu_is_readable() {
-        assert!(process_cpu_us(std::process::id()).is_some());
-        assert!(machine_busy_us() > 0.0);
-    }
-}
+mod tests;

@@ -1,16 +1,27 @@
-//! The Markdown report: throughput and latency per configuration and phase, the success
-//! criteria, and where the time goes.
+//! The Markdown report: what was measured and on what, the verdicts, then every table the
+//! verdicts rest on (median and spread over the repeats), memory, and where the time goes.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::stack::{StoreKind, Variant};
-use crate::{Options, Phase, RunRecord};
+use crate::configs::{StoreKind, Variant};
+use crate::memory::CounterMemory;
+use crate::provenance::Provenance;
+use crate::record::RunRecord;
+use crate::summary::{Cell, Cells, Spread, difference, ratio};
+use crate::verdicts::{Status, Verdict};
+use crate::{Options, PASSTHROUGH, Phase};
 
 pub struct Input<'a> {
     pub opts: &'a Options,
+    pub provenance: &'a Provenance,
+    /// Each configuration once, in the order of a round.
     pub variants: &'a [Variant],
+    pub round: &'a [String],
     pub records: &'a [RunRecord],
+    pub cells: &'a Cells<'a>,
+    pub verdicts: &'a [Verdict],
+    pub memory: Option<&'a [CounterMemory]>,
     pub failures: &'a [String],
     pub ceiling: f64,
     pub ceiling_source: &'a str,
@@ -19,7 +30,7 @@ pub struct Input<'a> {
 
 const NA: &str = "n/a";
 
-fn thousands(n: f64) -> String {
+pub fn thousands(n: f64) -> String {
     let n = n.round() as i64;
     let digits = n.abs().to_string();
     let mut out = String::new();
@@ -32,7 +43,7 @@ fn thousands(n: f64) -> String {
     if n < 0 { format!("-{out}") } else { out }
 }
 
-fn ms(v: f64) -> String {
+pub fn ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {
@@ -42,56 +53,29 @@ fn ms(v: f64) -> String {
     }
 }
 
+/// `median (min–max)`, or just the value when there was one run.
+fn spread_text(s: Option<Spread>, f: impl Fn(f64) -> String) -> String {
+    match s {
+        None => NA.to_string(),
+        Some(s) if s.n == 1 || s.min == s.max => f(s.median),
+        Some(s) => format!("{} ({}–{})", f(s.median), f(s.min), f(s.max)),
+    }
+}
+
 fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
     v.map(f).unwrap_or_else(|| NA.to_string())
 }
 
-fn find<'a>(
-    records: &'a [RunRecord],
-    variant: &str,
-    phase: Phase,
-    connections: u32,
-) -> Option<&'a RunRecord> {
-    records
-        .iter()
-        .find(|r| r.variant == variant && r.phase == phase && r.connections == connections)
-}
-
-fn find_rate<'a>(
-    records: &'a [RunRecord],
-    variant: &str,
-    rate: Option<f64>,
-) -> Option<&'a RunRecord> {
-    records
-        .iter()
-        .find(|r| r.variant == variant && r.phase == Phase::Fixed && r.target_rate == rate)
-}
-
-fn cpu(r: &RunRecord, name: &str) -> Option<f64> {
-    r.cpu_us_per_request.get(name).copied()
-}
-
-/// Control-plane failures the filter saw (and answered per its fail_open).
-fn cp_errors(r: &RunRecord) -> Option<f64> {
-    if r.filter_counters.is_empty() {
-        return None;
-    }
-    Some(
-        r.filter_counters
-            .get("control_plane_errors")
-            .copied()
-            .unwrap_or(0.0),
-    )
-}
-
+/// One line per run while the benchmark goes.
 pub fn progress_line(r: &RunRecord) -> String {
     let l = &r.load;
     let mut s = format!(
-        "[{}] {} c={}{}: {} req/s, p50/p95/p99 {}/{}/{} ms, non-2xx {}, socket errors {}",
+        "[{} #{}] {} c={}{}: {} req/s, p50/p95/p99 {}/{}/{} ms, non-2xx {}",
         r.variant,
+        r.repeat,
         r.phase.name(),
         r.connections,
-        r.target_rate
+        l.target_rate
             .map(|q| format!(" q={q:.0}"))
             .unwrap_or_default(),
         thousands(l.rps),
@@ -99,22 +83,43 @@ pub fn progress_line(r: &RunRecord) -> String {
         ms(l.p95_ms),
         ms(l.p99_ms),
         l.non_2xx,
-        l.socket_errors
     );
+    if r.errors.total() > 0 {
+        let e = &r.errors;
+        let _ = write!(
+            s,
+            ", errors {} (failed open {}, control plane {}, timeouts {}, socket {})",
+            e.total(),
+            e.failed_open,
+            e.control_plane,
+            e.timeouts,
+            e.socket
+        );
+    }
     let _ = write!(s, "; CPU µs/req");
     for (name, v) in &r.cpu_us_per_request {
         let _ = write!(s, " {name} {v:.0}");
     }
-    if let Some(e) = cp_errors(r).filter(|&e| e > 0.0) {
-        let _ = write!(s, "; control-plane errors {e:.0}");
+    if let Some(check) = &r.identities {
+        let shares = check
+            .share_range()
+            .map(|(lo, hi)| format!("{:.0}–{:.0} %", lo * 100.0, hi * 100.0))
+            .unwrap_or_else(|| "?".into());
+        let _ = write!(
+            s,
+            "; limit {}, identities at {shares}, samples exact {}/{}",
+            check.limit,
+            check.samples.len() - check.mismatches().len(),
+            check.samples.len()
+        );
     }
     if let Some(a) = &l.abuse {
         let _ = write!(
             s,
-            "; good 429 {} of {}, max good usage {:.0}%, abuse admitted {}",
+            "; good 429 {} of {}, good identities at quota {}, abuse admitted {}",
             a.good_429,
-            a.good_ok + a.good_429 + a.good_other,
-            a.good_max_used * 100.0,
+            a.good_requests(),
+            a.good_retired,
             a.abuse_ok
         );
     }
@@ -122,20 +127,68 @@ pub fn progress_line(r: &RunRecord) -> String {
 }
 
 pub fn render(input: &Input) -> String {
-    let o = input.opts;
-    let records = input.records;
     let mut s = String::new();
+    header(&mut s, input);
+    verdict_table(&mut s, input);
+    headline(&mut s, input);
+    closed_loop(&mut s, input);
+    fixed_rate(&mut s, input);
+    identities(&mut s, input);
+    memory(&mut s, input);
+    where_time_goes(&mut s, input);
+    if !input.failures.is_empty() {
+        let _ = writeln!(s, "## Failures\n");
+        for f in input.failures {
+            let _ = writeln!(s, "- {}", f.replace('\n', " / "));
+        }
+        s.push('\n');
+    }
+    if input.records.is_empty() {
+        let _ = writeln!(s, "No run completed.");
+    }
+    s
+}
+
+fn header(s: &mut String, input: &Input) {
+    let o = input.opts;
+    let p = input.provenance;
     let _ = writeln!(s, "# Load benchmark report\n");
     let _ = writeln!(
         s,
-        "{} configuration(s), {} s per run (warm-up {} s), Envoy `--concurrency` {}, {} CPU(s); \
-         total runtime {:.0} s. Configuration 1's max (for the fixed rates and the phase-c \
-         limits): {} req/s ({}).\n",
-        input.variants.len(),
+        "Written by `bash scripts/load-bench.sh` (method: docs/BENCHMARKS.md). Measured commit \
+         `{}`{}, started {} UTC, on {} CPU(s); {}; {}; {}.\n",
+        p.commit,
+        if p.dirty {
+            format!(
+                " **with uncommitted changes** ({} paths: {})",
+                p.changes.len(),
+                p.changes
+                    .iter()
+                    .map(|c| format!("`{}`", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            " (clean tree)".to_string()
+        },
+        p.started_at,
+        p.cpus,
+        p.envoy,
+        p.redis_server,
+        p.wrk,
+    );
+    let _ = writeln!(
+        s,
+        "Each configuration started {} time(s), interleaved (round: {}); every measured run \
+         {} s after a {} s warm-up per start; Envoy `--concurrency` {}; total runtime {:.0} s. \
+         Figures are the median over the starts, with (min–max); ratios are ratios of medians. \
+         Configuration 1's throughput, from which the fixed rates and the good identities' \
+         limit derive: {} req/s ({}).\n",
+        o.repeats,
+        input.round.join(", "),
         o.duration,
         o.warmup,
         o.envoy_concurrency,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
         input.elapsed.as_secs_f64(),
         thousands(input.ceiling),
         input.ceiling_source
@@ -145,337 +198,458 @@ pub fn render(input: &Input) -> String {
         let _ = writeln!(s, "| {} | {} |", v.name, v.label);
     }
     s.push('\n');
-
-    closed_loop(&mut s, input);
-    fixed_rate(&mut s, input);
-    criteria(&mut s, input);
-    where_time_goes(&mut s, input);
-
-    if !input.failures.is_empty() {
-        let _ = writeln!(s, "## Failures\n");
-        for f in input.failures {
-            let _ = writeln!(s, "- {}", f.replace('\n', " / "));
-        }
-        s.push('\n');
-    }
-    if records.is_empty() {
-        let _ = writeln!(s, "No run completed.");
-    }
-    s
 }
 
-fn closed_loop(s: &mut String, input: &Input) {
-    let rows: Vec<&RunRecord> = input
-        .records
-        .iter()
-        .filter(|r| r.phase != Phase::Fixed)
-        .collect();
-    if rows.is_empty() {
+fn verdict_table(s: &mut String, input: &Input) {
+    if input.verdicts.is_empty() {
         return;
     }
     let _ = writeln!(
         s,
-        "## Throughput, closed loop (wrk -t2)\n\n\
-         Phase a: 10,000 identities, b: 100 identities, c: abuse mix (90% over-limit \
-         identities, 10% good ones). × cfg 1 is the ratio to configuration 1 in the same phase \
-         and connection count. non-2xx counts 429s (expected in phase c only). CP errors: \
-         decision calls that failed or timed out (answered by the filter's fail_open).\n"
+        "## Verdicts\n\n\
+         Computed from the runs below. Each counts fail-open decisions, control-plane errors, \
+         timeouts and socket errors, and fails when a configuration had more of them than \
+         configuration 1 in the same runs.\n\n\
+         | criterion | config | scope | target | measured | verdict |\n\
+         |---|---|---|---|---|---|"
     );
-    let _ = writeln!(
-        s,
-        "| config | phase | conns | req/s | × cfg 1 | p50 ms | p95 ms | p99 ms | non-2xx | socket errors | CP errors |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    for r in rows {
-        let base = find(input.records, "1", r.phase, r.connections);
-        let ratio = base
-            .filter(|b| b.load.rps > 0.0)
-            .map(|b| r.load.rps / b.load.rps);
+    for v in input.verdicts {
         let _ = writeln!(
             s,
-            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.variant,
-            r.phase.name(),
-            r.phase.describe(),
-            r.connections,
-            thousands(r.load.rps),
-            opt(ratio, |x| format!("{x:.2}")),
-            ms(r.load.p50_ms),
-            ms(r.load.p95_ms),
-            ms(r.load.p99_ms),
-            r.load.non_2xx,
-            r.load.socket_errors,
-            opt(cp_errors(r), |x| format!("{x:.0}")),
+            "| {} | {} | {} | {} | {} | **{}** |",
+            v.criterion,
+            v.config,
+            v.scope,
+            v.target,
+            v.measured,
+            v.status.text()
         );
     }
     s.push('\n');
-
-    let abuse: Vec<&RunRecord> = input
-        .records
+    let explained: Vec<&Verdict> = input
+        .verdicts
         .iter()
-        .filter(|r| r.phase == Phase::C && r.load.abuse.is_some())
+        .filter(|v| v.status != Status::Pass)
         .collect();
-    if !abuse.is_empty() {
-        let _ = writeln!(
-            s,
-            "Phase c in detail (from each response's `X-RateLimit-*` headers; configurations \
-             without our filter send none, so their responses are \"unlabelled\"):\n\n\
-             | config | conns | good requests | good 429 | good max usage of limit | abuse requests | abuse admitted | unlabelled |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|"
-        );
-        for r in abuse {
-            let Some(a) = &r.load.abuse else { continue };
-            let good = a.good_ok + a.good_429 + a.good_other;
+    if !explained.is_empty() {
+        for v in explained {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.variant,
-                r.connections,
-                thousands(good as f64),
-                a.good_429,
-                if good > 0 {
-                    format!("{:.0}%", a.good_max_used * 100.0)
-                } else {
-                    NA.to_string()
-                },
-                thousands((a.abuse_ok + a.abuse_429 + a.abuse_other) as f64),
-                a.abuse_ok,
-                thousands(a.unlabelled as f64),
+                "- {} {} ({}), {}: {}",
+                v.criterion,
+                v.config,
+                v.scope,
+                v.status.text(),
+                v.reasons.join("; ")
             );
         }
         s.push('\n');
     }
 }
 
-fn fixed_rate(s: &mut String, input: &Input) {
-    let rows: Vec<&RunRecord> = input
-        .records
+/// Configurations on Redis against configuration 1, phase a, at every connection count.
+fn headline(s: &mut String, input: &Input) {
+    let mut rows = Vec::new();
+    for v in input
+        .variants
         .iter()
-        .filter(|r| r.phase == Phase::Fixed)
-        .collect();
+        .filter(|v| v.store == StoreKind::Redis)
+    {
+        for &c in &input.opts.conns {
+            let (Some(cell), Some(base)) = (
+                input.cells.get(&v.name, Phase::A, c, None),
+                input.cells.get(PASSTHROUGH, Phase::A, c, None),
+            ) else {
+                continue;
+            };
+            let r = ratio(cell, base, |r| Some(r.load.rps));
+            rows.push(format!(
+                "| {} / 1 | {} | {} | {} | {} | {} |",
+                v.name,
+                thousands(c as f64),
+                spread_text(cell.rps(), thousands),
+                spread_text(base.rps(), thousands),
+                opt(r.map(|r| r.of_medians), |x| format!("**{x:.2}**")),
+                spread_text(r.and_then(|r| r.paired), |x| format!("{x:.2}")),
+            ));
+        }
+    }
     if rows.is_empty() {
         return;
     }
     let _ = writeln!(
         s,
-        "## Latency at a fixed rate, open loop (oha -q, {} connections, latency from each \
-         request's scheduled time)\n\n\
-         One identity (oha sends the same headers with every request). Added p95 is the \
-         difference to configuration 1 at the same rate (SC-002: < 5 ms). A rate above a \
-         configuration's capacity shows as achieved < target and a large p95.\n",
-        input.opts.rate_conns
-    );
-    let _ = writeln!(
-        s,
-        "| config | target req/s | achieved req/s | p50 ms | p95 ms | p99 ms | added p95 ms | non-2xx | errors |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "## Headline: throughput on Redis against passthrough\n\n\
+         Phase a (10,000 identities), closed loop. Paired ratios: start n of one configuration \
+         against start n of configuration 1.\n\n\
+         | configs | connections | req/s | configuration 1 req/s | ratio of medians | paired ratios |\n\
+         |---|---:|---:|---:|---:|---:|"
     );
     for r in rows {
-        let base = find_rate(input.records, "1", r.target_rate);
-        let added = base.map(|b| r.load.p95_ms - b.load.p95_ms);
+        let _ = writeln!(s, "{r}");
+    }
+    s.push('\n');
+}
+
+fn errors_text(cell: &Cell) -> String {
+    let e = cell.errors();
+    if e.total() == 0 {
+        "0".into()
+    } else {
+        format!(
+            "{} (fo {}, cp {}, to {}, sock {})",
+            e.total(),
+            e.failed_open,
+            e.control_plane,
+            e.timeouts,
+            e.socket
+        )
+    }
+}
+
+fn closed_loop(s: &mut String, input: &Input) {
+    let cells: Vec<&Cell> = input
+        .cells
+        .iter()
+        .filter(|c| matches!(c.key.phase, Phase::A | Phase::B | Phase::C))
+        .collect();
+    if cells.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## Throughput, closed loop (wrk -t2)\n\n\
+         Phase a: 10,000 identities, b: 100 identities (both each at 50–80 % of a limit sized \
+         for the run), c: abuse mix (90 % over-limit identities, 10 % good ones). × cfg 1: ratio \
+         of medians to configuration 1 in the same phase and connections. non-2xx: summed over \
+         the starts (429s expected in phase c only). errors: summed over the starts: failed \
+         open (fo), control-plane errors (cp), timeouts (to), socket errors (sock).\n\n\
+         | config | phase | conns | runs | req/s | × cfg 1 | p50 ms | p95 ms | p99 ms | non-2xx | errors |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for cell in &cells {
+        let ratio = input
+            .cells
+            .passthrough(cell)
+            .and_then(|b| ratio(cell, b, |r| Some(r.load.rps)));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.variant,
-            opt(r.target_rate, thousands),
-            thousands(r.load.rps),
-            ms(r.load.p50_ms),
-            ms(r.load.p95_ms),
-            ms(r.load.p99_ms),
-            if r.variant == "1" {
-                "—".to_string()
+            "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell.key.variant,
+            cell.key.phase.name(),
+            cell.key.phase.describe(),
+            thousands(cell.key.connections as f64),
+            cell.runs.len(),
+            spread_text(cell.rps(), thousands),
+            opt(ratio.map(|r| r.of_medians), |x| format!("{x:.2}")),
+            spread_text(cell.p50(), ms),
+            spread_text(cell.p95(), ms),
+            spread_text(cell.p99(), ms),
+            thousands(cell.non_2xx() as f64),
+            errors_text(cell),
+        );
+    }
+    s.push('\n');
+
+    let abuse: Vec<&Cell> = cells
+        .iter()
+        .copied()
+        .filter(|c| c.key.phase == Phase::C)
+        .collect();
+    if abuse.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "Phase c in detail, summed over the starts (from each response's `X-RateLimit-*` \
+         headers; configurations without our filter send none, so their responses are \
+         \"unlabelled\"). Good identities are used in turn until each has been sent {:.0} % of \
+         its limit.\n\n\
+         | config | conns | good limit | good requests | good 429 | good identities at quota | highest share seen | abuse requests | abuse admitted | unlabelled |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        crate::plan::GOOD_QUOTA_SHARE * 100.0
+    );
+    for cell in abuse {
+        let runs: Vec<_> = cell
+            .runs
+            .iter()
+            .filter_map(|r| r.load.abuse.as_ref())
+            .collect();
+        let sum = |f: &dyn Fn(&crate::tools::AbuseCounts) -> u64| -> u64 {
+            runs.iter().map(|a| f(a)).sum()
+        };
+        let highest = runs.iter().map(|a| a.good_max_used).fold(0.0, f64::max);
+        let limits: Vec<String> = cell
+            .runs
+            .iter()
+            .filter_map(|r| r.limits.map(|l| thousands(l.good as f64)))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let good = sum(&|a| a.good_requests());
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell.key.variant,
+            thousands(cell.key.connections as f64),
+            if limits.is_empty() {
+                "—".into()
             } else {
-                opt(added, |x| format!("{x:+.2}"))
+                limits.join(", ")
             },
-            r.load.non_2xx,
-            r.load.socket_errors,
+            thousands(good as f64),
+            sum(&|a| a.good_429),
+            sum(&|a| a.good_retired),
+            if good > 0 && runs.iter().any(|a| a.good_max_used > 0.0) {
+                format!("{:.0} %", highest * 100.0)
+            } else {
+                NA.into()
+            },
+            thousands(sum(&|a| a.abuse_requests()) as f64),
+            sum(&|a| a.abuse_ok),
+            thousands(sum(&|a| a.unlabelled) as f64),
         );
     }
     s.push('\n');
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok { "pass" } else { "FAIL" }
-}
-
-fn criteria(s: &mut String, input: &Input) {
-    let records = input.records;
-    let mut lines = Vec::new();
-    let limited: Vec<&Variant> = input
-        .variants
+fn fixed_rate(s: &mut String, input: &Input) {
+    let cells: Vec<&Cell> = input
+        .cells
         .iter()
-        .filter(|v| v.uses_control_plane())
+        .filter(|c| c.key.phase == Phase::Fixed)
         .collect();
-    let first_conns = input.opts.conns.first().copied().unwrap_or(100);
-    for v in &limited {
-        if let (Some(r), Some(b)) = (
-            find(records, &v.name, Phase::A, first_conns),
-            find(records, "1", Phase::A, first_conns),
-        ) && b.load.rps > 0.0
-        {
-            let ratio = r.load.rps / b.load.rps;
-            let target = if v.store == StoreKind::Redis {
-                " (target ≥ 0.45, stretch 0.6)"
-            } else {
-                ""
-            };
-            lines.push(format!(
-                "| throughput | {} | phase a, {first_conns} connections: {:.2} × configuration 1{target} | {} |",
-                v.name,
-                ratio,
-                if v.store == StoreKind::Redis {
-                    if ratio >= 0.6 {
-                        "pass (stretch)"
-                    } else {
-                        verdict(ratio >= 0.45)
-                    }
-                } else {
-                    "—"
-                }
-            ));
-        }
-        for rate in &input.opts.rates {
-            let rate = (rate * input.ceiling).round();
-            let q = Some(rate);
-            if let (Some(r), Some(b)) = (find_rate(records, &v.name, q), find_rate(records, "1", q))
-            {
-                let added = r.load.p95_ms - b.load.p95_ms;
-                let saturated = r.load.rps < 0.95 * rate;
-                lines.push(format!(
-                    "| SC-002 | {} | added p95 at {} req/s: {added:+.2} ms{} | {} |",
-                    v.name,
-                    thousands(rate),
-                    if saturated {
-                        " (rate above this configuration's capacity)"
-                    } else {
-                        ""
-                    },
-                    verdict(added < 5.0)
-                ));
-            }
-        }
-        let big = input.opts.conns.iter().copied().max().unwrap_or(1000);
-        if let (Some(a), Some(b)) = (
-            find(records, &v.name, Phase::A, big),
-            find(records, &v.name, Phase::B, big),
-        ) && b.load.p95_ms > 0.0
-        {
-            let ratio = a.load.p95_ms / b.load.p95_ms;
-            let throttled: u64 = records
-                .iter()
-                .filter(|r| r.variant == v.name && matches!(r.phase, Phase::A | Phase::B))
-                .map(|r| r.load.non_2xx)
-                .sum();
-            lines.push(format!(
-                "| SC-003 | {} | {big} connections: p95 with 10,000 identities {} ms vs 100 identities {} ms = {ratio:.2}× (≤ 1.25); responses ≥ 400 in phases a and b: {throttled} | {} |",
-                v.name,
-                ms(a.load.p95_ms),
-                ms(b.load.p95_ms),
-                verdict(ratio <= 1.25 && throttled == 0)
-            ));
-        }
-        for r in records
-            .iter()
-            .filter(|r| r.variant == v.name && r.phase == Phase::C)
-        {
-            if let Some(a) = &r.load.abuse {
-                let good = a.good_ok + a.good_429 + a.good_other;
-                let valid = a.good_max_used <= 0.8 && good > 0;
-                lines.push(format!(
-                    "| SC-005 | {} | phase c, {} connections: {} of {} good requests got 429; good identities used at most {:.0}% of their limit{}; over-limit identities admitted: {} | {} |",
-                    v.name,
-                    r.connections,
-                    a.good_429,
-                    thousands(good as f64),
-                    a.good_max_used * 100.0,
-                    if valid { "" } else { " (above 80%: not a valid SC-005 check)" },
-                    a.abuse_ok,
-                    if valid {
-                        verdict(a.good_429 == 0 && a.good_other == 0)
-                    } else {
-                        "n/a"
-                    }
-                ));
-            }
-        }
-    }
-    if lines.is_empty() {
+    if cells.is_empty() {
         return;
     }
     let _ = writeln!(
         s,
-        "## Targets and success criteria\n\n| criterion | config | measured | verdict |\n|---|---|---|---|"
+        "## Latency at a fixed rate, open loop\n\n\
+         The load benchmark's open-loop generator (`open_loop`): requests leave on a fixed \
+         schedule whatever the answers, over at most {} connections, each with the next of the \
+         10,000 phase-a keys (limits never reached), and each latency counts from the request's \
+         scheduled time. Added p95: difference of the medians to configuration 1 at the same \
+         rate (SC-002: < 5 ms), with the range of the paired differences. A rate above a \
+         configuration's capacity shows as achieved < target and a large p95.\n\n\
+         | config | target req/s | achieved req/s | p50 ms | p95 ms | p99 ms | added p95 ms | non-2xx | errors |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        input.opts.rate_conns
     );
-    for l in lines {
-        let _ = writeln!(s, "{l}");
+    for cell in cells {
+        let target = cell.key.rate_share.unwrap_or(0.0) * input.ceiling;
+        let added = input
+            .cells
+            .passthrough(cell)
+            .filter(|_| cell.key.variant != PASSTHROUGH)
+            .and_then(|b| difference(cell, b, |r| Some(r.load.p95_ms)));
+        let _ = writeln!(
+            s,
+            "| {} | {} ({:.0} %) | {} | {} | {} | {} | {} | {} | {} |",
+            cell.key.variant,
+            thousands(target),
+            cell.key.rate_share.unwrap_or(0.0) * 100.0,
+            spread_text(cell.rps(), thousands),
+            spread_text(cell.p50(), ms),
+            spread_text(cell.p95(), ms),
+            spread_text(cell.p99(), ms),
+            match added {
+                Some(a) => format!(
+                    "{:+.2}{}",
+                    a.of_medians,
+                    a.paired
+                        .filter(|p| p.n > 1)
+                        .map(|p| format!(" ({:+.2}–{:+.2})", p.min, p.max))
+                        .unwrap_or_default()
+                ),
+                None => "—".into(),
+            },
+            cell.non_2xx(),
+            errors_text(cell),
+        );
     }
     s.push('\n');
 }
 
-fn where_time_goes(s: &mut String, input: &Input) {
-    let records = input.records;
-    let conns = input.opts.conns.first().copied().unwrap_or(100);
+fn identities(s: &mut String, input: &Input) {
     let runs: Vec<&RunRecord> = input
-        .variants
+        .records
         .iter()
-        .filter_map(|v| find(records, &v.name, Phase::A, conns))
+        .filter(|r| r.identities.is_some())
         .collect();
     if runs.is_empty() {
         return;
     }
     let _ = writeln!(
         s,
-        "## Where the time goes\n\n\
-         CPU time per request of each process (µs, user + system from /proc, phase a, {conns} \
-         connections). \"other\" is the rest of the machine's busy time during the run (other \
-         users of this box, the kernel's softirq work not charged to a process): a large value \
-         means a noisy run.\n"
+        "## Identities (SC-003)\n\n\
+         Before each run the control plane starts afresh with the bulk tier's limit sized so \
+         that an identity reaches 65 % of it at the rate predicted for the run (from the \
+         configuration's earlier runs, or its warm-up). After the run its status endpoint is \
+         read for identities between the samples (the share of their limit they reached) and \
+         for sample identities, each sent a fixed share early in the run: the control plane \
+         must have counted exactly what was sent.\n\n\
+         | config | start | phase | conns | predicted req/s | req/s | limit | identities reached | samples counted exactly | throttled |\n\
+         |---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     );
-    let _ = writeln!(
-        s,
-        "| config | req/s | Envoy | control plane | Redis | upstream | load generator | other | total | busy cores |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-    );
-    for r in &runs {
-        let total: f64 = r.cpu_us_per_request.values().sum();
-        let f = |name: &str| opt(cpu(r, name), |x| format!("{x:.1}"));
+    for r in runs {
+        let Some(check) = &r.identities else { continue };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {total:.1} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} of {} | {} |",
             r.variant,
+            r.repeat,
+            r.phase.name(),
+            thousands(r.connections as f64),
+            opt(r.predicted_rps, thousands),
             thousands(r.load.rps),
+            thousands(check.limit as f64),
+            check
+                .share_range()
+                .map(|(lo, hi)| format!("{:.0}–{:.0} %", lo * 100.0, hi * 100.0))
+                .unwrap_or_else(|| NA.into()),
+            check.samples.len() - check.mismatches().len(),
+            check.samples.len(),
+            r.load.non_2xx,
+        );
+    }
+    s.push('\n');
+}
+
+fn memory(s: &mut String, input: &Input) {
+    if let Some(counters) = input.memory.filter(|c| !c.is_empty()) {
+        let _ = writeln!(
+            s,
+            "## Memory\n\n\
+             Redis `MEMORY USAGE` of one saturated counter (one identity sent exactly its limit \
+             within one window through the control plane's batch endpoint, then one more, which \
+             must be denied):\n\n\
+             | limit | admitted | next denied | key type (encoding) | entries | bytes | bytes per request |\n\
+             |---:|---:|---|---|---:|---:|---:|"
+        );
+        for c in counters {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} ({}) | {} | {} | {} |",
+                thousands(c.limit as f64),
+                thousands(c.admitted as f64),
+                if c.denied_after { "yes" } else { "**no**" },
+                c.redis_type,
+                c.encoding,
+                opt(c.entries.map(|e| e as f64), thousands),
+                opt(c.bytes.map(|b| b as f64), thousands),
+                opt(c.bytes_per_request(), |x| format!("{x:.1}")),
+            );
+        }
+        s.push('\n');
+    }
+    let rows: Vec<String> = input
+        .variants
+        .iter()
+        .filter(|v| v.uses_control_plane())
+        .flat_map(|v| {
+            input.opts.conns.iter().filter_map(move |&c| {
+                let cell = input.cells.get(&v.name, Phase::A, c, None)?;
+                let mib = |kib: u64| kib as f64 / 1024.0;
+                Some(format!(
+                    "| {} | {} | {} | {} |",
+                    v.name,
+                    thousands(c as f64),
+                    spread_text(cell.figure(|r| r.cp_rss_start_kib.map(mib)), |x| format!(
+                        "{x:.1}"
+                    )),
+                    spread_text(cell.figure(|r| r.cp_rss_kib.map(mib)), |x| format!(
+                        "{x:.1}"
+                    )),
+                ))
+            })
+        })
+        .collect();
+    if !rows.is_empty() {
+        let _ = writeln!(
+            s,
+            "The control plane's resident memory (`VmRSS`, MiB) when it started for a phase-a \
+             run, and after that run (10,000 identities, each with its counters):\n\n\
+             | config | conns | at start | after phase a |\n|---|---:|---:|---:|"
+        );
+        for r in rows {
+            let _ = writeln!(s, "{r}");
+        }
+        s.push('\n');
+    }
+}
+
+fn cpu(r: &RunRecord, name: &str) -> Option<f64> {
+    r.cpu_us_per_request.get(name).copied()
+}
+
+fn where_time_goes(s: &mut String, input: &Input) {
+    let Some(&conns) = input.opts.conns.first() else {
+        return;
+    };
+    let cells: Vec<&Cell> = input
+        .variants
+        .iter()
+        .filter_map(|v| input.cells.get(&v.name, Phase::A, conns, None))
+        .collect();
+    if cells.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "## Where the time goes\n\n\
+         CPU time per request of each process (µs, user + system from /proc, phase a, {conns} \
+         connections, median over the starts). \"other\" is the rest of the machine's busy time \
+         during the run (other users of this box, kernel work not charged to a process): a \
+         large value means a noisy run.\n\n\
+         | config | req/s | Envoy | control plane | Redis | upstream | load generator | other | total | busy cores |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for cell in &cells {
+        let f = |name: &'static str| {
+            opt(cell.figure(|r| cpu(r, name)).map(|s| s.median), |x| {
+                format!("{x:.1}")
+            })
+        };
+        let total = cell.figure(|r| Some(r.cpu_us_per_request.values().sum()));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell.key.variant,
+            opt(cell.rps().map(|s| s.median), thousands),
             f("envoy"),
             f("control_plane"),
             f("redis"),
             f("upstream"),
             f("load_generator"),
             f("other"),
-            r.busy_cores
+            opt(total.map(|s| s.median), |x| format!("{x:.1}")),
+            opt(
+                cell.figure(|r| Some(r.busy_cores)).map(|s| s.median),
+                |x| format!("{x:.2}")
+            ),
         );
     }
     s.push('\n');
 
     // Per stage, for the configurations with our filter.
-    let lowest_rate = input
-        .opts
-        .rates
-        .iter()
-        .copied()
-        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.min(r))))
-        .map(|r| (r * input.ceiling).round());
-    let mut cols: Vec<(String, &RunRecord)> = Vec::new();
+    let lowest_share = input.opts.rates.iter().copied().reduce(f64::min);
+    let mut cols: Vec<(String, &Cell)> = Vec::new();
     for v in input.variants.iter().filter(|v| v.uses_control_plane()) {
-        if let Some(r) = find(records, &v.name, Phase::A, conns) {
-            cols.push((format!("{} a c={conns}", v.name), r));
+        if let Some(c) = input.cells.get(&v.name, Phase::A, conns, None) {
+            cols.push((format!("{} a c={conns}", v.name), c));
         }
-        if let Some(r) = lowest_rate.and_then(|q| find_rate(records, &v.name, Some(q))) {
+        if let Some(c) = lowest_share.and_then(|q| {
+            input
+                .cells
+                .get(&v.name, Phase::Fixed, input.opts.rate_conns, Some(q))
+        }) {
             cols.push((
                 format!(
                     "{} {} req/s",
                     v.name,
-                    thousands(r.target_rate.unwrap_or(0.0))
+                    thousands(c.key.rate_share.unwrap_or(0.0) * input.ceiling)
                 ),
-                r,
+                c,
             ));
         }
     }
@@ -484,8 +658,8 @@ fn where_time_goes(s: &mut String, input: &Input) {
     }
     let _ = writeln!(
         s,
-        "Per stage of a decision (µs per request; closed-loop runs are saturated, so their \
-         wall times include queueing; the fixed-rate run at the lowest rate is not):\n"
+        "Per stage of a decision (median over the starts; closed-loop runs are saturated, so \
+         their wall times include queueing; the fixed-rate run at the lowest rate is not):\n"
     );
     let _ = write!(s, "| stage | source |");
     for (name, _) in &cols {
@@ -496,86 +670,117 @@ fn where_time_goes(s: &mut String, input: &Input) {
         let _ = write!(s, "---:|");
     }
     s.push('\n');
-    let passthrough = |r: &RunRecord| {
-        let base = if r.phase == Phase::Fixed {
-            find_rate(records, "1", r.target_rate)
-        } else {
-            find(records, "1", r.phase, r.connections)
-        };
-        base.and_then(|b| cpu(b, "envoy"))
+    let cells = input.cells;
+    let passthrough_envoy = move |r: &RunRecord| -> Option<f64> {
+        let base = cells.get(PASSTHROUGH, r.phase, r.connections, r.rate_share)?;
+        base.figure(|b| cpu(b, "envoy")).map(|s| s.median)
     };
+    let per_request = |r: &RunRecord, v: f64| v / r.load.requests.max(1) as f64;
     type Row<'a> = (
         &'a str,
         &'a str,
+        usize,
         Box<dyn Fn(&RunRecord) -> Option<f64> + 'a>,
     );
     let rows: Vec<Row> = vec![
         (
-            "filter + callout inside Envoy (CPU)",
-            "Envoy CPU/req − configuration 1's in the same run",
-            Box::new(move |r: &RunRecord| Some(cpu(r, "envoy")? - passthrough(r)?)),
+            "filter + callout inside Envoy (CPU µs)",
+            "Envoy CPU/req − configuration 1's in the same cell",
+            1,
+            Box::new(move |r: &RunRecord| Some(cpu(r, "envoy")? - passthrough_envoy(r)?)),
         ),
         (
-            "Envoy callout, wall (mean)",
+            "Envoy callout, wall (mean ms)",
             "`cluster.rate_limit_control_plane.upstream_rq_time` (whole ms, so coarse)",
-            Box::new(|r: &RunRecord| r.callout.as_ref()?.mean().map(|m| m * 1e3)),
+            2,
+            Box::new(|r: &RunRecord| r.callout.as_ref()?.mean()),
         ),
         (
-            "Envoy callout, wall (p95)",
+            "Envoy callout, wall (p95 ms)",
             "same histogram, interpolated in Envoy's buckets",
-            Box::new(|r: &RunRecord| r.callout.as_ref()?.quantile(0.95).map(|m| m * 1e3)),
+            2,
+            Box::new(|r: &RunRecord| r.callout.as_ref()?.quantile(0.95)),
         ),
         (
-            "Envoy request, wall (mean)",
+            "Envoy request, wall (mean ms)",
             "`http.ingress.downstream_rq_time`",
-            Box::new(|r: &RunRecord| r.envoy_request.as_ref()?.mean().map(|m| m * 1e3)),
+            2,
+            Box::new(|r: &RunRecord| r.envoy_request.as_ref()?.mean()),
         ),
         (
-            "control-plane handler, wall (mean)",
+            "control-plane handler, wall (mean µs)",
             "`rate_limit_check_duration_seconds` (`/metrics`)",
+            1,
             Box::new(|r: &RunRecord| r.cp_check.as_ref()?.mean().map(|m| m * 1e6)),
         ),
         (
-            "control plane (CPU)",
+            "control plane (CPU µs)",
             "/proc/<pid>/stat",
+            1,
             Box::new(|r: &RunRecord| cpu(r, "control_plane")),
-        ),
-        (
-            "Redis script (per call)",
-            "`INFO commandstats` evalsha usec_per_call",
-            Box::new(|r: &RunRecord| r.redis_script.map(|(_, us)| us)),
-        ),
-        (
-            "Redis (CPU)",
-            "/proc/<pid>/stat",
-            Box::new(|r: &RunRecord| cpu(r, "redis")),
         ),
         (
             "decision calls per request",
             "callouts / requests",
+            2,
+            Box::new(move |r: &RunRecord| Some(per_request(r, r.callout.as_ref()?.count))),
+        ),
+        (
+            "decisions per request",
+            "`rate_limit_requests_total` / requests",
+            2,
+            Box::new(move |r: &RunRecord| Some(per_request(r, r.decisions?))),
+        ),
+        (
+            "Redis (CPU µs per request)",
+            "/proc/<pid>/stat",
+            1,
+            Box::new(|r: &RunRecord| cpu(r, "redis")),
+        ),
+        (
+            "Redis CPU µs per decision",
+            "redis-server utime + stime / decisions",
+            1,
             Box::new(|r: &RunRecord| {
-                Some(r.callout.as_ref()?.count / r.load.requests.max(1) as f64)
+                let d = r.decisions.filter(|d| *d > 0.0)?;
+                Some(r.redis?.cpu_us / d)
             }),
+        ),
+        (
+            "Redis calls per request",
+            "`INFO commandstats`: script calls (`EVALSHA`, `EVAL`) / requests",
+            2,
+            Box::new(move |r: &RunRecord| Some(per_request(r, r.redis?.commands.script_calls))),
+        ),
+        (
+            "Redis commands per request",
+            "`INFO commandstats`: every command, the script's own included / requests",
+            2,
+            Box::new(move |r: &RunRecord| Some(per_request(r, r.redis?.commands.commands))),
+        ),
+        (
+            "Redis script µs per call",
+            "`INFO commandstats` evalsha usec_per_call",
+            1,
+            Box::new(|r: &RunRecord| Some(r.redis?.commands.evalsha_us_per_call)),
         ),
         (
             "new control-plane connections",
             "`upstream_cx_total` over the run",
+            0,
             Box::new(|r: &RunRecord| r.callout_connections_opened),
         ),
     ];
-    for (stage, source, f) in &rows {
+    for (stage, source, decimals, f) in &rows {
         let _ = write!(s, "| {stage} | {source} |");
-        for (_, r) in &cols {
-            let v = f(r);
-            let text = match (*stage, v) {
-                ("decision calls per request", Some(x)) => format!("{x:.2}"),
-                ("new control-plane connections", Some(x)) => format!("{x:.0}"),
-                (_, Some(x)) => format!("{x:.1}"),
-                (_, None) => NA.to_string(),
-            };
-            let _ = write!(s, " {text} |");
+        for (_, cell) in &cols {
+            let v = cell.figure(f).map(|s| s.median);
+            let _ = write!(s, " {} |", opt(v, |x| format!("{x:.*}", *decimals)));
         }
         s.push('\n');
     }
     s.push('\n');
 }
+
+#[cfg(test)]
+mod tests;

@@ -4,12 +4,14 @@
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use rl_tests::envoy::admin_get;
+
+use crate::configs::{FilterKind, StoreKind, Variant};
 
 /// Envoy bootstrap pieces (see the files for what each configuration is).
 pub const ENVOY_BASE: &str = include_str!("../../load/envoy-base.yaml");
@@ -55,6 +57,13 @@ impl Spawned {
 
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, and wait for it (a control plane between two runs: its state is thrown away,
+    /// and a graceful stop would wait for Envoy to close its HTTP/2 connection).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// SIGTERM, then SIGKILL after `grace`.
@@ -117,64 +126,28 @@ pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// The HTTP filter in front of the router.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FilterKind {
-    None,
-    LocalRateLimit,
-    Wasm,
-}
-
-/// The control plane's counter store (none: no control plane at all).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
-    None,
-    Memory,
-    Redis,
-}
-
-/// One configuration under test.
-#[derive(Debug, Clone)]
-pub struct Variant {
-    /// Short name used in tables ("1" … "4", or an experiment's name).
-    pub name: String,
-    pub label: String,
-    pub filter: FilterKind,
-    pub store: StoreKind,
-    pub control_plane: PathBuf,
-    pub wasm: PathBuf,
-    pub envoy_concurrency: u32,
-    /// YAML lines added to the control-plane cluster (e.g. HTTP/2 protocol options).
-    pub cluster_extra: String,
-    /// Replaces the filter snippet (benches/load/filter-*.yaml).
-    pub filter_yaml: Option<String>,
-    pub cp_env: Vec<(String, String)>,
-    pub cp_args: Vec<String>,
-}
-
-impl Variant {
-    pub fn uses_control_plane(&self) -> bool {
-        self.store != StoreKind::None
-    }
-
-    pub fn envoy_bootstrap(&self, ports: &EnvoyPorts, control_plane_port: u16) -> String {
-        let filter = match (&self.filter_yaml, self.filter) {
-            (Some(custom), _) => custom.clone(),
-            (None, FilterKind::None) => String::new(),
-            (None, FilterKind::LocalRateLimit) => FILTER_LOCAL_RATELIMIT.to_string(),
-            (None, FilterKind::Wasm) => FILTER_WASM.to_string(),
-        };
-        // JSON strings are valid YAML scalars.
-        let wasm = serde_json::Value::String(self.wasm.display().to_string()).to_string();
-        ENVOY_BASE
-            .replace("{{HTTP_FILTERS}}\n", &filter)
-            .replace("{{CONTROL_PLANE_CLUSTER_EXTRA}}\n", &self.cluster_extra)
-            .replace("{{ADMIN_PORT}}", &ports.admin.to_string())
-            .replace("{{LISTENER_PORT}}", &ports.listener.to_string())
-            .replace("{{UPSTREAM_PORT}}", &ports.upstream.to_string())
-            .replace("{{CONTROL_PLANE_PORT}}", &control_plane_port.to_string())
-            .replace("{{WASM}}", &wasm)
-    }
+/// The Envoy bootstrap of a configuration.
+pub fn envoy_bootstrap(variant: &Variant, ports: &EnvoyPorts, control_plane_port: u16) -> String {
+    let filter = match (&variant.filter_yaml, variant.filter) {
+        (Some(custom), _) => custom.clone(),
+        (None, FilterKind::None) => String::new(),
+        (None, FilterKind::LocalRateLimit) => FILTER_LOCAL_RATELIMIT.to_string(),
+        (None, FilterKind::Wasm) => FILTER_WASM.replace("{{PLUGIN_EXTRA}}", ""),
+        (None, FilterKind::WasmNoCallout) => FILTER_WASM.replace(
+            "{{PLUGIN_EXTRA}}",
+            ",\n                      \"benchmark_no_callout\": true",
+        ),
+    };
+    // JSON strings are valid YAML scalars.
+    let wasm = serde_json::Value::String(variant.wasm.display().to_string()).to_string();
+    ENVOY_BASE
+        .replace("{{HTTP_FILTERS}}\n", &filter)
+        .replace("{{CONTROL_PLANE_CLUSTER_EXTRA}}\n", &variant.cluster_extra)
+        .replace("{{ADMIN_PORT}}", &ports.admin.to_string())
+        .replace("{{LISTENER_PORT}}", &ports.listener.to_string())
+        .replace("{{UPSTREAM_PORT}}", &ports.upstream.to_string())
+        .replace("{{CONTROL_PLANE_PORT}}", &control_plane_port.to_string())
+        .replace("{{WASM}}", &wasm)
 }
 
 pub struct EnvoyPorts {
@@ -183,17 +156,19 @@ pub struct EnvoyPorts {
     pub upstream: u16,
 }
 
+/// Starts Envoy; `tag` names its log in `dir` (one per start of a configuration).
 pub fn start_envoy(
     envoy_bin: &Path,
     variant: &Variant,
     ports: &EnvoyPorts,
     control_plane_port: u16,
     dir: &Path,
+    tag: &str,
 ) -> Result<Spawned, String> {
     let config = dir.join(format!("envoy-{}.yaml", variant.name));
-    std::fs::write(&config, variant.envoy_bootstrap(ports, control_plane_port))
+    std::fs::write(&config, envoy_bootstrap(variant, ports, control_plane_port))
         .map_err(|e| format!("{}: {e}", config.display()))?;
-    let log = dir.join(format!("envoy-{}.log", variant.name));
+    let log = dir.join(format!("envoy-{tag}.log"));
     let mut proc = Spawned::spawn(
         "envoy",
         Command::new(envoy_bin)
@@ -212,16 +187,22 @@ pub fn start_envoy(
     Ok(proc)
 }
 
+/// The admin key of the benchmark's control planes (status reads after a run).
+pub const ADMIN_KEY: &str = "load-bench-admin-key";
+
+/// Starts a control plane on `port` with `config_yaml` (written to `dir`, one file per
+/// configuration); `tag` names its log in `dir` (one per start).
 pub fn start_control_plane(
     variant: &Variant,
     port: u16,
     config_yaml: &str,
     redis_url: Option<&str>,
     dir: &Path,
+    tag: &str,
 ) -> Result<Spawned, String> {
     let config = dir.join(format!("control-plane-{}.yaml", variant.name));
     std::fs::write(&config, config_yaml).map_err(|e| format!("{}: {e}", config.display()))?;
-    let log = dir.join(format!("control-plane-{}.log", variant.name));
+    let log = dir.join(format!("control-plane-{tag}.log"));
     let mut cmd = Command::new(&variant.control_plane);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("RATE_LIMIT_") {
@@ -233,6 +214,7 @@ pub fn start_control_plane(
         .arg("--config")
         .arg(&config)
         .env("RATE_LIMIT_LOG_FORMAT", "json")
+        .env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
         .env("RUST_LOG", "info");
     if variant.store == StoreKind::Redis {
         let url = redis_url.ok_or("configuration needs Redis but none was started")?;
@@ -316,3 +298,6 @@ pub fn redis_cmd(url: &str, args: &[&str]) -> Result<String, String> {
         other => format!("{other:?}"),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,6 +18,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.api_key_header, "x-api-key");
     assert!(c.trusted_proxies.is_empty());
     assert_eq!(c.decision_secret, None);
+    assert!(!c.benchmark_no_callout);
 }
 
 #[test]
@@ -153,6 +154,23 @@ fn error_messages_describe_the_bad_value() {
         err(r#"{"cluster":"rl","trusted_proxies":{}}"#),
         "field `trusted_proxies`: must be a list of IPs or CIDR blocks, got an object"
     );
+}
+
+#[test]
+fn benchmark_no_callout_values() {
+    let on = parse(r#"{"cluster":"rl","benchmark_no_callout":true}"#).unwrap();
+    assert!(on.benchmark_no_callout);
+    assert!(format!("{on:?}").contains("benchmark_no_callout: true"));
+    let off = parse(r#"{"cluster":"rl","benchmark_no_callout":false}"#).unwrap();
+    assert!(!off.benchmark_no_callout);
+    for bad in [r#""true""#, "1", "null", "[]"] {
+        let json = format!(r#"{{"cluster":"rl","benchmark_no_callout":{bad}}}"#);
+        assert!(
+            err(&json).starts_with("field `benchmark_no_callout`: must be true or false"),
+            "{json}: {}",
+            err(&json)
+        );
+    }
 }
 
 #[test]

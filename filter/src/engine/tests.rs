@@ -217,6 +217,55 @@ fn a_denied_request_is_answered_and_stays_paused() {
 }
 
 #[test]
+fn without_callout_requests_pass_with_fixed_headers_after_their_evidence() {
+    let mut engine = Engine::new(ROOT);
+    let raw = br#"{"cluster":"cp","benchmark_no_callout":true}"#;
+    engine.configure(PluginConfig::from_json(raw).unwrap());
+    let fixed: Vec<(&str, String)> = NO_CALLOUT_HEADERS
+        .iter()
+        .map(|(n, v)| (*n, v.to_string()))
+        .collect();
+    // Far more requests at once than ever get a call of their own: none queues, none asks.
+    let contexts: Vec<u32> = (2..2 + 4 * MAX_SINGLE_IN_FLIGHT as u32 + 70).collect();
+    let mut resolved = 0;
+    for &context in &contexts {
+        let effects = engine.on_request_headers(
+            context,
+            |_| {
+                resolved += 1;
+                body(context)
+            },
+            || panic!("nothing queues, so no clock"),
+        );
+        assert_eq!(effects, vec![], "context {context}");
+        assert_eq!(engine.request_flow(context), Flow::Continue);
+        assert_eq!(engine.response_headers(context), Some(fixed.as_slice()));
+    }
+    assert_eq!(
+        resolved,
+        contexts.len(),
+        "every request's evidence is resolved"
+    );
+    assert_eq!(engine.coalescer.queued(), 0);
+    assert!(engine.singles.is_empty() && engine.batches.is_empty());
+    assert_eq!(
+        engine.on_tick(),
+        vec![Effect::SetTick(0)],
+        "no batch to send"
+    );
+    // Headers handled twice change nothing.
+    assert_eq!(
+        engine.on_request_headers(2, |_| panic!("asked twice"), || NOW),
+        vec![]
+    );
+    for &context in &contexts {
+        engine.on_done(context);
+        assert_eq!(engine.response_headers(context), None);
+    }
+    assert!(engine.streams.is_empty());
+}
+
+#[test]
 fn headers_handled_twice_ask_once() {
     let mut engine = configured(true);
     start_single(&mut engine, 2, 7);
