@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 
 use rl_wire::{BatchDecisionResponse, MAX_BATCH_DECISIONS, MAX_DECISION_REQUEST_BYTES};
 
+use crate::config::HeaderSets;
 use crate::response::{self, CallResult, ControlPlaneError, Decision};
 
 /// Single decision calls a VM keeps in flight before requests start to queue. Two: a second
@@ -147,12 +148,17 @@ impl<M> Coalescer<M> {
 /// One decision per member, in order. Any failure of the call as a whole (dispatch, reset,
 /// status, body, shape, count) fails every member with the same `fail_open` policy as a
 /// single call; a member's unusable answer (a deny without counter) fails that member only.
-pub fn decide(result: CallResult<'_>, members: usize, fail_open: bool) -> Vec<Decision> {
+pub fn decide(
+    result: CallResult<'_>,
+    members: usize,
+    fail_open: bool,
+    sets: HeaderSets,
+) -> Vec<Decision> {
     match interpret(result, members) {
         Ok(answer) => answer
             .responses
             .iter()
-            .map(|resp| response::decide_response(resp, fail_open))
+            .map(|resp| response::decide_response(resp, fail_open, sets))
             .collect(),
         Err(error) => (0..members)
             .map(|_| response::failure(error.clone(), fail_open))

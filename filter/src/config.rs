@@ -29,13 +29,48 @@ const FIELDS: &[&str] = &[
     "trusted_proxies",
     "decision_secret",
     "benchmark_no_callout",
+    "headers",
 ];
+
+/// `headers` value of the `X-RateLimit-*` set.
+pub const HEADERS_X_RATELIMIT: &str = "x-ratelimit";
+/// `headers` value of the IETF `RateLimit` / `RateLimit-Policy` fields.
+pub const HEADERS_IETF: &str = "ietf";
+
+/// Which sets of rate-limit headers the filter sends (`headers`). Neither set ever goes on a
+/// whitelisted, disabled or failed-open response, and `Retry-After` on the filter's own 429 is
+/// not part of either: a client always learns when to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderSets {
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`, `-Tier`.
+    pub x_ratelimit: bool,
+    /// `RateLimit-Policy` and `RateLimit` (structured fields).
+    pub ietf: bool,
+}
+
+impl HeaderSets {
+    pub const ALL: HeaderSets = HeaderSets {
+        x_ratelimit: true,
+        ietf: true,
+    };
+    pub const NONE: HeaderSets = HeaderSets {
+        x_ratelimit: false,
+        ietf: false,
+    };
+}
+
+impl Default for HeaderSets {
+    fn default() -> Self {
+        HeaderSets::ALL
+    }
+}
 
 /// Validated plugin configuration.
 ///
 /// ```json
 /// {"cluster": "rate_limit_control_plane", "timeout_ms": 250, "fail_open": true,
-///  "api_key_header": "x-api-key", "trusted_proxies": ["10.0.0.0/8"]}
+///  "api_key_header": "x-api-key", "trusted_proxies": ["10.0.0.0/8"],
+///  "headers": ["x-ratelimit", "ietf"]}
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct PluginConfig {
@@ -69,6 +104,9 @@ pub struct PluginConfig {
     /// ([`crate::engine::NO_CALLOUT_HEADERS`]) after its evidence was resolved as for a decision
     /// call, and no call is made: the load benchmark's floor of what the Wasm runtime costs.
     pub benchmark_no_callout: bool,
+    /// `headers` (default `["x-ratelimit", "ietf"]`): the rate-limit header sets sent on a
+    /// limited response, 429 included; `[]` sends none.
+    pub headers: HeaderSets,
 }
 
 impl fmt::Debug for PluginConfig {
@@ -85,6 +123,7 @@ impl fmt::Debug for PluginConfig {
                 &self.decision_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("benchmark_no_callout", &self.benchmark_no_callout)
+            .field("headers", &self.headers)
             .finish()
     }
 }
@@ -273,6 +312,11 @@ impl PluginConfig {
             }
         };
 
+        let headers = match map.get("headers") {
+            None => HeaderSets::default(),
+            Some(v) => header_sets(v)?,
+        };
+
         Ok(PluginConfig {
             cluster,
             authority,
@@ -282,8 +326,49 @@ impl PluginConfig {
             trusted_proxies,
             decision_secret,
             benchmark_no_callout,
+            headers,
         })
     }
+}
+
+/// `headers`: a list of set names, each at most once.
+fn header_sets(value: &Value) -> Result<HeaderSets, ConfigError> {
+    let Value::Array(items) = value else {
+        return Err(invalid(
+            "headers",
+            format!(
+                "must be a list of \"{HEADERS_X_RATELIMIT}\" and/or \"{HEADERS_IETF}\", got {}",
+                describe(value)
+            ),
+        ));
+    };
+    let mut sets = HeaderSets::NONE;
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("headers[{i}]");
+        let Value::String(name) = item else {
+            return Err(invalid(
+                field,
+                format!("must be a string, got {}", describe(item)),
+            ));
+        };
+        let slot = match name.as_str() {
+            HEADERS_X_RATELIMIT => &mut sets.x_ratelimit,
+            HEADERS_IETF => &mut sets.ietf,
+            _ => {
+                return Err(invalid(
+                    field,
+                    format!(
+                        "unknown header set {name:?} (known: \"{HEADERS_X_RATELIMIT}\", \"{HEADERS_IETF}\")"
+                    ),
+                ));
+            }
+        };
+        if *slot {
+            return Err(invalid(field, format!("{name:?} is listed twice")));
+        }
+        *slot = true;
+    }
+    Ok(sets)
 }
 
 fn string_field(field: &str, value: &Value) -> Result<String, ConfigError> {

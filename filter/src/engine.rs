@@ -33,10 +33,11 @@ use std::time::Duration;
 use rl_wire::{BATCH_DECISION_PATH, DECISION_PATH, DECISION_SECRET_HEADER};
 
 use crate::batch::{self, Coalescer, MAX_BATCH_RESPONSE_BYTES, Route};
-use crate::config::PluginConfig;
+use crate::config::{HeaderSets, PluginConfig};
 use crate::response::{
     self, Action, BATCH_CALLS_METRIC, CallResult, ControlPlaneError, Decision, HEADER_LIMIT,
-    HEADER_REMAINING, HEADER_RESET, HEADER_TIER, Headers, LocalReply, MAX_DECISION_RESPONSE_BYTES,
+    HEADER_REMAINING, HEADER_RESET, HEADER_TIER, LocalReply, MAX_DECISION_RESPONSE_BYTES,
+    ResponseHeaders,
 };
 
 /// Tick period while requests wait for a batch and nothing else will send them.
@@ -119,7 +120,7 @@ enum State {
     /// In the queue or in a batch call in flight.
     Queued,
     /// Request forwarded; these headers go on the response.
-    Forwarded(Headers),
+    Forwarded(ResponseHeaders),
     /// Answered locally.
     Answered,
 }
@@ -204,6 +205,12 @@ impl Engine {
         self.config.as_ref().is_none_or(|c| c.fail_open)
     }
 
+    fn header_sets(&self) -> HeaderSets {
+        self.config
+            .as_ref()
+            .map_or(HeaderSets::default(), |c| c.headers)
+    }
+
     /// A request's headers arrived. `evidence` builds its decision body (host reads); it is
     /// called only when the request needs a decision. `now_ms` (host time, Unix ms) is read
     /// only when the request queues.
@@ -224,10 +231,13 @@ impl Engine {
             // The load benchmark's floor: the evidence was resolved and encoded as for a call
             // (black_box keeps that work), and the request goes on as if allowed.
             std::hint::black_box(body);
-            let headers = NO_CALLOUT_HEADERS
-                .iter()
-                .map(|(name, value)| (*name, (*value).to_string()))
-                .collect();
+            let headers = ResponseHeaders {
+                replace: NO_CALLOUT_HEADERS
+                    .iter()
+                    .map(|(name, value)| (*name, (*value).to_string()))
+                    .collect(),
+                append: Vec::new(),
+            };
             self.streams.insert(
                 context,
                 Stream {
@@ -280,6 +290,7 @@ impl Engine {
             return Vec::new();
         };
         let fail_open = self.fail_open();
+        let sets = self.header_sets();
         match (outgoing, token) {
             (Outgoing::Single(member), Some(token)) => {
                 if self.is(member, |s| *s == State::Dispatching) {
@@ -296,7 +307,7 @@ impl Engine {
                 if !self.is(member, |s| *s == State::Dispatching) {
                     return Vec::new();
                 }
-                let decision = response::decide(CallResult::DispatchFailed, fail_open);
+                let decision = response::decide(CallResult::DispatchFailed, fail_open, sets);
                 // Still in its headers callback: the callback's return lets it go on.
                 self.apply(member, decision, false)
             }
@@ -308,7 +319,8 @@ impl Engine {
             }
             (Outgoing::Batch(members), None) => {
                 self.coalescer.batch_done();
-                let decisions = batch::decide(CallResult::DispatchFailed, members.len(), fail_open);
+                let decisions =
+                    batch::decide(CallResult::DispatchFailed, members.len(), fail_open, sets);
                 let mut effects = self.finish(members, decisions);
                 effects.extend(self.send_next_batch());
                 effects
@@ -336,17 +348,18 @@ impl Engine {
     /// Call `token` ended (an answer, Envoy's 504 after the timeout, or a reset).
     pub fn on_call_response(&mut self, token: u32, result: CallResult<'_>) -> Vec<Effect> {
         let fail_open = self.fail_open();
+        let sets = self.header_sets();
         if let Some(member) = self.singles.remove(&token) {
             self.coalescer.single_done();
             if !self.is(member, |s| *s == State::Waiting(token)) {
                 return Vec::new();
             }
-            let decision = response::decide(result, fail_open);
+            let decision = response::decide(result, fail_open, sets);
             return self.apply(member, decision, true);
         }
         if let Some(members) = self.batches.remove(&token) {
             self.coalescer.batch_done();
-            let decisions = batch::decide(result, members.len(), fail_open);
+            let decisions = batch::decide(result, members.len(), fail_open, sets);
             let mut effects = self.finish(members, decisions);
             effects.extend(self.send_next_batch());
             return effects;
@@ -372,11 +385,10 @@ impl Engine {
         }
     }
 
-    /// The headers to set (replacing) on the response of a request this engine decided and
-    /// forwarded; the upstream's other `X-RateLimit-*` headers then go
-    /// ([`crate::upstream_headers`]). `None`: leave the response alone (a local reply of
-    /// ours, or a request nothing decided).
-    pub fn response_headers(&self, context: u32) -> Option<&[(&'static str, String)]> {
+    /// The headers of ours for the response of a request this engine decided and forwarded
+    /// (the upstream's other `X-RateLimit-*` headers then go, [`crate::upstream_headers`]).
+    /// `None`: leave the response alone (a local reply of ours, or a request nothing decided).
+    pub fn response_headers(&self, context: u32) -> Option<&ResponseHeaders> {
         match self.streams.get(&context).map(|s| &s.state) {
             Some(State::Forwarded(headers)) => Some(headers),
             _ => None,

@@ -81,6 +81,13 @@ mod host {
             return_map_data: *mut *mut u8,
             return_map_size: *mut usize,
         ) -> Status;
+        fn proxy_add_header_map_value(
+            map_type: MapType,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> Status;
         fn proxy_replace_header_map_value(
             map_type: MapType,
             key_data: *const u8,
@@ -147,6 +154,20 @@ mod host {
         // SAFETY: the pointers and sizes describe live slices for the duration of the call.
         unsafe {
             proxy_replace_header_map_value(
+                MapType::HttpResponseHeaders,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            ) == Status::Ok
+        }
+    }
+
+    /// Adds a response header line, after any lines of that name.
+    pub fn add_response_header(name: &[u8], value: &[u8]) -> bool {
+        // SAFETY: the pointers and sizes describe live slices for the duration of the call.
+        unsafe {
+            proxy_add_header_map_value(
                 MapType::HttpResponseHeaders,
                 name.as_ptr(),
                 name.len(),
@@ -508,11 +529,14 @@ impl HttpContext for RequestFilter {
             // The host refused the map: at least the names we know go.
             None => RATE_LIMIT_HEADERS.iter().map(|n| n.as_bytes()).collect(),
         };
-        for name in upstream_headers::to_remove(present, ours) {
+        for name in upstream_headers::to_remove(present, &ours.replace) {
             host::remove_response_header(name);
         }
-        for (name, value) in ours {
+        for (name, value) in &ours.replace {
             host::replace_response_header(name.as_bytes(), value.as_bytes());
+        }
+        for (name, value) in &ours.append {
+            host::add_response_header(name.as_bytes(), value.as_bytes());
         }
         HostAction::Continue
     }

@@ -3,17 +3,20 @@
 //!
 //! Per request the filter gathers the identity evidence ([`evidence`], [`client_ip`]), makes one
 //! `dispatch_http_call` to the control plane ([`rl_wire::DECISION_PATH`]) while the request is
-//! paused, and then follows the answer ([`response`]): forward and stamp the `X-RateLimit-*`
-//! headers on the response, answer 429 or 503 itself, or forward without headers of ours.
-//! When the control plane cannot answer, the plugin's `fail_open` decides. On every response
-//! of a request it forwarded, the upstream's own `X-RateLimit-*` headers give way to ours
+//! paused, and then follows the answer ([`response`]): forward and stamp the rate-limit
+//! headers on the response (`X-RateLimit-*` and the IETF `RateLimit-Policy` / `RateLimit`
+//! fields, [`ietf_fields`], as the plugin's `headers` chooses), answer 429 or 503 itself, or
+//! forward without headers of ours. When the control plane cannot answer, the plugin's
+//! `fail_open` decides. On every response of a request it forwarded, the upstream's own
+//! `X-RateLimit-*` headers give way to ours, while its `RateLimit` items stay beside ours
 //! ([`upstream_headers`]).
 //!
 //! Plugin configuration (see [`config::PluginConfig`] for every field):
 //!
 //! ```json
 //! {"cluster": "rate_limit_control_plane", "timeout_ms": 250, "fail_open": true,
-//!  "api_key_header": "x-api-key", "trusted_proxies": ["10.0.0.0/8"]}
+//!  "api_key_header": "x-api-key", "trusted_proxies": ["10.0.0.0/8"],
+//!  "headers": ["x-ratelimit", "ietf"]}
 //! ```
 //!
 //! Everything but the host glue is plain Rust, tested natively; the glue is compiled for wasm
@@ -28,6 +31,7 @@ pub mod config;
 pub mod engine;
 pub mod evidence;
 pub mod header_map;
+pub mod ietf_fields;
 pub mod log_throttle;
 pub mod response;
 pub mod upstream_headers;

@@ -7,6 +7,9 @@ use std::fmt;
 
 use rl_wire::{CounterReport, DecisionResponse, DenyDetails, ErrorBody, Verdict};
 
+use crate::config::HeaderSets;
+use crate::ietf_fields;
+
 /// Largest decision answer the filter reads. A normal answer is ~120 bytes. The control
 /// plane caps the endpoint it echoes (256 bytes), but the limit leaves room for a whole
 /// 4 KiB path JSON-escaped at 6 bytes per character, so an answer is never refused for its
@@ -199,11 +202,27 @@ pub struct LocalReply {
     pub body: Vec<u8>,
 }
 
+/// The headers of ours that go on the response of a forwarded request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseHeaders {
+    /// `X-RateLimit-*`: set, replacing the upstream's lines of the same name (its other
+    /// `X-RateLimit-*` headers go, see [`crate::upstream_headers`]).
+    pub replace: Headers,
+    /// `RateLimit-Policy`, `RateLimit`: added as field lines of their own after the
+    /// upstream's. They are Lists, and the upstream's items describe its own limits.
+    pub append: Headers,
+}
+
+impl ResponseHeaders {
+    pub fn is_empty(&self) -> bool {
+        self.replace.is_empty() && self.append.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Forward the request; set these headers (replacing) on whatever response comes back,
-    /// where the upstream's other `X-RateLimit-*` headers go.
-    Resume { response_headers: Headers },
+    /// Forward the request, with these headers on whatever response comes back.
+    Resume { response_headers: ResponseHeaders },
     /// Answer the request locally.
     Reply(LocalReply),
 }
@@ -217,17 +236,18 @@ pub struct Decision {
     pub error: Option<ControlPlaneError>,
 }
 
-/// Maps the decision call's result to what happens to the request.
-pub fn decide(result: CallResult<'_>, fail_open: bool) -> Decision {
+/// Maps the decision call's result to what happens to the request; `sets`: the rate-limit
+/// header sets the plugin sends.
+pub fn decide(result: CallResult<'_>, fail_open: bool, sets: HeaderSets) -> Decision {
     match interpret(result) {
-        Ok(resp) => decide_response(&resp, fail_open),
+        Ok(resp) => decide_response(&resp, fail_open, sets),
         Err(error) => failure(error, fail_open),
     }
 }
 
 /// What happens to a request the control plane answered (one decision of a batch, too).
-pub fn decide_response(resp: &DecisionResponse, fail_open: bool) -> Decision {
-    match from_verdict(resp) {
+pub fn decide_response(resp: &DecisionResponse, fail_open: bool, sets: HeaderSets) -> Decision {
+    match from_verdict(resp, sets) {
         Ok((action, outcome)) => Decision {
             action,
             outcome,
@@ -283,21 +303,35 @@ fn parse_status(raw: &[u8]) -> Option<u16> {
     Some(raw.iter().fold(0, |acc, b| acc * 10 + u16::from(b - b'0')))
 }
 
-fn from_verdict(resp: &DecisionResponse) -> Result<(Action, Outcome), ControlPlaneError> {
+fn from_verdict(
+    resp: &DecisionResponse,
+    sets: HeaderSets,
+) -> Result<(Action, Outcome), ControlPlaneError> {
     Ok(match resp.verdict {
-        Verdict::Allow => (
-            Action::Resume {
-                response_headers: rate_limit_headers(resp.counter.as_ref(), resp.tier.as_deref()),
-            },
-            Outcome::Allowed,
-        ),
+        Verdict::Allow => {
+            let counter = resp.counter.as_ref();
+            let mut headers = ResponseHeaders::default();
+            if sets.x_ratelimit {
+                headers.replace = rate_limit_headers(counter, resp.tier.as_deref());
+            }
+            if sets.ietf {
+                let reset = counter.and_then(|c| c.reset_after);
+                headers.append = ietf_fields::fields(&resp.policies, counter, reset);
+            }
+            (
+                Action::Resume {
+                    response_headers: headers,
+                },
+                Outcome::Allowed,
+            )
+        }
         Verdict::Deny => {
             let counter = resp
                 .counter
                 .as_ref()
                 .ok_or(ControlPlaneError::DenyWithoutCounter)?;
             (
-                Action::Reply(deny_reply(counter, resp.tier.as_deref())),
+                Action::Reply(deny_reply(resp, counter, sets)),
                 Outcome::Denied,
             )
         }
@@ -310,7 +344,7 @@ fn from_verdict(resp: &DecisionResponse) -> Result<(Action, Outcome), ControlPla
 
 fn resume_without_headers() -> Action {
     Action::Resume {
-        response_headers: Vec::new(),
+        response_headers: ResponseHeaders::default(),
     }
 }
 
@@ -337,10 +371,22 @@ fn seconds(n: u64) -> &'static str {
     if n == 1 { "second" } else { "seconds" }
 }
 
-fn deny_reply(counter: &CounterReport, tier: Option<&str>) -> LocalReply {
+/// The 429. `Retry-After` is always there; `t` of `RateLimit` is the same number, so a client
+/// reading either field waits alike.
+fn deny_reply(resp: &DecisionResponse, counter: &CounterReport, sets: HeaderSets) -> LocalReply {
+    let tier = resp.tier.as_deref();
     let retry_after = counter.retry_after.unwrap_or(1).max(1);
     let mut headers = vec![(HEADER_RETRY_AFTER, retry_after.to_string())];
-    headers.extend(rate_limit_headers(Some(counter), tier));
+    if sets.x_ratelimit {
+        headers.extend(rate_limit_headers(Some(counter), tier));
+    }
+    if sets.ietf {
+        headers.extend(ietf_fields::fields(
+            &resp.policies,
+            Some(counter),
+            Some(retry_after),
+        ));
+    }
     headers.push((HEADER_CONTENT_TYPE, "application/json".to_string()));
     let mut body = ErrorBody::new(
         "rate_limit_exceeded",

@@ -9,7 +9,8 @@
 //!
 //! - `RateLimit` and `RateLimit-Policy`: structured-field Lists (the IETF rate-limit header
 //!   fields) to which every intermediary may append items of its own; the upstream's items
-//!   describe its own limits and stay;
+//!   describe its own limits and stay, and ours are added after them as lines of their own
+//!   ([`crate::ietf_fields`]);
 //! - `Retry-After`: the filter sets it only on the 429 and 503 it answers itself. On an
 //!   upstream response it is the upstream's word about that response: when to come back after
 //!   its own 503 or 429, when to poll after a 202, when to follow a 3xx.

@@ -6,16 +6,21 @@ use std::net::IpAddr;
 use rate_limit_filter::client_ip::{
     IpNet, TrustedProxies, parse_source_address, resolve_client_ip,
 };
-use rate_limit_filter::config::{MAX_TIMEOUT_MS, PluginConfig};
+use rate_limit_filter::config::{HeaderSets, MAX_TIMEOUT_MS, PluginConfig};
 use rate_limit_filter::evidence::{
     MAX_API_KEY_BYTES, MAX_AUTHORIZATION_BYTES, MAX_METHOD_BYTES, MAX_PATH_BYTES, RawRequest,
     decision_request, encode_decision_request,
 };
+use rate_limit_filter::ietf_fields::{HEADER_RATELIMIT, HEADER_RATELIMIT_POLICY};
 use rate_limit_filter::response::{
     self, Action, CallBody, CallResult, HEADER_CONTENT_TYPE, HEADER_LIMIT, HEADER_REMAINING,
-    HEADER_RESET, HEADER_RETRY_AFTER, HEADER_TIER, MAX_DECISION_RESPONSE_BYTES, Outcome,
+    HEADER_RESET, HEADER_RETRY_AFTER, HEADER_TIER, Headers, MAX_DECISION_RESPONSE_BYTES, Outcome,
+    ResponseHeaders,
 };
-use rl_wire::{DecisionRequest, DecisionResponse, MAX_DECISION_REQUEST_BYTES, Verdict};
+use rl_wire::{
+    CounterReport, DecisionRequest, DecisionResponse, MAX_DECISION_REQUEST_BYTES, PolicyReport,
+    Verdict,
+};
 
 use crate::input::{expand, split_head};
 
@@ -243,11 +248,15 @@ const DISPATCH_FAILED: u8 = 4;
 const NO_STATUS: u8 = 8;
 const HOST_GAVE_NO_BODY: u8 = 16;
 const ANNOUNCED_TOO_LARGE: u8 = 32;
+/// The plugin's `headers` leaves out `x-ratelimit` / `ietf` (neither bit: both sets, the
+/// default).
+const NO_X_RATELIMIT: u8 = 64;
+const NO_IETF: u8 = 128;
 
 /// `filter_response` input:
 ///
 /// ```text
-/// flags (first byte; see the constants above, e.g. `0` fail closed, `1` fail open)
+/// flags (first byte; see the constants above, e.g. `0x00` fail closed, `0x01` fail open)
 /// :status of the decision response
 /// body (the rest, newlines included; `~` expansion applies)
 /// ```
@@ -257,6 +266,10 @@ pub fn check_response(data: &[u8]) {
     let status = head[1];
     let body = expand(rest);
     let fail_open = flags & FAIL_OPEN != 0;
+    let sets = HeaderSets {
+        x_ratelimit: flags & NO_X_RATELIMIT == 0,
+        ietf: flags & NO_IETF == 0,
+    };
 
     // What the glue hands over: the body only when its announced size is readable.
     let size = if flags & ANNOUNCED_TOO_LARGE != 0 {
@@ -275,7 +288,7 @@ pub fn check_response(data: &[u8]) {
             body: CallBody::from_read(size, read),
         }
     };
-    let decision = response::decide(result, fail_open);
+    let decision = response::decide(result, fail_open, sets);
     if let Some(err) = &decision.error {
         let _ = err.to_string();
     }
@@ -306,9 +319,13 @@ pub fn check_response(data: &[u8]) {
     assert_eq!(decision.outcome, expected, "{result:?}");
     assert_eq!(decision.error.is_some(), usable.is_none(), "{result:?}");
 
-    let headers = match &decision.action {
-        Action::Resume { response_headers } => response_headers,
-        Action::Reply(reply) => &reply.headers,
+    let headers: Vec<&(&str, String)> = match &decision.action {
+        Action::Resume { response_headers } => response_headers
+            .replace
+            .iter()
+            .chain(&response_headers.append)
+            .collect(),
+        Action::Reply(reply) => reply.headers.iter().collect(),
     };
     for (name, value) in headers {
         assert!(
@@ -318,17 +335,27 @@ pub fn check_response(data: &[u8]) {
     }
     match (&decision.action, decision.outcome) {
         (Action::Resume { response_headers }, Outcome::Allowed) => {
-            for (name, _) in response_headers {
+            for (name, _) in &response_headers.replace {
                 assert!(
-                    [HEADER_LIMIT, HEADER_REMAINING, HEADER_RESET, HEADER_TIER].contains(name),
-                    "{name} on an allowed request"
+                    sets.x_ratelimit
+                        && [HEADER_LIMIT, HEADER_REMAINING, HEADER_RESET, HEADER_TIER]
+                            .contains(name),
+                    "{name} on an allowed request with {sets:?}"
                 );
             }
+            let answer = usable.as_ref().expect("allowed: a usable answer");
+            let counter = answer.counter.as_ref();
+            check_ietf_fields(
+                &response_headers.append,
+                sets,
+                answer,
+                counter.and_then(|c| c.reset_after),
+            );
         }
         (Action::Resume { response_headers }, Outcome::Whitelisted)
         | (Action::Resume { response_headers }, Outcome::Disabled)
         | (Action::Resume { response_headers }, Outcome::FailedOpen) => {
-            assert!(response_headers.is_empty(), "{response_headers:?}");
+            assert_eq!(*response_headers, ResponseHeaders::default());
         }
         (Action::Reply(reply), Outcome::Denied) => {
             assert_eq!(reply.status, 429);
@@ -344,7 +371,20 @@ pub fn check_response(data: &[u8]) {
                 .expect("429 without a numeric Retry-After");
             assert!(retry_after >= 1);
             assert_eq!(get(HEADER_CONTENT_TYPE), Some("application/json"));
-            assert!(get(HEADER_LIMIT).is_some(), "429 without X-RateLimit-Limit");
+            assert_eq!(
+                get(HEADER_LIMIT).is_some(),
+                sets.x_ratelimit,
+                "X-RateLimit-Limit on a 429 with {sets:?}"
+            );
+            let answer = usable.as_ref().expect("denied: a usable answer");
+            let ietf: Headers = reply
+                .headers
+                .iter()
+                .filter(|(n, _)| [HEADER_RATELIMIT_POLICY, HEADER_RATELIMIT].contains(n))
+                .cloned()
+                .collect();
+            // `t` of the 429 is its Retry-After, whatever the answer's reset_after says.
+            check_ietf_fields(&ietf, sets, answer, Some(retry_after));
             let body: serde_json::Value =
                 serde_json::from_slice(&reply.body).expect("429 body is JSON");
             assert_eq!(body["error"]["code"], "rate_limit_exceeded");
@@ -355,6 +395,102 @@ pub fn check_response(data: &[u8]) {
         }
         (action, outcome) => panic!("{outcome:?} with {action:?}"),
     }
+}
+
+/// An sf-string as RFC 9651 allows it (printable ASCII), or nothing.
+fn sf_string_ok(text: &str) -> bool {
+    text.bytes().all(|b| (b' '..=b'~').contains(&b))
+}
+
+/// The largest sf-integer (15 digits).
+const SF_INTEGER_MAX: u64 = 999_999_999_999_999;
+
+/// A field value as an RFC 9651 List of (string, integer parameters); panics otherwise.
+fn parse_list(name: &str, value: &str) -> Vec<(String, Vec<(String, u64)>)> {
+    let list: sfv::List = sfv::Parser::new(value)
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {value:?} is not a structured List: {e}"));
+    list.into_iter()
+        .map(|entry| {
+            let sfv::ListEntry::Item(item) = entry else {
+                panic!("{name}: {value:?} has an inner list");
+            };
+            let text = item
+                .bare_item
+                .as_string()
+                .unwrap_or_else(|| panic!("{name}: {value:?}: an item that is not a string"))
+                .as_str()
+                .to_owned();
+            let params = item
+                .params
+                .iter()
+                .map(|(key, v)| {
+                    let n = v
+                        .as_integer()
+                        .and_then(|n| u64::try_from(i64::from(n)).ok())
+                        .unwrap_or_else(|| panic!("{name}: {value:?}: {key:?} not a count"));
+                    (key.as_str().to_owned(), n)
+                })
+                .collect();
+            (text, params)
+        })
+        .collect()
+}
+
+/// The IETF fields of a response against a reference written from the answer: one
+/// `RateLimit-Policy` item per policy that a structured field can carry, `RateLimit` for the
+/// binding policy with `r` and `t` (`reset`), nothing without policies or without the set.
+fn check_ietf_fields(
+    sent: &Headers,
+    sets: HeaderSets,
+    answer: &DecisionResponse,
+    reset: Option<u64>,
+) {
+    let fits = |n: u64| n <= SF_INTEGER_MAX;
+    let want_policy: Vec<(String, Vec<(String, u64)>)> = answer
+        .policies
+        .iter()
+        .filter(|p: &&PolicyReport| sf_string_ok(&p.name) && fits(p.limit) && fits(p.window))
+        .map(|p| {
+            let params = vec![("q".to_owned(), p.limit), ("w".to_owned(), p.window)];
+            (p.name.clone(), params)
+        })
+        .collect();
+    let want_ratelimit = answer
+        .counter
+        .as_ref()
+        .and_then(|c: &CounterReport| c.policy.as_ref().map(|name| (name, c.remaining)))
+        .filter(|(name, remaining)| {
+            sf_string_ok(name) && fits(*remaining) && reset.is_none_or(fits)
+        })
+        .map(|(name, remaining)| {
+            let mut params = vec![("r".to_owned(), remaining)];
+            params.extend(reset.map(|t| ("t".to_owned(), t)));
+            vec![(name.clone(), params)]
+        });
+    let on = sets.ietf && !answer.policies.is_empty();
+    let field = |name: &str| -> Option<Vec<(String, Vec<(String, u64)>)>> {
+        let lines: Vec<&String> = sent
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .collect();
+        assert!(lines.len() <= 1, "{name} twice: {sent:?}");
+        lines.first().map(|v| parse_list(name, v))
+    };
+    let policy = field(HEADER_RATELIMIT_POLICY);
+    let ratelimit = field(HEADER_RATELIMIT);
+    if !on {
+        assert_eq!((policy, ratelimit), (None, None), "{sets:?}, {answer:?}");
+        return;
+    }
+    let want_policy = (!want_policy.is_empty()).then_some(want_policy);
+    assert_eq!(policy, want_policy, "RateLimit-Policy of {answer:?}");
+    assert_eq!(ratelimit, want_ratelimit, "RateLimit of {answer:?}");
+    assert_eq!(
+        sent.len(),
+        usize::from(policy.is_some()) + usize::from(ratelimit.is_some())
+    );
 }
 
 /// `filter_config` input: the plugin configuration (the JSON string in the Envoy config).
@@ -379,6 +515,30 @@ pub fn check_config(raw: &[u8]) {
     );
     if let Some(secret) = &config.decision_secret {
         assert!(!secret.is_empty() && secret.trim() == secret);
+    }
+    // `headers` was a list of known set names, each once; absent means both.
+    let value: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
+    match value.get("headers") {
+        None => assert_eq!(config.headers, HeaderSets::ALL),
+        Some(list) => {
+            let names: Vec<&str> = list
+                .as_array()
+                .expect("accepted headers is a list")
+                .iter()
+                .map(|v| v.as_str().expect("accepted header set is a string"))
+                .collect();
+            assert!(names.len() <= 2, "{names:?}");
+            let want = HeaderSets {
+                x_ratelimit: names.contains(&"x-ratelimit"),
+                ietf: names.contains(&"ietf"),
+            };
+            assert_eq!(config.headers, want, "{names:?}");
+            assert_eq!(
+                names.len(),
+                usize::from(want.x_ratelimit) + usize::from(want.ietf),
+                "{names:?}"
+            );
+        }
     }
     let _ = format!("{config:?}");
 }

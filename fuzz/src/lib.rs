@@ -20,6 +20,7 @@ pub mod filter;
 pub mod input;
 pub mod router;
 
+use rate_limit_filter::config::HeaderSets;
 use rate_limit_filter::evidence::MAX_PATH_BYTES;
 use rate_limit_filter::response::{
     self, CallBody, CallResult, MAX_DECISION_RESPONSE_BYTES, Outcome,
@@ -78,6 +79,7 @@ pub fn decision(data: &[u8]) {
                     body: CallBody::from_read(exchange.body.len(), Some(&exchange.body)),
                 },
                 fail_open,
+                HeaderSets::ALL,
             );
             assert_eq!(decision.error, None, "{answer:?}");
             let want = match answer.verdict {

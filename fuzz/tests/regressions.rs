@@ -6,7 +6,7 @@
 //! ```
 
 use rate_limit_filter::client_ip::TrustedProxies;
-use rate_limit_filter::config::PluginConfig;
+use rate_limit_filter::config::{HeaderSets, PluginConfig};
 use rate_limit_filter::evidence::{
     MAX_PATH_BYTES, RawRequest, decision_request, encode_decision_request,
 };
@@ -61,6 +61,7 @@ fn the_filter_can_read_the_answer_to_any_request_it_sends() {
             ),
         },
         true,
+        HeaderSets::ALL,
     );
     assert_eq!(
         decision.outcome,

@@ -1,11 +1,12 @@
 //! A stand-in control plane, served from a thread of the test process, for answers the real one
-//! never gives: it answers both decision endpoints with what the test chose ([`Answer`]), can
-//! hold every answer until released, and counts the calls it received. It speaks HTTP/1 and
-//! h2c like the real one (Envoy reaches the control plane over HTTP/2).
+//! never gives (or not yet): it answers both decision endpoints with what the test chose
+//! ([`Answer`], e.g. a decision naming several windows, [`windows`]), can hold every answer
+//! until released, and counts the calls it received. It speaks HTTP/1 and h2c like the real
+//! one (Envoy reaches the control plane over HTTP/2).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use axum::Router;
@@ -15,25 +16,66 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use rl_wire::{
     BATCH_DECISION_PATH, BatchDecisionRequest, BatchDecisionResponse, CounterReport, DECISION_PATH,
-    DecisionResponse, Verdict,
+    DecisionResponse, PolicyReport, Verdict,
 };
 use tokio::sync::{oneshot, watch};
 
 /// What every decision call gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// `200` with a body that is not JSON.
-    Garbage = 0,
-    /// `200` with an allow per request (tier `fake`, limit 1000, 999 remaining).
-    Allow = 1,
+    Garbage,
+    /// `200` with an allow per request (tier `fake`, limit 1000, 999 remaining), in the shape
+    /// of the first release: no policies.
+    Allow,
+    /// `200` with this decision for every request (every member of a batch).
+    Decision(DecisionResponse),
 }
 
-/// The tier name in [`Answer::Allow`] answers.
+/// The tier name in [`Answer::Allow`] and [`windows`] answers.
 pub const FAKE_TIER: &str = "fake";
 
+/// A decision of tier [`FAKE_TIER`] that names every window in `policies` (name, limit,
+/// window seconds), as a control plane that reports them does. The window at `binding`
+/// describes the request: `remaining` left, room again in `reset_after` seconds. A deny's
+/// Retry-After is `reset_after`, as the control plane makes it.
+pub fn windows(
+    verdict: Verdict,
+    policies: &[(&str, u64, u64)],
+    binding: usize,
+    remaining: u64,
+    reset_after: u64,
+) -> DecisionResponse {
+    let (name, limit, window) = policies[binding];
+    let deny = verdict == Verdict::Deny;
+    DecisionResponse {
+        verdict,
+        tier: Some(FAKE_TIER.to_string()),
+        counter: Some(CounterReport {
+            limit,
+            remaining,
+            reset: 1_700_000_000 + reset_after,
+            retry_after: deny.then_some(reset_after),
+            window,
+            endpoint: "/api/v1/request".to_string(),
+            reset_at: None,
+            policy: Some(name.to_string()),
+            reset_after: Some(reset_after),
+        }),
+        policies: policies
+            .iter()
+            .map(|(name, limit, window)| PolicyReport {
+                name: name.to_string(),
+                limit: *limit,
+                window: *window,
+            })
+            .collect(),
+        shadow_denied: false,
+    }
+}
+
 struct Shared {
-    answer: AtomicU8,
+    answer: Mutex<Answer>,
     /// True while answers are held back.
     held: watch::Sender<bool>,
     singles: AtomicU64,
@@ -51,7 +93,7 @@ pub struct FakeControlPlane {
 impl FakeControlPlane {
     pub fn start(answer: Answer) -> FakeControlPlane {
         let shared = Arc::new(Shared {
-            answer: AtomicU8::new(answer as u8),
+            answer: Mutex::new(answer),
             held: watch::channel(false).0,
             singles: AtomicU64::new(0),
             batches: AtomicU64::new(0),
@@ -95,7 +137,7 @@ impl FakeControlPlane {
     }
 
     pub fn set_answer(&self, answer: Answer) {
-        self.shared.answer.store(answer as u8, Ordering::SeqCst);
+        *self.shared.answer.lock().expect("answer lock") = answer;
     }
 
     /// Calls received from now on wait for [`release`](Self::release) before being answered.
@@ -165,19 +207,24 @@ async fn wait_unless_held(shared: &Shared) {
 }
 
 fn answer(shared: &Shared) -> Answer {
-    if shared.answer.load(Ordering::SeqCst) == Answer::Allow as u8 {
-        Answer::Allow
-    } else {
-        Answer::Garbage
+    shared.answer.lock().expect("answer lock").clone()
+}
+
+/// The decision an answer gives each request; `None`: garbage.
+fn decision(answer: Answer) -> Option<DecisionResponse> {
+    match answer {
+        Answer::Garbage => None,
+        Answer::Allow => Some(allow()),
+        Answer::Decision(decision) => Some(decision),
     }
 }
 
 async fn single(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     shared.singles.fetch_add(1, Ordering::SeqCst);
     wait_unless_held(&shared).await;
-    let body = match answer(&shared) {
-        Answer::Garbage => GARBAGE.to_string(),
-        Answer::Allow => serde_json::to_string(&allow()).expect("serialise a decision"),
+    let body = match decision(answer(&shared)) {
+        None => GARBAGE.to_string(),
+        Some(decision) => serde_json::to_string(&decision).expect("serialise a decision"),
     };
     (StatusCode::OK, body)
 }
@@ -191,10 +238,10 @@ async fn batch(State(shared): State<Arc<Shared>>, body: Bytes) -> (StatusCode, S
         .batched_requests
         .fetch_add(requests as u64, Ordering::SeqCst);
     wait_unless_held(&shared).await;
-    let body = match answer(&shared) {
-        Answer::Garbage => GARBAGE.to_string(),
-        Answer::Allow => serde_json::to_string(&BatchDecisionResponse {
-            responses: (0..requests).map(|_| allow()).collect(),
+    let body = match decision(answer(&shared)) {
+        None => GARBAGE.to_string(),
+        Some(decision) => serde_json::to_string(&BatchDecisionResponse {
+            responses: vec![decision; requests],
         })
         .expect("serialise a batch answer"),
     };

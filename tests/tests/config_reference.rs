@@ -544,6 +544,17 @@ fn every_plugin_field_is_documented_with_its_default() {
                     );
                 }
             }
+            "headers" => {
+                // The documented default, read as a plugin configuration, is the code's.
+                let documented = codes(cell).into_iter().next().unwrap_or_default();
+                let raw = format!(r#"{{"cluster":"c","headers":{documented}}}"#);
+                let parsed = PluginConfig::from_json(raw.as_bytes()).map(|c| c.headers);
+                assert_eq!(
+                    parsed,
+                    Ok(d.headers),
+                    "{DOC}: the default of headers is documented as {cell:?}"
+                );
+            }
             other => panic!(
                 "new plugin field `{other}`: document it in {DOC} and teach this test its default"
             ),

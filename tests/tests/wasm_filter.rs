@@ -6,9 +6,13 @@
 //! ABI misuse, and serves an ordinary request afterwards (a trap kills a worker's VM for good
 //! in Envoy).
 
+#[path = "support/structured_fields.rs"]
+mod structured_fields;
+
 use std::time::Duration;
 
 use rate_limit_filter::engine::NO_CALLOUT_HEADERS;
+use rl_tests::fake_control_plane::windows;
 use rl_tests::wasm_host::{
     Action, FilterVm, HeaderMap, LogLevel, Outcome, ROOT_CONTEXT, Request, RequestRun, imports,
 };
@@ -17,6 +21,7 @@ use rl_wire::{
     MAX_DECISION_REQUEST_BYTES, Verdict,
 };
 use serde_json::{Value, json};
+use structured_fields::{Member, list, member};
 
 const CLUSTER: &str = "rate_limit_control_plane";
 const TRUSTED: &str = r#""trusted_proxies":["10.0.0.0/8","2001:db8:ffff::/48"]"#;
@@ -199,6 +204,7 @@ fn imports_are_known_and_the_unused_ones_trap() {
         "env.proxy_get_header_map_value",
         "env.proxy_get_header_map_pairs",
         "env.proxy_set_tick_period_milliseconds",
+        "env.proxy_add_header_map_value",
         "env.proxy_replace_header_map_value",
         "env.proxy_remove_header_map_value",
         "env.proxy_get_property",
@@ -1185,6 +1191,8 @@ fn good_configurations_are_accepted() {
             "decision_secret":"s3cret value"}"#
             .to_string(),
         format!(r#"  {{"cluster":"{CLUSTER}","timeout_ms":60000}}  "#),
+        // `["ietf"]` and `[]` are accepted too: the_header_sets_follow_the_plugin_configuration.
+        config(r#""headers":["x-ratelimit","ietf"]"#),
     ] {
         let mut vm = vm(&config);
         assert!(vm.logs().is_empty(), "{config}: {:?}", vm.logs());
@@ -1230,6 +1238,26 @@ fn bad_configurations_are_rejected_naming_the_field() {
         (
             &config(r#""decision_secret":"""#),
             "field `decision_secret`",
+        ),
+        (
+            &config(r#""headers":"ietf""#),
+            "field `headers`: must be a list",
+        ),
+        (
+            &config(r#""headers":["ietf","draft-11"]"#),
+            "field `headers[1]`: unknown header set \"draft-11\"",
+        ),
+        (
+            &config(r#""headers":["X-RateLimit"]"#),
+            "field `headers[0]`: unknown header set",
+        ),
+        (
+            &config(r#""headers":[true]"#),
+            "field `headers[0]`: must be a string",
+        ),
+        (
+            &config(r#""headers":["ietf","ietf"]"#),
+            "field `headers[1]`: \"ietf\" is listed twice",
         ),
         ("{", "not valid JSON"),
         ("cluster: rl", "not valid JSON"),
@@ -1724,4 +1752,294 @@ fn batch_failures_fail_open() {
 #[test]
 fn batch_failures_fail_closed() {
     batch_failure(false, assert_unavailable);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The IETF fields (`RateLimit-Policy`, `RateLimit`) and the plugin's `headers`
+
+/// A tier's burst and long windows, then an endpoint rule's window.
+const SEVERAL: [(&str, u64, u64); 3] = [
+    ("fake-1s", 10, 1),
+    ("fake-60s", 100, 60),
+    ("fake-/api/v1/request-60s", 30, 60),
+];
+
+/// An answer naming `policies`, the one at `binding` describing the request.
+fn windowed(
+    verdict: Verdict,
+    policies: &[(&str, u64, u64)],
+    binding: usize,
+    remaining: u64,
+    reset_after: u64,
+) -> String {
+    let decision = windows(verdict, policies, binding, remaining, reset_after);
+    serde_json::to_string(&decision).expect("serialise a DecisionResponse")
+}
+
+/// The List field `name`, every line of it combined; `None` when absent.
+fn sf_field(headers: &HeaderMap, name: &str) -> Option<Vec<Member>> {
+    let lines: Vec<&[u8]> = headers
+        .iter()
+        .filter(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .collect();
+    (!lines.is_empty()).then(|| list(lines))
+}
+
+fn policy_members(policies: &[(&str, u64, u64)]) -> Vec<Member> {
+    policies
+        .iter()
+        .map(|(name, q, w)| member(name, &[("q", *q as i64), ("w", *w as i64)]))
+        .collect()
+}
+
+fn assert_no_ietf_fields(headers: &HeaderMap) {
+    assert_eq!(sf_field(headers, "ratelimit-policy"), None, "{headers:?}");
+    assert_eq!(sf_field(headers, "ratelimit"), None, "{headers:?}");
+}
+
+#[test]
+fn ietf_fields_with_one_window_and_several() {
+    let mut vm = vm(&config(""));
+    let one = [("fake-60s", 100, 60)];
+    for (policies, binding, remaining, reset) in [
+        (&one[..], 0, 49, 37),
+        (&SEVERAL[..], 0, 9, 1),
+        (&SEVERAL[..], 2, 0, 59),
+    ] {
+        let body = windowed(Verdict::Allow, policies, binding, remaining, reset);
+        let outcome = respond_200(vm.request(Request::get("/api/v1/request")), &body);
+        let headers = forwarded(&outcome);
+        assert_eq!(
+            sf_field(headers, "ratelimit-policy"),
+            Some(policy_members(policies))
+        );
+        let (name, limit, _) = policies[binding];
+        assert_eq!(
+            sf_field(headers, "ratelimit"),
+            Some(vec![member(
+                name,
+                &[("r", remaining as i64), ("t", reset as i64)]
+            )])
+        );
+        // One line each, and the X-RateLimit-* set beside them.
+        assert_eq!(
+            headers.names_with_prefix("ratelimit").len(),
+            2,
+            "{headers:?}"
+        );
+        assert_eq!(rate_limit_headers(headers), RL_HEADERS);
+        assert_eq!(headers.get("x-ratelimit-limit"), Some(&*limit.to_string()));
+        assert_eq!(headers.get("retry-after"), None);
+    }
+    assert_metrics(&vm, &[("allowed", 3)]);
+    still_works(&mut vm);
+}
+
+#[test]
+fn the_429_carries_the_ietf_fields_and_t_is_its_retry_after() {
+    let mut vm = vm(&config(""));
+    let body = windowed(Verdict::Deny, &SEVERAL, 1, 0, 41);
+    let outcome = respond_200(vm.request(Request::get("/api/v1/request")), &body);
+    let reply = outcome
+        .local()
+        .unwrap_or_else(|| panic!("expected a 429, got {outcome:?}"));
+    assert_eq!(reply.status, 429);
+    assert_eq!(
+        sf_field(&reply.headers, "ratelimit-policy"),
+        Some(policy_members(&SEVERAL))
+    );
+    let retry_after: i64 = reply
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric Retry-After");
+    assert_eq!(retry_after, 41);
+    assert_eq!(
+        sf_field(&reply.headers, "ratelimit"),
+        Some(vec![member("fake-60s", &[("r", 0), ("t", retry_after)])])
+    );
+    // Every header once: on_response_headers, which Envoy runs for local replies too, adds
+    // nothing to our own reply.
+    assert_eq!(reply.headers.len(), 8, "{:?}", reply.headers);
+    assert_eq!(rate_limit_headers(&reply.headers), RL_HEADERS);
+    let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
+    assert_eq!(body["error"]["details"]["retry_after_seconds"], 41);
+    assert_metrics(&vm, &[("denied", 1)]);
+    still_works(&mut vm);
+}
+
+#[test]
+fn ietf_fields_are_appended_after_the_upstreams_items() {
+    let mut vm = vm(&config(""));
+    let request = Request::get("/").upstream_response(&UPSTREAM_WITH_OWN_LIMITS);
+    let body = windowed(Verdict::Allow, &SEVERAL, 0, 9, 1);
+    let outcome = respond_200(vm.request(request), &body);
+    let headers = forwarded(&outcome);
+    // The upstream's lines stay as they were, ours come after them as lines of their own.
+    let policy_lines: Vec<&[u8]> = headers
+        .iter()
+        .filter(|(n, _)| *n == "ratelimit-policy")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(policy_lines.len(), 3, "{headers:?}");
+    assert_eq!(policy_lines[0], b"\"upstream\";q=5000;w=3600");
+    assert_eq!(policy_lines[1], b"\"burst\";q=100;w=1");
+    let mut want = vec![
+        member("upstream", &[("q", 5000), ("w", 3600)]),
+        member("burst", &[("q", 100), ("w", 1)]),
+    ];
+    want.extend(policy_members(&SEVERAL));
+    assert_eq!(sf_field(headers, "ratelimit-policy"), Some(want));
+    assert_eq!(
+        sf_field(headers, "ratelimit"),
+        Some(vec![
+            member("upstream", &[("r", 4321), ("t", 60)]),
+            member("fake-1s", &[("r", 9), ("t", 1)]),
+        ])
+    );
+    // The upstream's X-RateLimit-* gave way to ours; its Retry-After stays.
+    assert_eq!(rate_limit_headers(headers).len(), 4, "{headers:?}");
+    assert_eq!(headers.get("x-ratelimit-tier"), Some("fake"));
+    assert_eq!(headers.get("retry-after"), Some("30"));
+    still_works(&mut vm);
+}
+
+#[test]
+fn odd_ascii_policy_names_are_escaped_and_read_back_as_sent() {
+    let mut vm = vm(&config(""));
+    let odd = [
+        (r#"fake-/api/v1/"quoted"\x-1s"#, 5, 1),
+        ("fake-/a b,c;d=e-60s", 50, 60),
+        ("fake-/caf%C3%A9/*-3600s", 500, 3600),
+        (r#"\"#, 1, 2),
+    ];
+    for binding in 0..odd.len() {
+        let body = windowed(Verdict::Allow, &odd, binding, 3, 4);
+        let outcome = respond_200(vm.request(Request::get("/")), &body);
+        let headers = forwarded(&outcome);
+        assert_eq!(
+            sf_field(headers, "ratelimit-policy"),
+            Some(policy_members(&odd))
+        );
+        assert_eq!(
+            sf_field(headers, "ratelimit"),
+            Some(vec![member(odd[binding].0, &[("r", 3), ("t", 4)])])
+        );
+    }
+    still_works(&mut vm);
+}
+
+#[test]
+fn a_shadow_denial_passes_with_the_headers_an_enforced_limit_would_send() {
+    let mut vm = vm(&config(""));
+    let mut decision = windows(Verdict::Allow, &SEVERAL, 0, 0, 1);
+    decision.shadow_denied = true;
+    let body = serde_json::to_string(&decision).expect("serialise");
+    let outcome = respond_200(vm.request(Request::get("/api/v1/request")), &body);
+    let headers = forwarded(&outcome);
+    assert_eq!(headers.get("retry-after"), None, "no Retry-After on a 200");
+    assert_eq!(headers.get("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(
+        sf_field(headers, "ratelimit"),
+        Some(vec![member("fake-1s", &[("r", 0), ("t", 1)])])
+    );
+    assert_metrics(&vm, &[("allowed", 1)]);
+    still_works(&mut vm);
+}
+
+#[test]
+fn no_ietf_fields_without_policies_or_on_responses_nothing_limited() {
+    // An answer without policies (a control plane of the first release).
+    let mut vm = vm(&config(""));
+    let outcome = respond_200(vm.request(Request::get("/")), &allow());
+    assert_no_ietf_fields(forwarded(&outcome));
+    let outcome = respond_200(vm.request(Request::get("/")), &deny());
+    assert_no_ietf_fields(&outcome.local().expect("a 429").headers);
+
+    // Whitelisted, disabled, failed open (by the control plane, by the filter): neither set,
+    // even when the answer names windows; the upstream's own fields pass untouched.
+    let upstream_only = HeaderMap::from_pairs(&[
+        ("ratelimit", "\"upstream\";r=4321;t=60"),
+        ("ratelimit-policy", "\"upstream\";q=5000;w=3600"),
+        ("ratelimit-policy", "\"burst\";q=100;w=1"),
+    ]);
+    for verdict in [
+        Some(Verdict::Whitelisted),
+        Some(Verdict::Disabled),
+        Some(Verdict::FailedOpen),
+        None,
+    ] {
+        let run = vm.request(Request::get("/").upstream_response(&UPSTREAM_WITH_OWN_LIMITS));
+        let outcome = match verdict {
+            Some(verdict) => {
+                let mut decision = windows(Verdict::Allow, &SEVERAL, 0, 5, 1);
+                decision.verdict = verdict;
+                respond_200(run, &serde_json::to_string(&decision).expect("serialise"))
+            }
+            None => run.respond_reset(),
+        };
+        let headers = forwarded(&outcome);
+        let ietf: Vec<(String, String)> = lines(headers)
+            .into_iter()
+            .filter(|(n, _)| n.starts_with("ratelimit"))
+            .collect();
+        assert_eq!(ietf, lines(&upstream_only), "{verdict:?}");
+        assert!(rate_limit_headers(headers).is_empty(), "{verdict:?}");
+    }
+    still_works(&mut vm);
+}
+
+#[test]
+fn the_header_sets_follow_the_plugin_configuration() {
+    for (headers, x, ietf) in [
+        (r#"["x-ratelimit","ietf"]"#, true, true),
+        (r#"["ietf","x-ratelimit"]"#, true, true),
+        (r#"["x-ratelimit"]"#, true, false),
+        (r#"["ietf"]"#, false, true),
+        ("[]", false, false),
+    ] {
+        let mut vm = vm(&config(&format!(r#""headers":{headers}"#)));
+        let check = |what: &str, got: &HeaderMap| {
+            let want_x: &[&str] = if x { &RL_HEADERS } else { &[] };
+            assert_eq!(rate_limit_headers(got), want_x, "{headers} {what}: {got:?}");
+            assert_eq!(
+                sf_field(got, "ratelimit-policy").is_some(),
+                ietf,
+                "{headers} {what}: {got:?}"
+            );
+            assert_eq!(
+                sf_field(got, "ratelimit").is_some(),
+                ietf,
+                "{headers} {what}: {got:?}"
+            );
+        };
+        // Allowed: the upstream's X-RateLimit-* go whatever we send.
+        let request = Request::get("/").upstream_response(&[
+            (":status", "200"),
+            ("x-ratelimit-limit", "5000"),
+            ("x-ratelimit-used", "1"),
+        ]);
+        let body = windowed(Verdict::Allow, &SEVERAL, 1, 50, 30);
+        let outcome = respond_200(vm.request(request), &body);
+        check("allow", forwarded(&outcome));
+
+        // The 429: Retry-After always.
+        let body = windowed(Verdict::Deny, &SEVERAL, 1, 0, 30);
+        let outcome = respond_200(vm.request(Request::get("/")), &body);
+        let reply = outcome.local().expect("a 429");
+        assert_eq!(reply.headers.get("retry-after"), Some("30"));
+        check("deny", &reply.headers);
+
+        // A member of a batch call gets the same.
+        let c = coalesce(&mut vm, 1);
+        let answer = batch_answer(&[windowed(Verdict::Allow, &SEVERAL, 1, 50, 30)]);
+        vm.answer_call(c.batch, Some(&OK), answer.as_bytes());
+        check("batch", forwarded(&vm.finish(c.queued[0])));
+        for (ctx, _) in c.singles {
+            vm.cancel(ctx);
+        }
+        // (`still_works` expects the X-RateLimit-* set, which some of these leave out.)
+        vm.assert_healthy();
+    }
 }

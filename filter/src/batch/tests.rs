@@ -85,7 +85,7 @@ fn answers_are_split_in_order() {
         ],
     };
     let json = serde_json::to_string(&answer).unwrap();
-    let decisions = decide(ok(&json), 2, false);
+    let decisions = decide(ok(&json), 2, false, HeaderSets::ALL);
     assert_eq!(decisions[0].outcome, Outcome::Whitelisted);
     assert!(decisions[0].error.is_none());
     // A deny without counter fails that member alone.
@@ -124,7 +124,7 @@ fn every_batch_failure_fails_every_member() {
     ];
     for fail_open in [true, false] {
         for case in &cases {
-            let decisions = decide(*case, 2, fail_open);
+            let decisions = decide(*case, 2, fail_open, HeaderSets::ALL);
             assert_eq!(decisions.len(), 2, "{case:?}");
             for d in decisions {
                 assert!(d.error.is_some(), "{case:?}");

@@ -19,6 +19,7 @@ fn minimal_config_gets_defaults() {
     assert!(c.trusted_proxies.is_empty());
     assert_eq!(c.decision_secret, None);
     assert!(!c.benchmark_no_callout);
+    assert_eq!(c.headers, HeaderSets::ALL);
 }
 
 #[test]
@@ -254,5 +255,69 @@ fn decision_secret_values() {
     ] {
         let json = format!(r#"{{"cluster":"rl","decision_secret":{bad}}}"#);
         assert!(err(&json).starts_with("field `decision_secret`"), "{json}");
+    }
+}
+
+#[test]
+fn headers_values() {
+    let sets = |list: &str| {
+        parse(&format!(r#"{{"cluster":"rl","headers":{list}}}"#))
+            .unwrap()
+            .headers
+    };
+    assert_eq!(sets(r#"["x-ratelimit","ietf"]"#), HeaderSets::ALL);
+    assert_eq!(sets(r#"["ietf","x-ratelimit"]"#), HeaderSets::ALL);
+    assert_eq!(
+        sets(r#"["x-ratelimit"]"#),
+        HeaderSets {
+            x_ratelimit: true,
+            ietf: false
+        }
+    );
+    assert_eq!(
+        sets(r#"["ietf"]"#),
+        HeaderSets {
+            x_ratelimit: false,
+            ietf: true
+        }
+    );
+    assert_eq!(sets("[]"), HeaderSets::NONE);
+    assert_eq!(HeaderSets::default(), HeaderSets::ALL);
+}
+
+#[test]
+fn headers_errors_name_the_entry() {
+    for (list, message) in [
+        (
+            r#""ietf""#,
+            r#"field `headers`: must be a list of "x-ratelimit" and/or "ietf", got a string"#,
+        ),
+        (
+            "null",
+            r#"field `headers`: must be a list of "x-ratelimit" and/or "ietf", got null"#,
+        ),
+        (
+            r#"{"ietf":true}"#,
+            r#"field `headers`: must be a list of "x-ratelimit" and/or "ietf", got an object"#,
+        ),
+        (
+            r#"["ietf","draft"]"#,
+            r#"field `headers[1]`: unknown header set "draft" (known: "x-ratelimit", "ietf")"#,
+        ),
+        (
+            r#"["X-RateLimit"]"#,
+            r#"field `headers[0]`: unknown header set "X-RateLimit" (known: "x-ratelimit", "ietf")"#,
+        ),
+        (
+            r#"["x-ratelimit",1]"#,
+            "field `headers[1]`: must be a string, got 1",
+        ),
+        (
+            r#"["ietf","x-ratelimit","ietf"]"#,
+            r#"field `headers[2]`: "ietf" is listed twice"#,
+        ),
+    ] {
+        let json = format!(r#"{{"cluster":"rl","headers":{list}}}"#);
+        assert_eq!(err(&json), message, "{json}");
     }
 }

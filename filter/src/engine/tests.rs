@@ -174,12 +174,9 @@ fn an_allowed_request_waits_for_its_call_then_resumes_with_headers() {
     let effects = engine.on_call_response(7, ok(ALLOW));
     assert_eq!(effects, vec![count(Outcome::Allowed), Effect::Resume(2)]);
     assert_eq!(engine.request_flow(2), Flow::Continue);
-    let names: Vec<&str> = engine
-        .response_headers(2)
-        .unwrap_or_default()
-        .iter()
-        .map(|h| h.0)
-        .collect();
+    let forwarded = engine.response_headers(2).cloned().unwrap_or_default();
+    let names: Vec<&str> = forwarded.replace.iter().map(|h| h.0).collect();
+    assert_eq!(forwarded.append, vec![], "an answer without policies");
     assert_eq!(
         names,
         [
@@ -239,7 +236,13 @@ fn without_callout_requests_pass_with_fixed_headers_after_their_evidence() {
         );
         assert_eq!(effects, vec![], "context {context}");
         assert_eq!(engine.request_flow(context), Flow::Continue);
-        assert_eq!(engine.response_headers(context), Some(fixed.as_slice()));
+        assert_eq!(
+            engine.response_headers(context),
+            Some(&ResponseHeaders {
+                replace: fixed.clone(),
+                append: Vec::new(),
+            })
+        );
     }
     assert_eq!(
         resolved,
@@ -308,8 +311,8 @@ fn every_failure_of_a_single_call_follows_fail_open() {
             };
             assert_eq!(engine.request_flow(2), flow);
             // Forwarded unchecked: none of ours, and the upstream's go. Refused: our reply.
-            let forwarded: Option<&[(&str, String)]> = fail_open.then_some(&[]);
-            assert_eq!(engine.response_headers(2), forwarded);
+            let forwarded = fail_open.then(ResponseHeaders::default);
+            assert_eq!(engine.response_headers(2), forwarded.as_ref());
             assert_eq!(engine.coalescer.route(), Route::Single, "slot freed");
         }
     }
@@ -469,10 +472,16 @@ fn requests_beyond_the_single_calls_queue_and_leave_in_one_batch_from_the_root()
     );
     assert_eq!(reply.status, 429);
     assert_eq!(engine.request_flow(10), Flow::Continue);
-    assert_eq!(engine.response_headers(10).map(<[_]>::len), Some(4));
+    assert_eq!(
+        engine.response_headers(10).map(|h| h.replace.len()),
+        Some(4)
+    );
     assert_eq!(engine.request_flow(11), Flow::Pause);
     assert_eq!(engine.request_flow(12), Flow::Continue);
-    assert_eq!(engine.response_headers(12).map(<[_]>::len), Some(0));
+    assert_eq!(
+        engine.response_headers(12),
+        Some(&ResponseHeaders::default())
+    );
     assert_eq!(engine.response_headers(11), None);
     assert_eq!(engine.coalescer.queued(), 0);
     assert_eq!(engine.coalescer.batches_in_flight(), 0);
@@ -965,4 +974,40 @@ fn random_traffic_decides_every_request_exactly_once() {
         }
         assert!(engine.streams.is_empty(), "streams kept after they ended");
     }
+}
+
+#[test]
+fn the_configured_header_sets_reach_single_and_batched_answers() {
+    const WITH_POLICIES: &str = r#"{"verdict":"allow","tier":"free","counter":{"limit":10,"remaining":9,"reset":100,"window":60,"endpoint":"/","policy":"free-60s","reset_after":30},"policies":[{"name":"free-60s","limit":10,"window":60}]}"#;
+    let ietf = vec![
+        ("ratelimit-policy", r#""free-60s";q=10;w=60"#.to_string()),
+        ("ratelimit", r#""free-60s";r=9;t=30"#.to_string()),
+    ];
+    let mut engine = Engine::new(ROOT);
+    let raw = r#"{"cluster":"cp","headers":["ietf"]}"#;
+    engine.configure(PluginConfig::from_json(raw.as_bytes()).unwrap());
+    start_single(&mut engine, 2, 7);
+    engine.on_call_response(7, ok(WITH_POLICIES));
+    let want = ResponseHeaders {
+        replace: vec![],
+        append: ietf,
+    };
+    assert_eq!(engine.response_headers(2), Some(&want));
+
+    // Every single-call slot taken: the next request goes in a batch.
+    for i in 0..MAX_SINGLE_IN_FLIGHT as u32 {
+        start_single(&mut engine, 10 + i, 20 + i);
+    }
+    assert_eq!(headers(&mut engine, 4), vec![Effect::SetTick(KICK_TICK_MS)]);
+    engine.tick_set(KICK_TICK_MS);
+    let effects = engine.on_tick();
+    assert!(
+        matches!(effects.as_slice(), [Effect::SetTick(0), Effect::Dispatch(call)] if call.path == BATCH_DECISION_PATH),
+        "{effects:?}"
+    );
+    engine.dispatched(Some(9));
+    let batch = format!(r#"{{"responses":[{WITH_POLICIES}]}}"#);
+    engine.on_call_response(9, ok(&batch));
+    assert_eq!(engine.request_flow(4), Flow::Continue);
+    assert_eq!(engine.response_headers(4), Some(&want));
 }

@@ -12,9 +12,13 @@ fn headers(list: &[(&'static str, &str)]) -> Headers {
     list.iter().map(|(k, v)| (*k, v.to_string())).collect()
 }
 
+/// Forwarded with `h` set and nothing appended.
 fn resume(h: Headers) -> Action {
     Action::Resume {
-        response_headers: h,
+        response_headers: ResponseHeaders {
+            replace: h,
+            append: vec![],
+        },
     }
 }
 
@@ -24,7 +28,7 @@ const DENY: &str = r#"{"verdict":"deny","tier":"free","counter":{"limit":100,"re
 #[test]
 fn allow_with_counter_sets_all_headers() {
     for fail_open in [true, false] {
-        let d = decide(ok(ALLOW), fail_open);
+        let d = decide(ok(ALLOW), fail_open, HeaderSets::ALL);
         assert_eq!(d.outcome, Outcome::Allowed);
         assert_eq!(d.error, None);
         assert_eq!(
@@ -41,13 +45,17 @@ fn allow_with_counter_sets_all_headers() {
 
 #[test]
 fn allow_without_counter_sets_only_tier() {
-    let d = decide(ok(r#"{"verdict":"allow","tier":"unlimited"}"#), true);
+    let d = decide(
+        ok(r#"{"verdict":"allow","tier":"unlimited"}"#),
+        true,
+        HeaderSets::ALL,
+    );
     assert_eq!(
         d.action,
         resume(headers(&[("x-ratelimit-tier", "unlimited")]))
     );
     assert_eq!(d.outcome, Outcome::Allowed);
-    let d = decide(ok(r#"{"verdict":"allow"}"#), true);
+    let d = decide(ok(r#"{"verdict":"allow"}"#), true, HeaderSets::ALL);
     assert_eq!(d.action, resume(vec![]));
 }
 
@@ -56,6 +64,7 @@ fn unsafe_tier_is_not_echoed_into_headers() {
     let d = decide(
         ok(r#"{"verdict":"allow","tier":"free\r\nset-cookie: x=1"}"#),
         true,
+        HeaderSets::ALL,
     );
     assert_eq!(d.action, resume(vec![]));
 }
@@ -63,7 +72,7 @@ fn unsafe_tier_is_not_echoed_into_headers() {
 #[test]
 fn deny_is_an_exact_429() {
     for fail_open in [true, false] {
-        let d = decide(ok(DENY), fail_open);
+        let d = decide(ok(DENY), fail_open, HeaderSets::ALL);
         assert_eq!(d.outcome, Outcome::Denied);
         let Action::Reply(reply) = d.action else {
             panic!("not a reply")
@@ -105,13 +114,16 @@ fn the_largest_possible_answer_is_read() {
         status: Some(b"200"),
         body: CallBody::from_read(answer.len(), Some(answer.as_bytes())),
     };
-    assert_eq!(decide(result, true).outcome, Outcome::Denied);
+    assert_eq!(
+        decide(result, true, HeaderSets::ALL).outcome,
+        Outcome::Denied
+    );
 }
 
 #[test]
 fn deny_escapes_strings_and_fills_gaps() {
     let body = r#"{"verdict":"deny","tier":"a\"b","counter":{"limit":1,"remaining":0,"reset":1700000060,"retry_after":0,"window":1,"endpoint":"/x\"y\\z"}}"#;
-    let Action::Reply(reply) = decide(ok(body), true).action else {
+    let Action::Reply(reply) = decide(ok(body), true, HeaderSets::ALL).action else {
         panic!()
     };
     assert_eq!(
@@ -129,7 +141,7 @@ fn deny_escapes_strings_and_fills_gaps() {
     );
     // No retry_after at all, no tier.
     let body = r#"{"verdict":"deny","counter":{"limit":5,"remaining":0,"reset":0,"window":60,"endpoint":"/e"}}"#;
-    let Action::Reply(reply) = decide(ok(body), true).action else {
+    let Action::Reply(reply) = decide(ok(body), true, HeaderSets::ALL).action else {
         panic!()
     };
     assert_eq!(reply.headers[0].1, "1");
@@ -162,6 +174,7 @@ fn unavailable_is_503_without_rate_limit_headers() {
                 r#"{"verdict":"unavailable","tier":"free","counter":{"limit":1,"remaining":0,"reset":1,"window":1,"endpoint":"/"}}"#,
             ),
             fail_open,
+            HeaderSets::ALL,
         );
         assert_eq!(d.outcome, Outcome::Unavailable);
         assert_eq!(d.error, None);
@@ -180,7 +193,7 @@ fn admitted_without_headers() {
             let body = format!(
                 r#"{{"verdict":"{verdict}","tier":"free","counter":{{"limit":1,"remaining":0,"reset":1,"window":1,"endpoint":"/"}}}}"#
             );
-            let d = decide(ok(&body), fail_open);
+            let d = decide(ok(&body), fail_open, HeaderSets::ALL);
             assert_eq!(d.outcome, outcome);
             assert_eq!(d.error, None);
             assert_eq!(d.action, resume(vec![]));
@@ -268,13 +281,13 @@ fn malformed_bodies() -> Vec<&'static str> {
 #[test]
 fn control_plane_failures_fail_open() {
     for (result, error) in failures() {
-        let d = decide(result, true);
+        let d = decide(result, true, HeaderSets::ALL);
         assert_eq!(d.outcome, Outcome::FailedOpen, "{result:?}");
         assert_eq!(d.error, Some(error));
         assert_eq!(d.action, resume(vec![]), "{result:?}");
     }
     for body in malformed_bodies() {
-        let d = decide(ok(body), true);
+        let d = decide(ok(body), true, HeaderSets::ALL);
         assert_eq!(d.outcome, Outcome::FailedOpen, "{body}");
         assert!(
             matches!(d.error, Some(ControlPlaneError::Malformed(_))),
@@ -287,13 +300,13 @@ fn control_plane_failures_fail_open() {
 #[test]
 fn control_plane_failures_fail_closed() {
     for (result, error) in failures() {
-        let d = decide(result, false);
+        let d = decide(result, false, HeaderSets::ALL);
         assert_eq!(d.outcome, Outcome::FailedClosed, "{result:?}");
         assert_eq!(d.error, Some(error));
         assert_unavailable(&d.action);
     }
     for body in malformed_bodies() {
-        let d = decide(ok(body), false);
+        let d = decide(ok(body), false, HeaderSets::ALL);
         assert_eq!(d.outcome, Outcome::FailedClosed, "{body}");
         assert!(
             matches!(d.error, Some(ControlPlaneError::Malformed(_))),
@@ -305,7 +318,11 @@ fn control_plane_failures_fail_closed() {
 
 #[test]
 fn extra_fields_in_the_answer_are_tolerated() {
-    let d = decide(ok(r#"{"verdict":"whitelisted","future":1}"#), false);
+    let d = decide(
+        ok(r#"{"verdict":"whitelisted","future":1}"#),
+        false,
+        HeaderSets::ALL,
+    );
     assert_eq!(d.outcome, Outcome::Whitelisted);
 }
 
@@ -342,6 +359,7 @@ fn body_classification() {
             body,
         },
         false,
+        HeaderSets::ALL,
     );
     assert_eq!(d.outcome, Outcome::FailedClosed);
 }
@@ -427,5 +445,173 @@ fn error_messages_are_readable() {
         unauthorized
             .starts_with("decision call answered HTTP 401: missing or wrong decision secret"),
         "{unauthorized}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The header sets and the IETF fields
+
+/// An answer of a control plane that reports its windows: the tier's two, then the rule's.
+fn with_policies(verdict: &str, remaining: u64, retry_after: Option<u64>) -> String {
+    json!({
+        "verdict": verdict,
+        "tier": "free",
+        "counter": {"limit": 10, "remaining": remaining, "reset": 1_700_000_060u64,
+                    "retry_after": retry_after, "window": 1, "endpoint": "/api/v1/search",
+                    "policy": "free-1s", "reset_after": retry_after.unwrap_or(1)},
+        "policies": [
+            {"name": "free-1s", "limit": 10, "window": 1},
+            {"name": "free-60s", "limit": 100, "window": 60},
+            {"name": "free-/api/v1/search-60s", "limit": 30, "window": 60}
+        ]
+    })
+    .to_string()
+}
+
+const POLICY: &str =
+    r#""free-1s";q=10;w=1, "free-60s";q=100;w=60, "free-/api/v1/search-60s";q=30;w=60"#;
+
+const X_ONLY: HeaderSets = HeaderSets {
+    x_ratelimit: true,
+    ietf: false,
+};
+const IETF_ONLY: HeaderSets = HeaderSets {
+    x_ratelimit: false,
+    ietf: true,
+};
+
+fn forwarded(d: &Decision) -> &ResponseHeaders {
+    match &d.action {
+        Action::Resume { response_headers } => response_headers,
+        Action::Reply(reply) => panic!("not forwarded: {reply:?}"),
+    }
+}
+
+#[test]
+fn an_allowed_request_gets_the_sets_the_plugin_chose() {
+    let answer = with_policies("allow", 4, None);
+    let x = headers(&[
+        ("x-ratelimit-limit", "10"),
+        ("x-ratelimit-remaining", "4"),
+        ("x-ratelimit-reset", "1700000060"),
+        ("x-ratelimit-tier", "free"),
+    ]);
+    let ietf = headers(&[
+        ("ratelimit-policy", POLICY),
+        ("ratelimit", r#""free-1s";r=4;t=1"#),
+    ]);
+    for (sets, replace, append) in [
+        (HeaderSets::ALL, x.clone(), ietf.clone()),
+        (X_ONLY, x.clone(), vec![]),
+        (IETF_ONLY, vec![], ietf.clone()),
+        (HeaderSets::NONE, vec![], vec![]),
+    ] {
+        let d = decide(ok(&answer), true, sets);
+        assert_eq!(d.outcome, Outcome::Allowed);
+        assert_eq!(
+            forwarded(&d),
+            &ResponseHeaders { replace, append },
+            "{sets:?}"
+        );
+    }
+}
+
+#[test]
+fn the_429_carries_the_chosen_sets_and_t_is_retry_after() {
+    // The control plane's reset_after disagrees on purpose: the 429's `t` is its Retry-After.
+    let mut answer: Value = serde_json::from_str(&with_policies("deny", 0, Some(7))).unwrap();
+    answer["counter"]["reset_after"] = json!(9);
+    let answer = answer.to_string();
+    let x = headers(&[
+        ("x-ratelimit-limit", "10"),
+        ("x-ratelimit-remaining", "0"),
+        ("x-ratelimit-reset", "1700000060"),
+        ("x-ratelimit-tier", "free"),
+    ]);
+    let ietf = headers(&[
+        ("ratelimit-policy", POLICY),
+        ("ratelimit", r#""free-1s";r=0;t=7"#),
+    ]);
+    for (sets, middle) in [
+        (HeaderSets::ALL, [x.clone(), ietf.clone()].concat()),
+        (X_ONLY, x.clone()),
+        (IETF_ONLY, ietf.clone()),
+        (HeaderSets::NONE, vec![]),
+    ] {
+        let d = decide(ok(&answer), false, sets);
+        let Action::Reply(reply) = d.action else {
+            panic!("not a reply")
+        };
+        assert_eq!(reply.status, 429);
+        let want = [
+            headers(&[("retry-after", "7")]),
+            middle,
+            headers(&[("content-type", "application/json")]),
+        ]
+        .concat();
+        assert_eq!(reply.headers, want, "{sets:?}");
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["error"]["details"]["retry_after_seconds"], 7);
+    }
+}
+
+#[test]
+fn a_shadow_denial_is_an_allowed_request_with_the_headers_an_enforced_limit_would_send() {
+    let mut answer: Value = serde_json::from_str(&with_policies("allow", 0, None)).unwrap();
+    answer["shadow_denied"] = json!(true);
+    answer["counter"]["reset_after"] = json!(1);
+    let d = decide(ok(&answer.to_string()), false, HeaderSets::ALL);
+    assert_eq!(d.outcome, Outcome::Allowed);
+    assert_eq!(d.error, None);
+    let headers = forwarded(&d);
+    assert!(
+        !headers
+            .replace
+            .iter()
+            .chain(&headers.append)
+            .any(|(n, _)| *n == HEADER_RETRY_AFTER),
+        "no Retry-After on a 200: {headers:?}"
+    );
+    assert!(
+        headers
+            .append
+            .contains(&("ratelimit", r#""free-1s";r=0;t=1"#.to_string()))
+    );
+    assert!(
+        headers
+            .replace
+            .contains(&("x-ratelimit-remaining", "0".to_string()))
+    );
+}
+
+#[test]
+fn neither_set_on_whitelisted_disabled_failed_open_or_unavailable() {
+    for verdict in ["whitelisted", "disabled", "failed_open"] {
+        let d = decide(ok(&with_policies(verdict, 4, None)), true, HeaderSets::ALL);
+        assert_eq!(forwarded(&d), &ResponseHeaders::default(), "{verdict}");
+    }
+    let d = decide(
+        ok(&with_policies("unavailable", 0, Some(1))),
+        true,
+        HeaderSets::ALL,
+    );
+    assert_unavailable(&d.action);
+}
+
+#[test]
+fn an_answer_without_policies_gets_no_ietf_fields() {
+    for answer in [ALLOW, r#"{"verdict":"allow","tier":"unlimited"}"#] {
+        let d = decide(ok(answer), true, HeaderSets::ALL);
+        assert_eq!(forwarded(&d).append, vec![], "{answer}");
+    }
+    let Action::Reply(reply) = decide(ok(DENY), true, HeaderSets::ALL).action else {
+        panic!("not a reply")
+    };
+    assert!(
+        !reply
+            .headers
+            .iter()
+            .any(|(n, _)| n.starts_with("ratelimit")),
+        "{reply:?}"
     );
 }
