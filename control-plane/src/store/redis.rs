@@ -168,7 +168,7 @@ impl RedisStore {
         parse_reply(reply, call.counter_count)
     }
 
-    /// `EVALSHA sha 1+n seen KEYS… nonce mode now horizon seen_ttl (limit window)…`, where
+    /// `EVALSHA sha 1+n seen KEYS… nonce mode now horizon seen_ttl (limit window shadow)…`, where
     /// `now` is empty for Redis `TIME` or the injected clock's reading. A report (`"p"`)
     /// records nothing and needs no nonce.
     fn script_call(
@@ -192,7 +192,9 @@ impl RedisStore {
             .arg(&self.horizon_us)
             .arg(&self.seen_ttl_ms);
         for spec in counters {
-            cmd.arg(spec.limit).arg(spec.window_us);
+            cmd.arg(spec.limit)
+                .arg(spec.window_us)
+                .arg(if spec.shadow { "1" } else { "0" });
         }
         ScriptCall {
             cmd,
@@ -268,7 +270,7 @@ fn parse_reply(reply: Value, counters: usize) -> Result<Outcome, StoreError> {
     let Value::Array(items) = reply else {
         return Err(bad("not an array"));
     };
-    if items.len() != 2 + 2 * counters {
+    if items.len() != 2 + 3 * counters {
         return Err(bad("wrong length"));
     }
     let int = |v: &Value| match v {
@@ -278,11 +280,12 @@ fn parse_reply(reply: Value, counters: usize) -> Result<Outcome, StoreError> {
     let admitted = int(&items[0])? == 1;
     let now_us = int(&items[1])?;
     let states = items[2..]
-        .chunks_exact(2)
-        .map(|pair| {
+        .chunks_exact(3)
+        .map(|triple| {
             Ok(CounterState {
-                count: int(&pair[0])?,
-                free_at_us: int(&pair[1])?,
+                count: int(&triple[0])?,
+                free_at_us: int(&triple[1])?,
+                full: int(&triple[2])? == 1,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
