@@ -482,7 +482,8 @@ pub mod tiered {
 /// Three tiers and a key on each, and JWTs (HS256 and RS256) whose `tier` claim picks a tier:
 ///
 /// - `free` (default): 100 per 60 s;
-/// - `premium`: 1000 per 60 s; `/api/v1/request` 50, `/api/v1/health` 500,
+/// - `premium`: 1000 per 60 s; `/api/v1/request` 50, `/api/v1/health` 999 (one below the
+///   budget: a rule at the budget could never bind),
 ///   `/api/v1/admin/*` 3;
 /// - `unlimited`: no budget (1 s window).
 ///
@@ -494,7 +495,7 @@ pub fn tiers_with_keys() -> Config {
             Tier::new("premium", 1000)
                 .window(60)
                 .endpoint("/api/v1/request", 50)
-                .endpoint("/api/v1/health", 500)
+                .endpoint("/api/v1/health", 999)
                 .endpoint("/api/v1/admin/*", 3),
         )
         .tier(Tier::unlimited("unlimited").window(1))

@@ -520,6 +520,33 @@ fn the_sample_configuration_uses_only_documented_fields() {
     }
 }
 
+/// The configuration examples of the documents (```yaml blocks with `tiers:`) are valid
+/// configurations: shown as they are, after `default_tier: free` where they leave it out.
+#[test]
+fn the_configuration_examples_of_the_documents_are_valid() {
+    let mut checked = 0;
+    for file in ["README.md", DOC] {
+        let text = read(file);
+        for block in text.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            if !block.contains("tiers:") {
+                continue;
+            }
+            let doc = if block.contains("default_tier:") {
+                block.to_string()
+            } else {
+                format!("default_tier: free\n{block}")
+            };
+            let parsed = control_plane::config::parse_yaml(&doc)
+                .unwrap_or_else(|e| panic!("{file}: example does not parse: {e}\n{doc}"));
+            control_plane::config::CompiledConfig::compile(parsed)
+                .unwrap_or_else(|e| panic!("{file}: example is invalid: {e}\n{doc}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "only {checked} examples found");
+}
+
 // ---------------------------------------------------------------------------------------
 // The filter plugin configuration
 
