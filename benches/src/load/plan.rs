@@ -24,9 +24,13 @@ pub const ABUSE_WINDOW_SECONDS: u64 = 3_600;
 pub const GOOD_TARGET_USAGE: f64 = 0.6;
 /// Window of the bulk and good tiers.
 pub const WINDOW_SECONDS: u64 = 60;
-/// The bulk tier's budget and endpoint limit: never reached (the largest limit the
+/// The bulk tier's budget: never reached (the largest limit the
 /// configuration accepts; the busiest bulk identity sees a few thousand requests a window).
 pub const BULK_LIMIT: u64 = control_plane::config::MAX_EXACT_LOG_LIMIT;
+/// The bulk tier's endpoint rule: a second counter on every request of phases a and b, one
+/// below the budget (a rule at the budget over the same window could never bind, and the
+/// configuration refuses it).
+pub const BULK_RULE_LIMIT: u64 = BULK_LIMIT - 1;
 
 /// Tier names (they come back in `X-RateLimit-Tier`; abuse.lua matches them). The bulk
 /// tier's name is one letter because it is repeated 10,000 times in the config file.
@@ -132,7 +136,7 @@ impl Keys {
              \x20 requests_per_window: {BULK_LIMIT}\n\
              \x20 window_size_seconds: {WINDOW_SECONDS}\n\
              \x20 endpoints:\n\
-             \x20   /api/v1/request: {BULK_LIMIT}\n\
+             \x20   /api/v1/request: {BULK_RULE_LIMIT}\n\
              - name: {GOOD_TIER}\n\
              \x20 description: phase c, kept below {pct:.0}% of the limit\n\
              \x20 requests_per_window: {good_limit}\n\
