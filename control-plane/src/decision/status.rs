@@ -6,7 +6,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{Decider, budget_spec, ceil_secs, rule_spec};
+use super::answer::ceil_secs;
+use super::{Decider, budget_spec, rule_spec};
 use crate::identity;
 use crate::store::StoreError;
 
