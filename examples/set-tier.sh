@@ -3,7 +3,7 @@
 # configuration, edits the tier, and PUTs the whole document back. Every replica (sharing
 # one Redis) applies it within moments; no restart, no dropped request.
 #
-#   RATE_LIMIT_ADMIN_API_KEY=my-admin-key examples/set-tier.sh free 50        # 50 per window
+#   RATE_LIMIT_ADMIN_API_KEY=my-admin-key examples/set-tier.sh free 80        # 80 per window
 #   RATE_LIMIT_ADMIN_API_KEY=my-admin-key examples/set-tier.sh free 200 120   # 200 per 120 s
 #
 # Environment:
@@ -12,8 +12,9 @@
 #   CONTROL_PLANE_URL         control plane base URL (default http://127.0.0.1:8080)
 #
 # Needs curl and python3 (for the JSON). Exit status 0 when applied; 1 when refused (the
-# control plane's message names the offending field, e.g. an endpoint limit above the new
-# budget) or on any error. The change is a read-modify-write of the whole document, sent with
+# control plane's message names the offending field, e.g. an endpoint rule at or above the new
+# budget, which could never bind) or on any error. A tier of several windows (`limits`) is
+# left alone: change its windows with the admin API directly. The change is a read-modify-write of the whole document, sent with
 # `If-Match` (the version read): if the configuration changed in between (another admin, a file
 # change), the control plane refuses it (412) and nothing changes; run the script again.
 set -euo pipefail
@@ -56,6 +57,10 @@ names = [t["name"] for t in config["tiers"]]
 if tier not in names:
     sys.exit(f"no tier {tier!r} in the running configuration (tiers: {', '.join(names)})")
 t = config["tiers"][names.index(tier)]
+if "limits" in t:
+    windows = ", ".join("%d per %d s" % (w["limit"], w["window_seconds"]) for w in t["limits"])
+    sys.exit(f"tier {tier!r} has several windows ({windows}); this script sets one: change "
+             "its limits with the admin API (docs/CONFIGURATION.md, \"Several windows\")")
 before = (t.get("requests_per_window", "unlimited"), t.get("window_size_seconds", 60))
 try:
     t["requests_per_window"] = int(limit)

@@ -1,22 +1,23 @@
 //! The decision: identity → tier → counters → store → answer for the filter; and the status
 //! of one identifier's counters (`status`).
 
+mod answer;
 mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rl_wire::{
-    CounterReport, DecisionRequest, DecisionResponse, MAX_API_KEY_BYTES, MAX_AUTHORIZATION_BYTES,
-    Verdict,
+    DecisionRequest, DecisionResponse, MAX_API_KEY_BYTES, MAX_AUTHORIZATION_BYTES, Verdict,
 };
 
-use crate::config::Tier;
+use crate::config::{Tier, Window};
 use crate::identity::{self, Identity};
 use crate::live_config::SharedConfig;
 use crate::rules::normalize_path;
-use crate::store::{Clock, CounterSpec, CounterState, CounterStore, Outcome, StoreError, keys};
+use crate::store::{Clock, CounterSpec, CounterStore, Outcome, StoreError, keys};
 
+use self::answer::answer;
 pub use self::status::{CounterStatus, StatusError, StatusReport};
 
 /// A decision with what the service needs besides the filter's answer (metrics, logs).
@@ -28,6 +29,23 @@ pub struct Decision {
     /// Endpoint rule that applied to the request, if any.
     pub rule: Option<String>,
     pub store_error: Option<StoreError>,
+    /// On an admitted request: the shadowed window that had no room (an enforced limit
+    /// would have refused it), for the metrics and the log line.
+    pub shadow_denial: Option<ShadowDenial>,
+}
+
+/// A request a shadowed window would have refused: what the log line and the metrics say
+/// about it. The window is chosen among the full shadowed ones as the 429 would choose it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowDenial {
+    pub policy: String,
+    pub limit: u64,
+    /// Window in seconds.
+    pub window: u64,
+    /// The endpoint rule, or the normalised request path for a tier window.
+    pub endpoint: String,
+    /// Seconds until every full shadowed window would have room again.
+    pub retry_after: u64,
 }
 
 pub struct Decider {
@@ -93,9 +111,11 @@ impl ErrorLog {
     }
 }
 
-/// A counter taking part in one decision, with what the answer needs to describe it.
+/// A counter (one window of the tier or of the rule) taking part in one decision, with what
+/// the answer needs to describe it.
 struct Applied<'a> {
     spec: CounterSpec,
+    window: &'a Window,
     /// Rule pattern for endpoint counters, `None` for the tier budget.
     rule: Option<&'a str>,
 }
@@ -169,12 +189,17 @@ impl Decider {
         result: Result<Outcome, StoreError>,
     ) -> Decision {
         match result {
-            Ok(outcome) => Decision {
-                response: answer(count.tier, &count.applied, &outcome, &count.path),
-                identity: Some(count.who.id),
-                rule: count.rule,
-                store_error: None,
-            },
+            Ok(outcome) => {
+                let (response, shadow_denial) =
+                    answer(count.tier, &count.applied, &outcome, &count.path);
+                Decision {
+                    response,
+                    identity: Some(count.who.id),
+                    rule: count.rule,
+                    store_error: None,
+                    shadow_denial,
+                }
+            }
             Err(err) => {
                 // A full in-memory store refuses new identities whatever fail_open says:
                 // admitting them would hand out budgets nobody counts.
@@ -189,6 +214,7 @@ impl Decider {
                     identity: Some(count.who.id),
                     rule: count.rule,
                     store_error: Some(err),
+                    shadow_denial: None,
                 }
             }
         }
@@ -218,6 +244,7 @@ fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Pl
             identity: None,
             rule: None,
             store_error: None,
+            shadow_denial: None,
         });
     }
     let ip = identity::parse_client_ip(&req.ip);
@@ -238,6 +265,7 @@ fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Pl
             identity: Some(who.id),
             rule: None,
             store_error: None,
+            shadow_denial: None,
         });
     }
     let tier = cfg.tier(who.tier);
@@ -258,6 +286,7 @@ fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Pl
             identity: Some(who.id),
             rule,
             store_error: None,
+            shadow_denial: None,
         });
     }
     let specs = applied.iter().map(|a| a.spec.clone()).collect();
@@ -281,137 +310,51 @@ fn bare(verdict: Verdict) -> DecisionResponse {
     }
 }
 
-/// The tier budget's counter of `identity`; `None` for an unlimited tier.
-fn budget_spec(identity: &str, tier: &Tier) -> Option<CounterSpec> {
-    tier.budget.map(|budget| CounterSpec {
-        key: keys::budget_key(identity),
-        limit: budget,
-        window_us: tier.window.as_micros() as u64,
-    })
-}
-
-/// The counter of `identity` for the endpoint rule `pattern` of `tier`.
-fn rule_spec(identity: &str, tier: &Tier, pattern: &str, limit: u64) -> CounterSpec {
+/// The counter of one window of `identity`'s tier budget.
+fn budget_spec(identity: &str, window: &Window) -> CounterSpec {
     CounterSpec {
-        key: keys::rule_key(identity, pattern),
-        limit,
-        window_us: tier.window.as_micros() as u64,
+        key: keys::budget_key(identity, window.length.as_secs()),
+        limit: window.limit,
+        window_us: window.length.as_micros() as u64,
+        shadow: window.shadow,
     }
 }
 
+/// The counter of one window of `identity`'s endpoint rule `pattern`.
+fn rule_spec(identity: &str, pattern: &str, window: &Window) -> CounterSpec {
+    CounterSpec {
+        key: keys::rule_key(identity, window.length.as_secs(), pattern),
+        limit: window.limit,
+        window_us: window.length.as_micros() as u64,
+        shadow: window.shadow,
+    }
+}
+
+/// Every window that applies: the tier's, then the matched rule's, in configuration order.
 fn counters_for<'a>(
     who: &Identity,
-    tier: &Tier,
-    matched: Option<(&'a str, u64)>,
+    tier: &'a Tier,
+    matched: Option<(&'a str, &'a Vec<Window>)>,
 ) -> Vec<Applied<'a>> {
-    let mut applied = Vec::with_capacity(2);
-    if let Some(spec) = budget_spec(&who.id, tier) {
-        applied.push(Applied { spec, rule: None });
-    }
-    if let Some((pattern, limit)) = matched {
+    let rule_windows = matched.map_or(0, |(_, windows)| windows.len());
+    let mut applied = Vec::with_capacity(tier.windows.len() + rule_windows);
+    for window in &tier.windows {
         applied.push(Applied {
-            spec: rule_spec(&who.id, tier, pattern, limit),
-            rule: Some(pattern),
+            spec: budget_spec(&who.id, window),
+            window,
+            rule: None,
         });
+    }
+    if let Some((pattern, windows)) = matched {
+        for window in windows {
+            applied.push(Applied {
+                spec: rule_spec(&who.id, pattern, window),
+                window,
+                rule: Some(pattern),
+            });
+        }
     }
     applied
-}
-
-/// Longest path echoed back as the 429's `endpoint` (rules are shown whole): the client's
-/// own path is only a hint there, and echoing kilobytes of it would bloat every denial.
-const MAX_ECHOED_PATH: usize = 256;
-
-fn bounded(path: &str) -> &str {
-    if path.len() <= MAX_ECHOED_PATH {
-        return path;
-    }
-    let mut end = MAX_ECHOED_PATH;
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    &path[..end]
-}
-
-fn ceil_secs(us: u64) -> u64 {
-    us.div_ceil(1_000_000)
-}
-
-/// Builds the answer from the store's outcome.
-///
-/// Allowed: the headers describe the counter with the least remaining (ties: the lower
-/// limit). Denied: among the full counters, the same rule picks the one described, and
-/// `Retry-After`/`X-RateLimit-Reset` give the moment every full counter has room again, so a
-/// client that waits that long is not denied again by another counter.
-fn answer(tier: &Tier, applied: &[Applied<'_>], outcome: &Outcome, path: &str) -> DecisionResponse {
-    let pairs = applied.iter().zip(outcome.counters.iter());
-    let remaining = |a: &Applied<'_>, s: &CounterState| a.spec.limit.saturating_sub(s.count);
-    let candidates: Vec<(&Applied<'_>, &CounterState)> = if outcome.admitted {
-        pairs.collect()
-    } else {
-        pairs.filter(|(a, s)| s.count >= a.spec.limit).collect()
-    };
-    let binding = candidates
-        .iter()
-        .min_by_key(|(a, s)| (remaining(a, s), a.spec.limit))
-        .or_else(|| candidates.first());
-    let Some(&(bound, state)) = binding else {
-        // The store reported no counter: cannot happen for a non-empty request; answer
-        // conservatively without headers rather than inventing figures.
-        return bare(if outcome.admitted {
-            Verdict::FailedOpen
-        } else {
-            Verdict::Unavailable
-        });
-    };
-    let endpoint = bound.rule.unwrap_or_else(|| bounded(path)).to_string();
-    let window = tier.window.as_secs();
-    if outcome.admitted {
-        return DecisionResponse {
-            verdict: Verdict::Allow,
-            tier: Some(tier.name.clone()),
-            counter: Some(CounterReport {
-                limit: bound.spec.limit,
-                remaining: remaining(bound, state),
-                reset: ceil_secs(state.free_at_us),
-                retry_after: None,
-                window,
-                endpoint,
-                reset_at: None,
-                policy: None,
-                reset_after: None,
-            }),
-            policies: Vec::new(),
-            shadow_denied: false,
-        };
-    }
-    // Both headers round this one instant up: Retry-After from now, Reset to a Unix second.
-    // A full counter's entries are inside the window, so it is after now; the floor only
-    // keeps a malformed store answer from producing a wait of zero.
-    let free_at = candidates
-        .iter()
-        .map(|(_, s)| s.free_at_us)
-        .max()
-        .unwrap_or(state.free_at_us)
-        .max(outcome.now_us + 1);
-    let retry_after = ceil_secs(free_at - outcome.now_us);
-    let reset = ceil_secs(free_at);
-    DecisionResponse {
-        verdict: Verdict::Deny,
-        tier: Some(tier.name.clone()),
-        counter: Some(CounterReport {
-            limit: bound.spec.limit,
-            remaining: 0,
-            reset,
-            retry_after: Some(retry_after),
-            window,
-            endpoint,
-            reset_at: Some(rfc3339(reset)),
-            policy: None,
-            reset_after: None,
-        }),
-        policies: Vec::new(),
-        shadow_denied: false,
-    }
 }
 
 /// The current time as RFC 3339 (UTC), for JSON answers.

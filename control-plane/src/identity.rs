@@ -49,14 +49,10 @@ pub fn parse_client_ip(raw: &str) -> Option<IpAddr> {
 /// identity, written as an address. Clients without a usable address share `ip:unknown`.
 pub fn ip_identifier(ip: Option<IpAddr>, ipv6_prefix_length: u8) -> String {
     match ip {
-        Some(IpAddr::V6(v6)) if ipv6_prefix_length < 128 => {
-            match Ipv6Net::new(v6, ipv6_prefix_length) {
-                Ok(net) => format!("ip:{}", net.trunc()),
-                // Validation keeps the length within 32..=128; were it not, an address of its own
-                // is the identity that over-counts nobody else.
-                Err(_) => format!("ip:{v6}"),
-            }
-        }
+        // Validation keeps the length within 32..=128; were it not, an address of its own is
+        // the identity that over-counts nobody else.
+        Some(IpAddr::V6(v6)) if ipv6_prefix_length < 128 => Ipv6Net::new(v6, ipv6_prefix_length)
+            .map_or_else(|_| format!("ip:{v6}"), |net| format!("ip:{}", net.trunc())),
         Some(ip) => format!("ip:{ip}"),
         None => "ip:unknown".to_string(),
     }

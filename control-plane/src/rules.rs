@@ -193,12 +193,12 @@ pub fn check_rule_pattern(pattern: &str) -> Result<(), String> {
 }
 
 #[derive(Clone, Debug)]
-struct Rule {
+struct Rule<T> {
     pattern: String,
-    limit: u64,
+    value: T,
 }
 
-impl Rule {
+impl<T> Rule<T> {
     /// The literal a path must equal (exact rule) or start with (prefix rule, trailing `/`
     /// included).
     fn literal(&self) -> &str {
@@ -206,30 +206,41 @@ impl Rule {
     }
 }
 
-/// A tier's endpoint rules, ready for per-request lookups.
-#[derive(Clone, Debug, Default)]
-pub struct RuleSet {
+/// A tier's endpoint rules, ready for per-request lookups. `T` is what a rule carries (its
+/// windows, in the configuration).
+#[derive(Clone, Debug)]
+pub struct RuleSet<T> {
     /// Every rule, in the order given (config order: the endpoint map is sorted).
-    rules: Vec<Rule>,
+    rules: Vec<Rule<T>>,
     /// Exact path → index into `rules`.
     exact: HashMap<String, usize>,
     /// Indices of prefix rules, longest literal first, so the first hit is the longest.
     prefixes: Vec<usize>,
 }
 
-impl RuleSet {
-    /// Builds a rule set from already validated `(pattern, limit)` pairs. A pattern ending in
+impl<T> Default for RuleSet<T> {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            exact: HashMap::new(),
+            prefixes: Vec::new(),
+        }
+    }
+}
+
+impl<T> RuleSet<T> {
+    /// Builds a rule set from already validated `(pattern, value)` pairs. A pattern ending in
     /// `/*` is a prefix rule; anything else is an exact path.
-    pub fn new(rules: impl IntoIterator<Item = (String, u64)>) -> RuleSet {
+    pub fn new(rules: impl IntoIterator<Item = (String, T)>) -> RuleSet<T> {
         let mut set = RuleSet::default();
-        for (pattern, limit) in rules {
+        for (pattern, value) in rules {
             let index = set.rules.len();
             if pattern.ends_with("/*") {
                 set.prefixes.push(index);
             } else {
                 set.exact.insert(pattern.clone(), index);
             }
-            set.rules.push(Rule { pattern, limit });
+            set.rules.push(Rule { pattern, value });
         }
         let rules = &set.rules;
         set.prefixes
@@ -237,12 +248,13 @@ impl RuleSet {
         set
     }
 
-    /// Longest matching rule for a normalised path: returns (rule pattern as configured, limit).
+    /// Longest matching rule for a normalised path: returns (rule pattern as configured, its
+    /// value).
     ///
     /// An exact rule matches only its own path; `P/*` matches every path starting with `P/`.
     /// Length is that of the matched literal, and an exact hit always wins: it is as long as
     /// the whole path, which no prefix literal can exceed, and ties go to the exact rule.
-    pub fn longest_match(&self, normalized: &str) -> Option<(&str, u64)> {
+    pub fn longest_match(&self, normalized: &str) -> Option<(&str, &T)> {
         let index = self.exact.get(normalized).copied().or_else(|| {
             self.prefixes
                 .iter()
@@ -250,7 +262,7 @@ impl RuleSet {
                 .find(|&i| normalized.starts_with(self.rules[i].literal()))
         })?;
         let rule = &self.rules[index];
-        Some((rule.pattern.as_str(), rule.limit))
+        Some((rule.pattern.as_str(), &rule.value))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -262,9 +274,9 @@ impl RuleSet {
         self.rules.iter().map(|r| r.pattern.as_str())
     }
 
-    /// Every rule with its limit, in configuration order.
-    pub fn entries(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.rules.iter().map(|r| (r.pattern.as_str(), r.limit))
+    /// Every rule with its value, in configuration order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &T)> {
+        self.rules.iter().map(|r| (r.pattern.as_str(), &r.value))
     }
 }
 

@@ -5,20 +5,21 @@
 //! workspace's own test suite compiles it too (`tests/tests/fuzz_regressions.rs` includes it
 //! with `#[path]`), next to [`crate::input`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use control_plane::config::{
-    CompiledConfig, ConfigError, RateLimitConfig, parse_json, parse_yaml, parse_yaml_bytes,
-    redacted, restore_secrets,
+    CompiledConfig, ConfigError, EndpointRule, RateLimitConfig, TierConfig, Window, parse_json,
+    parse_yaml, parse_yaml_bytes, redacted, restore_secrets,
 };
 use control_plane::decision::{Decider, rfc3339};
 use control_plane::live_config::{self, SharedConfig};
 use control_plane::rules::{RuleSet, check_rule_pattern, normalize_path};
 use control_plane::store::{ManualClock, MemoryStore};
 use rl_wire::{
-    CounterReport, DecisionRequest, DecisionResponse, MAX_DECISION_REQUEST_BYTES, Verdict,
+    CounterReport, DecisionRequest, DecisionResponse, MAX_DECISION_REQUEST_BYTES, PolicyReport,
+    Verdict,
 };
 
 use crate::input::{fields, text};
@@ -165,8 +166,9 @@ pub fn check_path_rules(data: &[u8]) {
     }
     let set = RuleSet::new(rules.iter().map(|(p, &l)| (p.clone(), l)));
     let rule_list = || rules.iter().map(|(p, &l)| (p.as_str(), l));
+    let lookup = |path: &str| set.longest_match(path).map(|(p, &l)| (p, l));
     assert_eq!(
-        set.longest_match(&normalized),
+        lookup(&normalized),
         naive_longest_match(&normalized, rule_list()),
         "path {normalized:?}, rules {rules:?}"
     );
@@ -175,7 +177,7 @@ pub fn check_path_rules(data: &[u8]) {
         let literal = pattern.strip_suffix('*').unwrap_or(pattern);
         for path in [literal.to_string(), format!("{literal}x")] {
             assert_eq!(
-                set.longest_match(&path),
+                lookup(&path),
                 naive_longest_match(&path, rule_list()),
                 "path {path:?}, rules {rules:?}"
             );
@@ -260,6 +262,7 @@ pub fn check_parsed(cfg: RateLimitConfig) {
         compiled.tier(compiled.default_tier()).name,
         cfg.default_tier
     );
+    let mut names = HashSet::new();
     for (tier, doc) in compiled.tiers().iter().zip(&cfg.tiers) {
         assert_eq!(tier.name, doc.name);
         assert_eq!(
@@ -268,32 +271,56 @@ pub fn check_parsed(cfg: RateLimitConfig) {
                 .map(|id| &compiled.tier(id).name),
             Some(&doc.name)
         );
-        let budget = if doc.unlimited {
-            None
-        } else {
-            doc.requests_per_window
-        };
-        assert_eq!(tier.budget, budget);
-        assert_eq!(tier.window.as_secs(), doc.window_size_seconds);
-        for (pattern, &limit) in &doc.endpoints {
+        let tier_windows = written_tier_windows(&cfg, doc);
+        assert_eq!(
+            windows_of(&tier.windows),
+            tier_windows,
+            "tier {:?}",
+            doc.name
+        );
+        check_none_dominated(&tier_windows, &[], &doc.name);
+        for (pattern, rule) in &doc.endpoints {
             let literal = pattern.strip_suffix('*').unwrap_or(pattern);
             assert_eq!(
                 normalize_path(literal),
                 literal,
                 "validated pattern {pattern:?}"
             );
-            let rules = doc.endpoints.iter().map(|(p, &l)| (p.as_str(), l));
+            let rules = doc.endpoints.keys().map(|p| (p.as_str(), 0));
             assert_eq!(
-                tier.rules.longest_match(literal),
-                naive_longest_match(literal, rules),
+                tier.rules.longest_match(literal).map(|(p, _)| p),
+                naive_longest_match(literal, rules).map(|(p, _)| p),
                 "{pattern:?}"
             );
+            let (found, windows) = tier
+                .rules
+                .entries()
+                .find(|(p, _)| p == pattern)
+                .expect("every rule is compiled");
+            assert_eq!(found, pattern);
+            let rule_windows = written_rule_windows(&cfg, doc, pattern, rule);
+            assert_eq!(windows_of(windows), rule_windows, "{pattern:?}");
+            check_none_dominated(&rule_windows, &tier_windows, pattern);
             if !pattern.ends_with("/*") {
                 assert_eq!(
-                    tier.rules.longest_match(pattern),
-                    Some((pattern.as_str(), limit))
+                    tier.rules.longest_match(pattern).map(|(p, _)| p),
+                    Some(pattern.as_str())
                 );
             }
+        }
+        // Policy names: ASCII, unique per (counter, window) across the configuration.
+        let rule_windows = tier.rules.entries().flat_map(|(_, w)| w);
+        for window in tier.windows.iter().chain(rule_windows) {
+            assert!(
+                window.policy.bytes().all(|b| b.is_ascii_graphic()),
+                "{:?}",
+                window.policy
+            );
+            assert!(
+                names.insert(window.policy.clone()),
+                "policy name {:?} twice",
+                window.policy
+            );
         }
     }
     for key in &cfg.api_keys {
@@ -323,33 +350,152 @@ pub fn check_parsed(cfg: RateLimitConfig) {
     let _ = format!("{compiled:?}");
 }
 
+/// A window as the reference reads it from the document: (limit, seconds, shadow, policy).
+type RefWindow = (u64, u64, bool, String);
+
+fn windows_of(windows: &[Window]) -> Vec<RefWindow> {
+    windows
+        .iter()
+        .map(|w| (w.limit, w.length.as_secs(), w.shadow, w.policy.clone()))
+        .collect()
+}
+
+/// The policy name by the documented rule: `<tier>-<W>s`, `<tier>-<pattern>-<W>s`, every
+/// byte of the pattern outside printable ASCII, and `%`, written `%XX`.
+fn reference_policy(tier: &str, pattern: Option<&str>, seconds: u64) -> String {
+    match pattern {
+        None => format!("{tier}-{seconds}s"),
+        Some(pattern) => {
+            let encoded: String = pattern
+                .bytes()
+                .map(|b| {
+                    if (0x21..0x7f).contains(&b) && b != b'%' {
+                        char::from(b).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            format!("{tier}-{encoded}-{seconds}s")
+        }
+    }
+}
+
+/// A tier's windows from the document: none when unlimited, else `limits` or the shorthand.
+fn written_tier_windows(cfg: &RateLimitConfig, tier: &TierConfig) -> Vec<RefWindow> {
+    let shadow = cfg.shadow || tier.shadow;
+    if tier.unlimited {
+        return Vec::new();
+    }
+    let pairs: Vec<(u64, u64)> = match (&tier.limits, tier.requests_per_window) {
+        (Some(limits), _) => limits.iter().map(|w| (w.limit, w.window_seconds)).collect(),
+        (None, Some(limit)) => vec![(limit, tier.window_size_seconds)],
+        (None, None) => Vec::new(),
+    };
+    pairs
+        .into_iter()
+        .map(|(limit, seconds)| {
+            (
+                limit,
+                seconds,
+                shadow,
+                reference_policy(&tier.name, None, seconds),
+            )
+        })
+        .collect()
+}
+
+fn written_rule_windows(
+    cfg: &RateLimitConfig,
+    tier: &TierConfig,
+    pattern: &str,
+    rule: &EndpointRule,
+) -> Vec<RefWindow> {
+    let (pairs, shadow): (Vec<(u64, u64)>, bool) = match rule {
+        EndpointRule::Limit(limit) => (vec![(*limit, tier.window_size_seconds)], false),
+        EndpointRule::Rule(rule) => (
+            rule.limits
+                .iter()
+                .map(|w| (w.limit, w.window_seconds))
+                .collect(),
+            rule.shadow,
+        ),
+    };
+    let shadow = cfg.shadow || tier.shadow || shadow;
+    pairs
+        .into_iter()
+        .map(|(limit, seconds)| {
+            (
+                limit,
+                seconds,
+                shadow,
+                reference_policy(&tier.name, Some(pattern), seconds),
+            )
+        })
+        .collect()
+}
+
+/// An accepted configuration has no window that can never bind: no other enforced window
+/// applying to the same requests is at least as long with a limit at or below its own.
+fn check_none_dominated(own: &[RefWindow], enclosing: &[RefWindow], what: &str) {
+    for (i, (limit, seconds, _, name)) in own.iter().enumerate() {
+        let others = own
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, w)| w)
+            .chain(enclosing);
+        for (other_limit, other_seconds, other_shadow, other_name) in others {
+            assert!(
+                *other_shadow || other_seconds < seconds || other_limit > limit,
+                "{what}: accepted window {name} can never bind beside {other_name}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The decision call
 
 /// The configuration every `decision` input is judged under. Small limits, so denials are
-/// reachable within a few requests.
+/// reachable within a few requests; several windows on a tier and on a rule; shadowed rules
+/// and a shadowed tier (whose `shadow: false` rule stays shadowed).
 pub const DECISION_CONFIG: &str = concat!(
     r#"
 default_tier: free
 fail_open: false
 tiers:
   - name: free
-    requests_per_window: 5
+    limits:
+      - {limit: 2, window_seconds: 1}
+      - {limit: 5, window_seconds: 10}
     window_size_seconds: 10
     endpoints:
       /api/v1/request: 3
       /api/v1/admin/*: 2
       /api/v1/admin/special: 1
+      /api/v1/search:
+        limits: [{limit: 1, window_seconds: 1}, {limit: 3, window_seconds: 30}]
+      /api/v1/new:
+        limits: [{limit: 1, window_seconds: 10}]
+        shadow: true
   - name: premium
     requests_per_window: 50
     window_size_seconds: 60
     endpoints:
       /api/v1/request: 20
       /*: 40
+      /api/v1/trial/*:
+        limits: [{limit: 2, window_seconds: 5}, {limit: 4, window_seconds: 60}]
+        shadow: true
   - name: unlimited
     unlimited: true
+    shadow: true
     endpoints:
       /api/v1/expensive: 2
+      /api/v1/cheap:
+        limits: [{limit: 3, window_seconds: 5}]
+        shadow: false
 whitelist: ["127.0.0.1", "10.0.0.0/8", "2001:db8::/32", "ip:192.0.2.7", "key:ops", "user:healthchecker"]
 api_keys:
   - {id: premium-key, tier: premium, key: premium-key-0123456789}
@@ -379,36 +525,44 @@ pub fn decision_config_yaml() -> String {
     out
 }
 
+/// A window of the reference: (limit, seconds, shadow).
+type WindowSpec = (u64, u64, bool);
+
 struct TierSpec {
     name: &'static str,
-    budget: Option<u64>,
-    window_secs: u64,
-    rules: &'static [(&'static str, u64)],
+    windows: &'static [WindowSpec],
+    rules: &'static [(&'static str, &'static [WindowSpec])],
 }
 
 /// [`DECISION_CONFIG`]'s tiers, written out again for the reference model.
 const TIERS: [TierSpec; 3] = [
     TierSpec {
         name: "free",
-        budget: Some(5),
-        window_secs: 10,
+        windows: &[(2, 1, false), (5, 10, false)],
         rules: &[
-            ("/api/v1/request", 3),
-            ("/api/v1/admin/*", 2),
-            ("/api/v1/admin/special", 1),
+            ("/api/v1/request", &[(3, 10, false)]),
+            ("/api/v1/admin/*", &[(2, 10, false)]),
+            ("/api/v1/admin/special", &[(1, 10, false)]),
+            ("/api/v1/search", &[(1, 1, false), (3, 30, false)]),
+            ("/api/v1/new", &[(1, 10, true)]),
         ],
     },
     TierSpec {
         name: "premium",
-        budget: Some(50),
-        window_secs: 60,
-        rules: &[("/api/v1/request", 20), ("/*", 40)],
+        windows: &[(50, 60, false)],
+        rules: &[
+            ("/api/v1/request", &[(20, 60, false)]),
+            ("/*", &[(40, 60, false)]),
+            ("/api/v1/trial/*", &[(2, 5, true), (4, 60, true)]),
+        ],
     },
     TierSpec {
         name: "unlimited",
-        budget: None,
-        window_secs: 60,
-        rules: &[("/api/v1/expensive", 2)],
+        windows: &[],
+        rules: &[
+            ("/api/v1/expensive", &[(2, 60, true)]),
+            ("/api/v1/cheap", &[(3, 5, true)]),
+        ],
     },
 ];
 
@@ -421,7 +575,7 @@ const KEYS: [(&str, &str, &str); 4] = [
 ];
 
 /// Valid tokens for [`DECISION_CONFIG`] (expiring in 2100): (token, user, tier claim).
-/// Each user has one tier, so a user's counters always have one window.
+/// Each user has one tier, so a user's counters always keep their windows.
 pub const TOKENS: [(&str, &str, Option<&str>); 5] = [
     (
         "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsInRpZXIiOiJwcmVtaXVtIiwiZXhwIjo0MTAyNDQ0ODAwfQ.XB3dP-z9BpkIWYA1oUl37B3EYh7Rnp5wYLXDhlgxzeM",
@@ -684,13 +838,27 @@ impl Model {
         }
         let tier = TIERS.iter().find(|t| t.name == tier_name).unwrap();
         let path = normalize_path(&req.path);
-        let rule = naive_longest_match(&path, tier.rules.iter().copied());
-        let mut applied: Vec<(String, u64, Option<&str>)> = Vec::new();
-        if let Some(budget) = tier.budget {
-            applied.push((format!("{identity}\0budget"), budget, None));
+        let rule = naive_longest_match(
+            &path,
+            tier.rules
+                .iter()
+                .enumerate()
+                .map(|(i, (p, _))| (*p, i as u64)),
+        )
+        .map(|(pattern, i)| (pattern, tier.rules[i as usize].1));
+        // Every window that applies, tier first: (counter, window, rule pattern).
+        let mut applied: Vec<(String, WindowSpec, Option<&str>)> = Vec::new();
+        for &window in tier.windows {
+            applied.push((format!("{identity}\0budget\0{}", window.1), window, None));
         }
-        if let Some((pattern, limit)) = rule {
-            applied.push((format!("{identity}\0rule\0{pattern}"), limit, Some(pattern)));
+        if let Some((pattern, windows)) = rule {
+            for &window in windows {
+                applied.push((
+                    format!("{identity}\0rule\0{pattern}\0{}", window.1),
+                    window,
+                    Some(pattern),
+                ));
+            }
         }
         if applied.is_empty() {
             return DecisionResponse {
@@ -701,20 +869,38 @@ impl Model {
                 shadow_denied: false,
             };
         }
-        let window = tier.window_secs * 1_000_000;
-        // Entries in (now - W, now], oldest first.
+        let name = |(_, secs, _): WindowSpec, rule: Option<&str>| match rule {
+            // The configuration's patterns are plain ASCII.
+            Some(pattern) => format!("{}-{pattern}-{secs}s", tier.name),
+            None => format!("{}-{secs}s", tier.name),
+        };
+        let policies: Vec<PolicyReport> = applied
+            .iter()
+            .map(|&(_, window, rule)| PolicyReport {
+                name: name(window, rule),
+                limit: window.0,
+                window: window.1,
+            })
+            .collect();
+        // Entries in (now - W, now], oldest first; a window is full at its limit.
         let logs: Vec<Vec<u64>> = applied
             .iter()
-            .map(|(key, _, _)| {
+            .map(|(key, (_, secs, _), _)| {
                 let log = self.counters.entry(key.clone()).or_default();
-                log.retain(|&ts| ts + window > now);
+                log.retain(|&ts| ts + secs * 1_000_000 > now);
                 log.clone()
             })
             .collect();
-        let admitted = applied
+        let full: Vec<bool> = applied
             .iter()
             .zip(&logs)
-            .all(|((_, limit, _), log)| (log.len() as u64) < *limit);
+            .map(|((_, (limit, _, _), _), log)| log.len() as u64 >= *limit)
+            .collect();
+        // Only enforced windows refuse.
+        let admitted = applied
+            .iter()
+            .zip(&full)
+            .all(|((_, (_, _, shadow), _), &full)| *shadow || !full);
         // The control plane echoes a rule whole, the path cut to 256 bytes (on a char
         // boundary): a client's path is only a hint in a 429 body.
         let echoed = {
@@ -725,17 +911,35 @@ impl Model {
             &path[..end]
         };
         let endpoint = |rule: Option<&str>| rule.unwrap_or(echoed).to_string();
+        // (remaining, limit, free at, index): the window described is the least remaining,
+        // then the lower limit, then the longer wait, then the first.
+        type Described = (u64, u64, u64, usize);
+        let better = |a: &Described, b: &Option<Described>| {
+            b.is_none_or(|b| (a.0, a.1) < (b.0, b.1) || ((a.0, a.1) == (b.0, b.1) && a.2 > b.2))
+        };
         if admitted {
-            let mut described: Option<(u64, u64, u64, Option<&str>)> = None;
-            for ((key, limit, rule), log) in applied.iter().zip(&logs) {
-                self.counters.get_mut(key).unwrap().push(now);
-                let remaining = limit - (log.len() as u64 + 1);
-                let oldest = log.first().copied().unwrap_or(now);
-                if described.is_none_or(|(r, l, _, _)| (remaining, *limit) < (r, l)) {
-                    described = Some((remaining, *limit, oldest + window, *rule));
+            let mut described: Option<Described> = None;
+            let mut shadow_full = false;
+            for (i, ((key, (limit, secs, shadow), _), log)) in applied.iter().zip(&logs).enumerate()
+            {
+                let window = secs * 1_000_000;
+                // A shadow window with no room is left as it is.
+                let mut counted = log.clone();
+                if full[i] {
+                    shadow_full |= *shadow;
+                } else {
+                    self.counters.get_mut(key).unwrap().push(now);
+                    counted.push(now);
+                }
+                let count = counted.len() as u64;
+                let oldest = counted[count.saturating_sub(*limit) as usize];
+                let candidate = (limit.saturating_sub(count), *limit, oldest + window, i);
+                if better(&candidate, &described) {
+                    described = Some(candidate);
                 }
             }
-            let (remaining, limit, free_at, rule) = described.unwrap();
+            let (remaining, limit, free_at, i) = described.unwrap();
+            let (_, window, rule) = applied[i];
             return DecisionResponse {
                 verdict: Verdict::Allow,
                 tier: Some(tier.name.to_string()),
@@ -744,34 +948,38 @@ impl Model {
                     remaining,
                     reset: ceil_secs(free_at),
                     retry_after: None,
-                    window: tier.window_secs,
+                    window: window.1,
                     endpoint: endpoint(rule),
                     reset_at: None,
-                    policy: None,
-                    reset_after: None,
+                    policy: Some(name(window, rule)),
+                    reset_after: Some(ceil_secs(free_at - now)),
                 }),
-                policies: Vec::new(),
-                shadow_denied: false,
+                policies,
+                shadow_denied: shadow_full,
             };
         }
-        // Denied: nothing recorded. Described: the full counter with the lowest limit; the
-        // client may retry once every full counter has room.
-        let mut described: Option<(u64, Option<&str>)> = None;
+        // Denied: nothing recorded. Described: among the full enforced windows, by the same
+        // rule; the client may retry once every full enforced window has room.
+        let mut described: Option<Described> = None;
         let mut free_at = 0;
-        for ((_, limit, rule), log) in applied.iter().zip(&logs) {
-            let count = log.len() as u64;
-            if count < *limit {
+        for (i, ((_, (limit, secs, shadow), _), log)) in applied.iter().zip(&logs).enumerate() {
+            if *shadow || !full[i] {
                 continue;
             }
-            free_at = free_at.max(log[(count - limit) as usize] + window);
-            if described.is_none_or(|(l, _)| *limit < l) {
-                described = Some((*limit, *rule));
+            let count = log.len() as u64;
+            let room_at = log[(count - limit) as usize] + secs * 1_000_000;
+            free_at = free_at.max(room_at);
+            let candidate = (0, *limit, room_at, i);
+            if better(&candidate, &described) {
+                described = Some(candidate);
             }
         }
-        let (limit, rule) = described.unwrap();
-        // Retry-After and Reset round the same instant: when every full counter has room.
+        let (_, limit, _, i) = described.unwrap();
+        let (_, window, rule) = applied[i];
+        // Retry-After and Reset round the same instant: when every full window has room.
         let free_at = free_at.max(now + 1);
         let reset = ceil_secs(free_at);
+        let retry_after = ceil_secs(free_at - now);
         DecisionResponse {
             verdict: Verdict::Deny,
             tier: Some(tier.name.to_string()),
@@ -779,15 +987,15 @@ impl Model {
                 limit,
                 remaining: 0,
                 reset,
-                retry_after: Some(ceil_secs(free_at - now)),
-                window: tier.window_secs,
+                retry_after: Some(retry_after),
+                window: window.1,
                 endpoint: endpoint(rule),
                 // Date formatting is not what this model checks: the product's own is used.
                 reset_at: Some(rfc3339(reset)),
-                policy: None,
-                reset_after: None,
+                policy: Some(name(window, rule)),
+                reset_after: Some(retry_after),
             }),
-            policies: Vec::new(),
+            policies,
             shadow_denied: false,
         }
     }

@@ -13,8 +13,18 @@
 //!     .api_key("partner", "premium", "partner-key-0001")
 //!     .whitelist("key:partner")
 //!     .yaml();
+//! // Several windows: a burst of 10 per second and 100 per minute, a rule of its own
+//! // windows, and a rule tried in shadow mode.
+//! let windowed = Config::new()
+//!     .tier(
+//!         Tier::windows("free", &[(10, 1), (100, 60)])
+//!             .rule("/api/v1/search", Rule::new(&[(2, 1), (30, 60)]))
+//!             .rule("/api/v1/new", Rule::new(&[(5, 60)]).shadow(true)),
+//!     )
+//!     .yaml();
 //! # assert!(simple.contains("requests_per_window: 100"));
 //! # assert!(keyed.contains("fail_open: false"));
+//! # assert!(windowed.contains("- {limit: 10, window_seconds: 1}"));
 //! ```
 //!
 //! The YAML is written by hand here, not serialised by the control plane's own types, so a
@@ -29,6 +39,7 @@ pub struct Config {
     enabled: Option<bool>,
     default_tier: String,
     fail_open: Option<bool>,
+    shadow: Option<bool>,
     tiers: Vec<Tier>,
     api_keys: Vec<ApiKey>,
     jwt: Option<Jwt>,
@@ -58,6 +69,7 @@ impl Config {
             enabled: None,
             default_tier: "free".to_string(),
             fail_open: None,
+            shadow: None,
             tiers: Vec::new(),
             api_keys: Vec::new(),
             jwt: None,
@@ -80,6 +92,12 @@ impl Config {
     /// What decides while the counter store is down (the document's `fail_open`).
     pub fn fail_open(mut self, on: bool) -> Self {
         self.fail_open = Some(on);
+        self
+    }
+
+    /// `shadow` at the top of the document: every window counted, none enforced.
+    pub fn shadow(mut self, on: bool) -> Self {
+        self.shadow = Some(on);
         self
     }
 
@@ -162,6 +180,9 @@ impl Config {
         if let Some(fail_open) = self.fail_open {
             line(&mut y, 0, &format!("fail_open: {fail_open}"));
         }
+        if let Some(shadow) = self.shadow {
+            line(&mut y, 0, &format!("shadow: {shadow}"));
+        }
         if let Some(bits) = self.ipv6_prefix_length {
             line(&mut y, 0, &format!("ipv6_prefix_length: {bits}"));
         }
@@ -195,9 +216,43 @@ impl Config {
 pub struct Tier {
     name: String,
     requests_per_window: Option<u64>,
+    limits: Option<Vec<(u64, u64)>>,
     unlimited: bool,
     window: Option<u64>,
-    endpoints: Vec<(String, u64)>,
+    shadow: Option<bool>,
+    endpoints: Vec<(String, Endpoint)>,
+}
+
+/// An endpoint rule as the document writes it.
+#[derive(Clone, Debug)]
+enum Endpoint {
+    /// `/path: 50`
+    Limit(u64),
+    /// `/path: {limits: [...], shadow: ...}`
+    Rule(Rule),
+}
+
+/// The object form of an endpoint rule: its own windows, and `shadow` when set.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    limits: Vec<(u64, u64)>,
+    shadow: Option<bool>,
+}
+
+impl Rule {
+    /// A rule of these `(limit, window_seconds)` windows.
+    pub fn new(limits: &[(u64, u64)]) -> Rule {
+        Rule {
+            limits: limits.to_vec(),
+            shadow: None,
+        }
+    }
+
+    /// The rule's `shadow`.
+    pub fn shadow(mut self, on: bool) -> Self {
+        self.shadow = Some(on);
+        self
+    }
 }
 
 impl Tier {
@@ -206,9 +261,20 @@ impl Tier {
         Tier {
             name: name.to_string(),
             requests_per_window: Some(requests_per_window),
+            limits: None,
             unlimited: false,
             window: None,
+            shadow: None,
             endpoints: Vec::new(),
+        }
+    }
+
+    /// A tier of several windows (`limits`), each `(limit, window_seconds)`.
+    pub fn windows(name: &str, limits: &[(u64, u64)]) -> Tier {
+        Tier {
+            requests_per_window: None,
+            limits: Some(limits.to_vec()),
+            ..Tier::new(name, 0)
         }
     }
 
@@ -226,17 +292,41 @@ impl Tier {
         self
     }
 
+    /// Back to one window, `requests_per_window` (drops `limits`).
     pub fn requests_per_window(mut self, limit: u64) -> Self {
         self.requests_per_window = Some(limit);
+        self.limits = None;
         self
     }
 
-    /// A per-endpoint limit: an exact normalised path or a `prefix/*` rule. Setting a pattern
-    /// again replaces its limit.
-    pub fn endpoint(mut self, pattern: &str, limit: u64) -> Self {
+    /// The tier's windows, `limits` (drops `requests_per_window`).
+    pub fn limits(mut self, limits: &[(u64, u64)]) -> Self {
+        self.limits = Some(limits.to_vec());
+        self.requests_per_window = None;
+        self
+    }
+
+    /// The tier's `shadow`.
+    pub fn shadow(mut self, on: bool) -> Self {
+        self.shadow = Some(on);
+        self
+    }
+
+    /// A per-endpoint limit in shorthand (one window of the tier's window size): an exact
+    /// normalised path or a `prefix/*` rule. Setting a pattern again replaces its rule.
+    pub fn endpoint(self, pattern: &str, limit: u64) -> Self {
+        self.set_endpoint(pattern, Endpoint::Limit(limit))
+    }
+
+    /// An endpoint rule in object form.
+    pub fn rule(self, pattern: &str, rule: Rule) -> Self {
+        self.set_endpoint(pattern, Endpoint::Rule(rule))
+    }
+
+    fn set_endpoint(mut self, pattern: &str, endpoint: Endpoint) -> Self {
         match self.endpoints.iter_mut().find(|(p, _)| p == pattern) {
-            Some(entry) => entry.1 = limit,
-            None => self.endpoints.push((pattern.to_string(), limit)),
+            Some(entry) => entry.1 = endpoint,
+            None => self.endpoints.push((pattern.to_string(), endpoint)),
         }
         self
     }
@@ -246,18 +336,50 @@ impl Tier {
         if let Some(limit) = self.requests_per_window {
             line(y, 4, &format!("requests_per_window: {limit}"));
         }
+        if let Some(limits) = &self.limits {
+            line(y, 4, "limits:");
+            write_windows(y, 6, limits);
+        }
         if self.unlimited {
             line(y, 4, "unlimited: true");
         }
         if let Some(window) = self.window {
             line(y, 4, &format!("window_size_seconds: {window}"));
         }
+        if let Some(shadow) = self.shadow {
+            line(y, 4, &format!("shadow: {shadow}"));
+        }
         if !self.endpoints.is_empty() {
             line(y, 4, "endpoints:");
-            for (pattern, limit) in &self.endpoints {
-                line(y, 6, &format!("{}: {limit}", quoted(pattern)));
+            for (pattern, endpoint) in &self.endpoints {
+                match endpoint {
+                    Endpoint::Limit(limit) => {
+                        line(y, 6, &format!("{}: {limit}", quoted(pattern)));
+                    }
+                    Endpoint::Rule(rule) => {
+                        line(y, 6, &format!("{}:", quoted(pattern)));
+                        line(y, 8, "limits:");
+                        write_windows(y, 10, &rule.limits);
+                        if let Some(shadow) = rule.shadow {
+                            line(y, 8, &format!("shadow: {shadow}"));
+                        }
+                    }
+                }
             }
         }
+    }
+}
+
+fn write_windows(y: &mut String, indent: usize, limits: &[(u64, u64)]) {
+    if limits.is_empty() {
+        line(y, indent, "[]");
+    }
+    for (limit, seconds) in limits {
+        line(
+            y,
+            indent,
+            &format!("- {{limit: {limit}, window_seconds: {seconds}}}"),
+        );
     }
 }
 
@@ -360,7 +482,8 @@ pub mod tiered {
 /// Three tiers and a key on each, and JWTs (HS256 and RS256) whose `tier` claim picks a tier:
 ///
 /// - `free` (default): 100 per 60 s;
-/// - `premium`: 1000 per 60 s; `/api/v1/request` 50, `/api/v1/health` 1000,
+/// - `premium`: 1000 per 60 s; `/api/v1/request` 50, `/api/v1/health` 999 (one below the
+///   budget: a rule at the budget could never bind),
 ///   `/api/v1/admin/*` 3;
 /// - `unlimited`: no budget (1 s window).
 ///
@@ -372,7 +495,7 @@ pub fn tiers_with_keys() -> Config {
             Tier::new("premium", 1000)
                 .window(60)
                 .endpoint("/api/v1/request", 50)
-                .endpoint("/api/v1/health", 1000)
+                .endpoint("/api/v1/health", 999)
                 .endpoint("/api/v1/admin/*", 3),
         )
         .tier(Tier::unlimited("unlimited").window(1))

@@ -75,7 +75,7 @@ async fn ten_thousand_random_api_keys_buy_nothing() {
     );
     assert_eq!(
         counter_keys(&stack),
-        vec!["rl:{ip:127.0.0.121}:b".to_string()]
+        vec!["rl:{ip:127.0.0.121}:b:60".to_string()]
     );
 }
 
@@ -156,10 +156,10 @@ async fn forged_tokens_spoofed_headers_and_spellings_share_one_budget() {
     assert_eq!(
         keys,
         vec![
-            "rl:{ip:127.0.0.122}:b".to_string(),
-            "rl:{ip:127.0.0.123}:b".to_string(),
-            "rl:{ip:127.0.0.123}:e:/api/v1/request".to_string(),
-            "rl:{ip:203.0.113.50}:b".to_string(),
+            "rl:{ip:127.0.0.122}:b:60".to_string(),
+            "rl:{ip:127.0.0.123}:b:60".to_string(),
+            "rl:{ip:127.0.0.123}:e:60:/api/v1/request".to_string(),
+            "rl:{ip:203.0.113.50}:b:60".to_string(),
         ]
     );
 }

@@ -7,7 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use control_plane::config::{ApiKeyConfig, JwtConfig, RateLimitConfig, TierConfig, parse_json};
+use control_plane::config::{
+    ApiKeyConfig, EndpointRule, JwtConfig, RateLimitConfig, RuleConfig, TierConfig, WindowConfig,
+    parse_json,
+};
 use rate_limit_filter::config::{ConfigError as PluginError, MAX_TIMEOUT_MS, PluginConfig};
 use rate_limit_filter::engine::NO_CALLOUT_HEADERS;
 use rate_limit_filter::response::METRIC_NAMES;
@@ -259,13 +262,21 @@ fn the_docs_name_no_variable_the_binary_does_not_have() {
 // ---------------------------------------------------------------------------------------
 // The configuration file
 
-/// Field paths of a serialised configuration (`tiers[].name`, `jwt.issuer`) with their
-/// values. The keys of `tiers[].endpoints` are user data, not fields.
+/// The segment standing for an endpoint rule's pattern in a field path: the keys of
+/// `tiers[].endpoints` are user data, not fields, but a rule in object form has fields.
+const PATTERN: &str = "<pattern>";
+
+/// Field paths of a serialised configuration (`tiers[].name`, `jwt.issuer`,
+/// `tiers[].endpoints.<pattern>.limits`) with their values.
 fn field_paths(value: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
     match value {
         Value::Object(map) => {
             for (key, child) in map {
                 if key.starts_with('/') {
+                    // A shorthand rule is a number: `tiers[].endpoints` documents it.
+                    if child.is_object() {
+                        field_paths(child, &format!("{prefix}.{PATTERN}"), out);
+                    }
                     continue;
                 }
                 let path = if prefix.is_empty() {
@@ -299,16 +310,32 @@ fn paths_of(config: &RateLimitConfig) -> BTreeMap<String, Value> {
 /// A configuration with every field set: a field added to the schema breaks this literal,
 /// which is the point.
 fn fully_populated() -> RateLimitConfig {
+    let window = WindowConfig {
+        limit: 5,
+        window_seconds: 1,
+    };
     RateLimitConfig {
         enabled: true,
         default_tier: "free".into(),
         fail_open: true,
+        shadow: true,
         tiers: vec![TierConfig {
             name: "free".into(),
             requests_per_window: Some(10),
+            limits: Some(vec![window]),
             unlimited: true,
             window_size_seconds: 60,
-            endpoints: BTreeMap::from([("/api/v1/request".to_string(), 5)]),
+            endpoints: BTreeMap::from([
+                ("/api/v1/request".to_string(), EndpointRule::Limit(5)),
+                (
+                    "/api/v1/search".to_string(),
+                    EndpointRule::Rule(RuleConfig {
+                        limits: vec![window],
+                        shadow: true,
+                    }),
+                ),
+            ]),
+            shadow: true,
             description: Some("d".into()),
         }],
         whitelist: vec!["10.0.0.0/8".into()],
@@ -339,13 +366,15 @@ fn render(value: &Value) -> String {
     }
 }
 
-/// Removes a field path (`[]` meaning the first element) from a JSON document.
+/// Removes a field path (`[]` meaning the first element, [`PATTERN`] the rule `/r`) from a
+/// JSON document.
 fn remove_path(doc: &mut Value, path: &str) {
     let mut node = doc;
     let parts: Vec<&str> = path.split('.').collect();
     for part in &parts[..parts.len() - 1] {
         node = match part.strip_suffix("[]") {
             Some(name) => &mut node[name][0],
+            None if *part == PATTERN => &mut node["/r"],
             None => &mut node[*part],
         };
     }
@@ -372,6 +401,9 @@ fn config_defaults() -> BTreeMap<String, Expected> {
     let mut full = base.clone();
     full["api_keys"] = json!([{"id": "k", "tier": "t", "key": "0123456789abcdef"}]);
     full["jwt"] = json!({"hs256_secret": "s".repeat(32)});
+    // Parsing alone: `limits` beside `requests_per_window` is for validation to refuse.
+    full["tiers"][0]["limits"] = json!([{"limit": 1, "window_seconds": 1}]);
+    full["tiers"][0]["endpoints"] = json!({"/r": {"limits": [{"limit": 1, "window_seconds": 1}]}});
     let full_supplied: Vec<&str> = base_supplied
         .iter()
         .copied()
@@ -382,6 +414,13 @@ fn config_defaults() -> BTreeMap<String, Expected> {
             "api_keys[].key",
             "jwt",
             "jwt.hs256_secret",
+            "tiers[].limits",
+            "tiers[].limits[].limit",
+            "tiers[].limits[].window_seconds",
+            "tiers[].endpoints",
+            "tiers[].endpoints.<pattern>.limits",
+            "tiers[].endpoints.<pattern>.limits[].limit",
+            "tiers[].endpoints.<pattern>.limits[].window_seconds",
         ])
         .collect();
 
@@ -409,7 +448,7 @@ fn config_defaults() -> BTreeMap<String, Expected> {
         defaults.entry(path.to_string()).or_insert(want);
     }
     // Fields serialised only when not at their default.
-    let parsed = parse(&full).unwrap();
+    let parsed = parse(&base).unwrap();
     let tier = &parsed.tiers[0];
     assert!(tier.endpoints.is_empty());
     defaults.insert(
@@ -417,6 +456,19 @@ fn config_defaults() -> BTreeMap<String, Expected> {
         Expected::Value(tier.unlimited.to_string()),
     );
     defaults.insert("tiers[].endpoints".into(), Expected::Value("{}".into()));
+    defaults.insert("shadow".into(), Expected::Value(parsed.shadow.to_string()));
+    defaults.insert(
+        "tiers[].shadow".into(),
+        Expected::Value(tier.shadow.to_string()),
+    );
+    let parsed = parse(&full).unwrap();
+    let EndpointRule::Rule(rule) = &parsed.tiers[0].endpoints["/r"] else {
+        panic!("the object form parses as a rule");
+    };
+    defaults.insert(
+        "tiers[].endpoints.<pattern>.shadow".into(),
+        Expected::Value(rule.shadow.to_string()),
+    );
     // Everything else is optional without a value (`Option`, skipped when `None`).
     for path in paths_of(&fully_populated()).into_keys() {
         defaults.entry(path).or_insert(Expected::Unset);
@@ -429,6 +481,12 @@ fn every_config_file_field_is_documented_with_its_default() {
     let defaults = config_defaults();
     assert!(defaults.len() >= 20, "{defaults:?}");
     assert_eq!(defaults["enabled"], Expected::Value("true".into()));
+    assert_eq!(defaults["shadow"], Expected::Value("false".into()));
+    assert_eq!(
+        defaults["tiers[].endpoints.<pattern>.limits[].window_seconds"],
+        Expected::Required
+    );
+    assert_eq!(defaults["tiers[].limits"], Expected::Unset);
     assert_eq!(
         defaults["tiers[].window_size_seconds"],
         Expected::Value("60".into())
@@ -461,6 +519,33 @@ fn the_sample_configuration_uses_only_documented_fields() {
     for path in paths_of(&sample).into_keys() {
         assert!(defaults.contains_key(&path), "{path}");
     }
+}
+
+/// The configuration examples of the documents (```yaml blocks with `tiers:`) are valid
+/// configurations: shown as they are, after `default_tier: free` where they leave it out.
+#[test]
+fn the_configuration_examples_of_the_documents_are_valid() {
+    let mut checked = 0;
+    for file in ["README.md", DOC] {
+        let text = read(file);
+        for block in text.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            if !block.contains("tiers:") {
+                continue;
+            }
+            let doc = if block.contains("default_tier:") {
+                block.to_string()
+            } else {
+                format!("default_tier: free\n{block}")
+            };
+            let parsed = control_plane::config::parse_yaml(&doc)
+                .unwrap_or_else(|e| panic!("{file}: example does not parse: {e}\n{doc}"));
+            control_plane::config::CompiledConfig::compile(parsed)
+                .unwrap_or_else(|e| panic!("{file}: example is invalid: {e}\n{doc}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "only {checked} examples found");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ async fn us3_endpoint_limits_bind_independently_under_the_tier_budget() {
         "/api/v1/request"
     );
     assert_eq!(denied.num("x-ratelimit-limit"), 50);
-    // Health (its own rule, 1000) still passes, and the headers show the tier budget now
+    // Health (its own rule, 999) still passes, and the headers show the tier budget now
     // has the least remaining (1000 − 50 − 1).
     let health = get(&client, &stack.url("/api/v1/health"), &key).await;
     assert_eq!(health.status, 200);

@@ -1,8 +1,8 @@
 //! An upstream with a rate limiter of its own, behind a real Envoy with the release `.wasm`:
 //! its `X-RateLimit-*` headers never reach clients beside ours (ours replace them; where we
 //! send none or only `X-RateLimit-Tier`, the others are removed), while its `RateLimit` /
-//! `RateLimit-Policy` fields (Lists intermediaries append to) and its `Retry-After` pass
-//! untouched. The upstream is the demo upstream's `/api/v1/own-limits`.
+//! `RateLimit-Policy` fields (Lists intermediaries append to) keep its members in front of
+//! ours and its `Retry-After` passes untouched. The upstream is the demo upstream's `/api/v1/own-limits`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -51,14 +51,35 @@ fn lines<'a>(reply: &'a Reply, name: &str) -> Vec<&'a str> {
 }
 
 /// The upstream's `RateLimit`, `RateLimit-Policy` (both lines, in order) and `Retry-After`
-/// arrived as it sent them.
+/// arrived as it sent them, and nothing was added to them.
 fn assert_upstream_fields_untouched(reply: &Reply) {
-    for name in ["ratelimit", "ratelimit-policy", "retry-after"] {
+    assert_upstream_fields_first(reply, None);
+}
+
+/// The upstream's `RateLimit` and `RateLimit-Policy` lines arrived as it sent them and in
+/// front, followed by ours when `ours` gives them (each our one line's expected start); its
+/// `Retry-After` is untouched.
+fn assert_upstream_fields_first(reply: &Reply, ours: Option<(&str, &str)>) {
+    let (our_ratelimit, our_policy) = ours.unzip();
+    for (name, ours) in [
+        ("ratelimit", our_ratelimit),
+        ("ratelimit-policy", our_policy),
+        ("retry-after", None),
+    ] {
+        let upstream = upstream_lines(name);
+        let found = lines(reply, name);
         assert_eq!(
-            lines(reply, name),
-            upstream_lines(name),
+            found.len(),
+            upstream.len() + usize::from(ours.is_some()),
             "{name}: {reply:#?}"
         );
+        assert_eq!(found[..upstream.len()], upstream, "{name}: {reply:#?}");
+        if let Some(start) = ours {
+            assert!(
+                found[upstream.len()].starts_with(start),
+                "{name}: {reply:#?}"
+            );
+        }
     }
 }
 
@@ -108,7 +129,14 @@ async fn the_upstreams_own_rate_limit_headers_never_reach_clients_beside_ours() 
         let reply = get(&from(61), &url(query), &[]).await;
         assert_eq!(reply.status, status, "{reply:#?}");
         assert_ours_only(&reply, 100, "free");
-        assert_upstream_fields_untouched(&reply);
+        let remaining = reply.num("x-ratelimit-remaining");
+        assert_upstream_fields_first(
+            &reply,
+            Some((
+                &format!("\"free-60s\";r={remaining};t="),
+                "\"free-60s\";q=100;w=60",
+            )),
+        );
     }
 
     // An unlimited tier without endpoint rule: only X-RateLimit-Tier is ours to send.

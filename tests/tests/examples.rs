@@ -216,7 +216,7 @@ fn the_documented_admin_commands_work_on_the_sample_configuration() {
     for args in [
         &["free", "60"][..],
         &["free", "100", "60"],
-        &["free", "50"],
+        &["free", "80"],
         &["premium", "2000", "120"],
     ] {
         let (code, stdout, stderr) = set_tier(&url, Some(ADMIN_KEY), args);
@@ -226,6 +226,13 @@ fn the_documented_admin_commands_work_on_the_sample_configuration() {
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("tiers[0].endpoints./api/v1/request"),
+        "{stderr}"
+    );
+    // A tier of several windows is left to the admin API, with a message saying so.
+    let (code, _, stderr) = set_tier(&url, Some(ADMIN_KEY), &["enterprise", "5000"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("has several windows (200 per 1 s, 10000 per 60 s"),
         "{stderr}"
     );
     // The unlimited tier can be given a budget: `unlimited` is dropped.

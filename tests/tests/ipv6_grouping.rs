@@ -131,9 +131,9 @@ async fn every_address_of_one_slash_64_shares_one_budget() {
     // Counters only, not each identity's record of recently counted requests.
     keys.retain(|k| !k.ends_with(":n"));
     for key in [
-        "rl:{ip:2001:db8:1:2::/64}:b",
-        "rl:{ip:2001:db8:1:3::/64}:b",
-        "rl:{ip:198.51.100.7}:b",
+        "rl:{ip:2001:db8:1:2::/64}:b:60",
+        "rl:{ip:2001:db8:1:3::/64}:b:60",
+        "rl:{ip:198.51.100.7}:b:60",
     ] {
         assert!(keys.contains(&key.to_string()), "{key} not in {keys:?}");
     }

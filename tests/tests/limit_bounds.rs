@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use control_plane::store::{CounterSpec, CounterStore, RedisStore, RedisStoreOptions, keys};
 use rl_tests::admin::Admin;
-use rl_tests::fixtures::{Config, Tier};
+use rl_tests::fixtures::{Config, Rule, Tier};
 use rl_tests::{ControlPlane, ControlPlaneBuilder, RedisServer, control_plane_bin, repo_root};
 
 const ADMIN_KEY: &str = "limit-bounds-admin-key-0123";
@@ -37,6 +37,14 @@ async fn limits_above_the_exact_log_bound_are_refused() {
             Config::new().tier(Tier::new("free", u64::MAX)),
             "tiers[0].requests_per_window",
         ),
+        (
+            Config::new().tier(Tier::windows("free", &[(10, 1), (over, 60)])),
+            "tiers[0].limits[1].limit",
+        ),
+        (
+            Config::new().tier(Tier::unlimited("free").rule("/x", Rule::new(&[(over, 1)]))),
+            "tiers[0].endpoints./x.limits[0].limit",
+        ),
     ];
     for (config, field) in cases {
         let put = admin.put_yaml(&cp, &config.yaml()).await;
@@ -45,8 +53,13 @@ async fn limits_above_the_exact_log_bound_are_refused() {
         let message = put.body["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("1000000"), "the bound is named: {message}");
     }
-    let at_bound =
-        Config::new().tier(Tier::new("free", EXACT_LOG_BOUND).endpoint("/x", EXACT_LOG_BOUND));
+    // The bound on every window: the rule's over a longer window than the tier's, so that the
+    // tier's does not make it useless.
+    let at_bound = Config::new().tier(
+        Tier::windows("free", &[(EXACT_LOG_BOUND, 60)])
+            .window(120)
+            .endpoint("/x", EXACT_LOG_BOUND),
+    );
     let put = admin.put_yaml(&cp, &at_bound.yaml()).await;
     assert_eq!(put.status, 200, "{put:?}");
 
@@ -98,10 +111,11 @@ fn memory_of(redis: &RedisServer, identity: &str) -> u64 {
 async fn saturate(redis: &RedisServer, store: &RedisStore, limit: u64) -> u64 {
     let identity = format!("ip:198.51.100.{}", limit.ilog10());
     let counters = [CounterSpec {
-        key: keys::budget_key(&identity),
+        key: keys::budget_key(&identity, 86_400),
         limit,
         // The longest window: nothing leaves it during the test.
         window_us: 86_400_000_000,
+        shadow: false,
     }];
     let started = Instant::now();
     let (mut sent, mut admitted) = (0, 0);

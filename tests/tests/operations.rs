@@ -33,9 +33,9 @@ fn config_with(limit: u64, endpoint_limit: u64) -> String {
         .yaml()
 }
 
-/// Five per minute, on `/api/v1/request` too.
+/// Five per minute, four of them on `/api/v1/request`.
 fn config() -> String {
-    config_with(5, 5)
+    config_with(5, 4)
 }
 
 fn from(last: u8) -> reqwest::Client {
@@ -109,27 +109,33 @@ async fn metrics_reflect_the_traffic_sent_within_seconds() {
         let key = [("x-api-key", PARTNER_KEY)];
         statuses.push(get(&client, &stack.url("/other"), &key).await.status);
     }
-    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 200, 200]);
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429, 429, 429, 200, 200]);
     let sent = Instant::now();
 
     let cp = &stack.control_plane;
     let took = eventually(Duration::from_secs(10), "JSON metrics", async || {
         let (_, m) = admin_json(cp, "/api/v1/rate-limit/metrics").await;
-        m["throttled_requests"] == 3
+        m["throttled_requests"] == 4
     })
     .await;
     eprintln!("JSON metrics showed the throttling {took:?} after it happened");
     let (status, m) = admin_json(cp, "/api/v1/rate-limit/metrics").await;
     assert_eq!(status, 200);
     assert_eq!(m["total_requests"], 8);
-    assert_eq!(m["allowed_requests"], 5);
-    assert_eq!(m["throttled_requests"], 3);
+    assert_eq!(m["allowed_requests"], 4);
+    assert_eq!(m["throttled_requests"], 4);
+    assert_eq!(m["shadow_throttled_requests"], 0);
     assert_eq!(m["whitelisted_requests"], 2);
-    assert!((m["throttle_rate"].as_f64().unwrap() - 0.375).abs() < 1e-9);
-    assert_eq!(m["by_tier"]["free"], 3);
+    assert!((m["throttle_rate"].as_f64().unwrap() - 0.5).abs() < 1e-9);
+    assert_eq!(m["by_tier"]["free"], 4);
     assert_eq!(m["by_tier"]["premium"], 0);
-    assert_eq!(m["by_endpoint"]["/api/v1/request"], 3);
+    assert_eq!(m["by_endpoint"]["/api/v1/request"], 4);
     assert_eq!(m["by_endpoint"]["other"], 0);
+    // Every window of the configuration, by policy name: the rule's bound every time.
+    assert_eq!(
+        m["by_policy"],
+        json!({"free-60s": 0, "free-/api/v1/request-60s": 4, "premium-60s": 0})
+    );
     assert_eq!(m["redis_errors"], 0);
     assert!(m["p95_check_latency_ms"].as_f64().unwrap() > 0.0);
     assert!(m["avg_check_latency_ms"].as_f64().unwrap() > 0.0);
@@ -146,11 +152,11 @@ async fn metrics_reflect_the_traffic_sent_within_seconds() {
     let series = [
         (
             r#"rate_limit_requests_total{tier="free",endpoint="/api/v1/request",decision="allowed"}"#,
-            5.0,
+            4.0,
         ),
         (
             r#"rate_limit_requests_total{tier="free",endpoint="/api/v1/request",decision="throttled"}"#,
-            3.0,
+            4.0,
         ),
         (
             r#"rate_limit_requests_total{tier="none",endpoint="other",decision="whitelisted"}"#,
@@ -158,7 +164,11 @@ async fn metrics_reflect_the_traffic_sent_within_seconds() {
         ),
         (
             r#"rate_limit_throttled_total{tier="free",endpoint="/api/v1/request"}"#,
-            3.0,
+            4.0,
+        ),
+        (
+            r#"rate_limit_policy_throttled_total{tier="free",policy="free-/api/v1/request-60s",decision="throttled"}"#,
+            4.0,
         ),
         ("rate_limit_check_duration_seconds_count", 10.0),
         ("rate_limit_circuit_breaker_open", 0.0),
@@ -175,10 +185,10 @@ async fn metrics_reflect_the_traffic_sent_within_seconds() {
     // The filter's own Envoy stats, in both formats.
     let envoy = &stack.envoy;
     eventually(Duration::from_secs(10), "Envoy stats", async || {
-        envoy.stat("wasmcustom.rate_limit_filter.denied") == Some(3)
+        envoy.stat("wasmcustom.rate_limit_filter.denied") == Some(4)
     })
     .await;
-    assert_eq!(envoy.stat("wasmcustom.rate_limit_filter.allowed"), Some(5));
+    assert_eq!(envoy.stat("wasmcustom.rate_limit_filter.allowed"), Some(4));
     assert_eq!(
         envoy.stat("wasmcustom.rate_limit_filter.whitelisted"),
         Some(2)
@@ -187,7 +197,7 @@ async fn metrics_reflect_the_traffic_sent_within_seconds() {
     assert!(
         prom.lines().any(|l| l.contains("rate_limit_filter")
             && l.contains("denied")
-            && l.trim_end().ends_with(" 3")),
+            && l.trim_end().ends_with(" 4")),
         "{prom}"
     );
     assert!(
@@ -258,7 +268,7 @@ async fn admin_endpoints_need_the_key_and_are_disabled_without_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_applies_at_once_keeps_recorded_entries_and_rejects_bad_documents() {
-    let stack = StackBuilder::new(control_plane_bin!(), &config_with(100, 100))
+    let stack = StackBuilder::new(control_plane_bin!(), &config_with(100, 99))
         .with_redis()
         .control_plane_env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
         .start();
@@ -278,7 +288,7 @@ async fn put_applies_at_once_keeps_recorded_entries_and_rejects_bad_documents() 
     // Lower the free tier to 50: the client at 60 is throttled at once.
     let mut lowered = doc["config"].clone();
     lowered["tiers"][0]["requests_per_window"] = json!(50);
-    lowered["tiers"][0]["endpoints"] = json!({"/api/v1/request": 50});
+    lowered["tiers"][0]["endpoints"] = json!({"/api/v1/request": 49});
     let (status, applied) = put_config(cp, &lowered).await;
     assert_eq!(status, 200, "{applied}");
     assert_eq!(applied["version"], version + 1);
@@ -584,6 +594,12 @@ async fn status_reports_counters_per_identifier() {
     assert!(counters[0]["reset"].as_u64().unwrap() > 1_700_000_000);
     assert_eq!(counters[1]["counter"], "/api/v1/request");
     assert_eq!(counters[1]["count"], 3);
+    assert_eq!(
+        (&counters[0]["policy"], &counters[1]["policy"]),
+        (&json!("free-60s"), &json!("free-/api/v1/request-60s"))
+    );
+    assert_eq!(counters[1]["shadow"], false);
+    assert_eq!(counters[1]["window_seconds"], 60);
     // Looking recorded nothing.
     let (_, again) = admin_json(cp, "/api/v1/rate-limit/status/ip:127.0.0.95").await;
     assert_eq!(again["counters"][0]["count"], 3);
@@ -738,6 +754,35 @@ async fn the_openapi_document_lists_every_endpoint_and_describes_the_metrics() {
     let proxied = &paths["/{proxied_path}"]["get"]["responses"];
     assert!(proxied["429"]["headers"]["Retry-After"].is_object());
     assert!(proxied["200"]["headers"]["X-RateLimit-Remaining"].is_object());
+    for (status, header) in [
+        ("200", "RateLimit-Policy"),
+        ("200", "RateLimit"),
+        ("429", "RateLimit-Policy"),
+        ("429", "RateLimit"),
+    ] {
+        assert!(
+            proxied[status]["headers"][header].is_object(),
+            "{header} on {status}"
+        );
+    }
+    // The decision's windows, and every window in the status report.
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [
+        ("DecisionResponse", "policies"),
+        ("DecisionResponse", "shadow_denied"),
+        ("CounterReport", "policy"),
+        ("CounterReport", "reset_after"),
+        ("PolicyReport", "name"),
+        ("CounterStatus", "policy"),
+        ("CounterStatus", "shadow"),
+        ("MetricsSnapshot", "shadow_throttled_requests"),
+        ("MetricsSnapshot", "by_policy"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][field].is_object(),
+            "{schema}.{field} missing"
+        );
+    }
 
     // A live metrics response satisfies the documented schema.
     let schema = &doc["components"]["schemas"]["MetricsSnapshot"];

@@ -2,8 +2,11 @@
 //! oracle, on every backend (memory, Redis, Redis Cluster).
 //!
 //! The oracle below is written from the rule alone and shares no code with the product: a
-//! request at t is admitted iff every counter that applies has fewer than `limit` admitted
-//! entries with timestamps in (t − W, t]; it is then recorded in all of them. Limits and
+//! request at t is admitted iff every enforced counter that applies has fewer than `limit`
+//! admitted entries with timestamps in (t − W, t]; it is then recorded in every enforced
+//! counter, and in every shadow counter that has room (a shadow counter refuses nothing and
+//! never holds more than its limit). A request sees several counters: each window of its
+//! identity's budget and, when the endpoint rule applies, each window of the rule. Limits and
 //! windows may change between requests: entries stay and are judged by the new ones, except
 //! that an entry once seen outside its counter's window is gone for good (a later, longer
 //! window does not bring it back: a store keeps no more than a window's worth of entries).
@@ -15,6 +18,7 @@
 //! the instants the store reports.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -26,7 +30,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rl_tests::backends::{Backend, BackendKind};
 use rl_tests::test_with_all_stores;
-use rl_wire::{CounterReport, DecisionRequest, Verdict};
+use rl_wire::{DecisionResponse, Verdict};
 
 const SECOND: u64 = 1_000_000;
 
@@ -35,16 +39,18 @@ const SECOND: u64 = 1_000_000;
 struct OracleCounter {
     limit: u64,
     window: u64,
+    shadow: bool,
     admitted: Vec<u64>,
     /// Entries at or before this instant have been seen outside the window.
     forgotten_up_to: u64,
 }
 
 impl OracleCounter {
-    fn new(limit: u64, window: u64) -> Self {
+    fn new(limit: u64, window: u64, shadow: bool) -> Self {
         Self {
             limit,
             window,
+            shadow,
             admitted: Vec::new(),
             forgotten_up_to: 0,
         }
@@ -81,16 +87,37 @@ impl OracleCounter {
     }
 }
 
+/// A counter's state after a request: (count, free_at, full before the request).
+type State = (u64, u64, bool);
+
 /// One request through the oracle: whether it is admitted, and every counter's state after.
-fn oracle_step(counters: &mut [&mut OracleCounter], t: u64) -> (bool, Vec<(u64, u64)>) {
-    let admitted = counters.iter().all(|c| c.has_room(t));
-    for c in counters.iter_mut() {
-        if admitted {
+fn oracle_step(counters: &mut [&mut OracleCounter], t: u64) -> (bool, Vec<State>) {
+    let full: Vec<bool> = counters.iter().map(|c| !c.has_room(t)).collect();
+    let admitted = counters
+        .iter()
+        .zip(&full)
+        .all(|(c, &full)| c.shadow || !full);
+    for (c, &full) in counters.iter_mut().zip(&full) {
+        if admitted && !full {
             c.admitted.push(t);
         }
         c.looked_at(t);
     }
-    (admitted, counters.iter().map(|c| c.state(t)).collect())
+    let states = counters
+        .iter()
+        .zip(&full)
+        .map(|(c, &full)| {
+            let (count, free_at) = c.state(t);
+            (count, free_at, full)
+        })
+        .collect();
+    (admitted, states)
+}
+
+/// Whether a request needing all of `counters` passes at `at` (shadow counters refuse
+/// nothing).
+fn would_admit(counters: &[&OracleCounter], at: u64) -> bool {
+    counters.iter().all(|c| c.shadow || c.has_room(at))
 }
 
 /// The earliest instant from `t` on at which a request needing all of `counters` passes,
@@ -104,12 +131,8 @@ fn earliest_admission(counters: &[&OracleCounter], t: u64) -> u64 {
     candidates.sort_unstable();
     candidates
         .into_iter()
-        .find(|&at| counters.iter().all(|c| c.has_room(at)))
+        .find(|&at| would_admit(counters, at))
         .expect("every entry leaves eventually")
-}
-
-fn would_admit(counters: &[&OracleCounter], at: u64) -> bool {
-    counters.iter().all(|c| c.has_room(at))
 }
 
 /// Manual clocks start at the real time, so instants are on the Unix-epoch scale as in
@@ -154,16 +177,41 @@ fn gap() -> impl Strategy<Value = u64> {
     ]
 }
 
+// ---- The stores: check-and-record against the oracle ----
+
+/// One window of a counter: its limit, its length as a multiple of the base window, and
+/// whether it is a shadow one.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
-    budget: u64,
-    rule: u64,
+struct WindowLimit {
+    limit: u64,
+    factor: u64,
+    shadow: bool,
 }
 
-/// The rule's limit never exceeds the budget (the configuration enforces it).
+/// The windows of one identity: its budget's (all requests) and its rule's (some).
+#[derive(Debug, Clone)]
+struct Limits {
+    budget: Vec<WindowLimit>,
+    rule: Vec<WindowLimit>,
+}
+
+fn window_limit() -> impl Strategy<Value = WindowLimit> {
+    (1u64..=5, 1u64..=3, prop::bool::weighted(0.25)).prop_map(|(limit, factor, shadow)| {
+        WindowLimit {
+            limit,
+            factor,
+            shadow,
+        }
+    })
+}
+
+/// One to three budget windows, one or two rule windows, of any limits: a store judges
+/// whatever it is given (the configuration's rules are the decisions' business, below).
 fn limits() -> impl Strategy<Value = Limits> {
-    (1u64..=5)
-        .prop_flat_map(|budget| (Just(budget), 1..=budget))
+    (
+        prop::collection::vec(window_limit(), 1..=3),
+        prop::collection::vec(window_limit(), 1..=2),
+    )
         .prop_map(|(budget, rule)| Limits { budget, rule })
 }
 
@@ -182,7 +230,7 @@ struct Step {
     calls: Vec<Call>,
 }
 
-/// New limits for every identity and a new window, in force from step `at` on.
+/// New windows for every identity and a new base window, in force from step `at` on.
 #[derive(Debug, Clone)]
 struct Change {
     at: usize,
@@ -205,7 +253,7 @@ fn step(identities: usize) -> impl Strategy<Value = Step> {
         .prop_map(|(gap, calls)| Step { gap, calls })
 }
 
-/// Windows after a change: shorter, the same (only limits change), longer.
+/// Base windows after a change: shorter, the same (only limits change), longer.
 fn new_window() -> impl Strategy<Value = u64> {
     prop_oneof![Just(4 * SECOND), Just(WINDOW), Just(25 * SECOND)]
 }
@@ -240,45 +288,86 @@ fn timeline(with_change: bool) -> impl Strategy<Value = Timeline> {
     })
 }
 
-/// The oracle's counters of one identity.
+/// The oracle's counters of one identity, by storage key: the `i`-th budget window is
+/// `…:b<i>`, the `i`-th rule window `…:e<i>`. A change keeps the key of each position, so
+/// its entries stay and are judged by the new limit and window; a position a change adds is
+/// a new, empty counter.
 struct Who {
-    budget: OracleCounter,
-    rule: OracleCounter,
+    budget: Vec<OracleCounter>,
+    rule: Vec<OracleCounter>,
+    /// How many of each are in force.
+    in_force: (usize, usize),
+}
+
+fn set(counters: &mut Vec<OracleCounter>, windows: &[WindowLimit], base: u64) {
+    for (i, w) in windows.iter().enumerate() {
+        match counters.get_mut(i) {
+            Some(c) => (c.limit, c.window, c.shadow) = (w.limit, w.factor * base, w.shadow),
+            None => counters.push(OracleCounter::new(w.limit, w.factor * base, w.shadow)),
+        }
+    }
 }
 
 impl Who {
-    fn new(limits: Limits, window: u64) -> Self {
-        Self {
-            budget: OracleCounter::new(limits.budget, window),
-            rule: OracleCounter::new(limits.rule, window),
-        }
-    }
-
-    fn change(&mut self, limits: Limits, window: u64) {
-        (self.budget.limit, self.budget.window) = (limits.budget, window);
-        (self.rule.limit, self.rule.window) = (limits.rule, window);
-    }
-
-    fn step(&mut self, with_rule: bool, t: u64) -> (bool, Vec<(u64, u64)>) {
-        if with_rule {
-            oracle_step(&mut [&mut self.budget, &mut self.rule], t)
-        } else {
-            oracle_step(&mut [&mut self.budget], t)
-        }
-    }
-
-    fn specs(&self, tag: &str, with_rule: bool) -> Vec<CounterSpec> {
-        let spec = |key: String, c: &OracleCounter| CounterSpec {
-            key,
-            limit: c.limit,
-            window_us: c.window,
+    fn new(limits: &Limits, base: u64) -> Self {
+        let mut who = Who {
+            budget: Vec::new(),
+            rule: Vec::new(),
+            in_force: (0, 0),
         };
-        let mut specs = vec![spec(format!("rl:{{{tag}}}:b"), &self.budget)];
-        if with_rule {
-            specs.push(spec(format!("rl:{{{tag}}}:e:/r"), &self.rule));
-        }
-        specs
+        who.change(limits, base);
+        who
     }
+
+    fn change(&mut self, limits: &Limits, base: u64) {
+        set(&mut self.budget, &limits.budget, base);
+        set(&mut self.rule, &limits.rule, base);
+        self.in_force = (limits.budget.len(), limits.rule.len());
+    }
+
+    /// The counters a request sees, budget windows first, with their key suffixes.
+    fn counters(&mut self, with_rule: bool) -> Vec<(String, &mut OracleCounter)> {
+        let (b, r) = self.in_force;
+        let budget = self.budget[..b]
+            .iter_mut()
+            .enumerate()
+            .map(|(i, c)| (format!("b{i}"), c));
+        let rule = self.rule[..r]
+            .iter_mut()
+            .enumerate()
+            .filter(|_| with_rule)
+            .map(|(i, c)| (format!("e{i}"), c));
+        budget.chain(rule).collect()
+    }
+
+    fn step(&mut self, with_rule: bool, t: u64) -> (bool, Vec<State>) {
+        let mut counters: Vec<&mut OracleCounter> = self
+            .counters(with_rule)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        oracle_step(&mut counters, t)
+    }
+
+    fn specs(&mut self, tag: &str, with_rule: bool) -> Vec<CounterSpec> {
+        self.counters(with_rule)
+            .into_iter()
+            .map(|(suffix, c)| CounterSpec {
+                key: format!("rl:{{{tag}}}:{suffix}"),
+                limit: c.limit,
+                window_us: c.window,
+                shadow: c.shadow,
+            })
+            .collect()
+    }
+}
+
+fn states_of(outcome: &Outcome) -> Vec<State> {
+    outcome
+        .counters
+        .iter()
+        .map(|c| (c.count, c.free_at_us, c.full))
+        .collect()
 }
 
 /// Replays a timeline through `store` on `clock` and compares every outcome with the oracle.
@@ -292,11 +381,11 @@ fn replay(
     let tags: Vec<String> = (0..tl.limits.len())
         .map(|i| format!("case-{case}-id-{i}"))
         .collect();
-    let mut oracle: Vec<Who> = tl.limits.iter().map(|&l| Who::new(l, WINDOW)).collect();
+    let mut oracle: Vec<Who> = tl.limits.iter().map(|l| Who::new(l, WINDOW)).collect();
     let mut t = clock.now_us();
     for (i, step) in tl.steps.iter().enumerate() {
         if let Some(change) = tl.change.as_ref().filter(|c| c.at == i) {
-            for (who, &limits) in oracle.iter_mut().zip(&change.limits) {
+            for (who, limits) in oracle.iter_mut().zip(&change.limits) {
                 who.change(limits, change.window);
             }
         }
@@ -328,12 +417,14 @@ fn replay(
             let (admitted, states) = oracle[call.who].step(call.with_rule, t);
             prop_assert_eq!(got.now_us, t, "step {} call {}", i, j);
             prop_assert_eq!(got.admitted, admitted, "step {} call {} ({:?})", i, j, call);
-            let got_states: Vec<(u64, u64)> = got
-                .counters
-                .iter()
-                .map(|c| (c.count, c.free_at_us))
-                .collect();
-            prop_assert_eq!(got_states, states, "step {} call {} ({:?})", i, j, call);
+            prop_assert_eq!(
+                states_of(&got),
+                states,
+                "step {} call {} ({:?})",
+                i,
+                j,
+                call
+            );
         }
     }
     Ok(())
@@ -370,12 +461,13 @@ test_with_all_stores!(
     a_denial_after_a_lowered_limit_names_when_the_counter_has_room_again,
 );
 
-/// Interleaved identities, bursts, batches, exact boundaries.
+/// Interleaved identities, bursts, batches, exact boundaries, several windows per counter,
+/// shadow windows.
 fn random_timelines_match_the_oracle(backend: &Backend) {
     run_timelines(backend, false);
 }
 
-/// The same with new limits and a new window for every identity at a random step.
+/// The same with new windows for every identity at a random step.
 fn a_limit_or_window_change_mid_timeline_matches_the_oracle(backend: &Backend) {
     run_timelines(backend, true);
 }
@@ -398,27 +490,43 @@ fn xorshift(seed: u64) -> impl FnMut() -> u64 {
 async fn the_production_clock_matches_the_oracle(backend: &Backend) {
     let store = backend.store();
     let mut rng = xorshift(7);
-    let windows = [40, 400, 4_000];
-    let mut oracle: Vec<Who> = (0..3)
-        .map(|i| {
-            let limits = Limits {
-                budget: rng() % 4 + 2,
-                rule: rng() % 2 + 1,
-            };
-            Who::new(limits, windows[i])
+    let bases = [40, 400, 4_000];
+    let mut limits: Vec<Limits> = (0..3)
+        .map(|_| Limits {
+            budget: vec![
+                WindowLimit {
+                    limit: rng() % 4 + 2,
+                    factor: 1,
+                    shadow: false,
+                },
+                WindowLimit {
+                    limit: rng() % 4 + 4,
+                    factor: 3,
+                    shadow: rng().is_multiple_of(2),
+                },
+            ],
+            rule: vec![WindowLimit {
+                limit: rng() % 2 + 1,
+                factor: 2,
+                shadow: false,
+            }],
         })
+        .collect();
+    let mut oracle: Vec<Who> = limits
+        .iter()
+        .zip(bases)
+        .map(|(l, base)| Who::new(l, base))
         .collect();
     let tags: Vec<String> = (0..3).map(|i| format!("live-{i}")).collect();
     let mut last = [0u64; 3];
     let steps = 900;
     for step in 0..steps {
         if step == steps / 2 {
-            for (who, window) in oracle.iter_mut().zip(windows) {
-                let lowered = Limits {
-                    budget: who.budget.limit - 1,
-                    rule: 1,
-                };
-                who.change(lowered, window);
+            for ((who, limits), base) in oracle.iter_mut().zip(&mut limits).zip(bases) {
+                for w in limits.budget.iter_mut().chain(&mut limits.rule) {
+                    w.limit = (w.limit - 1).max(1);
+                }
+                who.change(limits, base);
             }
         }
         let who = (rng() % 3) as usize;
@@ -435,13 +543,8 @@ async fn the_production_clock_matches_the_oracle(backend: &Backend) {
         );
         last[who] = got.now_us;
         let (admitted, states) = oracle[who].step(with_rule, got.now_us);
-        let got_states: Vec<(u64, u64)> = got
-            .counters
-            .iter()
-            .map(|c| (c.count, c.free_at_us))
-            .collect();
         assert_eq!(
-            (got.admitted, got_states),
+            (got.admitted, states_of(&got)),
             (admitted, states),
             "{}: step {step}, identity {who}, at {}",
             backend.name(),
@@ -450,19 +553,111 @@ async fn the_production_clock_matches_the_oracle(backend: &Backend) {
     }
 }
 
-// ---- Decisions: what the client is told (limit, remaining, Retry-After, Reset) ----
+// ---- Decisions: what the client is told (policies, limit, remaining, Retry-After, Reset) ----
 
-fn config(limits: Limits, window_seconds: u64) -> CompiledConfig {
-    let yaml = format!(
-        "default_tier: t\ntiers:\n  - name: t\n    requests_per_window: {}\n    \
-         window_size_seconds: {window_seconds}\n    endpoints:\n      /r: {}\n",
-        limits.budget, limits.rule
-    );
-    CompiledConfig::compile(parse_yaml(&yaml).expect("yaml")).expect("valid config")
+/// The windows of a tier `t` and of its rule `/r`, all lengths multiples of the base window
+/// `W`: the tier's `short` per W and `long` per 3W, the rule's `rule_short` per W and
+/// `rule_long` per 4W. Generated so that no window can never bind (what validation asks):
+/// a longer window has a higher limit than a shorter one it applies with.
+#[derive(Debug, Clone, Copy)]
+struct Windows {
+    short: u64,
+    long: Option<u64>,
+    rule_short: Option<u64>,
+    rule_long: Option<u64>,
+    tier_shadow: bool,
+    rule_shadow: bool,
 }
 
-fn request(ip: &str, path: &str) -> DecisionRequest {
-    DecisionRequest {
+fn windows() -> impl Strategy<Value = Windows> {
+    (1u64..=4)
+        .prop_flat_map(|short| {
+            let long = prop::option::of((short + 1)..=short + 4);
+            // Below the tier's short limit, or none (then the rule has a long window).
+            let rule_short = if short > 1 {
+                prop::option::of(1..short).boxed()
+            } else {
+                Just(None).boxed()
+            };
+            (Just(short), long, rule_short)
+        })
+        .prop_flat_map(|(short, long, rule_short)| {
+            let above = rule_short.map_or(1, |r| r + 1);
+            // Often the limit of a tier window: ties that the longer wait must break.
+            let tier_limits: Vec<u64> = [Some(short), long]
+                .into_iter()
+                .flatten()
+                .filter(|&l| l >= above)
+                .collect();
+            let limit = if tier_limits.is_empty() {
+                (above..=above + 4).boxed()
+            } else {
+                prop_oneof![
+                    1 => above..=above + 4,
+                    2 => prop::sample::select(tier_limits),
+                ]
+                .boxed()
+            };
+            let rule_long = match rule_short {
+                Some(_) => prop::option::of(limit).boxed(),
+                None => limit.prop_map(Some).boxed(),
+            };
+            (
+                Just((short, long, rule_short)),
+                rule_long,
+                prop::bool::weighted(0.15),
+                prop::bool::weighted(0.3),
+            )
+        })
+        .prop_map(
+            |((short, long, rule_short), rule_long, tier_shadow, rule_shadow)| Windows {
+                short,
+                long,
+                rule_short,
+                rule_long,
+                tier_shadow,
+                rule_shadow,
+            },
+        )
+}
+
+/// Which of [`Windows`] a request sees, in the answer's order: (kind, factor, limit).
+fn applied(w: &Windows, to_rule: bool) -> Vec<(char, u64, u64)> {
+    let mut out = vec![('b', 1, w.short)];
+    out.extend(w.long.map(|l| ('b', 3, l)));
+    if to_rule {
+        out.extend(w.rule_short.map(|l| ('e', 1, l)));
+        out.extend(w.rule_long.map(|l| ('e', 4, l)));
+    }
+    out
+}
+
+fn config(w: &Windows, base: u64) -> CompiledConfig {
+    let list = |pairs: &[(u64, u64)]| {
+        let items: Vec<String> = pairs
+            .iter()
+            .map(|(l, s)| format!("{{limit: {l}, window_seconds: {s}}}"))
+            .collect();
+        format!("[{}]", items.join(", "))
+    };
+    let mut tier = vec![(w.short, base)];
+    tier.extend(w.long.map(|l| (l, 3 * base)));
+    let mut rule = Vec::new();
+    rule.extend(w.rule_short.map(|l| (l, base)));
+    rule.extend(w.rule_long.map(|l| (l, 4 * base)));
+    let yaml = format!(
+        "default_tier: t\ntiers:\n  - name: t\n    limits: {}\n    shadow: {}\n    endpoints:\n      /r: {{limits: {}, shadow: {}}}\n",
+        list(&tier),
+        w.tier_shadow,
+        list(&rule),
+        w.rule_shadow
+    );
+    CompiledConfig::compile(parse_yaml(&yaml).expect("yaml"))
+        .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+fn request(ip: &str, path: &str) -> rl_wire::DecisionRequest {
+    rl_wire::DecisionRequest {
         ip: ip.into(),
         method: "GET".into(),
         path: path.into(),
@@ -474,58 +669,104 @@ fn ceil_secs(us: u64) -> u64 {
     us.div_ceil(SECOND)
 }
 
-/// Checks one answer against the oracle's counters of the request (already stepped).
+/// A window the oracle judged a request by, with its name and length in seconds.
+struct Judged<'a> {
+    counter: &'a OracleCounter,
+    policy: String,
+    seconds: u64,
+    /// Full before the request.
+    full: bool,
+}
+
+/// The window an answer must describe among `candidates` at `t` (after the request): the
+/// least remaining, then the lower limit, then the longer wait, then the first.
+fn described<'a>(candidates: &[&'a Judged<'a>], t: u64) -> &'a Judged<'a> {
+    let key = |j: &Judged<'_>| {
+        let (count, free_at) = j.counter.state(t);
+        (
+            j.counter.limit.saturating_sub(count),
+            j.counter.limit,
+            std::cmp::Reverse(free_at),
+        )
+    };
+    let mut best = candidates[0];
+    for &c in &candidates[1..] {
+        if key(c) < key(best) {
+            best = c;
+        }
+    }
+    best
+}
+
+/// Checks one answer against the oracle's windows of the request (already stepped).
 fn check_answer(
-    counters: &[&OracleCounter],
+    judged: &[Judged<'_>],
     admitted: bool,
     t: u64,
-    verdict: Verdict,
-    report: Option<&CounterReport>,
-    window_seconds: u64,
+    answer: &DecisionResponse,
 ) -> Result<(), TestCaseError> {
-    let report = report.ok_or_else(|| TestCaseError::fail("no counter in the answer"))?;
-    prop_assert_eq!(report.window, window_seconds);
-    let remaining = |c: &OracleCounter| c.limit.saturating_sub(c.inside(t).len() as u64);
+    let report = answer
+        .counter
+        .as_ref()
+        .ok_or_else(|| TestCaseError::fail("no counter in the answer"))?;
+    let policies: Vec<(&str, u64, u64)> = answer
+        .policies
+        .iter()
+        .map(|p| (p.name.as_str(), p.limit, p.window))
+        .collect();
+    let expected: Vec<(&str, u64, u64)> = judged
+        .iter()
+        .map(|j| (j.policy.as_str(), j.counter.limit, j.seconds))
+        .collect();
+    prop_assert_eq!(policies, expected, "every window that applied, tier first");
+    let counters: Vec<&OracleCounter> = judged.iter().map(|j| j.counter).collect();
     if admitted {
-        prop_assert_eq!(verdict, Verdict::Allow);
+        prop_assert_eq!(answer.verdict, Verdict::Allow);
         prop_assert_eq!(report.retry_after, None);
-        // The counter with the least remaining (ties: the lower limit) is described.
-        let least = counters
-            .iter()
-            .map(|c| (remaining(c), c.limit))
-            .min()
-            .expect("a counter");
-        prop_assert_eq!((report.remaining, report.limit), least);
-        let resets: Vec<u64> = counters
-            .iter()
-            .filter(|c| (remaining(c), c.limit) == least)
-            .map(|c| ceil_secs(c.inside(t)[0] + c.window))
-            .collect();
-        prop_assert!(
-            resets.contains(&report.reset),
-            "reset {} is not when the described counter's oldest entry leaves ({:?})",
-            report.reset,
-            resets
+        let shadow_full = judged.iter().any(|j| j.full && j.counter.shadow);
+        prop_assert_eq!(answer.shadow_denied, shadow_full);
+        // Every window is a candidate, shadowed ones too: the headers are what enforced
+        // limits would send.
+        let all: Vec<&Judged<'_>> = judged.iter().collect();
+        let bound = described(&all, t);
+        let (count, free_at) = bound.counter.state(t);
+        prop_assert_eq!(report.policy.as_deref(), Some(bound.policy.as_str()));
+        prop_assert_eq!(
+            (report.limit, report.remaining, report.window),
+            (
+                bound.counter.limit,
+                bound.counter.limit.saturating_sub(count),
+                bound.seconds
+            )
         );
+        prop_assert_eq!(report.reset, ceil_secs(free_at));
+        prop_assert_eq!(report.reset_after, Some(ceil_secs(free_at - t)));
         prop_assert!(report.reset * SECOND > t);
-        prop_assert!(report.reset <= ceil_secs(t + window_seconds * SECOND));
+        prop_assert!(report.reset <= ceil_secs(t + bound.seconds * SECOND));
         return Ok(());
     }
-    prop_assert_eq!(verdict, Verdict::Deny);
+    prop_assert_eq!(answer.verdict, Verdict::Deny);
+    prop_assert!(!answer.shadow_denied);
     prop_assert_eq!(report.remaining, 0);
-    let lowest_full_limit = counters
+    let full: Vec<&Judged<'_>> = judged
         .iter()
-        .filter(|c| !c.has_room(t))
-        .map(|c| c.limit)
-        .min();
-    prop_assert_eq!(Some(report.limit), lowest_full_limit);
-    let free_at = earliest_admission(counters, t);
+        .filter(|j| j.full && !j.counter.shadow)
+        .collect();
+    prop_assert!(!full.is_empty(), "a denial without a full enforced window");
+    let bound = described(&full, t);
+    prop_assert_eq!(report.policy.as_deref(), Some(bound.policy.as_str()));
+    prop_assert_eq!(
+        (report.limit, report.window),
+        (bound.counter.limit, bound.seconds)
+    );
+    let free_at = earliest_admission(&counters, t);
     let retry_after = report
         .retry_after
         .ok_or_else(|| TestCaseError::fail("a deny without Retry-After"))?;
     prop_assert!(retry_after >= 1);
-    // Retry-After is the wait until the counter really has room, rounded up; Reset is that
-    // instant, rounded up to a Unix second; both within one window.
+    prop_assert_eq!(report.reset_after, Some(retry_after));
+    // Retry-After is the wait until every full window has room, rounded up; Reset is that
+    // instant, rounded up to a Unix second; both within the longest full window.
     prop_assert_eq!(
         retry_after,
         ceil_secs(free_at - t),
@@ -533,8 +774,8 @@ fn check_answer(
         free_at - t
     );
     prop_assert_eq!(report.reset, ceil_secs(free_at));
-    prop_assert!(retry_after <= window_seconds);
-    prop_assert!(report.reset <= ceil_secs(t + window_seconds * SECOND));
+    let longest = full.iter().map(|j| j.seconds).max().unwrap_or_default();
+    prop_assert!(retry_after <= longest);
     prop_assert!(
         (report.reset * SECOND).abs_diff(t + retry_after * SECOND) < SECOND,
         "Reset {} and Retry-After {} round different instants (now {} µs)",
@@ -543,29 +784,29 @@ fn check_answer(
         t
     );
     // Waiting as told is enough, and not longer than needed.
-    prop_assert!(would_admit(counters, t + retry_after * SECOND));
-    prop_assert!(would_admit(counters, report.reset * SECOND));
+    prop_assert!(would_admit(&counters, t + retry_after * SECOND));
+    prop_assert!(would_admit(&counters, report.reset * SECOND));
     if retry_after > 1 {
-        prop_assert!(!would_admit(counters, t + (retry_after - 1) * SECOND));
+        prop_assert!(!would_admit(&counters, t + (retry_after - 1) * SECOND));
     }
     if (report.reset - 1) * SECOND >= t {
-        prop_assert!(!would_admit(counters, (report.reset - 1) * SECOND));
+        prop_assert!(!would_admit(&counters, (report.reset - 1) * SECOND));
     }
     Ok(())
 }
 
 #[derive(Debug, Clone)]
 struct DecisionTimeline {
-    limits: Limits,
-    window_seconds: u64,
+    windows: Windows,
+    base_seconds: u64,
     /// (gap µs, requests at that instant: (ip index, to the rule's path?)).
     steps: Vec<(u64, Vec<(usize, bool)>)>,
-    /// New limits and window from step `at` on.
-    change: (usize, Limits, u64),
+    /// New windows and base window from step `at` on.
+    change: (usize, Windows, u64),
 }
 
 fn decision_timeline() -> impl Strategy<Value = DecisionTimeline> {
-    let window = prop_oneof![Just(1u64), Just(2), Just(5)];
+    let base = prop_oneof![Just(1u64), Just(2), Just(5)];
     let gap = prop_oneof![
         2 => Just(0u64),
         1 => Just(1),
@@ -574,24 +815,76 @@ fn decision_timeline() -> impl Strategy<Value = DecisionTimeline> {
     ];
     let requests = prop::collection::vec((0..3usize, any::<bool>()), 1..=3);
     (
-        limits(),
-        window.clone(),
+        windows(),
+        base.clone(),
         prop::collection::vec((gap, requests), 1..40),
-        (any::<prop::sample::Index>(), limits(), window),
+        (any::<prop::sample::Index>(), windows(), base),
     )
         .prop_map(
-            |(limits, window_seconds, steps, (at, new_limits, new_window))| DecisionTimeline {
-                limits,
-                window_seconds,
-                change: (at.index(steps.len()), new_limits, new_window),
+            |(windows, base_seconds, steps, (at, new_windows, new_base))| DecisionTimeline {
+                windows,
+                base_seconds,
+                change: (at.index(steps.len()), new_windows, new_base),
                 steps,
             },
         )
 }
 
-/// Every answer's limit, remaining, Retry-After and Reset against the oracle, on random
-/// timelines of three clients with a change of limits and window (often a lowered limit:
-/// entries above the new limit) in the middle. Several requests at one instant go as a batch.
+/// The oracle of the decisions: one counter per (identity, kind, window length), as the
+/// keys are named. A change that keeps a window's length keeps its count; a new length
+/// starts afresh.
+#[derive(Default)]
+struct Counters(HashMap<(usize, char, u64), OracleCounter>);
+
+impl Counters {
+    /// Steps the windows `w` (base `base` s) that a request of `who` sees, and returns
+    /// whether it was admitted with the windows as judged.
+    fn step(
+        &mut self,
+        who: usize,
+        w: &Windows,
+        base: u64,
+        to_rule: bool,
+        t: u64,
+    ) -> (bool, Vec<(char, u64, bool)>) {
+        let seen = applied(w, to_rule);
+        let mut counters: Vec<&mut OracleCounter> = Vec::new();
+        let mut keys = Vec::new();
+        for &(kind, factor, limit) in &seen {
+            let seconds = factor * base;
+            let shadow = w.tier_shadow || (kind == 'e' && w.rule_shadow);
+            keys.push((who, kind, seconds));
+            let c = self
+                .0
+                .entry((who, kind, seconds))
+                .or_insert_with(|| OracleCounter::new(limit, seconds * SECOND, shadow));
+            (c.limit, c.shadow) = (limit, shadow);
+        }
+        // Borrow each counter once, in order (the keys are distinct).
+        let mut rest: Vec<(&(usize, char, u64), &mut OracleCounter)> = self
+            .0
+            .iter_mut()
+            .filter(|(k, _)| keys.contains(k))
+            .collect();
+        for key in &keys {
+            let i = rest.iter().position(|(k, _)| *k == key).expect("inserted");
+            counters.push(rest.swap_remove(i).1);
+        }
+        let (admitted, states) = oracle_step(&mut counters, t);
+        let judged = seen
+            .iter()
+            .zip(states)
+            .map(|(&(kind, factor, _), (_, _, full))| (kind, factor * base, full))
+            .collect();
+        (admitted, judged)
+    }
+}
+
+/// Every answer's policies, limit, remaining, Retry-After, Reset, shadow flag and binding
+/// window against the oracle, on random timelines of three clients under a tier of one or
+/// two windows and a rule of one or two, shadowed or not, with a change of windows and base
+/// length in the middle (a lowered limit leaves entries above it; a new length starts
+/// afresh). Several requests at one instant go as a batch.
 fn retry_after_and_reset_match_the_oracle(backend: &Backend) {
     let rt = runtime();
     let _entered = rt.enter();
@@ -606,28 +899,23 @@ fn retry_after_and_reset_match_the_oracle(backend: &Backend) {
             let store = shared
                 .clone()
                 .unwrap_or_else(|| backend.store_with_clock(clock.clone()));
-            let live: SharedConfig = live_config::shared(config(tl.limits, tl.window_seconds));
+            let live: SharedConfig = live_config::shared(config(&tl.windows, tl.base_seconds));
             let decider = Decider::new(live.clone(), store, clock.clone());
             let ips: Vec<String> = (0..3)
                 .map(|i| format!("10.{}.{}.{}", case / 256 % 256, case % 256, i + 1))
                 .collect();
-            let mut window_seconds = tl.window_seconds;
-            let mut oracle: Vec<Who> = (0..3)
-                .map(|_| Who::new(tl.limits, window_seconds * SECOND))
-                .collect();
+            let (mut windows, mut base) = (tl.windows, tl.base_seconds);
+            let mut oracle = Counters::default();
             let mut t = clock.now_us();
             for (i, (gap, requests)) in tl.steps.iter().enumerate() {
-                let (at, new_limits, new_window) = tl.change;
+                let (at, new_windows, new_base) = tl.change;
                 if i == at {
-                    live.store(Arc::new(config(new_limits, new_window)));
-                    window_seconds = new_window;
-                    for who in &mut oracle {
-                        who.change(new_limits, new_window * SECOND);
-                    }
+                    live.store(Arc::new(config(&new_windows, new_base)));
+                    (windows, base) = (new_windows, new_base);
                 }
                 t += gap;
                 clock.set(t);
-                let batch: Vec<DecisionRequest> = requests
+                let batch: Vec<rl_wire::DecisionRequest> = requests
                     .iter()
                     .map(|&(who, to_rule)| {
                         request(&ips[who], if to_rule { "/r" } else { "/other" })
@@ -640,22 +928,21 @@ fn retry_after_and_reset_match_the_oracle(backend: &Backend) {
                 };
                 for (&(who, to_rule), decision) in requests.iter().zip(decisions) {
                     let answer = decision.response;
-                    let (admitted, _) = oracle[who].step(to_rule, t);
-                    let who = &oracle[who];
-                    let counters: Vec<&OracleCounter> = if to_rule {
-                        vec![&who.budget, &who.rule]
-                    } else {
-                        vec![&who.budget]
-                    };
-                    check_answer(
-                        &counters,
-                        admitted,
-                        t,
-                        answer.verdict,
-                        answer.counter.as_ref(),
-                        window_seconds,
-                    )
-                    .map_err(|e| TestCaseError::fail(format!("step {i}: {e} ({answer:?})")))?;
+                    let (admitted, seen) = oracle.step(who, &windows, base, to_rule, t);
+                    let judged: Vec<Judged<'_>> = seen
+                        .iter()
+                        .map(|&(kind, seconds, full)| Judged {
+                            counter: &oracle.0[&(who, kind, seconds)],
+                            policy: match kind {
+                                'b' => format!("t-{seconds}s"),
+                                _ => format!("t-/r-{seconds}s"),
+                            },
+                            seconds,
+                            full,
+                        })
+                        .collect();
+                    check_answer(&judged, admitted, t, &answer)
+                        .map_err(|e| TestCaseError::fail(format!("step {i}: {e} ({answer:?})")))?;
                 }
             }
             Ok(())
@@ -672,8 +959,14 @@ async fn a_denial_after_a_lowered_limit_names_when_the_counter_has_room_again(ba
     let start = real_now_us().div_ceil(SECOND) * SECOND + SECOND / 4;
     let clock = Arc::new(ManualClock::new(start));
     let store = backend.store_with_clock(clock.clone());
-    let at = |limits| config(limits, 10);
-    let live = live_config::shared(at(Limits { budget: 5, rule: 5 }));
+    let at = |budget: u64| {
+        let yaml = format!(
+            "default_tier: t\ntiers:\n  - name: t\n    requests_per_window: {budget}\n    \
+             window_size_seconds: 10\n"
+        );
+        CompiledConfig::compile(parse_yaml(&yaml).expect("yaml")).expect("valid config")
+    };
+    let live = live_config::shared(at(5));
     let decider = Decider::new(live.clone(), store, clock.clone());
     let decide = async || {
         decider
@@ -685,7 +978,7 @@ async fn a_denial_after_a_lowered_limit_names_when_the_counter_has_room_again(ba
         clock.set(start + i * SECOND);
         assert_eq!(decide().await.verdict, Verdict::Allow, "{}", backend.name());
     }
-    live.store(Arc::new(at(Limits { budget: 2, rule: 2 })));
+    live.store(Arc::new(at(2)));
     clock.set(start + 5 * SECOND);
     let denied = decide().await;
     assert_eq!(denied.verdict, Verdict::Deny, "{}", backend.name());

@@ -10,13 +10,14 @@ use rl_tests::{
 };
 use serde_json::{Value, json};
 
-/// Fail-closed, `limit` per minute for the identity and for `/api/v1/request` alike.
+/// Fail-closed, `limit` per minute (and twice that per hour) for the identity, and `limit`
+/// per two minutes for `/api/v1/request`: three windows, each its own key, one slot.
 fn config(limit: u64) -> String {
     Config::new()
         .fail_open(false)
         .tier(
-            Tier::new("free", limit)
-                .window(60)
+            Tier::windows("free", &[(limit, 60), (2 * limit, 3600)])
+                .window(120)
                 .endpoint("/api/v1/request", limit),
         )
         .yaml()
@@ -46,10 +47,12 @@ fn start_control_plane(cluster: &RedisCluster, config: &str) -> ControlPlane {
 async fn exact_limits_on_a_cluster_with_each_identity_in_one_slot() {
     let cluster = RedisCluster::start();
     let cp = start_control_plane(&cluster, &config(100));
-    // Both counters of an identity hash to one slot (else the script would fail CROSSSLOT).
-    let budget = budget_key("ip:10.1.1.1");
-    let rule = rule_key("ip:10.1.1.1", "/api/v1/request");
+    // Every window of an identity hashes to one slot (else the script would fail CROSSSLOT).
+    let budget = budget_key("ip:10.1.1.1", 60);
+    let hourly = budget_key("ip:10.1.1.1", 3600);
+    let rule = rule_key("ip:10.1.1.1", 120, "/api/v1/request");
     assert_eq!(cluster.keyslot(&budget), cluster.keyslot(&rule));
+    assert_eq!(cluster.keyslot(&budget), cluster.keyslot(&hourly));
 
     let url = cp.url(rl_wire::DECISION_PATH);
     let tasks: Vec<_> = (0..300)
@@ -72,8 +75,10 @@ async fn exact_limits_on_a_cluster_with_each_identity_in_one_slot() {
         }
     }
     assert_eq!((a, b), (100, 100));
-    let stored = cluster.cli(&["ZCARD", &budget]);
-    assert_eq!(stored.trim(), "100");
+    for key in [&budget, &hourly, &rule] {
+        let stored = cluster.cli(&["ZCARD", key]);
+        assert_eq!(stored.trim(), "100", "{key}");
+    }
 
     // Configuration versions live in the cluster too.
     let (status, doc) = {
@@ -99,7 +104,7 @@ async fn master_failover_of_an_identity_slot() {
     let limit = 100_000;
     let cp = start_control_plane(&cluster, &config(limit));
     let ip = "10.3.3.3";
-    let budget = budget_key(&format!("ip:{ip}"));
+    let budget = budget_key(&format!("ip:{ip}"), 60);
     let sent_before = 200u64;
     for _ in 0..sent_before {
         assert_eq!(decide(&cp, ip).await["verdict"], "allow");

@@ -14,6 +14,15 @@ fn spec(key: &str, limit: u64, window: Duration) -> CounterSpec {
         key: key.into(),
         limit,
         window_us: window.as_micros() as u64,
+        shadow: false,
+    }
+}
+
+/// A shadow counter: counted while it has room, never refusing.
+fn shadow(key: &str, limit: u64, window: Duration) -> CounterSpec {
+    CounterSpec {
+        shadow: true,
+        ..spec(key, limit, window)
     }
 }
 
@@ -34,7 +43,205 @@ test_with_all_stores!(
     a_lowered_limit_frees_the_counter_only_when_enough_entries_left,
     batched_calls_are_counted_in_order,
     peek_records_nothing,
+    several_windows_are_checked_and_recorded_together,
+    a_denied_request_records_nothing_in_any_window,
+    concurrent_decisions_respect_every_window,
+    shadow_counters_never_refuse_and_record_only_with_room,
+    concurrent_shadow_counters_stay_at_their_limit,
 );
+
+/// A burst window (3 per second) and a long one (5 per minute) of one identity, and a rule's
+/// window: each request is recorded in every one of them, the burst binds first, then the
+/// long one, and a second later the burst has room again while the minute does not.
+async fn several_windows_are_checked_and_recorded_together(backend: &Backend) {
+    let clock = clock_at_now();
+    let store = backend.store_with_clock(clock.clone());
+    let id = "ip:10.3.0.1";
+    let counters = [
+        spec("rl:{ip:10.3.0.1}:b:1", 3, Duration::from_secs(1)),
+        spec("rl:{ip:10.3.0.1}:b:60", 5, Duration::from_secs(60)),
+        spec("rl:{ip:10.3.0.1}:e:60:/x", 10, Duration::from_secs(60)),
+    ];
+    let call = async || store.check_and_record(id, &counters).await.expect("store");
+    let t0 = clock.now_us();
+    for n in 1..=3 {
+        let out = call().await;
+        assert!(out.admitted, "{}: request {n}", backend.name());
+        let counts: Vec<u64> = out.counters.iter().map(|c| c.count).collect();
+        assert_eq!(
+            counts,
+            [n, n, n],
+            "{}: recorded in every window",
+            backend.name()
+        );
+        assert!(out.counters.iter().all(|c| !c.full));
+    }
+    let denied = call().await;
+    assert!(!denied.admitted, "{}: the burst is full", backend.name());
+    let full: Vec<bool> = denied.counters.iter().map(|c| c.full).collect();
+    assert_eq!(full, [true, false, false], "{}", backend.name());
+    assert_eq!(denied.counters[0].free_at_us, t0 + 1_000_000);
+    clock.set(t0 + 1_000_000);
+    for _ in 0..2 {
+        assert!(call().await.admitted, "{}", backend.name());
+    }
+    let denied = call().await;
+    assert!(!denied.admitted, "{}: the minute is full", backend.name());
+    let counts: Vec<(u64, bool)> = denied.counters.iter().map(|c| (c.count, c.full)).collect();
+    assert_eq!(
+        counts,
+        [(2, false), (5, true), (5, false)],
+        "{}: the burst has room, the minute has not",
+        backend.name()
+    );
+    assert_eq!(
+        denied.counters[1].free_at_us,
+        t0 + 60_000_000,
+        "{}: the minute has room when its first entry leaves",
+        backend.name()
+    );
+}
+
+/// A request refused by one window leaves every other window as it was, also the windows
+/// that had room (and also in a batch).
+async fn a_denied_request_records_nothing_in_any_window(backend: &Backend) {
+    let clock = clock_at_now();
+    let store = backend.store_with_clock(clock.clone());
+    let id = "ip:10.3.0.2";
+    let budget = [
+        spec("rl:{ip:10.3.0.2}:b:1", 10, Duration::from_secs(1)),
+        spec("rl:{ip:10.3.0.2}:b:60", 100, Duration::from_secs(60)),
+    ];
+    let rule = spec("rl:{ip:10.3.0.2}:e:60:/x", 1, Duration::from_secs(60));
+    let with_rule = [budget[0].clone(), budget[1].clone(), rule.clone()];
+    assert!(
+        store
+            .check_and_record(id, &with_rule)
+            .await
+            .expect("store")
+            .admitted
+    );
+    let calls: Vec<(&str, &[CounterSpec])> = vec![(id, &with_rule[..]), (id, &with_rule[..])];
+    for out in store.check_and_record_many(&calls).await {
+        let out = out.expect("store");
+        assert!(!out.admitted, "{}", backend.name());
+        let counts: Vec<u64> = out.counters.iter().map(|c| c.count).collect();
+        assert_eq!(counts, [1, 1, 1], "{}: nothing recorded", backend.name());
+    }
+    let after = store.peek(id, &with_rule).await.expect("peek");
+    let counts: Vec<u64> = after.counters.iter().map(|c| c.count).collect();
+    assert_eq!(counts, [1, 1, 1], "{}", backend.name());
+    // Without the rule, the budget windows still have room.
+    assert!(
+        store
+            .check_and_record(id, &budget)
+            .await
+            .expect("store")
+            .admitted
+    );
+}
+
+/// 200 concurrent requests of one identity against a burst window and a long one: exactly
+/// the smaller limit is admitted, and every window holds exactly the admitted requests.
+async fn concurrent_decisions_respect_every_window(backend: &Backend) {
+    let store = backend.store();
+    let counters = Arc::new(vec![
+        spec("rl:{key:many}:b:60", 80, Duration::from_secs(60)),
+        spec("rl:{key:many}:b:3600", 120, Duration::from_secs(3600)),
+        spec("rl:{key:many}:e:60:/x", 90, Duration::from_secs(60)),
+    ]);
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let store = store.clone();
+            let counters = counters.clone();
+            tokio::spawn(async move { store.check_and_record("key:many", &counters).await })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        if task.await.expect("task").expect("store").admitted {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 80, "{}", backend.name());
+    let after = store.peek("key:many", &counters).await.expect("peek");
+    let counts: Vec<u64> = after.counters.iter().map(|c| c.count).collect();
+    assert_eq!(counts, [80, 80, 80], "{}", backend.name());
+}
+
+/// A shadow window (2 per minute) beside an enforced one (4 per minute): requests pass
+/// while the enforced window has room, the shadow one says it is full and holds no more
+/// than its limit; a denial by the enforced window records in neither.
+async fn shadow_counters_never_refuse_and_record_only_with_room(backend: &Backend) {
+    let clock = clock_at_now();
+    let store = backend.store_with_clock(clock.clone());
+    let id = "ip:10.3.0.3";
+    let counters = [
+        spec("rl:{ip:10.3.0.3}:b:60", 4, Duration::from_secs(60)),
+        shadow("rl:{ip:10.3.0.3}:e:60:/new", 2, Duration::from_secs(60)),
+    ];
+    let t0 = clock.now_us();
+    for n in 1..=4u64 {
+        clock.set(t0 + n);
+        let out = store.check_and_record(id, &counters).await.expect("store");
+        assert!(out.admitted, "{}: request {n}", backend.name());
+        assert_eq!(out.counters[0].count, n);
+        assert_eq!(
+            (out.counters[1].count, out.counters[1].full),
+            (n.min(2), n > 2),
+            "{}: request {n}",
+            backend.name()
+        );
+        if n > 2 {
+            // Full: when the shadow window would have room again.
+            assert_eq!(out.counters[1].free_at_us, t0 + 1 + 60_000_000);
+        }
+    }
+    let denied = store.check_and_record(id, &counters).await.expect("store");
+    assert!(!denied.admitted, "{}", backend.name());
+    assert_eq!(
+        (denied.counters[0].full, denied.counters[1].full),
+        (true, true)
+    );
+    let after = store.peek(id, &counters).await.expect("peek");
+    let counts: Vec<u64> = after.counters.iter().map(|c| c.count).collect();
+    assert_eq!(counts, [4, 2], "{}", backend.name());
+    // Only shadow windows, all full: admitted, nothing recorded.
+    let only_shadow = [counters[1].clone()];
+    let out = store
+        .check_and_record(id, &only_shadow)
+        .await
+        .expect("store");
+    assert!(out.admitted && out.counters[0].full, "{}", backend.name());
+    assert_eq!(out.counters[0].count, 2);
+}
+
+/// 100 concurrent requests through a shadow window of 30: every one passes, the window
+/// holds exactly 30.
+async fn concurrent_shadow_counters_stay_at_their_limit(backend: &Backend) {
+    let store = backend.store();
+    let counters = Arc::new(vec![
+        spec("rl:{key:trial}:b:60", 1000, Duration::from_secs(60)),
+        shadow("rl:{key:trial}:e:60:/t", 30, Duration::from_secs(60)),
+    ]);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let store = store.clone();
+            let counters = counters.clone();
+            tokio::spawn(async move { store.check_and_record("key:trial", &counters).await })
+        })
+        .collect();
+    let (mut admitted, mut full) = (0, 0);
+    for task in tasks {
+        let out = task.await.expect("task").expect("store");
+        admitted += u64::from(out.admitted);
+        full += u64::from(out.counters[1].full);
+    }
+    assert_eq!((admitted, full), (100, 70), "{}", backend.name());
+    let after = store.peek("key:trial", &counters).await.expect("peek");
+    let counts: Vec<u64> = after.counters.iter().map(|c| c.count).collect();
+    assert_eq!(counts, [100, 30], "{}", backend.name());
+}
 
 /// 300 concurrent decisions for one identity with limit 100 admit exactly 100.
 async fn concurrent_decisions_admit_exactly_the_limit(backend: &Backend) {

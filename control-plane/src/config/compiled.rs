@@ -13,6 +13,7 @@ use super::error::ConfigError;
 use super::schema::RateLimitConfig;
 use super::validate::key_digest;
 use super::whitelist::{self, Whitelist};
+use super::windows::{WrittenWindow, policy_name, rule_windows, tier_windows};
 use crate::jwt::JwtVerifier;
 use crate::rules::RuleSet;
 
@@ -23,11 +24,35 @@ pub type TierId = usize;
 #[derive(Debug, Clone)]
 pub struct Tier {
     pub name: String,
-    /// The identity's budget across all endpoints; `None` = unlimited.
-    pub budget: Option<u64>,
-    pub window: Duration,
-    pub rules: RuleSet,
+    /// The identity's budgets across all endpoints, one per window, in configuration order;
+    /// empty for an unlimited tier.
+    pub windows: Vec<Window>,
+    /// The endpoint rules, each with its windows (counted per identity and rule, together
+    /// with the tier's).
+    pub rules: RuleSet<Vec<Window>>,
     pub description: Option<String>,
+}
+
+/// One window of a tier or of an endpoint rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub limit: u64,
+    pub length: Duration,
+    /// Counted and reported like any window, but a full one never refuses a request.
+    pub shadow: bool,
+    /// Its name in the `RateLimit-Policy` field ([`policy_name`]).
+    pub policy: String,
+}
+
+impl Window {
+    fn compile(tier: &str, rule: Option<&str>, written: WrittenWindow) -> Window {
+        Window {
+            limit: written.limit,
+            length: Duration::from_secs(written.seconds),
+            shadow: written.shadow,
+            policy: policy_name(tier, rule, written.seconds),
+        }
+    }
 }
 
 struct ApiKeyEntry {
@@ -55,16 +80,26 @@ impl CompiledConfig {
         let tiers: Vec<Tier> = cfg
             .tiers
             .iter()
-            .map(|t| Tier {
-                name: t.name.clone(),
-                budget: if t.unlimited {
-                    None
-                } else {
-                    t.requests_per_window
-                },
-                window: Duration::from_secs(t.window_size_seconds),
-                rules: RuleSet::new(t.endpoints.iter().map(|(p, &l)| (p.clone(), l))),
-                description: t.description.clone(),
+            .enumerate()
+            .map(|(i, t)| {
+                let at = format!("tiers[{i}]");
+                let windows = tier_windows(&at, cfg.shadow, t)
+                    .into_iter()
+                    .map(|w| Window::compile(&t.name, None, w))
+                    .collect();
+                let rules = t.endpoints.iter().map(|(pattern, rule)| {
+                    let windows = rule_windows(&at, cfg.shadow, t, pattern, rule)
+                        .into_iter()
+                        .map(|w| Window::compile(&t.name, Some(pattern), w))
+                        .collect();
+                    (pattern.clone(), windows)
+                });
+                Tier {
+                    name: t.name.clone(),
+                    windows,
+                    rules: RuleSet::new(rules),
+                    description: t.description.clone(),
+                }
             })
             .collect();
         let tier_ids: HashMap<String, TierId> = tiers

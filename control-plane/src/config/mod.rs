@@ -11,14 +11,16 @@ mod redact;
 mod schema;
 mod validate;
 mod whitelist;
+mod windows;
 
-pub use compiled::{CompiledConfig, Tier, TierId};
+pub use compiled::{CompiledConfig, Tier, TierId, Window};
 pub use demo::{DemoPolicy, DemoSecret, STRICT_VARIABLE, demo_admin_key, demo_secrets};
 pub use error::ConfigError;
 pub use parse::{MAX_CONFIG_BYTES, load_file, parse_json, parse_yaml, parse_yaml_bytes, read_file};
 pub use redact::{REDACTED, redacted, restore_secrets};
 pub use schema::*;
 pub use validate::{CounterAlgorithm, MAX_EXACT_LOG_LIMIT};
+pub use windows::policy_name;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use std::fmt;
+
+use serde::de::{self, MapAccess, Unexpected, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 fn default_true() -> bool {
     true
@@ -38,6 +41,9 @@ pub struct RateLimitConfig {
     /// the error), `false` answers "store unavailable" (the filter responds 503).
     #[serde(default = "default_true")]
     pub fail_open: bool,
+    /// Every window of every tier is shadowed: counted and reported, never refusing a request.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
     pub tiers: Vec<TierConfig>,
     /// IPs, CIDR ranges and identifiers (`ip:<addr>`, `key:<id>`, `user:<sub>`) that bypass
     /// every check.
@@ -59,20 +65,93 @@ pub struct RateLimitConfig {
 pub struct TierConfig {
     /// `^[a-z0-9_]+$`
     pub name: String,
-    /// The identity's budget across all endpoints; required unless `unlimited`.
+    /// Shorthand for one tier window of `window_size_seconds`: the identity's budget across
+    /// all endpoints. Exclusive with `limits`; one of them is required unless `unlimited`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_window: Option<u64>,
-    /// No tier budget; endpoint overrides still apply.
+    /// The tier's windows, each an identity's budget across all endpoints: a request needs
+    /// room in every one of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Vec<WindowConfig>>,
+    /// No tier windows; endpoint rules still apply.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unlimited: bool,
-    /// 1–86400.
+    /// 1–86400: the window of `requests_per_window` and of shorthand endpoint rules.
     #[serde(default = "default_window")]
     pub window_size_seconds: u64,
     /// Per-(identity, endpoint) limits: an exact normalised path or a `prefix/*` pattern.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub endpoints: BTreeMap<String, u64>,
+    pub endpoints: BTreeMap<String, EndpointRule>,
+    /// Every window of this tier (its own and its rules') is shadowed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+/// One sliding window: at most `limit` requests in any `window_seconds`. An object, so that
+/// later per-window settings have a place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    pub limit: u64,
+    /// 1–86400.
+    pub window_seconds: u64,
+}
+
+/// An endpoint rule: `/path: 50` (shorthand: one window of the tier's
+/// `window_size_seconds`) or `/path: {limits: [...], shadow: true}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum EndpointRule {
+    Limit(u64),
+    Rule(RuleConfig),
+}
+
+/// The object form of an endpoint rule. An object, so that later per-rule settings have a
+/// place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// The rule's windows, counted per (identity, rule) in addition to the tier's.
+    pub limits: Vec<WindowConfig>,
+    /// The rule's windows are shadowed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+}
+
+/// Read by the type of the value, not by trying each form in turn (what `untagged` does): an
+/// error inside the object form then keeps its field path
+/// (`tiers[0].endpoints./x.limits[0].window_seconds: missing field`).
+impl<'de> Deserialize<'de> for EndpointRule {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RuleVisitor;
+
+        impl<'de> Visitor<'de> for RuleVisitor {
+            type Value = EndpointRule;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a limit (a non-negative integer) or a rule {limits: [...]}")
+            }
+
+            fn visit_u64<E: de::Error>(self, limit: u64) -> Result<EndpointRule, E> {
+                Ok(EndpointRule::Limit(limit))
+            }
+
+            fn visit_i64<E: de::Error>(self, limit: i64) -> Result<EndpointRule, E> {
+                u64::try_from(limit)
+                    .map(EndpointRule::Limit)
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(limit), &self))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EndpointRule, A::Error> {
+                RuleConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(EndpointRule::Rule)
+            }
+        }
+
+        deserializer.deserialize_any(RuleVisitor)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,5 @@
-/// Shaped like the shipped sample: four tiers, endpoint overrides, every optional section.
+/// Shaped like the shipped sample: four tiers, endpoint rules in both forms, a tier of several
+/// windows, a shadowed rule, every optional section.
 pub(crate) const SAMPLE: &str = r#"
 enabled: true
 default_tier: free
@@ -9,7 +10,7 @@ tiers:
     window_size_seconds: 60
     endpoints:
       /api/v1/request: 50
-      /api/v1/health: 100
+      /api/v1/health: 80
       /api/v1/admin/*: 10
     description: Unauthenticated and free users
   - name: premium
@@ -18,8 +19,15 @@ tiers:
     endpoints:
       /api/v1/request: 500
   - name: enterprise
-    requests_per_window: 10000
-    window_size_seconds: 3600
+    limits:
+      - {limit: 100, window_seconds: 1}
+      - {limit: 10000, window_seconds: 3600}
+    endpoints:
+      /api/v1/search:
+        limits:
+          - {limit: 5, window_seconds: 1}
+          - {limit: 600, window_seconds: 3600}
+        shadow: true
   - name: unlimited
     unlimited: true
     endpoints:

@@ -1,15 +1,19 @@
 //! Semantic validation of a parsed document (docs/PRODUCT.md §4, docs/CONFIGURATION.md). Every error names its field path;
 //! [`RateLimitConfig::validate`] reports the first one in document order, which is the order
 //! of the fields in the schema: `default_tier`, `tiers`, `whitelist`, `ipv6_prefix_length`,
-//! `api_keys`, `jwt`.
+//! `api_keys`, `jwt`; within a tier: its name, its windows, `window_size_seconds`, its
+//! endpoint rules (each with its windows), `description`.
 
 use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
 use super::error::ConfigError;
-use super::schema::{ApiKeyConfig, JwtConfig, RateLimitConfig, TierConfig};
+use super::schema::{
+    ApiKeyConfig, EndpointRule, JwtConfig, RateLimitConfig, TierConfig, WindowConfig,
+};
 use super::whitelist;
+use super::windows::{self, WrittenWindow};
 use crate::rules::check_rule_pattern;
 
 pub(crate) const MAX_TIER_NAME_CHARS: usize = 64;
@@ -95,7 +99,7 @@ impl RateLimitConfig {
         }
         let mut names = HashSet::new();
         for (i, tier) in self.tiers.iter().enumerate() {
-            validate_tier(&format!("tiers[{i}]"), tier, &mut names)?;
+            validate_tier(&format!("tiers[{i}]"), self.shadow, tier, &mut names)?;
         }
         for (i, entry) in self.whitelist.iter().enumerate() {
             whitelist::parse_entry(entry)
@@ -126,7 +130,12 @@ fn unknown_tier(name: &str, tiers: &[TierConfig]) -> String {
     )
 }
 
-fn validate_tier<'a>(at: &str, tier: &'a TierConfig, names: &mut HashSet<&'a str>) -> Result {
+fn validate_tier<'a>(
+    at: &str,
+    shadow_all: bool,
+    tier: &'a TierConfig,
+    names: &mut HashSet<&'a str>,
+) -> Result {
     let name = &tier.name;
     if name.is_empty()
         || !name
@@ -151,45 +160,55 @@ fn validate_tier<'a>(at: &str, tier: &'a TierConfig, names: &mut HashSet<&'a str
         ));
     }
     let algorithm = CounterAlgorithm::of(tier);
-    match (tier.requests_per_window, tier.unlimited) {
-        (Some(_), true) => {
+    match (tier.requests_per_window, &tier.limits, tier.unlimited) {
+        (Some(_), _, true) => {
             return Err(ConfigError::invalid(
                 at,
                 "requests_per_window and unlimited: true are mutually exclusive; set one",
             ));
         }
-        (None, false) => {
+        (Some(_), Some(_), false) => {
+            return Err(ConfigError::invalid(
+                format!("{at}.limits"),
+                "cannot be set together with requests_per_window (its shorthand for one \
+                 window); list every window in limits",
+            ));
+        }
+        (None, Some(_), true) => {
+            return Err(ConfigError::invalid(
+                format!("{at}.limits"),
+                "an unlimited: true tier has no tier windows; remove limits or unlimited",
+            ));
+        }
+        (None, None, false) => {
             return Err(ConfigError::invalid(
                 format!("{at}.requests_per_window"),
-                "required unless unlimited: true",
+                "required unless limits or unlimited: true",
             ));
         }
-        (Some(budget), false) => {
+        (Some(budget), None, false) => {
             algorithm.check(&format!("{at}.requests_per_window"), budget)?;
         }
-        (None, true) => {}
+        (None, Some(limits), false) => check_windows(&format!("{at}.limits"), limits, algorithm)?,
+        (None, None, true) => {}
     }
-    if !(1..=MAX_WINDOW_SECONDS).contains(&tier.window_size_seconds) {
-        return Err(ConfigError::invalid(
-            format!("{at}.window_size_seconds"),
-            format!(
-                "must be between 1 and {MAX_WINDOW_SECONDS}, got {}",
-                tier.window_size_seconds
-            ),
-        ));
-    }
-    for (pattern, &limit) in &tier.endpoints {
+    check_window_seconds(
+        &format!("{at}.window_size_seconds"),
+        tier.window_size_seconds,
+    )?;
+    let tier_windows = windows::tier_windows(at, shadow_all, tier);
+    check_dead(&tier_windows, &[])?;
+    for (pattern, rule) in &tier.endpoints {
         let path = format!("{at}.endpoints.{pattern}");
         check_rule_pattern(pattern).map_err(|message| ConfigError::invalid(&path, message))?;
-        algorithm.check(&path, limit)?;
-        if let Some(budget) = tier.requests_per_window
-            && limit > budget
-        {
-            return Err(ConfigError::invalid(
-                path,
-                format!("{limit} exceeds the tier's requests_per_window ({budget})"),
-            ));
+        match rule {
+            EndpointRule::Limit(limit) => algorithm.check(&path, *limit)?,
+            EndpointRule::Rule(rule) => {
+                check_windows(&format!("{path}.limits"), &rule.limits, algorithm)?
+            }
         }
+        let own = windows::rule_windows(at, shadow_all, tier, pattern, rule);
+        check_dead(&own, &tier_windows)?;
     }
     if let Some(description) = &tier.description
         && description.chars().count() > MAX_DESCRIPTION_CHARS
@@ -198,6 +217,69 @@ fn validate_tier<'a>(at: &str, tier: &'a TierConfig, names: &mut HashSet<&'a str
             format!("{at}.description"),
             format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
         ));
+    }
+    Ok(())
+}
+
+fn check_window_seconds(path: &str, seconds: u64) -> Result {
+    if !(1..=MAX_WINDOW_SECONDS).contains(&seconds) {
+        return Err(ConfigError::invalid(
+            path,
+            format!("must be between 1 and {MAX_WINDOW_SECONDS}, got {seconds}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A `limits` list at `at`: at least one window, each limit and length in bounds, no two of
+/// the same length (one counter has one window per length: its key and policy name carry
+/// the length).
+fn check_windows(at: &str, limits: &[WindowConfig], algorithm: CounterAlgorithm) -> Result {
+    if limits.is_empty() {
+        return Err(ConfigError::invalid(at, "must list at least one window"));
+    }
+    for (i, window) in limits.iter().enumerate() {
+        algorithm.check(&format!("{at}[{i}].limit"), window.limit)?;
+        check_window_seconds(&format!("{at}[{i}].window_seconds"), window.window_seconds)?;
+        if let Some(first) = limits[..i]
+            .iter()
+            .position(|w| w.window_seconds == window.window_seconds)
+        {
+            return Err(ConfigError::invalid(
+                format!("{at}[{i}].window_seconds"),
+                format!(
+                    "{at}[{first}] has a window of {} s already; one window per length",
+                    window.window_seconds
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rejects a window of `own` that can never bind: another enforced window that applies to
+/// the same requests (of `own`, or of `enclosing`, the tier's windows when `own` are a
+/// rule's) is at least as long and allows no more requests, so it is full whenever this one
+/// is, and this one never refuses nor is the one described.
+fn check_dead(own: &[WrittenWindow], enclosing: &[WrittenWindow]) -> Result {
+    for (i, window) in own.iter().enumerate() {
+        let others = own
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, w)| w)
+            .chain(enclosing);
+        if let Some(other) = others.into_iter().find(|other| other.dominates(window)) {
+            return Err(ConfigError::invalid(
+                &window.path,
+                format!(
+                    "{} per {} s can never bind: {} ({} per {} s) is at least as long and \
+                     allows no more; give this window a lower limit or a longer window, or \
+                     remove it",
+                    window.limit, window.seconds, other.path, other.limit, other.seconds
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -6,15 +6,21 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{Decider, budget_spec, ceil_secs, rule_spec};
+use super::answer::ceil_secs;
+use super::{Decider, budget_spec, rule_spec};
 use crate::identity;
 use crate::store::StoreError;
 
-/// One counter of an identifier.
+/// One window of one counter of an identifier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CounterStatus {
     /// `tier_budget`, or the endpoint rule (e.g. `/api/v1/admin/*`).
     pub counter: String,
+    /// The window's name in the `RateLimit-Policy` field (`free-60s`,
+    /// `free-/api/v1/search-1s`).
+    pub policy: String,
+    /// Counted and reported, but a full one refuses nothing.
+    pub shadow: bool,
     pub limit: u64,
     /// Requests counted in the current window.
     pub count: u64,
@@ -30,6 +36,8 @@ pub struct StatusReport {
     pub identifier: String,
     pub tier: String,
     pub whitelisted: bool,
+    /// Every window of the tier, then every window of each endpoint rule, in configuration
+    /// order.
     pub counters: Vec<CounterStatus>,
 }
 
@@ -129,16 +137,15 @@ impl Decider {
         };
         let tier = cfg.tier(tier_id);
         let mut named = Vec::new();
-        if let Some(spec) = budget_spec(&identifier, tier) {
-            named.push(("tier_budget".to_string(), spec));
+        for window in &tier.windows {
+            named.push(("tier_budget", window, budget_spec(&identifier, window)));
         }
-        for (pattern, limit) in tier.rules.entries() {
-            named.push((
-                pattern.to_string(),
-                rule_spec(&identifier, tier, pattern, limit),
-            ));
+        for (pattern, windows) in tier.rules.entries() {
+            for window in windows {
+                named.push((pattern, window, rule_spec(&identifier, pattern, window)));
+            }
         }
-        let specs: Vec<_> = named.iter().map(|(_, spec)| spec.clone()).collect();
+        let specs: Vec<_> = named.iter().map(|(_, _, spec)| spec.clone()).collect();
         let states = if specs.is_empty() {
             Vec::new()
         } else {
@@ -147,13 +154,15 @@ impl Decider {
         let counters: Vec<CounterStatus> = named
             .into_iter()
             .zip(states)
-            .map(|((name, spec), state)| CounterStatus {
-                counter: name,
+            .map(|((name, window, spec), state)| CounterStatus {
+                counter: name.to_string(),
+                policy: window.policy.clone(),
+                shadow: window.shadow,
                 limit: spec.limit,
                 count: state.count,
                 remaining: spec.limit.saturating_sub(state.count),
                 reset: (state.count > 0).then(|| ceil_secs(state.free_at_us)),
-                window_seconds: tier.window.as_secs(),
+                window_seconds: window.length.as_secs(),
             })
             .collect();
         let whitelisted = cfg.is_whitelisted(ip, &identifier);

@@ -1,3 +1,6 @@
+use rl_wire::PolicyReport;
+
+use super::answer::{MAX_ECHOED_PATH, bounded};
 use super::*;
 use crate::config::{CompiledConfig, parse_yaml};
 use crate::live_config;
@@ -41,6 +44,17 @@ async fn allows_with_headers_then_denies_with_retry_after() {
     assert_eq!((c.limit, c.remaining, c.window), (3, 2, 60));
     assert_eq!(c.reset, T0 / 1_000_000 + 60);
     assert_eq!(c.endpoint, "/other");
+    assert_eq!(c.policy.as_deref(), Some("free-60s"));
+    assert_eq!(c.reset_after, Some(60));
+    assert_eq!(
+        first.policies,
+        [PolicyReport {
+            name: "free-60s".into(),
+            limit: 3,
+            window: 60
+        }]
+    );
+    assert!(!first.shadow_denied);
     clock.advance(10_000_000);
     d.decide(&req("10.0.0.1", "/other")).await;
     d.decide(&req("10.0.0.1", "/other")).await;
@@ -49,8 +63,14 @@ async fn allows_with_headers_then_denies_with_retry_after() {
     let c = denied.counter.unwrap();
     assert_eq!((c.limit, c.remaining), (3, 0));
     assert_eq!(c.retry_after, Some(50));
+    assert_eq!(
+        c.reset_after,
+        Some(50),
+        "on a deny, reset_after is Retry-After"
+    );
     assert_eq!(c.reset, T0 / 1_000_000 + 60);
     assert_eq!(c.reset_at.as_deref(), Some("2023-11-14T22:14:20Z"));
+    assert_eq!(denied.policies.len(), 1);
     // Other clients are independent.
     assert_eq!(
         d.decide(&req("10.0.0.2", "/other")).await.response.verdict,
@@ -76,6 +96,205 @@ async fn endpoint_rule_binds_before_the_budget_and_headers_show_least_remaining(
     let other = d.decide(&req("10.0.0.1", "/other")).await.response;
     assert_eq!(other.verdict, Verdict::Allow);
     assert_eq!(other.counter.unwrap().remaining, 0);
+}
+
+const WINDOWS: &str = r#"
+default_tier: free
+tiers:
+  - name: free
+    limits:
+      - {limit: 3, window_seconds: 1}
+      - {limit: 5, window_seconds: 60}
+    endpoints:
+      /api/v1/search:
+        limits: [{limit: 2, window_seconds: 1}, {limit: 4, window_seconds: 600}]
+"#;
+
+fn policy(name: &str, limit: u64, window: u64) -> PolicyReport {
+    PolicyReport {
+        name: name.into(),
+        limit,
+        window,
+    }
+}
+
+#[tokio::test]
+async fn every_window_that_applies_is_a_policy_tier_first() {
+    let (_clock, d) = decider(WINDOWS);
+    let r = d.decide(&req("10.0.0.1", "/api/v1/search")).await.response;
+    assert_eq!(
+        r.policies,
+        [
+            policy("free-1s", 3, 1),
+            policy("free-60s", 5, 60),
+            policy("free-/api/v1/search-1s", 2, 1),
+            policy("free-/api/v1/search-600s", 4, 600),
+        ]
+    );
+    let r = d.decide(&req("10.0.0.1", "/other")).await.response;
+    assert_eq!(
+        r.policies,
+        [policy("free-1s", 3, 1), policy("free-60s", 5, 60)]
+    );
+}
+
+#[tokio::test]
+async fn the_burst_window_binds_first_then_the_long_one() {
+    let (clock, d) = decider(WINDOWS);
+    let describe = |r: &DecisionResponse| {
+        let c = r.counter.as_ref().unwrap();
+        (
+            r.verdict,
+            c.policy.clone().unwrap(),
+            c.limit,
+            c.remaining,
+            c.window,
+        )
+    };
+    // 1 s window: 3 left, 2, 1; 60 s window: 5 left, 4, 3. Least remaining: the burst.
+    for remaining in [2, 1, 0] {
+        let r = d.decide(&req("10.0.0.1", "/other")).await.response;
+        assert_eq!(
+            describe(&r),
+            (Verdict::Allow, "free-1s".into(), 3, remaining, 1)
+        );
+    }
+    let denied = d.decide(&req("10.0.0.1", "/other")).await.response;
+    assert_eq!(
+        describe(&denied),
+        (Verdict::Deny, "free-1s".into(), 3, 0, 1)
+    );
+    let c = denied.counter.unwrap();
+    assert_eq!((c.retry_after, c.reset_after), (Some(1), Some(1)));
+    assert_eq!(c.reset, T0 / 1_000_000 + 1);
+    // A second later the burst has room; the long window now has the least remaining.
+    clock.advance(1_000_000);
+    let r = d.decide(&req("10.0.0.1", "/other")).await.response;
+    assert_eq!(describe(&r), (Verdict::Allow, "free-60s".into(), 5, 1, 60));
+    assert_eq!(r.counter.unwrap().reset_after, Some(59));
+    d.decide(&req("10.0.0.1", "/other")).await;
+    clock.advance(1_000_000);
+    let denied = d.decide(&req("10.0.0.1", "/other")).await.response;
+    assert_eq!(
+        describe(&denied),
+        (Verdict::Deny, "free-60s".into(), 5, 0, 60)
+    );
+    let c = denied.counter.unwrap();
+    assert_eq!(
+        c.retry_after,
+        Some(58),
+        "the first of five leaves the minute at T0 + 60 s"
+    );
+    assert_eq!(c.reset_after, c.retry_after);
+}
+
+#[tokio::test]
+async fn retry_after_waits_for_every_full_window() {
+    let yaml = "default_tier: t
+tiers:
+  - name: t
+    limits: [{limit: 2, window_seconds: 10}, {limit: 3, window_seconds: 100}]
+";
+    let (clock, d) = decider(yaml);
+    d.decide(&req("10.0.0.1", "/x")).await;
+    clock.advance(8_000_000);
+    d.decide(&req("10.0.0.1", "/x")).await;
+    clock.advance(1_000_000);
+    // The 10 s window is full (room at T0 + 10 s); the 100 s one has one left.
+    let denied = d.decide(&req("10.0.0.1", "/x")).await.response;
+    let c = denied.counter.unwrap();
+    assert_eq!(
+        (c.policy.as_deref(), c.retry_after),
+        (Some("t-10s"), Some(1))
+    );
+    clock.advance(1_000_000);
+    assert_eq!(
+        d.decide(&req("10.0.0.1", "/x")).await.response.verdict,
+        Verdict::Allow
+    );
+    // Both full now: the 10 s one until T0 + 18 s, the 100 s one until T0 + 100 s. Both are
+    // described by the lower limit, and the wait covers both.
+    clock.advance(500_000);
+    let denied = d.decide(&req("10.0.0.1", "/x")).await.response;
+    let c = denied.counter.unwrap();
+    assert_eq!(c.policy.as_deref(), Some("t-10s"));
+    assert_eq!(
+        c.retry_after,
+        Some(90),
+        "until T0 + 100 s, from T0 + 10.5 s"
+    );
+    assert_eq!(c.reset, T0 / 1_000_000 + 100);
+}
+
+const SHADOWED: &str = r#"
+default_tier: free
+tiers:
+  - name: free
+    limits:
+      - {limit: 2, window_seconds: 1}
+      - {limit: 100, window_seconds: 60}
+    endpoints:
+      /api/v1/new:
+        limits: [{limit: 1, window_seconds: 60}]
+        shadow: true
+"#;
+
+#[tokio::test]
+async fn a_full_shadow_window_admits_with_the_headers_of_an_enforced_limit() {
+    let (_clock, d) = decider(SHADOWED);
+    let first = d.decide(&req("10.0.0.1", "/api/v1/new")).await;
+    assert_eq!(first.response.verdict, Verdict::Allow);
+    assert!(!first.response.shadow_denied);
+    assert_eq!(first.shadow_denial, None);
+    let second = d.decide(&req("10.0.0.1", "/api/v1/new")).await;
+    let r = &second.response;
+    assert_eq!(r.verdict, Verdict::Allow, "a shadow window never refuses");
+    assert!(r.shadow_denied);
+    let c = r.counter.as_ref().unwrap();
+    assert_eq!(
+        (c.policy.as_deref(), c.limit, c.remaining, c.retry_after),
+        (Some("free-/api/v1/new-60s"), 1, 0, None),
+        "described as an enforced limit would be, without Retry-After"
+    );
+    assert_eq!(c.reset_after, Some(60));
+    assert_eq!(
+        second.shadow_denial,
+        Some(ShadowDenial {
+            policy: "free-/api/v1/new-60s".into(),
+            limit: 1,
+            window: 60,
+            endpoint: "/api/v1/new".into(),
+            retry_after: 60,
+        })
+    );
+    // The enforced burst window still decides.
+    let third = d.decide(&req("10.0.0.1", "/api/v1/new")).await.response;
+    assert_eq!(third.verdict, Verdict::Deny);
+    let c = third.counter.unwrap();
+    assert_eq!(c.policy.as_deref(), Some("free-1s"));
+    assert!(!third.shadow_denied);
+}
+
+#[tokio::test]
+async fn shadow_at_the_top_admits_everything_and_reports_it() {
+    let (_clock, d) = decider(&format!(
+        "shadow: true
+{BASIC}"
+    ));
+    for i in 1..=5 {
+        let decision = d.decide(&req("10.0.0.1", "/api/v1/request")).await;
+        let r = decision.response;
+        assert_eq!(r.verdict, Verdict::Allow, "request {i}");
+        // The rule (2) is full from the third request on, the budget (3) from the fourth.
+        assert_eq!(r.shadow_denied, i > 2, "request {i}");
+        let c = r.counter.unwrap();
+        assert_eq!(c.remaining, 2u64.saturating_sub(i), "request {i}");
+        if i > 2 {
+            // Both full from the fourth: the lower limit is described.
+            let denial = decision.shadow_denial.unwrap();
+            assert_eq!(denial.policy, "free-/api/v1/request-60s", "request {i}");
+        }
+    }
 }
 
 #[tokio::test]

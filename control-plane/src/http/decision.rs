@@ -100,30 +100,54 @@ fn invalid_request(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
-/// Metrics and the deny log line of one decision.
+/// Metrics and the log line of a denial (or of a would-be denial by a shadowed window).
 fn record(state: &AppState, decision: &Decision, elapsed: std::time::Duration) {
     let response = &decision.response;
+    let refused_by = match (&response.counter, &decision.shadow_denial) {
+        (Some(counter), _) if response.verdict == Verdict::Deny => counter.policy.as_deref(),
+        (_, Some(shadow)) => Some(shadow.policy.as_str()),
+        _ => None,
+    };
     state.metrics.observe(&Observation {
         verdict: response.verdict,
         tier: response.tier.as_deref(),
         rule: decision.rule.as_deref(),
+        policy: refused_by,
+        shadow_denied: response.shadow_denied,
         store_error: decision.store_error.as_ref(),
         elapsed,
     });
+    // The identifier is a form (`key:<id>`, `user:<sub>`, `ip:<addr>`), never a raw key or
+    // token; the timestamp comes with the log line.
+    let identifier = decision.identity.as_deref().unwrap_or_default();
+    let tier = response.tier.as_deref().unwrap_or_default();
     if response.verdict == Verdict::Deny
         && let Some(counter) = &response.counter
     {
-        // The identifier is a form (`key:<id>`, `user:<sub>`, `ip:<addr>`), never a raw key
-        // or token; the timestamp comes with the log line.
         tracing::info!(
             event = "rate_limit_exceeded",
-            identifier = decision.identity.as_deref().unwrap_or_default(),
+            shadow = false,
+            identifier,
             endpoint = %counter.endpoint,
-            tier = response.tier.as_deref().unwrap_or_default(),
+            tier,
+            policy = counter.policy.as_deref().unwrap_or_default(),
             limit = counter.limit,
             window_seconds = counter.window,
             retry_after = counter.retry_after.unwrap_or_default(),
             "rate limit exceeded"
+        );
+    } else if let Some(shadow) = &decision.shadow_denial {
+        tracing::info!(
+            event = "rate_limit_exceeded",
+            shadow = true,
+            identifier,
+            endpoint = %shadow.endpoint,
+            tier,
+            policy = %shadow.policy,
+            limit = shadow.limit,
+            window_seconds = shadow.window,
+            retry_after = shadow.retry_after,
+            "rate limit exceeded in shadow mode: admitted"
         );
     }
 }

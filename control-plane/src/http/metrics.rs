@@ -19,7 +19,14 @@ pub async fn json(State(state): State<AppState>) -> Json<MetricsSnapshot> {
     let cfg = state.config.current();
     let tiers = cfg.tiers().iter().map(|t| t.name.as_str());
     let rules = cfg.tiers().iter().flat_map(|t| t.rules.patterns());
-    Json(state.metrics.snapshot(tiers, rules))
+    let policies = cfg.tiers().iter().flat_map(|t| {
+        let rule_windows = t.rules.entries().flat_map(|(_, windows)| windows);
+        t.windows
+            .iter()
+            .chain(rule_windows)
+            .map(|w| w.policy.as_str())
+    });
+    Json(state.metrics.snapshot(tiers, rules, policies))
 }
 
 /// Prometheus exposition (OpenMetrics text).

@@ -2,8 +2,9 @@
 //! (`GET /api/v1/openapi.json`).
 //!
 //! It also describes what clients of the protected API see through Envoy — the
-//! `X-RateLimit-*` headers and the 429/503 bodies the filter produces — as the path
-//! `/{proxied_path}` (tag `proxied`), so client authors find the contract in one place.
+//! `X-RateLimit-*` headers, the `RateLimit` / `RateLimit-Policy` fields and the 429/503
+//! bodies the filter produces — as the path `/{proxied_path}` (tag `proxied`), so client
+//! authors find the contract in one place.
 
 use axum::Json;
 use serde::Serialize;
@@ -41,28 +42,40 @@ pub struct UnavailableError {
 }
 
 /// Any request to the protected API, through Envoy (not served by the control plane).
+///
+/// Every window that applies to a request (each window of its tier, then each of the
+/// endpoint rule it matches) is a policy named `<tier>-<W>s` or `<tier>-<rule>-<W>s`
+/// (`free-60s`, `free-/api/v1/search-1s`). The headers describe the binding window: the one
+/// with the least remaining, ties to the lower limit, then to the longer wait. The plugin
+/// configuration's `headers` chooses the sets sent (`x-ratelimit`, `ietf`; both by default).
 #[utoipa::path(
     get,
     path = "/{proxied_path}",
     tag = "proxied",
     params(("proxied_path" = String, Path, description = "Any path of the API behind Envoy")),
     responses(
-        (status = 200, description = "The upstream's answer (any status), with the rate-limit headers of the binding counter. \
+        (status = 200, description = "The upstream's answer (any status), with the rate-limit headers of the binding window. \
             The upstream's own X-RateLimit-* headers never pass (ours replace them; whitelisted, disabled and failed-open \
-            responses carry none, an unlimited tier only X-RateLimit-Tier); its RateLimit, RateLimit-Policy and Retry-After pass untouched",
+            responses carry none, an unlimited tier only X-RateLimit-Tier); its RateLimit, RateLimit-Policy and Retry-After pass, \
+            and our items are appended to its RateLimit and RateLimit-Policy lists. A request a shadowed window \
+            (`shadow: true`) would have refused passes with the headers an enforced limit would send, without Retry-After",
             headers(
-                ("X-RateLimit-Limit" = u64, description = "Limit of the counter with the least remaining"),
-                ("X-RateLimit-Remaining" = u64, description = "Requests left in the window, this one counted"),
-                ("X-RateLimit-Reset" = u64, description = "Unix time (s) when the oldest counted request leaves the window"),
+                ("X-RateLimit-Limit" = u64, description = "Limit of the binding window"),
+                ("X-RateLimit-Remaining" = u64, description = "Requests left in the binding window, this one counted"),
+                ("X-RateLimit-Reset" = u64, description = "Unix time (s) when the binding window's oldest counted request leaves it"),
                 ("X-RateLimit-Tier" = String, description = "Tier the request was judged under"),
+                ("RateLimit-Policy" = String, description = "Structured-field List (RFC 9651), one Item per window that applied: the policy name as an sf-string, `q` the limit, `w` the window in seconds, e.g. `\"free-1s\";q=10;w=1, \"free-60s\";q=100;w=60`"),
+                ("RateLimit" = String, description = "Structured-field List (RFC 9651) with the binding window: its policy name, `r` the remaining quota, `t` the seconds until its oldest counted request leaves it, e.g. `\"free-60s\";r=49;t=37`"),
             )),
-        (status = 429, description = "Over a limit", body = RateLimitExceeded,
+        (status = 429, description = "Over a limit: the headers and the body describe the binding window (among the full ones)", body = RateLimitExceeded,
             headers(
-                ("Retry-After" = u64, description = "Seconds until the request could pass (≥ 1)"),
+                ("Retry-After" = u64, description = "Seconds until every full window has room again (≥ 1)"),
                 ("X-RateLimit-Limit" = u64),
                 ("X-RateLimit-Remaining" = u64, description = "0"),
-                ("X-RateLimit-Reset" = u64),
+                ("X-RateLimit-Reset" = u64, description = "Unix time (s) when every full window has room again"),
                 ("X-RateLimit-Tier" = String),
+                ("RateLimit-Policy" = String, description = "As on a 200"),
+                ("RateLimit" = String, description = "The binding window with `r=0` and `t` equal to Retry-After"),
             )),
         (status = 503, description = "No decision possible and fail-closed (not the client's fault)", body = RateLimitUnavailable,
             headers(("Retry-After" = u64, description = "1"))),
@@ -113,6 +126,7 @@ impl Modify for SecuritySchemes {
         rl_wire::BatchDecisionRequest,
         rl_wire::BatchDecisionResponse,
         rl_wire::CounterReport,
+        rl_wire::PolicyReport,
         rl_wire::Verdict,
         rl_wire::ErrorBody,
         rl_wire::ErrorObject,

@@ -2,8 +2,8 @@
 //! Prometheus view (`/metrics`) are fed by the same counters.
 //!
 //! Label values are bounded: `tier` is a configured tier (or `none` when no tier was judged),
-//! `endpoint` a configured endpoint rule or `other`, `decision` one of six words. Identities
-//! are never labels. The bound holds across changes too: the series of a tier or rule a
+//! `endpoint` a configured endpoint rule or `other`, `policy` a configured window's policy
+//! name, `decision` one of seven words. Identities are never labels. The bound holds across changes too: the series of a tier or rule a
 //! change removed are dropped ([`Metrics::follow_config`]), not kept for the life of the
 //! process.
 
@@ -48,6 +48,13 @@ struct ThrottleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    tier: String,
+    policy: String,
+    decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
 }
@@ -57,6 +64,9 @@ struct ReloadLabels {
     source: &'static str,
     result: &'static str,
 }
+
+/// The decision label of an admitted request that a shadowed window would have refused.
+pub const SHADOW_THROTTLED: &str = "shadow_throttled";
 
 /// The word for a verdict in metrics and logs.
 pub fn decision_label(verdict: Verdict) -> &'static str {
@@ -88,8 +98,24 @@ pub struct Observation<'a> {
     pub tier: Option<&'a str>,
     /// The endpoint rule matching the request, if any.
     pub rule: Option<&'a str>,
+    /// The window that refused the request (a deny), or the shadowed window that would have
+    /// (an admitted request with `shadow_denied`).
+    pub policy: Option<&'a str>,
+    /// Admitted, but a shadowed window had no room.
+    pub shadow_denied: bool,
     pub store_error: Option<&'a StoreError>,
     pub elapsed: Duration,
+}
+
+impl Observation<'_> {
+    /// The `decision` label: the verdict's word, or [`SHADOW_THROTTLED`].
+    fn decision(&self) -> &'static str {
+        if self.verdict == Verdict::Allow && self.shadow_denied {
+            SHADOW_THROTTLED
+        } else {
+            decision_label(self.verdict)
+        }
+    }
 }
 
 const VERDICTS: [Verdict; 6] = [
@@ -107,11 +133,25 @@ fn verdict_index(verdict: Verdict) -> usize {
 
 /// The (tier, endpoint) label pairs the configuration in force can produce: a configured
 /// tier with `other` or one of its rules, and `none` (no tier judged: whitelisted, disabled,
-/// store failure) with `other` or any rule.
+/// store failure) with `other` or any rule; and the (tier, policy) pairs of its windows.
 #[derive(Debug, Default)]
 struct LabelScope {
     /// `None` until the first configuration: every pair is admitted.
     rules_by_tier: Option<HashMap<String, HashSet<String>>>,
+    /// Policy name → its tier; `None` until the first configuration.
+    policies: Option<HashMap<String, String>>,
+}
+
+/// Every window's (policy name, tier) of a configuration.
+fn policies_of(cfg: &CompiledConfig) -> HashMap<String, String> {
+    let mut policies = HashMap::new();
+    for tier in cfg.tiers() {
+        let rule_windows = tier.rules.entries().flat_map(|(_, windows)| windows);
+        for window in tier.windows.iter().chain(rule_windows) {
+            policies.insert(window.policy.clone(), tier.name.clone());
+        }
+    }
+    policies
 }
 
 impl LabelScope {
@@ -126,7 +166,29 @@ impl LabelScope {
         rules_by_tier.insert(NO_TIER.to_string(), every_rule);
         LabelScope {
             rules_by_tier: Some(rules_by_tier),
+            policies: Some(policies_of(cfg)),
         }
+    }
+
+    fn admits_policy(&self, tier: &str, policy: &str) -> bool {
+        self.policies
+            .as_ref()
+            .is_none_or(|map| map.get(policy).is_some_and(|t| t == tier))
+    }
+
+    fn has_policy(&self, policy: &str) -> bool {
+        self.policies
+            .as_ref()
+            .is_none_or(|map| map.contains_key(policy))
+    }
+
+    /// Every (tier, policy) pair this scope admits (none before the first configuration).
+    fn policy_pairs(&self) -> Vec<(String, String)> {
+        self.policies
+            .iter()
+            .flatten()
+            .map(|(policy, tier)| (tier.clone(), policy.clone()))
+            .collect()
     }
 
     fn admits(&self, tier: &str, endpoint: &str) -> bool {
@@ -171,15 +233,19 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     throttled: Family<ThrottleLabels, Counter>,
+    by_policy: Family<PolicyLabels, Counter>,
     store_errors: Family<ErrorLabels, Counter>,
     store_full_refusals: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
     previous_secret: Counter,
     latency: LatencyHistogram,
     by_verdict: [AtomicU64; 6],
+    shadow_throttled_total: AtomicU64,
     store_error_total: AtomicU64,
     throttled_by_tier: Mutex<BTreeMap<String, u64>>,
     throttled_by_endpoint: Mutex<BTreeMap<String, u64>>,
+    throttled_by_policy: Mutex<BTreeMap<String, u64>>,
+    shadow_throttled_by_policy: Mutex<BTreeMap<String, u64>>,
     /// Which tier/endpoint labels may have series. Observations hold it for reading while
     /// they touch labelled series, so a change that drops series cannot interleave with a
     /// decision of the old configuration creating them again.
@@ -244,6 +310,13 @@ impl Metrics {
             "Requests answered 429, by tier and endpoint rule",
             throttled.clone(),
         );
+        let by_policy = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "rate_limit_policy_throttled",
+            "Requests a window refused (decision throttled: the window the 429 describes) or \
+             a shadowed window would have refused (decision shadow_throttled), by window",
+            by_policy.clone(),
+        );
         // 50 µs … ~3 s, each bucket 1.5× the previous.
         let latency = LatencyHistogram::exponential(50e-6, 1.5, 28);
         registry.register(
@@ -281,15 +354,19 @@ impl Metrics {
             registry,
             requests,
             throttled,
+            by_policy,
             store_errors,
             store_full_refusals,
             config_reloads,
             previous_secret,
             latency,
             by_verdict: Default::default(),
+            shadow_throttled_total: AtomicU64::new(0),
             store_error_total: AtomicU64::new(0),
             throttled_by_tier: Mutex::new(BTreeMap::new()),
             throttled_by_endpoint: Mutex::new(BTreeMap::new()),
+            throttled_by_policy: Mutex::new(BTreeMap::new()),
+            shadow_throttled_by_policy: Mutex::new(BTreeMap::new()),
             scope: RwLock::new(LabelScope::default()),
         }
     }
@@ -303,14 +380,27 @@ impl Metrics {
             if next.admits(&tier, &endpoint) {
                 continue;
             }
-            for verdict in VERDICTS {
+            let decisions = VERDICTS.map(decision_label);
+            for decision in decisions.into_iter().chain([SHADOW_THROTTLED]) {
                 self.requests.remove(&RequestLabels {
                     tier: tier.clone(),
                     endpoint: endpoint.clone(),
-                    decision: decision_label(verdict),
+                    decision,
                 });
             }
             self.throttled.remove(&ThrottleLabels { tier, endpoint });
+        }
+        for (tier, policy) in scope.policy_pairs() {
+            if next.admits_policy(&tier, &policy) {
+                continue;
+            }
+            for decision in [decision_label(Verdict::Deny), SHADOW_THROTTLED] {
+                self.by_policy.remove(&PolicyLabels {
+                    tier: tier.clone(),
+                    policy: policy.clone(),
+                    decision,
+                });
+            }
         }
         self.throttled_by_tier
             .lock()
@@ -318,14 +408,23 @@ impl Metrics {
         self.throttled_by_endpoint
             .lock()
             .retain(|endpoint, _| next.has_endpoint(endpoint));
+        self.throttled_by_policy
+            .lock()
+            .retain(|policy, _| next.has_policy(policy));
+        self.shadow_throttled_by_policy
+            .lock()
+            .retain(|policy, _| next.has_policy(policy));
         *scope = next;
     }
 
     pub fn observe(&self, o: &Observation<'_>) {
-        let decision = decision_label(o.verdict);
+        let decision = o.decision();
         let tier = o.tier.unwrap_or(NO_TIER);
         let endpoint = o.rule.unwrap_or(OTHER_ENDPOINT);
         self.by_verdict[verdict_index(o.verdict)].fetch_add(1, Ordering::Relaxed);
+        if decision == SHADOW_THROTTLED {
+            self.shadow_throttled_total.fetch_add(1, Ordering::Relaxed);
+        }
         self.latency.observe(o.elapsed);
         let scope = self.scope.read();
         // A decision judged under a configuration that has since dropped its tier or rule
@@ -357,6 +456,24 @@ impl Metrics {
                 .lock()
                 .entry(endpoint.to_string())
                 .or_default() += 1;
+        }
+        if let Some(policy) = o.policy
+            && matches!(o.verdict, Verdict::Deny | Verdict::Allow)
+            && scope.admits_policy(tier, policy)
+        {
+            let by_policy = if o.verdict == Verdict::Deny {
+                &self.throttled_by_policy
+            } else {
+                &self.shadow_throttled_by_policy
+            };
+            *by_policy.lock().entry(policy.to_string()).or_default() += 1;
+            self.by_policy
+                .get_or_create(&PolicyLabels {
+                    tier: tier.to_string(),
+                    policy: policy.to_string(),
+                    decision,
+                })
+                .inc();
         }
         drop(scope);
         self.observe_error(o);
@@ -394,12 +511,13 @@ impl Metrics {
         self.by_verdict[verdict_index(verdict)].load(Ordering::Relaxed)
     }
 
-    /// The JSON view. `tiers` and `rules` (the current configuration's) appear with 0 when
-    /// nothing was throttled there, so dashboards see every key.
+    /// The JSON view. `tiers`, `rules` and `policies` (the current configuration's) appear
+    /// with 0 when nothing was throttled there, so dashboards see every key.
     pub fn snapshot<'a>(
         &self,
         tiers: impl IntoIterator<Item = &'a str>,
         rules: impl IntoIterator<Item = &'a str>,
+        policies: impl IntoIterator<Item = &'a str>,
     ) -> MetricsSnapshot {
         let allowed = self.count(Verdict::Allow);
         let throttled = self.count(Verdict::Deny);
@@ -412,10 +530,17 @@ impl Metrics {
         for rule in rules.into_iter().chain([OTHER_ENDPOINT]) {
             by_endpoint.entry(rule.to_string()).or_default();
         }
+        let mut by_policy = self.throttled_by_policy.lock().clone();
+        let mut shadow_by_policy = self.shadow_throttled_by_policy.lock().clone();
+        for policy in policies {
+            by_policy.entry(policy.to_string()).or_default();
+            shadow_by_policy.entry(policy.to_string()).or_default();
+        }
         MetricsSnapshot {
             total_requests: total,
             allowed_requests: allowed,
             throttled_requests: throttled,
+            shadow_throttled_requests: self.shadow_throttled_total.load(Ordering::Relaxed),
             throttle_rate: if total == 0 {
                 0.0
             } else {
@@ -423,6 +548,8 @@ impl Metrics {
             },
             by_tier,
             by_endpoint,
+            by_policy,
+            shadow_by_policy,
             avg_check_latency_ms: self.latency.mean() * 1e3,
             p95_check_latency_ms: self.latency.quantile(0.95) * 1e3,
             redis_errors: self.store_error_total.load(Ordering::Relaxed),
@@ -451,8 +578,12 @@ impl Metrics {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MetricsSnapshot {
     pub total_requests: u64,
+    /// Admitted requests, `shadow_throttled_requests` included.
     pub allowed_requests: u64,
     pub throttled_requests: u64,
+    /// Admitted requests that a shadowed window would have refused (`shadow: true`): what
+    /// enforcing it would add to `throttled_requests`.
+    pub shadow_throttled_requests: u64,
     /// throttled / total (0 when there was no traffic).
     pub throttle_rate: f64,
     /// Throttled requests per configured tier. A tier a change removed is dropped, so after
@@ -461,6 +592,11 @@ pub struct MetricsSnapshot {
     /// Throttled requests per configured endpoint rule, `other` for the rest (a rule a change
     /// removed is dropped, as in `by_tier`).
     pub by_endpoint: BTreeMap<String, u64>,
+    /// Throttled requests per window of the configuration, by policy name (`free-60s`,
+    /// `free-/api/v1/search-1s`): the window each 429 described.
+    pub by_policy: BTreeMap<String, u64>,
+    /// Would-be denials per shadowed window, by policy name.
+    pub shadow_by_policy: BTreeMap<String, u64>,
     pub avg_check_latency_ms: f64,
     pub p95_check_latency_ms: f64,
     /// Decisions whose counter-store call failed (any kind, including fail-fast while the

@@ -10,6 +10,8 @@ fn obs(
         verdict,
         tier,
         rule,
+        policy: None,
+        shadow_denied: false,
         store_error: None,
         elapsed: Duration::from_micros(300),
     }
@@ -32,6 +34,7 @@ fn counts_add_up_and_labels_stay_bounded() {
     let s = m.snapshot(
         ["free", "premium", "enterprise"],
         ["/api/v1/request", "/x/*"],
+        [],
     );
     assert_eq!(
         (s.total_requests, s.allowed_requests, s.throttled_requests),
@@ -89,7 +92,7 @@ fn a_full_store_is_counted_apart_from_store_errors() {
         store_error: Some(&full),
         ..obs(Verdict::Unavailable, Some("free"), None)
     });
-    let s = m.snapshot(["free"], []);
+    let s = m.snapshot(["free"], [], []);
     assert_eq!(
         (
             s.store_full_refusals,
@@ -161,7 +164,7 @@ fn a_change_drops_the_series_of_removed_tiers_and_rules() {
     ] {
         assert!(text.contains(kept), "missing {kept} in\n{text}");
     }
-    let s = m.snapshot(["free"], ["/a"]);
+    let s = m.snapshot(["free"], ["/a"], []);
     assert_eq!(s.by_tier.keys().collect::<Vec<_>>(), ["free"]);
     assert_eq!(s.by_endpoint.keys().collect::<Vec<_>>(), ["/a", "other"]);
     assert_eq!(s.throttled_requests, 3, "totals keep every decision");
@@ -173,7 +176,7 @@ fn a_change_drops_the_series_of_removed_tiers_and_rules() {
     let text = m.encode_prometheus();
     assert!(!text.contains(r#"tier="premium""#), "{text}");
     assert!(!text.contains(r#"endpoint="/gone""#), "{text}");
-    let s = m.snapshot(["free"], ["/a"]);
+    let s = m.snapshot(["free"], ["/a"], []);
     assert_eq!((s.total_requests, s.throttled_requests), (8, 4));
     assert!(!s.by_tier.contains_key("premium"));
 }
@@ -194,4 +197,91 @@ fn store_failures_keep_their_labels_under_any_configured_rule() {
     ] {
         assert!(text.contains(line), "missing {line} in\n{text}");
     }
+}
+
+#[test]
+fn shadow_denials_are_admitted_and_counted_apart() {
+    let m = Metrics::new(Arc::new(MemoryStore::new()));
+    let shadow = |policy| Observation {
+        policy: Some(policy),
+        shadow_denied: true,
+        ..obs(Verdict::Allow, Some("free"), Some("/s"))
+    };
+    m.observe(&obs(Verdict::Allow, Some("free"), Some("/s")));
+    m.observe(&shadow("free-/s-1s"));
+    m.observe(&shadow("free-/s-1s"));
+    m.observe(&Observation {
+        policy: Some("free-60s"),
+        ..obs(Verdict::Deny, Some("free"), Some("/s"))
+    });
+    let s = m.snapshot(["free"], ["/s"], ["free-60s", "free-/s-1s", "free-/s-60s"]);
+    assert_eq!(
+        (
+            s.total_requests,
+            s.allowed_requests,
+            s.throttled_requests,
+            s.shadow_throttled_requests
+        ),
+        (4, 3, 1, 2),
+        "allowed + throttled = total: would-be denials were admitted"
+    );
+    assert_eq!(s.by_tier["free"], 1);
+    assert_eq!(
+        s.by_policy,
+        BTreeMap::from([
+            ("free-/s-1s".into(), 0),
+            ("free-/s-60s".into(), 0),
+            ("free-60s".into(), 1),
+        ])
+    );
+    assert_eq!(s.shadow_by_policy["free-/s-1s"], 2);
+    assert_eq!(s.shadow_by_policy["free-60s"], 0);
+
+    let text = m.encode_prometheus();
+    for line in [
+        r#"rate_limit_requests_total{tier="free",endpoint="/s",decision="allowed"} 1"#,
+        r#"rate_limit_requests_total{tier="free",endpoint="/s",decision="shadow_throttled"} 2"#,
+        r#"rate_limit_requests_total{tier="free",endpoint="/s",decision="throttled"} 1"#,
+        r#"rate_limit_throttled_total{tier="free",endpoint="/s"} 1"#,
+        r#"rate_limit_policy_throttled_total{tier="free",policy="free-/s-1s",decision="shadow_throttled"} 2"#,
+        r#"rate_limit_policy_throttled_total{tier="free",policy="free-60s",decision="throttled"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+}
+
+#[test]
+fn a_change_drops_the_series_of_removed_windows() {
+    let m = Metrics::new(Arc::new(MemoryStore::new()));
+    let windows = "default_tier: free\ntiers:\n  - name: free\n    limits: [{limit: 5, window_seconds: 1}, {limit: 50, window_seconds: 60}]\n";
+    m.follow_config(&compiled(windows));
+    for policy in ["free-1s", "free-60s"] {
+        m.observe(&Observation {
+            policy: Some(policy),
+            ..obs(Verdict::Deny, Some("free"), None)
+        });
+    }
+    // A policy this configuration does not have gets no series.
+    m.observe(&Observation {
+        policy: Some("free-7s"),
+        ..obs(Verdict::Deny, Some("free"), None)
+    });
+    let text = m.encode_prometheus();
+    assert!(text.contains(r#"policy="free-1s""#), "{text}");
+    assert!(!text.contains(r#"policy="free-7s""#), "{text}");
+    // The burst window goes: its series and JSON key go with it.
+    m.follow_config(&compiled(ONE_TIER));
+    let text = m.encode_prometheus();
+    assert!(!text.contains(r#"policy="free-1s""#), "{text}");
+    assert!(
+        text.contains(
+            r#"rate_limit_policy_throttled_total{tier="free",policy="free-60s",decision="throttled"} 1"#
+        ),
+        "{text}"
+    );
+    let s = m.snapshot(["free"], ["/a"], ["free-60s", "free-/a-60s"]);
+    assert_eq!(
+        s.by_policy,
+        BTreeMap::from([("free-/a-60s".into(), 0), ("free-60s".into(), 1)])
+    );
 }

@@ -1,7 +1,8 @@
 //! Storage key names.
 //!
 //! Every key of one identity carries the same Redis Cluster hash tag (`{…}`) so a decision's
-//! counters live in one slot and one script can touch them all. Client-influenced text never
+//! counters (every window of the tier and of the endpoint rule) live in one slot and one
+//! script can touch them all. Client-influenced text never
 //! reaches a key unescaped: identities and rule patterns made only of a conservative set of
 //! characters are used as they are (readable in `redis-cli`), anything else is replaced by a
 //! SHA-256 digest, which also bounds the key length.
@@ -39,14 +40,21 @@ pub fn tag(identity: &str) -> String {
     format!("{{{}}}", segment(identity, false))
 }
 
-/// Key of an identity's tier budget (all endpoints).
-pub fn budget_key(identity: &str) -> String {
-    format!("{PREFIX}:{}:b", tag(identity))
+/// Key of one window of an identity's tier budget (all endpoints): `rl:{<identity>}:b:<W>`,
+/// `W` the window in seconds. The length is part of the name, so each window of a tier is a
+/// counter of its own, and a window whose length changes starts counting afresh.
+pub fn budget_key(identity: &str, window_seconds: u64) -> String {
+    format!("{PREFIX}:{}:b:{window_seconds}", tag(identity))
 }
 
-/// Key of an identity's counter for one endpoint rule.
-pub fn rule_key(identity: &str, rule: &str) -> String {
-    format!("{PREFIX}:{}:e:{}", tag(identity), segment(rule, true))
+/// Key of one window of an identity's counter for an endpoint rule:
+/// `rl:{<identity>}:e:<W>:<rule>`.
+pub fn rule_key(identity: &str, window_seconds: u64, rule: &str) -> String {
+    format!(
+        "{PREFIX}:{}:e:{window_seconds}:{}",
+        tag(identity),
+        segment(rule, true)
+    )
 }
 
 /// Key of an identity's recent request nonces: the script's record of the requests it has

@@ -1,7 +1,7 @@
 //! In-memory counter store: the default when no Redis URL is configured.
 //!
 //! Same semantics as the Redis script: one log of admitted timestamps per counter, trimmed
-//! to the window on every access. The map is sharded by identity so concurrent identities do
+//! to the window on every access; shadow counters record only when they have room. The map is sharded by identity so concurrent identities do
 //! not contend on one lock, while all counters of one identity share a shard, which makes a
 //! multi-counter decision one critical section.
 //!
@@ -31,7 +31,7 @@ pub const DEFAULT_MAX_IDENTITIES: usize = 1_000_000;
 #[derive(Debug, Default)]
 struct Log {
     /// Admitted timestamps, oldest first. Never longer than the largest limit it was checked
-    /// against, because nothing is recorded once it is full.
+    /// against, because nothing is recorded once it is full (shadow or enforced).
     entries: VecDeque<u64>,
     window_us: u64,
 }
@@ -219,19 +219,23 @@ impl MemoryStore {
         let mut map = self.shard(identity).lock();
         let mut logs = map.get_mut(identity);
         let mut admitted = true;
+        let mut full = Vec::with_capacity(counters.len());
         for spec in counters {
-            match logs.as_deref_mut().and_then(|logs| logs.get_mut(&spec.key)) {
+            let no_room = match logs.as_deref_mut().and_then(|logs| logs.get_mut(&spec.key)) {
                 Some(log) => {
                     log.trim(now, spec.window_us);
-                    if log.entries.len() as u64 >= spec.limit {
-                        admitted = false;
-                    }
+                    log.entries.len() as u64 >= spec.limit
                 }
-                None => admitted &= spec.limit > 0,
-            }
+                None => spec.limit == 0,
+            };
+            admitted &= spec.shadow || !no_room;
+            full.push(no_room);
         }
-        let record = admitted && record && !counters.is_empty();
-        if logs.is_none() && record {
+        // Admitted: every enforced counter has room and records; a shadow one records only
+        // when it has room.
+        let record = admitted && record;
+        let records_any = record && full.iter().any(|&no_room| !no_room);
+        if logs.is_none() && records_any {
             if !self.reserve_identity() {
                 return Attempt::Full;
             }
@@ -239,19 +243,24 @@ impl MemoryStore {
         }
         let Some(logs) = logs else {
             // Not tracked, and this call records nothing: every counter is empty.
-            let empty = CounterState {
-                count: 0,
-                free_at_us: now,
-            };
+            let states = counters
+                .iter()
+                .zip(&full)
+                .map(|(_, &no_room)| CounterState {
+                    count: 0,
+                    free_at_us: now,
+                    full: no_room,
+                })
+                .collect();
             return Attempt::Done(Outcome {
                 admitted,
                 now_us: now,
-                counters: vec![empty; counters.len()],
+                counters: states,
             });
         };
         let mut states = Vec::with_capacity(counters.len());
-        for spec in counters {
-            if record {
+        for (spec, &no_room) in counters.iter().zip(&full) {
+            if record && !no_room {
                 // Look up before inserting: cloning the key for every admitted request would
                 // allocate on the hot path.
                 match logs.get_mut(&spec.key) {
@@ -272,10 +281,12 @@ impl MemoryStore {
                 Some(log) => CounterState {
                     count: log.entries.len() as u64,
                     free_at_us: log.free_at(now, spec.limit),
+                    full: no_room,
                 },
                 None => CounterState {
                     count: 0,
                     free_at_us: now,
+                    full: no_room,
                 },
             });
         }

@@ -1,10 +1,12 @@
 //! Counter stores: exact sliding-window logs, in Redis or in memory.
 //!
-//! A decision names every counter that applies to a request (the tier budget and, when an
-//! endpoint rule matches, that rule's counter). The store admits the request only if every
-//! counter has room and then records it in all of them, atomically: one Lua script in Redis,
-//! one critical section in memory. A denied request records nothing, and an admitted one is
-//! recorded once, even when its call reaches Redis twice (see `redis.rs`).
+//! A decision names every counter that applies to a request: each window of the tier budget
+//! and, when an endpoint rule matches, each window of that rule. The store admits the request
+//! only if every enforced counter has room and then records it in all of them, and in each
+//! shadow counter that has room, atomically: one Lua script in Redis, one critical section in
+//! memory. A denied request records nothing, and an admitted one is recorded once, even when
+//! its call reaches Redis twice (see `redis.rs`). A shadow counter never refuses a request and
+//! never holds more than its limit.
 
 mod breaker;
 mod clock;
@@ -30,14 +32,20 @@ pub struct CounterSpec {
     pub key: String,
     pub limit: u64,
     pub window_us: u64,
+    /// A shadow counter does not take part in admission: when the request is admitted it is
+    /// recorded here only if this counter has room, so it never exceeds its limit.
+    pub shadow: bool,
 }
 
 /// State of one counter after a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CounterState {
     /// Entries inside the window after the decision (the current request included when it
-    /// was admitted).
+    /// was recorded here).
     pub count: u64,
+    /// The counter had no room for this request (before recording): an enforced one refused
+    /// it, a shadow one would have.
+    pub full: bool,
     /// Time (µs on the store's clock, Unix epoch) at which the entry that keeps the counter
     /// at its current level leaves the window: for a full counter, the moment it has room
     /// again; otherwise when its oldest entry expires. Equals `now_us` for an empty counter.
@@ -89,9 +97,10 @@ impl StoreError {
 
 #[async_trait]
 pub trait CounterStore: Send + Sync {
-    /// Admits the request iff every counter has fewer than `limit` entries in its window,
-    /// recording it in all of them when admitted. `shard` is the identity whose counters
-    /// these are: every counter of one call belongs to it.
+    /// Admits the request iff every enforced counter has fewer than `limit` entries in its
+    /// window, recording it, when admitted, in every enforced counter and in every shadow
+    /// counter with room. `shard` is the identity whose counters these are: every counter
+    /// of one call belongs to it.
     async fn check_and_record(
         &self,
         shard: &str,

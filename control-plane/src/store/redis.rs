@@ -168,7 +168,7 @@ impl RedisStore {
         parse_reply(reply, call.counter_count)
     }
 
-    /// `EVALSHA sha 1+n seen KEYS… nonce mode now horizon seen_ttl (limit window)…`, where
+    /// `EVALSHA sha 1+n seen KEYS… nonce mode now horizon seen_ttl (limit window shadow)…`, where
     /// `now` is empty for Redis `TIME` or the injected clock's reading. A report (`"p"`)
     /// records nothing and needs no nonce.
     fn script_call(
@@ -192,7 +192,9 @@ impl RedisStore {
             .arg(&self.horizon_us)
             .arg(&self.seen_ttl_ms);
         for spec in counters {
-            cmd.arg(spec.limit).arg(spec.window_us);
+            cmd.arg(spec.limit)
+                .arg(spec.window_us)
+                .arg(if spec.shadow { "1" } else { "0" });
         }
         ScriptCall {
             cmd,
@@ -206,12 +208,13 @@ impl RedisStore {
     /// call goes on its own, concurrently; calls on one identity share a hash tag and hence a
     /// node, where they keep their order.
     async fn run_many(&self, calls: &[(&str, &[CounterSpec])]) -> Vec<Result<Outcome, StoreError>> {
+        let shards: Vec<&str> = calls.iter().map(|(shard, _)| *shard).collect();
         let calls: Vec<ScriptCall> = calls
             .iter()
             .map(|(shard, counters)| self.record_call(shard, counters))
             .collect();
         if self.connector.is_cluster() {
-            return futures_util::future::join_all(calls.iter().map(|call| self.send(call))).await;
+            return self.run_many_on_cluster(&shards, &calls).await;
         }
         let mut pipe = Pipeline::with_capacity(calls.len());
         pipe.ignore_errors();
@@ -246,6 +249,37 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// A cluster takes no cross-slot pipeline: each shard's calls go one after the other, in
+    /// the order given (sent concurrently, a later call could overtake an earlier one, e.g.
+    /// while the script loads), and the shards concurrently.
+    async fn run_many_on_cluster(
+        &self,
+        shards: &[&str],
+        calls: &[ScriptCall],
+    ) -> Vec<Result<Outcome, StoreError>> {
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, shard) in shards.iter().enumerate() {
+            match groups.iter_mut().find(|(s, _)| s == shard) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((shard, vec![i])),
+            }
+        }
+        let ran = futures_util::future::join_all(groups.iter().map(|(_, members)| async move {
+            let mut outcomes = Vec::with_capacity(members.len());
+            for &i in members {
+                outcomes.push((i, self.send(&calls[i]).await));
+            }
+            outcomes
+        }))
+        .await;
+        let mut results: Vec<(usize, Result<Outcome, StoreError>)> =
+            ran.into_iter().flatten().collect();
+        results.sort_unstable_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, outcome)| outcome).collect()
+    }
+}
+
 fn is_noscript(err: &redis::RedisError) -> bool {
     err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }
@@ -268,7 +302,7 @@ fn parse_reply(reply: Value, counters: usize) -> Result<Outcome, StoreError> {
     let Value::Array(items) = reply else {
         return Err(bad("not an array"));
     };
-    if items.len() != 2 + 2 * counters {
+    if items.len() != 2 + 3 * counters {
         return Err(bad("wrong length"));
     }
     let int = |v: &Value| match v {
@@ -278,11 +312,12 @@ fn parse_reply(reply: Value, counters: usize) -> Result<Outcome, StoreError> {
     let admitted = int(&items[0])? == 1;
     let now_us = int(&items[1])?;
     let states = items[2..]
-        .chunks_exact(2)
-        .map(|pair| {
+        .chunks_exact(3)
+        .map(|triple| {
             Ok(CounterState {
-                count: int(&pair[0])?,
-                free_at_us: int(&pair[1])?,
+                count: int(&triple[0])?,
+                free_at_us: int(&triple[1])?,
+                full: int(&triple[2])? == 1,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;

@@ -1,5 +1,8 @@
 -- Exact sliding-window check-and-record over several counters, atomically, and at most once
--- per request.
+-- per request. A request is admitted iff every enforced counter has room; it is then recorded
+-- in every enforced counter and in every shadow counter that has room (so a shadow counter
+-- never refuses a request and never holds more than its limit). A denied request records
+-- nothing.
 --
 -- KEYS[1]      the identity's seen record: sorted set of the nonces of requests recorded
 --              within the replay horizon (score = µs timestamp)
@@ -10,9 +13,11 @@
 --              (tests: a manual one, for exact boundaries) passes its reading in µs
 -- ARGV[4]      replay horizon (µs): how long a recorded nonce is remembered
 -- ARGV[5]      TTL of the seen record (ms): the horizon rounded up, plus one
--- ARGV[4+2i], ARGV[5+2i]   limit and window (µs) of counter i
+-- ARGV[3+3i], ARGV[4+3i], ARGV[5+3i]   limit, window (µs) and "1" for a shadow counter ("0"
+--              for an enforced one) of counter i
 --
--- Returns { admitted (0/1), now_us, count_1, free_at_1, count_2, free_at_2, ... }.
+-- Returns { admitted (0/1), now_us, count_1, free_at_1, full_1, count_2, ... }, where full_i
+-- (0/1) says counter i had no room for this request.
 --
 -- Numbers reach redis.call as strings formatted with %.0f: Lua would otherwise print them
 -- with 14 significant digits and corrupt µs timestamps (16 digits).
@@ -20,9 +25,10 @@
 -- One request, one count: a client that lost the reply may send the same call again (Redis
 -- Cluster clients retry after a reset connection). The retry finds its nonce in the seen
 -- record, records nothing and answers as a report in which the request is admitted, its
--- entries counted once. A request that was not recorded (denied) left no nonce, so its retry
--- is judged afresh and recorded at most once. The guard brackets the counters instead of
--- living in their entries, so it holds whatever a counter stores.
+-- entries counted once; it reports no counter full (whether a shadow counter had room when
+-- the request was recorded is not known any more). A request that was not recorded (denied)
+-- left no nonce, so its retry is judged afresh and recorded at most once. The guard brackets
+-- the counters instead of living in their entries, so it holds whatever a counter stores.
 
 local now
 if ARGV[3] == '' then
@@ -43,13 +49,13 @@ local replay = mode == 'r' and redis.call('ZSCORE', seen, nonce) ~= false
 -- format the double only for the script to parse it back.
 
 local n = #KEYS - 1
-local limits, windows, counts = {}, {}, {}
+local limits, windows, counts, full = {}, {}, {}, {}
 local horizon, ttl = {}, {}
 local admitted = 1
 for i = 1, n do
   local key = KEYS[1 + i]
-  local limit = tonumber(ARGV[4 + 2 * i])
-  local wkey = ARGV[5 + 2 * i]
+  local limit = tonumber(ARGV[3 + 3 * i])
+  local wkey = ARGV[4 + 3 * i]
   local window = tonumber(wkey)
   limits[i], windows[i] = limit, window
   local h = horizon[wkey]
@@ -61,13 +67,17 @@ for i = 1, n do
   redis.call('ZREMRANGEBYSCORE', key, '-inf', h)
   local c = redis.call('ZCARD', key)
   counts[i] = c
-  if c >= limit then
+  full[i] = c >= limit
+  if full[i] and ARGV[5 + 3 * i] ~= '1' then
     admitted = 0
   end
 end
 if replay then
   -- Recorded by the first execution: admitted, whatever the counters say now.
   admitted = 1
+  for i = 1, n do
+    full[i] = false
+  end
 end
 
 local record = admitted == 1 and mode == 'r' and not replay
@@ -79,9 +89,11 @@ for i = 1, n do
   local key = KEYS[1 + i]
   local limit, window, c = limits[i], windows[i], counts[i]
   local free_at = now
-  if record then
+  -- An admitted request finds every enforced counter with room: only a full shadow counter
+  -- is left out.
+  if record and not full[i] then
     redis.call('ZADD', key, now_s, member)
-    local wkey = ARGV[5 + 2 * i]
+    local wkey = ARGV[4 + 3 * i]
     local t = ttl[wkey]
     if t == nil then
       -- Redis counts expiry from its clock truncated to the millisecond, so a TTL of exactly
@@ -109,6 +121,7 @@ for i = 1, n do
   end
   out[#out + 1] = c
   out[#out + 1] = free_at
+  out[#out + 1] = full[i] and 1 or 0
 end
 
 if record then

@@ -14,7 +14,10 @@ fn one_key_per_limit_in_a_tier_of_that_limit() {
         assert_eq!(id, key_id(limit));
         let tier = config.tier(tier);
         assert_eq!(tier.name, key_id(limit));
-        assert_eq!(tier.budget, Some(limit));
+        assert_eq!(
+            tier.windows.iter().map(|w| w.limit).collect::<Vec<_>>(),
+            [limit]
+        );
     }
     let c = CounterMemory {
         limit: 1_000,

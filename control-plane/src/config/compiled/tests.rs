@@ -6,6 +6,28 @@ fn sample() -> CompiledConfig {
     CompiledConfig::compile(parse_yaml(SAMPLE).unwrap()).unwrap()
 }
 
+fn window(limit: u64, seconds: u64, shadow: bool, policy: &str) -> Window {
+    Window {
+        limit,
+        length: Duration::from_secs(seconds),
+        shadow,
+        policy: policy.into(),
+    }
+}
+
+#[test]
+fn the_top_level_shadow_shadows_every_window() {
+    let mut cfg = parse_yaml(SAMPLE).unwrap();
+    cfg.shadow = true;
+    let c = CompiledConfig::compile(cfg).unwrap();
+    for tier in c.tiers() {
+        let rule_windows = tier.rules.entries().flat_map(|(_, w)| w);
+        for window in tier.windows.iter().chain(rule_windows) {
+            assert!(window.shadow, "{}", window.policy);
+        }
+    }
+}
+
 #[test]
 fn compiled_config_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
@@ -20,28 +42,44 @@ fn sample_compiles_into_tiers() {
     assert_eq!(c.tiers().len(), 4);
     assert_eq!(c.tier(c.default_tier()).name, "free");
     let free = c.tier(c.default_tier());
-    assert_eq!(free.budget, Some(100));
-    assert_eq!(free.window, Duration::from_secs(60));
+    assert_eq!(free.windows, [window(100, 60, false, "free-60s")]);
     assert_eq!(
         free.description.as_deref(),
         Some("Unauthenticated and free users")
     );
+    let (pattern, windows) = free.rules.longest_match("/api/v1/admin/users").unwrap();
+    assert_eq!(pattern, "/api/v1/admin/*");
     assert_eq!(
-        free.rules.longest_match("/api/v1/admin/users"),
-        Some(("/api/v1/admin/*", 10))
+        windows,
+        &[window(10, 60, false, "free-/api/v1/admin/*-60s")]
     );
     assert_eq!(free.rules.longest_match("/api/v1/other"), None);
     let unlimited = c.tier_by_name("unlimited").unwrap();
-    assert_eq!(c.tier(unlimited).budget, None);
+    assert!(c.tier(unlimited).windows.is_empty());
     assert_eq!(
         c.tier(unlimited).rules.longest_match("/api/v1/expensive"),
-        Some(("/api/v1/expensive", 5000))
+        Some((
+            "/api/v1/expensive",
+            &vec![window(5000, 60, false, "unlimited-/api/v1/expensive-60s")]
+        ))
+    );
+    let enterprise = c.tier(c.tier_by_name("enterprise").unwrap());
+    assert_eq!(
+        enterprise.windows,
+        [
+            window(100, 1, false, "enterprise-1s"),
+            window(10_000, 3600, false, "enterprise-3600s"),
+        ]
     );
     assert_eq!(
-        c.tier(c.tier_by_name("enterprise").unwrap())
-            .window
-            .as_secs(),
-        3600
+        enterprise.rules.longest_match("/api/v1/search"),
+        Some((
+            "/api/v1/search",
+            &vec![
+                window(5, 1, true, "enterprise-/api/v1/search-1s"),
+                window(600, 3600, true, "enterprise-/api/v1/search-3600s"),
+            ]
+        ))
     );
     assert_eq!(c.tier_by_name("gold"), None);
     assert_eq!(c.source().default_tier, "free");

@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::{EndpointRule, RuleConfig, WindowConfig};
 
 const MINIMAL: &str = "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 100\n";
 
@@ -49,6 +50,141 @@ fn type_errors_carry_the_field_path() {
 
     let e = parse_err("default_tier: free\nenabled: maybe\ntiers: []\n");
     assert_eq!(e.path(), "enabled");
+}
+
+const WINDOWED: &str = "default_tier: free\nshadow: true\ntiers:\n  - name: free\n    limits:\n      - {limit: 10, window_seconds: 1}\n      - {limit: 100, window_seconds: 60}\n    shadow: true\n    endpoints:\n      /api/v1/search:\n        limits: [{limit: 2, window_seconds: 1}, {limit: 30, window_seconds: 60}]\n        shadow: true\n      /api/v1/request: 50\n";
+
+#[test]
+fn limits_rules_and_shadow_parse_in_both_formats() {
+    let cfg = parse_yaml(WINDOWED).unwrap();
+    assert!(cfg.shadow && cfg.tiers[0].shadow);
+    assert_eq!(cfg.tiers[0].requests_per_window, None);
+    assert_eq!(
+        cfg.tiers[0].limits,
+        Some(vec![
+            WindowConfig {
+                limit: 10,
+                window_seconds: 1
+            },
+            WindowConfig {
+                limit: 100,
+                window_seconds: 60
+            },
+        ])
+    );
+    assert_eq!(
+        cfg.tiers[0].endpoints["/api/v1/search"],
+        EndpointRule::Rule(RuleConfig {
+            limits: vec![
+                WindowConfig {
+                    limit: 2,
+                    window_seconds: 1
+                },
+                WindowConfig {
+                    limit: 30,
+                    window_seconds: 60
+                },
+            ],
+            shadow: true,
+        })
+    );
+    assert_eq!(
+        cfg.tiers[0].endpoints["/api/v1/request"],
+        EndpointRule::Limit(50)
+    );
+    // Both forms survive the JSON round trip (GET, then PUT) unchanged.
+    let json = serde_json::to_vec(&cfg).unwrap();
+    assert_eq!(parse_json(&json).unwrap(), cfg);
+    let text = String::from_utf8(json).unwrap();
+    assert!(text.contains(r#""/api/v1/request":50"#), "{text}");
+    assert!(
+        text.contains(r#""/api/v1/search":{"limits":[{"limit":2,"window_seconds":1}"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn errors_inside_limits_and_rules_carry_the_field_path() {
+    let tier = |lines: &str| format!("default_tier: free\ntiers:\n  - name: free\n{lines}");
+    for (doc, path, message) in [
+        (
+            tier("    limits: [{limit: 10, window_seconds: x}]\n"),
+            "tiers[0].limits[0].window_seconds",
+            "invalid",
+        ),
+        (
+            tier("    limits: [{limit: 10}]\n"),
+            "tiers[0].limits[0]",
+            "missing field `window_seconds`",
+        ),
+        (
+            tier("    limits: [{limit: 10, window_seconds: 1, algorithm: gcra}]\n"),
+            "tiers[0].limits[0].algorithm",
+            "unknown field `algorithm`",
+        ),
+        (
+            tier("    limits: {limit: 10, window_seconds: 1}\n"),
+            "tiers[0].limits",
+            "expected sequence",
+        ),
+        (
+            tier(
+                "    unlimited: true\n    endpoints:\n      /x: {limits: [{limit: -1, window_seconds: 1}]}\n",
+            ),
+            "tiers[0].endpoints./x.limits[0].limit",
+            "invalid",
+        ),
+        (
+            tier(
+                "    unlimited: true\n    endpoints:\n      /x: {limits: [{limit: 1, window_seconds: 1}], cost: 2}\n",
+            ),
+            "tiers[0].endpoints./x.cost",
+            "unknown field `cost`",
+        ),
+        (
+            tier("    unlimited: true\n    endpoints:\n      /x: {shadow: true}\n"),
+            "tiers[0].endpoints./x",
+            "missing field `limits`",
+        ),
+        (
+            tier(
+                "    unlimited: true\n    endpoints:\n      /x: {limits: [{limit: 1, window_seconds: 1}], shadow: maybe}\n",
+            ),
+            "tiers[0].endpoints./x.shadow",
+            "invalid",
+        ),
+        (
+            tier("    unlimited: true\n    endpoints:\n      /x: [1, 2]\n"),
+            "tiers[0].endpoints./x",
+            "a limit (a non-negative integer) or a rule {limits: [...]}",
+        ),
+        (
+            tier("    unlimited: true\n    endpoints:\n      /x: '50'\n"),
+            "tiers[0].endpoints./x",
+            "invalid type: string",
+        ),
+        (
+            tier("    unlimited: true\n    endpoints:\n      /x: 2.5\n"),
+            "tiers[0].endpoints./x",
+            "invalid type",
+        ),
+        (
+            "default_tier: free\nshadow: 1\ntiers: []\n".to_string(),
+            "shadow",
+            "invalid",
+        ),
+    ] {
+        let e = parse_err(&doc);
+        assert_eq!(e.path(), path, "{e}\n{doc}");
+        assert!(e.to_string().contains(message), "{e}\n{doc}");
+        assert!(e.to_string().starts_with(&format!("{path}: ")), "{e}");
+    }
+    let json = br#"{"default_tier":"free","tiers":[{"name":"free","unlimited":true,"endpoints":{"/x":{"limits":[{"limit":1,"window_seconds":"1"}]}}}]}"#;
+    let e = parse_json(json).unwrap_err();
+    assert_eq!(e.path(), "tiers[0].endpoints./x.limits[0].window_seconds");
+    let json = br#"{"default_tier":"free","tiers":[{"name":"free","unlimited":true,"endpoints":{"/x":-4}}]}"#;
+    let e = parse_json(json).unwrap_err();
+    assert_eq!(e.path(), "tiers[0].endpoints./x");
 }
 
 #[test]

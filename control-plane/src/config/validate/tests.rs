@@ -83,7 +83,7 @@ fn budget_or_unlimited_exactly_one() {
     assert_invalid(
         neither,
         "tiers[0].requests_per_window",
-        "required unless unlimited",
+        "required unless limits or unlimited",
     );
     let unlimited = "default_tier: free\ntiers:\n  - name: free\n    unlimited: true\n";
     parse_yaml(unlimited).unwrap().validate().unwrap();
@@ -144,19 +144,218 @@ fn endpoint_limits_must_be_positive() {
     assert_eq!(invalid(&doc).1, "tiers[0].endpoints./api/v1/x: must be > 0");
 }
 
+/// A tier (`free`, the default) with the given lines.
+fn tier(lines: &str) -> String {
+    format!("default_tier: free\ntiers:\n  - name: free\n{lines}")
+}
+
+fn valid(doc: &str) {
+    parse_yaml(doc)
+        .unwrap_or_else(|e| panic!("{e}\n{doc}"))
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{doc}"));
+}
+
 #[test]
-fn endpoint_limits_must_not_exceed_the_budget() {
+fn an_endpoint_rule_a_tier_window_makes_useless_is_rejected() {
+    // Above the tier's budget over the same window: the budget is always full first.
     let doc = with("    endpoints:\n      /api/v1/x: 200\n");
     assert_eq!(
         invalid(&doc).1,
-        "tiers[0].endpoints./api/v1/x: 200 exceeds the tier's requests_per_window (100)"
+        "tiers[0].endpoints./api/v1/x: 200 per 60 s can never bind: \
+         tiers[0].requests_per_window (100 per 60 s) is at least as long and allows no more; \
+         give this window a lower limit or a longer window, or remove it"
     );
-    parse_yaml(&with("    endpoints:\n      /api/v1/x: 100\n"))
-        .unwrap()
-        .validate()
-        .unwrap();
-    let unlimited = "default_tier: free\ntiers:\n  - name: free\n    unlimited: true\n    endpoints:\n      /x: 1000000\n";
-    parse_yaml(unlimited).unwrap().validate().unwrap();
+    // Equal to it: the budget counts every request the rule counts, so it is full whenever
+    // the rule is, and the rule is never the one described.
+    assert_invalid(
+        &with("    endpoints:\n      /api/v1/x: 100\n"),
+        "tiers[0].endpoints./api/v1/x",
+        "can never bind",
+    );
+    valid(&with("    endpoints:\n      /api/v1/x: 99\n"));
+    // An unlimited tier has no window to compare with.
+    valid(&tier(
+        "    unlimited: true\n    endpoints:\n      /x: 1000000\n",
+    ));
+    // A rule over a longer window may allow more.
+    valid(&tier(
+        "    requests_per_window: 100\n    endpoints:\n      /x: {limits: [{limit: 1000, window_seconds: 3600}]}\n",
+    ));
+}
+
+#[test]
+fn windows_that_can_never_bind_are_rejected_in_a_tier() {
+    // A longer window with no higher limit makes a shorter one useless.
+    assert_invalid(
+        &tier(
+            "    limits:\n      - {limit: 10, window_seconds: 1}\n      - {limit: 5, window_seconds: 60}\n",
+        ),
+        "tiers[0].limits[0]",
+        "10 per 1 s can never bind: tiers[0].limits[1] (5 per 60 s)",
+    );
+    assert_invalid(
+        &tier(
+            "    limits:\n      - {limit: 5, window_seconds: 60}\n      - {limit: 5, window_seconds: 1}\n",
+        ),
+        "tiers[0].limits[1]",
+        "can never bind: tiers[0].limits[0]",
+    );
+    // Burst and sustained: each binds at its own pace.
+    valid(&tier(
+        "    limits:\n      - {limit: 10, window_seconds: 1}\n      - {limit: 100, window_seconds: 60}\n      - {limit: 2000, window_seconds: 86400}\n",
+    ));
+}
+
+#[test]
+fn windows_that_can_never_bind_are_rejected_in_a_rule() {
+    let base = "    limits:\n      - {limit: 10, window_seconds: 1}\n      - {limit: 100, window_seconds: 60}\n    endpoints:\n";
+    // Made useless by a tier window.
+    assert_invalid(
+        &tier(&format!(
+            "{base}      /s: {{limits: [{{limit: 2, window_seconds: 1}}, {{limit: 100, window_seconds: 30}}]}}\n"
+        )),
+        "tiers[0].endpoints./s.limits[1]",
+        "100 per 30 s can never bind: tiers[0].limits[1] (100 per 60 s)",
+    );
+    // By a window of its own list.
+    assert_invalid(
+        &tier(&format!(
+            "{base}      /s: {{limits: [{{limit: 5, window_seconds: 1}}, {{limit: 3, window_seconds: 2}}]}}\n"
+        )),
+        "tiers[0].endpoints./s.limits[0]",
+        "can never bind: tiers[0].endpoints./s.limits[1] (3 per 2 s)",
+    );
+    // A shorthand rule runs over window_size_seconds (60 by default): beside a 100-per-60-s
+    // window, 100 can never bind, 99 can.
+    assert_invalid(
+        &tier(&format!("{base}      /x: 100\n")),
+        "tiers[0].endpoints./x",
+        "can never bind: tiers[0].limits[1]",
+    );
+    valid(&tier(&format!("{base}      /x: 99\n")));
+    valid(&tier(&format!(
+        "{base}      /s: {{limits: [{{limit: 2, window_seconds: 1}}, {{limit: 30, window_seconds: 60}}]}}\n"
+    )));
+    // Windows of two rules never apply together: each rule is judged with the tier alone.
+    valid(&tier(&format!(
+        "{base}      /a: {{limits: [{{limit: 2, window_seconds: 1}}]}}\n      /a/*: {{limits: [{{limit: 5, window_seconds: 1}}]}}\n"
+    )));
+}
+
+#[test]
+fn only_enforced_windows_make_others_useless() {
+    // A shadowed tier refuses nothing: the rule under it binds.
+    valid(&tier(
+        "    requests_per_window: 10\n    shadow: true\n    endpoints:\n      /x: 50\n",
+    ));
+    // A shadowed window is useless under an enforced one that is always full first.
+    assert_invalid(
+        &tier(
+            "    requests_per_window: 10\n    endpoints:\n      /x: {limits: [{limit: 50, window_seconds: 60}], shadow: true}\n",
+        ),
+        "tiers[0].endpoints./x.limits[0]",
+        "can never bind: tiers[0].requests_per_window",
+    );
+    // Shadowed windows of one list do not make each other useless: each records on its own.
+    valid(&tier(
+        "    limits:\n      - {limit: 10, window_seconds: 1}\n      - {limit: 5, window_seconds: 60}\n    shadow: true\n",
+    ));
+    let top = "default_tier: free\nshadow: true\ntiers:\n  - name: free\n    requests_per_window: 10\n    endpoints:\n      /x: 50\n";
+    valid(top);
+}
+
+#[test]
+fn requests_per_window_and_limits_are_exclusive() {
+    assert_invalid(
+        &tier("    requests_per_window: 10\n    limits: [{limit: 5, window_seconds: 1}]\n"),
+        "tiers[0].limits",
+        "cannot be set together with requests_per_window",
+    );
+    assert_invalid(
+        &tier("    unlimited: true\n    limits: [{limit: 5, window_seconds: 1}]\n"),
+        "tiers[0].limits",
+        "unlimited: true tier has no tier windows",
+    );
+    // window_size_seconds stays valid beside limits: it is the shorthand rules' window.
+    let doc = tier(
+        "    limits: [{limit: 5, window_seconds: 1}, {limit: 100, window_seconds: 3600}]\n    window_size_seconds: 600\n    endpoints:\n      /x: 50\n",
+    );
+    valid(&doc);
+    let cfg = crate::config::CompiledConfig::compile(parse_yaml(&doc).unwrap()).unwrap();
+    let (_, windows) = cfg.tier(0).rules.longest_match("/x").unwrap();
+    assert_eq!(windows[0].length.as_secs(), 600);
+}
+
+#[test]
+fn every_window_is_checked_by_its_field() {
+    assert_invalid(
+        &tier("    limits: []\n"),
+        "tiers[0].limits",
+        "at least one window",
+    );
+    assert_invalid(
+        &tier("    limits: [{limit: 5, window_seconds: 1}, {limit: 0, window_seconds: 60}]\n"),
+        "tiers[0].limits[1].limit",
+        "must be > 0",
+    );
+    assert_invalid(
+        &tier("    limits: [{limit: 1000001, window_seconds: 60}]\n"),
+        "tiers[0].limits[0].limit",
+        "must be at most 1000000 per window",
+    );
+    for seconds in [0, 86_401] {
+        assert_invalid(
+            &tier(&format!(
+                "    limits: [{{limit: 5, window_seconds: {seconds}}}]\n"
+            )),
+            "tiers[0].limits[0].window_seconds",
+            "between 1 and 86400",
+        );
+    }
+    valid(&tier("    limits: [{limit: 5, window_seconds: 86400}]\n"));
+    let rule = |limits: &str| {
+        tier(&format!(
+            "    unlimited: true\n    endpoints:\n      /api/v1/search: {{limits: {limits}}}\n"
+        ))
+    };
+    assert_invalid(
+        &rule("[]"),
+        "tiers[0].endpoints./api/v1/search.limits",
+        "at least one window",
+    );
+    assert_invalid(
+        &rule("[{limit: 0, window_seconds: 1}]"),
+        "tiers[0].endpoints./api/v1/search.limits[0].limit",
+        "must be > 0",
+    );
+    assert_invalid(
+        &rule("[{limit: 2, window_seconds: 1}, {limit: 30, window_seconds: 100000}]"),
+        "tiers[0].endpoints./api/v1/search.limits[1].window_seconds",
+        "between 1 and 86400",
+    );
+}
+
+#[test]
+fn duplicate_windows_are_rejected() {
+    assert_invalid(
+        &tier(
+            "    limits:\n      - {limit: 5, window_seconds: 60}\n      - {limit: 10, window_seconds: 1}\n      - {limit: 50, window_seconds: 60}\n",
+        ),
+        "tiers[0].limits[2].window_seconds",
+        "tiers[0].limits[0] has a window of 60 s already",
+    );
+    assert_invalid(
+        &tier(
+            "    unlimited: true\n    endpoints:\n      /x: {limits: [{limit: 1, window_seconds: 5}, {limit: 1, window_seconds: 5}]}\n",
+        ),
+        "tiers[0].endpoints./x.limits[1].window_seconds",
+        "has a window of 5 s already",
+    );
+    // A rule may have a window of the same length as the tier: another counter.
+    valid(&tier(
+        "    limits: [{limit: 100, window_seconds: 60}]\n    endpoints:\n      /x: {limits: [{limit: 10, window_seconds: 60}]}\n",
+    ));
 }
 
 #[test]
@@ -380,4 +579,20 @@ fn first_error_in_document_order_wins() {
     assert_eq!(invalid(&doc).0, "whitelist[0]");
     let doc = with("api_keys:\n  - id: a\n    tier: gold\n    key: x\njwt:\n  user_claim: sub\n");
     assert_eq!(invalid(&doc).0, "api_keys[0].tier");
+    // Within a tier: its windows, window_size_seconds, its rules, its description.
+    let doc = tier(&format!(
+        "    limits: [{{limit: 0, window_seconds: 0}}]\n    window_size_seconds: 0\n    endpoints:\n      /x: 0\n    description: {}\n",
+        "d".repeat(2000)
+    ));
+    assert_eq!(invalid(&doc).0, "tiers[0].limits[0].limit");
+    let doc = tier(&format!(
+        "    limits: [{{limit: 1, window_seconds: 60}}]\n    window_size_seconds: 0\n    endpoints:\n      /x: 0\n    description: {}\n",
+        "d".repeat(2000)
+    ));
+    assert_eq!(invalid(&doc).0, "tiers[0].window_size_seconds");
+    let doc = tier(&format!(
+        "    limits: [{{limit: 1, window_seconds: 60}}]\n    endpoints:\n      /x: 0\n    description: {}\n",
+        "d".repeat(2000)
+    ));
+    assert_eq!(invalid(&doc).0, "tiers[0].endpoints./x");
 }

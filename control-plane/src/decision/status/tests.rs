@@ -64,6 +64,8 @@ async fn reports_every_counter_of_the_tier_and_records_nothing() {
             vec![
                 CounterStatus {
                     counter: "tier_budget".into(),
+                    policy: "free-60s".into(),
+                    shadow: false,
                     limit: 3,
                     count: 2,
                     remaining: 1,
@@ -72,6 +74,8 @@ async fn reports_every_counter_of_the_tier_and_records_nothing() {
                 },
                 CounterStatus {
                     counter: "/api/v1/request".into(),
+                    policy: "free-/api/v1/request-60s".into(),
+                    shadow: false,
                     limit: 2,
                     count: 1,
                     remaining: 1,
@@ -81,6 +85,48 @@ async fn reports_every_counter_of_the_tier_and_records_nothing() {
             ]
         );
     }
+}
+
+#[tokio::test]
+async fn reports_every_window_of_the_tier_and_of_each_rule() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let yaml = "default_tier: t\ntiers:\n  - name: t\n    limits: [{limit: 5, window_seconds: 1}, {limit: 50, window_seconds: 60}]\n    endpoints:\n      /s: {limits: [{limit: 1, window_seconds: 1}, {limit: 10, window_seconds: 600}], shadow: true}\n      /r: 3\n";
+    let cfg = CompiledConfig::compile(parse_yaml(yaml).unwrap()).unwrap();
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let d = Decider::new(live_config::shared(cfg), store, clock);
+    // Two requests to /s: the second finds its shadowed 1-s window full and is not recorded
+    // there (a shadow counter never exceeds its limit), but is recorded everywhere else.
+    for _ in 0..2 {
+        assert_eq!(
+            d.decide(&from("10.0.0.1", "/s")).await.response.verdict,
+            Verdict::Allow
+        );
+    }
+    let report = d.status("ip:10.0.0.1", None).await.unwrap();
+    let seen: Vec<(&str, &str, bool, u64, u64, u64)> = report
+        .counters
+        .iter()
+        .map(|c| {
+            (
+                c.counter.as_str(),
+                c.policy.as_str(),
+                c.shadow,
+                c.limit,
+                c.window_seconds,
+                c.count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("tier_budget", "t-1s", false, 5, 1, 2),
+            ("tier_budget", "t-60s", false, 50, 60, 2),
+            ("/r", "t-/r-60s", false, 3, 60, 0),
+            ("/s", "t-/s-1s", true, 1, 1, 1),
+            ("/s", "t-/s-600s", true, 10, 600, 2),
+        ]
+    );
 }
 
 #[tokio::test]

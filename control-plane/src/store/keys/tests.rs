@@ -2,19 +2,19 @@ use super::*;
 
 #[test]
 fn plain_identities_stay_readable() {
-    assert_eq!(budget_key("ip:10.0.0.1"), "rl:{ip:10.0.0.1}:b");
-    assert_eq!(budget_key("ip:2001:db8::1"), "rl:{ip:2001:db8::1}:b");
+    assert_eq!(budget_key("ip:10.0.0.1", 60), "rl:{ip:10.0.0.1}:b:60");
+    assert_eq!(budget_key("ip:2001:db8::1", 1), "rl:{ip:2001:db8::1}:b:1");
     // A grouped IPv6 client: `/` is a plain character, and the longest group name (every
     // group is at most an address and `/len`) stays far below the plain-text bound.
     assert_eq!(
-        budget_key("ip:2001:db8:1:2::/64"),
-        "rl:{ip:2001:db8:1:2::/64}:b"
+        budget_key("ip:2001:db8:1:2::/64", 86_400),
+        "rl:{ip:2001:db8:1:2::/64}:b:86400"
     );
     let longest = "ip:ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127";
     assert_eq!(tag(longest), format!("{{{longest}}}"));
     assert_eq!(
-        rule_key("key:demo-free", "/api/v1/admin/*"),
-        "rl:{key:demo-free}:e:/api/v1/admin/*"
+        rule_key("key:demo-free", 60, "/api/v1/admin/*"),
+        "rl:{key:demo-free}:e:60:/api/v1/admin/*"
     );
 }
 
@@ -27,7 +27,7 @@ fn special_characters_are_hashed_not_embedded() {
         "user:\r\nFLUSHALL",
         "user:é",
     ] {
-        let key = budget_key(nasty);
+        let key = budget_key(nasty, 60);
         assert!(key.starts_with("rl:{#"), "{key}");
         assert_eq!(key.matches('{').count(), 1);
         assert_eq!(key.matches('}').count(), 1);
@@ -40,18 +40,42 @@ fn special_characters_are_hashed_not_embedded() {
 #[test]
 fn long_identities_are_bounded() {
     let long = format!("user:{}", "a".repeat(10_000));
-    assert!(budget_key(&long).len() < 64);
+    assert!(budget_key(&long, 86_400).len() < 72);
     let rule = format!("/{}", "x".repeat(500));
-    assert!(rule_key("ip:1.2.3.4", &rule).len() < 80);
+    assert!(rule_key("ip:1.2.3.4", 86_400, &rule).len() < 88);
 }
 
 #[test]
 fn keys_of_one_identity_share_a_hash_tag() {
     let id = "key:abc";
-    let b = budget_key(id);
-    let e = rule_key(id, "/x");
     let tag_of = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_string();
-    assert_eq!(tag_of(&b), tag_of(&e));
+    let keys = [
+        budget_key(id, 1),
+        budget_key(id, 60),
+        rule_key(id, 1, "/x"),
+        rule_key(id, 60, "/x"),
+        seen_key(id),
+    ];
+    for key in &keys {
+        assert_eq!(tag_of(key), tag_of(&keys[0]), "{key}");
+    }
+}
+
+#[test]
+fn every_window_of_a_counter_has_a_key_of_its_own() {
+    let id = "key:abc";
+    let keys = [
+        budget_key(id, 1),
+        budget_key(id, 60),
+        rule_key(id, 1, "/x"),
+        rule_key(id, 60, "/x"),
+        rule_key(id, 60, "/y"),
+        // A rule whose pattern looks like a window length cannot meet another rule's key:
+        // patterns start with `/`.
+        rule_key(id, 1, "/60:/x"),
+    ];
+    let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), keys.len(), "{keys:?}");
 }
 
 #[test]
@@ -63,8 +87,8 @@ fn the_seen_record_shares_the_identity_slot_and_no_counter_name() {
             seen.starts_with(&format!("rl:{}:", tag(identity))),
             "{seen}"
         );
-        assert_ne!(seen, budget_key(identity));
-        // Rule keys are `…:e:<rule>`: none can be named like the record.
+        assert_ne!(seen, budget_key(identity, 60));
+        // Counter keys are `…:b:<W>` and `…:e:<W>:<rule>`: none can be named like the record.
         assert!(!seen.contains(":e:"));
     }
 }

@@ -6,6 +6,7 @@ fn spec(key: &str, limit: u64, window_us: u64) -> CounterSpec {
         key: key.into(),
         limit,
         window_us,
+        shadow: false,
     }
 }
 
@@ -285,4 +286,58 @@ fn concurrent_newcomers_never_exceed_the_cap() {
     assert_eq!(admitted.load(Ordering::Relaxed), 50);
     assert_eq!(store.identity_count(), 50);
     assert_eq!(store.counter_count(), 50);
+}
+
+fn shadow(key: &str, limit: u64, window_us: u64) -> CounterSpec {
+    CounterSpec {
+        shadow: true,
+        ..spec(key, limit, window_us)
+    }
+}
+
+#[tokio::test]
+async fn a_shadow_counter_never_refuses_and_records_only_with_room() {
+    let (_clock, store) = store();
+    let c = [
+        spec("enforced", 10, 1_000_000),
+        shadow("shadow", 2, 1_000_000),
+    ];
+    for i in 1..=4u64 {
+        let out = store.check_and_record("id", &c).await.unwrap();
+        assert!(out.admitted, "request {i}");
+        assert_eq!(out.counters[0].count, i);
+        assert!(!out.counters[0].full);
+        assert_eq!(out.counters[1].count, i.min(2), "request {i}");
+        assert_eq!(out.counters[1].full, i > 2, "request {i}");
+    }
+    // A denial by an enforced counter records nothing, in the shadow counter either.
+    let c = [
+        spec("enforced", 1, 1_000_000),
+        shadow("shadow", 5, 1_000_000),
+    ];
+    assert!(store.check_and_record("other", &c).await.unwrap().admitted);
+    let out = store.check_and_record("other", &c).await.unwrap();
+    assert!(!out.admitted);
+    assert!(out.counters[0].full && !out.counters[1].full);
+    assert_eq!(out.counters[1].count, 1);
+}
+
+#[tokio::test]
+async fn only_shadow_counters_all_full_record_nothing_and_take_no_place() {
+    let (_clock, store) = capped(1);
+    assert!(
+        store
+            .check_and_record("a", &[spec("k", 1, 1_000)])
+            .await
+            .unwrap()
+            .admitted
+    );
+    // A newcomer whose only counter is a shadow one with no room (limit 0) records nothing:
+    // admitted, tracked nowhere, never refused at the cap.
+    let out = store
+        .check_and_record("b", &[shadow("k", 0, 1_000)])
+        .await
+        .unwrap();
+    assert!(out.admitted && out.counters[0].full);
+    assert_eq!(store.identity_count(), 1);
 }

@@ -7,8 +7,10 @@ fn parses_a_two_counter_reply() {
         Value::Int(1_000),
         Value::Int(3),
         Value::Int(61_000),
+        Value::Int(0),
         Value::Int(1),
         Value::Int(2_000),
+        Value::Int(1),
     ]);
     let out = parse_reply(reply, 2).unwrap();
     assert!(out.admitted);
@@ -18,11 +20,13 @@ fn parses_a_two_counter_reply() {
         vec![
             CounterState {
                 count: 3,
-                free_at_us: 61_000
+                free_at_us: 61_000,
+                full: false,
             },
             CounterState {
                 count: 1,
-                free_at_us: 2_000
+                free_at_us: 2_000,
+                full: true,
             }
         ]
     );
@@ -37,8 +41,17 @@ fn rejects_malformed_replies() {
         Value::Int(-1),
         Value::Int(0),
         Value::Int(0),
+        Value::Int(0),
     ]);
     assert!(parse_reply(negative, 1).is_err());
+    // The reply of the script before shadow counters: two numbers per counter.
+    let short = Value::Array(vec![
+        Value::Int(1),
+        Value::Int(1_000),
+        Value::Int(1),
+        Value::Int(2_000),
+    ]);
+    assert!(parse_reply(short, 1).is_err());
 }
 
 #[test]
@@ -92,14 +105,16 @@ async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce()
         .expect("the store connects lazily");
     let counters = [
         CounterSpec {
-            key: "rl:{ip:10.0.0.1}:b".into(),
+            key: "rl:{ip:10.0.0.1}:b:60".into(),
             limit: 100,
             window_us: 60_000_000,
+            shadow: false,
         },
         CounterSpec {
-            key: "rl:{ip:10.0.0.1}:e:/x".into(),
+            key: "rl:{ip:10.0.0.1}:e:1:/x".into(),
             limit: 5,
-            window_us: 60_000_000,
+            window_us: 1_000_000,
+            shadow: true,
         },
     ];
     let call = store.record_call("ip:10.0.0.1", &counters);
@@ -116,7 +131,7 @@ async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce()
     assert_eq!(a[8], "", "production time: the script reads Redis TIME");
     // Default timeout 100 ms: a horizon of 1 s, a TTL of 1,001 ms.
     assert_eq!(&a[9..11], ["1000000", "1001"]);
-    assert_eq!(&a[11..], ["100", "60000000", "5", "60000000"]);
+    assert_eq!(&a[11..], ["100", "60000000", "0", "5", "1000000", "1"]);
 
     // Sent again, a call is the same bytes; a new call is a new nonce.
     assert_eq!(args(&call.clone()), a);
