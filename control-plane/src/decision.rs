@@ -313,20 +313,22 @@ fn bare(verdict: Verdict) -> DecisionResponse {
 /// The counter of one window of `identity`'s tier budget.
 fn budget_spec(identity: &str, window: &Window) -> CounterSpec {
     CounterSpec {
-        key: keys::budget_key(identity, window.length.as_secs()),
+        key: keys::budget_key(identity, window.length.as_secs(), window.algorithm),
         limit: window.limit,
         window_us: window.length.as_micros() as u64,
         shadow: window.shadow,
+        algorithm: window.algorithm,
     }
 }
 
 /// The counter of one window of `identity`'s endpoint rule `pattern`.
 fn rule_spec(identity: &str, pattern: &str, window: &Window) -> CounterSpec {
     CounterSpec {
-        key: keys::rule_key(identity, window.length.as_secs(), pattern),
+        key: keys::rule_key(identity, window.length.as_secs(), window.algorithm, pattern),
         limit: window.limit,
         window_us: window.length.as_micros() as u64,
         shadow: window.shadow,
+        algorithm: window.algorithm,
     }
 }
 

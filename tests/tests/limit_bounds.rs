@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use control_plane::store::{CounterSpec, CounterStore, RedisStore, RedisStoreOptions, keys};
+use control_plane::store::{
+    Algorithm, CounterSpec, CounterStore, RedisStore, RedisStoreOptions, keys,
+};
 use rl_tests::admin::Admin;
 use rl_tests::fixtures::{Config, Rule, Tier};
 use rl_tests::{ControlPlane, ControlPlaneBuilder, RedisServer, control_plane_bin, repo_root};
@@ -111,11 +113,12 @@ fn memory_of(redis: &RedisServer, identity: &str) -> u64 {
 async fn saturate(redis: &RedisServer, store: &RedisStore, limit: u64) -> u64 {
     let identity = format!("ip:198.51.100.{}", limit.ilog10());
     let counters = [CounterSpec {
-        key: keys::budget_key(&identity, 86_400),
+        key: keys::budget_key(&identity, 86_400, Algorithm::Exact),
         limit,
         // The longest window: nothing leaves it during the test.
         window_us: 86_400_000_000,
         shadow: false,
+        algorithm: Algorithm::Exact,
     }];
     let started = Instant::now();
     let (mut sent, mut admitted) = (0, 0);

@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use control_plane::config::{CompiledConfig, parse_yaml};
 use control_plane::decision::Decider;
 use control_plane::live_config::{self, SharedConfig};
-use control_plane::store::{Clock, CounterSpec, CounterStore, ManualClock, Outcome};
+use control_plane::store::{Algorithm, Clock, CounterSpec, CounterStore, ManualClock, Outcome};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rl_tests::backends::{Backend, BackendKind};
@@ -357,6 +357,7 @@ impl Who {
                 limit: c.limit,
                 window_us: c.window,
                 shadow: c.shadow,
+                algorithm: Algorithm::Exact,
             })
             .collect()
     }

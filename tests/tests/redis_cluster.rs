@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use control_plane::store::Algorithm;
 use control_plane::store::keys::{budget_key, rule_key};
 use rl_tests::fixtures::{Config, Tier};
 use rl_tests::{
@@ -48,9 +49,9 @@ async fn exact_limits_on_a_cluster_with_each_identity_in_one_slot() {
     let cluster = RedisCluster::start();
     let cp = start_control_plane(&cluster, &config(100));
     // Every window of an identity hashes to one slot (else the script would fail CROSSSLOT).
-    let budget = budget_key("ip:10.1.1.1", 60);
-    let hourly = budget_key("ip:10.1.1.1", 3600);
-    let rule = rule_key("ip:10.1.1.1", 120, "/api/v1/request");
+    let budget = budget_key("ip:10.1.1.1", 60, Algorithm::Exact);
+    let hourly = budget_key("ip:10.1.1.1", 3600, Algorithm::Exact);
+    let rule = rule_key("ip:10.1.1.1", 120, Algorithm::Exact, "/api/v1/request");
     assert_eq!(cluster.keyslot(&budget), cluster.keyslot(&rule));
     assert_eq!(cluster.keyslot(&budget), cluster.keyslot(&hourly));
 
@@ -104,7 +105,7 @@ async fn master_failover_of_an_identity_slot() {
     let limit = 100_000;
     let cp = start_control_plane(&cluster, &config(limit));
     let ip = "10.3.3.3";
-    let budget = budget_key(&format!("ip:{ip}"), 60);
+    let budget = budget_key(&format!("ip:{ip}"), 60, Algorithm::Exact);
     let sent_before = 200u64;
     for _ in 0..sent_before {
         assert_eq!(decide(&cp, ip).await["verdict"], "allow");

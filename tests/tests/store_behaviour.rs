@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use control_plane::store::{Clock, CounterSpec, ManualClock, StoreError};
+use control_plane::store::{Algorithm, Clock, CounterSpec, ManualClock, StoreError};
 use rl_tests::backends::{Backend, BackendKind};
 use rl_tests::test_with_all_stores;
 
@@ -15,6 +15,7 @@ fn spec(key: &str, limit: u64, window: Duration) -> CounterSpec {
         limit,
         window_us: window.as_micros() as u64,
         shadow: false,
+        algorithm: Algorithm::Exact,
     }
 }
 
@@ -22,6 +23,7 @@ fn spec(key: &str, limit: u64, window: Duration) -> CounterSpec {
 fn shadow(key: &str, limit: u64, window: Duration) -> CounterSpec {
     CounterSpec {
         shadow: true,
+        algorithm: Algorithm::Exact,
         ..spec(key, limit, window)
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use control_plane::store::keys::{budget_key, rule_key, seen_key};
 use control_plane::store::{
-    CounterSpec, CounterStore, ManualClock, RedisStore, RedisStoreOptions, StoreError,
+    Algorithm, CounterSpec, CounterStore, ManualClock, RedisStore, RedisStoreOptions, StoreError,
     replay_horizon,
 };
 use rl_tests::fixtures::{Config, Tier};
@@ -29,6 +29,7 @@ fn spec(key: &str, limit: u64) -> CounterSpec {
         limit,
         window_us: MINUTE_US,
         shadow: false,
+        algorithm: Algorithm::Exact,
     }
 }
 
@@ -55,10 +56,13 @@ async fn a_script_retried_after_a_lost_reply_is_counted_once_on_a_cluster() {
     let cluster = RedisCluster::start_masters_behind_proxies();
     let store = store_at(&cluster.urls(), true, None);
     let identity = "ip:10.7.7.7";
-    let budget = budget_key(identity, 60);
+    let budget = budget_key(identity, 60, Algorithm::Exact);
     // Connects, and loads the script on the identity's node, so that the call under test is a
     // single EVALSHA; its own counter leaves the budget untouched.
-    let warm_up = [spec(&rule_key(identity, 60, "/warm-up"), 10)];
+    let warm_up = [spec(
+        &rule_key(identity, 60, Algorithm::Exact, "/warm-up"),
+        10,
+    )];
     let out = store
         .check_and_record(identity, &warm_up)
         .await
@@ -116,7 +120,7 @@ async fn a_decision_retried_inside_the_cluster_client_is_counted_once() {
     assert_eq!(first["verdict"], "allow", "{first}");
     assert_eq!(first["counter"]["remaining"], 9, "{first}");
 
-    let budget = budget_key("ip:10.8.8.8", 60);
+    let budget = budget_key("ip:10.8.8.8", 60, Algorithm::Exact);
     let proxy = cluster.proxy_of_slot(cluster.keyslot(&budget));
     proxy.drop_next_reply_to(budget.as_bytes());
     let second = post_json(&client, &url, &body).await;
@@ -138,8 +142,8 @@ async fn the_same_call_sent_twice_records_its_request_once() {
     let store = store_at(&redis.url(), false, None);
     let identity = "key:twice";
     let counters = [
-        spec(&budget_key(identity, 60), 5),
-        spec(&rule_key(identity, 60, "/x"), 5),
+        spec(&budget_key(identity, 60, Algorithm::Exact), 5),
+        spec(&rule_key(identity, 60, Algorithm::Exact, "/x"), 5),
     ];
     let call = store.record_call(identity, &counters);
     let first = store.send(&call).await.expect("first send");
@@ -185,10 +189,13 @@ async fn a_call_whose_reply_was_lost_stays_recorded_once() {
     let proxy = TcpProxy::start(redis.port());
     let store = store_at(&format!("redis://127.0.0.1:{}/", proxy.port()), false, None);
     let identity = "key:lost";
-    let counters = [spec(&budget_key(identity, 60), 5)];
+    let counters = [spec(&budget_key(identity, 60, Algorithm::Exact), 5)];
     // Connects and loads the script.
     store
-        .check_and_record("key:other", &[spec(&budget_key("key:other", 60), 5)])
+        .check_and_record(
+            "key:other",
+            &[spec(&budget_key("key:other", 60, Algorithm::Exact), 5)],
+        )
         .await
         .expect("warm-up call");
 
@@ -225,10 +232,11 @@ async fn a_denied_call_sent_again_is_judged_afresh_and_recorded_once() {
     let identity = "key:denied";
     let window = Duration::from_millis(300);
     let counters = [CounterSpec {
-        key: budget_key(identity, 60),
+        key: budget_key(identity, 60, Algorithm::Exact),
         limit: 1,
         window_us: window.as_micros() as u64,
         shadow: false,
+        algorithm: Algorithm::Exact,
     }];
     let first = store
         .check_and_record(identity, &counters)
@@ -274,7 +282,7 @@ async fn the_seen_record_is_bounded_by_the_replay_horizon() {
     let store = store_at(&redis.url(), false, Some(clock.clone()));
     let identity = "ip:10.9.9.9";
     let seen = seen_key(identity);
-    let counters = [spec(&budget_key(identity, 60), 1_000)];
+    let counters = [spec(&budget_key(identity, 60, Algorithm::Exact), 1_000)];
     let mut conn = redis.connection();
 
     store.peek(identity, &counters).await.expect("peek");
@@ -295,7 +303,7 @@ async fn the_seen_record_is_bounded_by_the_replay_horizon() {
         "the record expires within the horizon: PTTL {ttl_ms} ms, horizon {horizon:?}"
     );
 
-    let denied_call = [spec(&rule_key(identity, 60, "/full"), 0)];
+    let denied_call = [spec(&rule_key(identity, 60, Algorithm::Exact, "/full"), 0)];
     let denied = store
         .check_and_record(identity, &denied_call)
         .await

@@ -137,7 +137,11 @@ pub fn measure(
             let verdicts = decide(http, &url, &secret, limit)?;
             let admitted = verdicts.iter().take_while(|v| *v == "allow").count() as u64;
             let denied_after = decide(http, &url, &secret, 1)? == ["deny"];
-            let key = control_plane::store::keys::budget_key(&format!("key:{}", key_id(limit)), WINDOW_SECONDS);
+            let key = control_plane::store::keys::budget_key(
+                &format!("key:{}", key_id(limit)),
+                WINDOW_SECONDS,
+                control_plane::store::Algorithm::Exact,
+            );
             let redis_type: String = redis_query(redis_url, &["TYPE", &key])?;
             let encoding: String =
                 redis_query(redis_url, &["OBJECT", "ENCODING", &key]).unwrap_or_default();

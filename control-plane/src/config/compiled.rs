@@ -16,6 +16,7 @@ use super::whitelist::{self, Whitelist};
 use super::windows::{WrittenWindow, policy_name, rule_windows, tier_windows};
 use crate::jwt::JwtVerifier;
 use crate::rules::RuleSet;
+use crate::store::Algorithm;
 
 /// Index of a tier in [`CompiledConfig::tiers`] (config order). Only meaningful for the
 /// `CompiledConfig` that produced it.
@@ -42,6 +43,8 @@ pub struct Window {
     pub shadow: bool,
     /// Its name in the `RateLimit-Policy` field ([`policy_name`]).
     pub policy: String,
+    /// How its counters keep the window.
+    pub algorithm: Algorithm,
 }
 
 impl Window {
@@ -51,6 +54,7 @@ impl Window {
             length: Duration::from_secs(written.seconds),
             shadow: written.shadow,
             policy: policy_name(tier, rule, written.seconds),
+            algorithm: Algorithm::Exact,
         }
     }
 }

@@ -9,6 +9,8 @@
 
 use sha2::{Digest, Sha256};
 
+use super::Algorithm;
+
 const PREFIX: &str = "rl";
 const MAX_PLAIN_LEN: usize = 128;
 
@@ -40,19 +42,34 @@ pub fn tag(identity: &str) -> String {
     format!("{{{}}}", segment(identity, false))
 }
 
-/// Key of one window of an identity's tier budget (all endpoints): `rl:{<identity>}:b:<W>`,
-/// `W` the window in seconds. The length is part of the name, so each window of a tier is a
-/// counter of its own, and a window whose length changes starts counting afresh.
-pub fn budget_key(identity: &str, window_seconds: u64) -> String {
-    format!("{PREFIX}:{}:b:{window_seconds}", tag(identity))
+/// The window segment of a counter key: `<W>` for an exact log, `<W>s<g>` for a slotted
+/// counter (`g` the slot in milliseconds), `W` the window in seconds. The length and the
+/// structure are part of the name, so each window is a counter of its own, one never read as
+/// the other's structure, and a window whose length or precision changes starts afresh.
+fn window_segment(window_seconds: u64, algorithm: Algorithm) -> String {
+    match algorithm {
+        Algorithm::Exact => window_seconds.to_string(),
+        Algorithm::Slotted { slot_us } => format!("{window_seconds}s{}", slot_us / 1_000),
+    }
+}
+
+/// Key of one window of an identity's tier budget (all endpoints): `rl:{<identity>}:b:<W>`
+/// (`<W>s<g>` when slotted, see [`window_segment`]).
+pub fn budget_key(identity: &str, window_seconds: u64, algorithm: Algorithm) -> String {
+    format!(
+        "{PREFIX}:{}:b:{}",
+        tag(identity),
+        window_segment(window_seconds, algorithm)
+    )
 }
 
 /// Key of one window of an identity's counter for an endpoint rule:
-/// `rl:{<identity>}:e:<W>:<rule>`.
-pub fn rule_key(identity: &str, window_seconds: u64, rule: &str) -> String {
+/// `rl:{<identity>}:e:<W>:<rule>` (`<W>s<g>` when slotted).
+pub fn rule_key(identity: &str, window_seconds: u64, algorithm: Algorithm, rule: &str) -> String {
     format!(
-        "{PREFIX}:{}:e:{window_seconds}:{}",
+        "{PREFIX}:{}:e:{}:{}",
         tag(identity),
+        window_segment(window_seconds, algorithm),
         segment(rule, true)
     )
 }

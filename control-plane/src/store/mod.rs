@@ -35,6 +35,21 @@ pub struct CounterSpec {
     /// A shadow counter does not take part in admission: when the request is admitted it is
     /// recorded here only if this counter has room, so it never exceeds its limit.
     pub shadow: bool,
+    /// How the window is counted.
+    pub algorithm: Algorithm,
+}
+
+/// How a counter keeps its window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Every admitted request is an entry (a sorted set on Redis): exact, memory grows with
+    /// the limit.
+    #[default]
+    Exact,
+    /// One count per slot of `slot_us` (the window a whole multiple of it): memory bounded by
+    /// the number of slots, whatever the limit; never admits more than the limit in any
+    /// window, may deny early in the oldest slot.
+    Slotted { slot_us: u64 },
 }
 
 /// State of one counter after a decision.

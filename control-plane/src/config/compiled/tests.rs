@@ -12,6 +12,7 @@ fn window(limit: u64, seconds: u64, shadow: bool, policy: &str) -> Window {
         length: Duration::from_secs(seconds),
         shadow,
         policy: policy.into(),
+        algorithm: crate::store::Algorithm::Exact,
     }
 }
 

@@ -9,6 +9,7 @@ fn ties_go_to_the_lower_limit_then_to_the_longer_wait() {
         length: std::time::Duration::from_secs(seconds),
         shadow: false,
         policy: policy.into(),
+        algorithm: crate::store::Algorithm::Exact,
     };
     let windows = [
         window(10, 1, "t-1s"),

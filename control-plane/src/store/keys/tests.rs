@@ -1,19 +1,28 @@
 use super::*;
 
+const EXACT: Algorithm = Algorithm::Exact;
+const SLOTTED: Algorithm = Algorithm::Slotted { slot_us: 1_000_000 };
+
 #[test]
 fn plain_identities_stay_readable() {
-    assert_eq!(budget_key("ip:10.0.0.1", 60), "rl:{ip:10.0.0.1}:b:60");
-    assert_eq!(budget_key("ip:2001:db8::1", 1), "rl:{ip:2001:db8::1}:b:1");
+    assert_eq!(
+        budget_key("ip:10.0.0.1", 60, EXACT),
+        "rl:{ip:10.0.0.1}:b:60"
+    );
+    assert_eq!(
+        budget_key("ip:2001:db8::1", 1, EXACT),
+        "rl:{ip:2001:db8::1}:b:1"
+    );
     // A grouped IPv6 client: `/` is a plain character, and the longest group name (every
     // group is at most an address and `/len`) stays far below the plain-text bound.
     assert_eq!(
-        budget_key("ip:2001:db8:1:2::/64", 86_400),
+        budget_key("ip:2001:db8:1:2::/64", 86_400, EXACT),
         "rl:{ip:2001:db8:1:2::/64}:b:86400"
     );
     let longest = "ip:ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe/127";
     assert_eq!(tag(longest), format!("{{{longest}}}"));
     assert_eq!(
-        rule_key("key:demo-free", 60, "/api/v1/admin/*"),
+        rule_key("key:demo-free", 60, EXACT, "/api/v1/admin/*"),
         "rl:{key:demo-free}:e:60:/api/v1/admin/*"
     );
 }
@@ -27,7 +36,7 @@ fn special_characters_are_hashed_not_embedded() {
         "user:\r\nFLUSHALL",
         "user:é",
     ] {
-        let key = budget_key(nasty, 60);
+        let key = budget_key(nasty, 60, EXACT);
         assert!(key.starts_with("rl:{#"), "{key}");
         assert_eq!(key.matches('{').count(), 1);
         assert_eq!(key.matches('}').count(), 1);
@@ -40,9 +49,9 @@ fn special_characters_are_hashed_not_embedded() {
 #[test]
 fn long_identities_are_bounded() {
     let long = format!("user:{}", "a".repeat(10_000));
-    assert!(budget_key(&long, 86_400).len() < 72);
+    assert!(budget_key(&long, 86_400, EXACT).len() < 72);
     let rule = format!("/{}", "x".repeat(500));
-    assert!(rule_key("ip:1.2.3.4", 86_400, &rule).len() < 88);
+    assert!(rule_key("ip:1.2.3.4", 86_400, EXACT, &rule).len() < 88);
 }
 
 #[test]
@@ -50,10 +59,10 @@ fn keys_of_one_identity_share_a_hash_tag() {
     let id = "key:abc";
     let tag_of = |k: &str| k[k.find('{').unwrap()..=k.find('}').unwrap()].to_string();
     let keys = [
-        budget_key(id, 1),
-        budget_key(id, 60),
-        rule_key(id, 1, "/x"),
-        rule_key(id, 60, "/x"),
+        budget_key(id, 1, EXACT),
+        budget_key(id, 60, EXACT),
+        rule_key(id, 1, EXACT, "/x"),
+        rule_key(id, 60, EXACT, "/x"),
         seen_key(id),
     ];
     for key in &keys {
@@ -65,14 +74,18 @@ fn keys_of_one_identity_share_a_hash_tag() {
 fn every_window_of_a_counter_has_a_key_of_its_own() {
     let id = "key:abc";
     let keys = [
-        budget_key(id, 1),
-        budget_key(id, 60),
-        rule_key(id, 1, "/x"),
-        rule_key(id, 60, "/x"),
-        rule_key(id, 60, "/y"),
+        budget_key(id, 1, EXACT),
+        budget_key(id, 60, EXACT),
+        rule_key(id, 1, EXACT, "/x"),
+        rule_key(id, 60, EXACT, "/x"),
+        rule_key(id, 60, EXACT, "/y"),
+        // The same window counted by the other algorithm, or with another slot.
+        budget_key(id, 60, SLOTTED),
+        budget_key(id, 60, Algorithm::Slotted { slot_us: 2_000_000 }),
+        rule_key(id, 60, SLOTTED, "/x"),
         // A rule whose pattern looks like a window length cannot meet another rule's key:
         // patterns start with `/`.
-        rule_key(id, 1, "/60:/x"),
+        rule_key(id, 1, EXACT, "/60:/x"),
     ];
     let distinct: std::collections::HashSet<&String> = keys.iter().collect();
     assert_eq!(distinct.len(), keys.len(), "{keys:?}");
@@ -87,8 +100,27 @@ fn the_seen_record_shares_the_identity_slot_and_no_counter_name() {
             seen.starts_with(&format!("rl:{}:", tag(identity))),
             "{seen}"
         );
-        assert_ne!(seen, budget_key(identity, 60));
+        assert_ne!(seen, budget_key(identity, 60, EXACT));
         // Counter keys are `…:b:<W>` and `…:e:<W>:<rule>`: none can be named like the record.
         assert!(!seen.contains(":e:"));
     }
+}
+
+#[test]
+fn a_slotted_key_names_its_slot() {
+    assert_eq!(
+        budget_key("ip:10.0.0.1", 60, SLOTTED),
+        "rl:{ip:10.0.0.1}:b:60s1000"
+    );
+    assert_eq!(
+        rule_key(
+            "key:a",
+            3_600,
+            Algorithm::Slotted {
+                slot_us: 60_000_000
+            },
+            "/x"
+        ),
+        "rl:{key:a}:e:3600s60000:/x"
+    );
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::ManualClock;
+use crate::store::{Algorithm, ManualClock};
 
 fn spec(key: &str, limit: u64, window_us: u64) -> CounterSpec {
     CounterSpec {
@@ -7,6 +7,7 @@ fn spec(key: &str, limit: u64, window_us: u64) -> CounterSpec {
         limit,
         window_us,
         shadow: false,
+        algorithm: Algorithm::Exact,
     }
 }
 
@@ -291,6 +292,7 @@ fn concurrent_newcomers_never_exceed_the_cap() {
 fn shadow(key: &str, limit: u64, window_us: u64) -> CounterSpec {
     CounterSpec {
         shadow: true,
+        algorithm: Algorithm::Exact,
         ..spec(key, limit, window_us)
     }
 }

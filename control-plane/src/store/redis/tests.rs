@@ -109,12 +109,14 @@ async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce()
             limit: 100,
             window_us: 60_000_000,
             shadow: false,
+            algorithm: crate::store::Algorithm::Exact,
         },
         CounterSpec {
             key: "rl:{ip:10.0.0.1}:e:1:/x".into(),
             limit: 5,
             window_us: 1_000_000,
             shadow: true,
+            algorithm: crate::store::Algorithm::Exact,
         },
     ];
     let call = store.record_call("ip:10.0.0.1", &counters);
