@@ -137,7 +137,7 @@ impl Decider {
     pub async fn decide(&self, req: &DecisionRequest) -> Decision {
         let cfg = self.config.load();
         match plan(&cfg, req) {
-            Plan::Done(decision) => decision,
+            Plan::Done(decision) => *decision,
             Plan::Count(count) => {
                 let result = self
                     .store
@@ -170,7 +170,7 @@ impl Decider {
         let mut decisions = Vec::with_capacity(plans.len());
         for p in plans {
             decisions.push(match p {
-                Plan::Done(decision) => decision,
+                Plan::Done(decision) => *decision,
                 Plan::Count(count) => {
                     let result = results.next().unwrap_or_else(|| {
                         Err(StoreError::Protocol("batch: missing store result".into()))
@@ -224,7 +224,7 @@ impl Decider {
 /// What a request needs before the store is asked.
 enum Plan<'a> {
     /// Decided without counting (disabled, whitelisted, nothing to count).
-    Done(Decision),
+    Done(Box<Decision>),
     Count(Count<'a>),
 }
 
@@ -239,13 +239,13 @@ struct Count<'a> {
 
 fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
     if !cfg.enabled() {
-        return Plan::Done(Decision {
+        return Plan::Done(Box::new(Decision {
             response: bare(Verdict::Disabled),
             identity: None,
             rule: None,
             store_error: None,
             shadow_denial: None,
-        });
+        }));
     }
     let ip = identity::parse_client_ip(&req.ip);
     // Longer evidence than the filter forwards cannot be a registered key or an accepted
@@ -260,13 +260,13 @@ fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Pl
         .filter(|a| a.len() <= MAX_AUTHORIZATION_BYTES);
     let who = identity::resolve(cfg, ip, api_key, authorization);
     if cfg.is_whitelisted(ip, &who.id) {
-        return Plan::Done(Decision {
+        return Plan::Done(Box::new(Decision {
             response: bare(Verdict::Whitelisted),
             identity: Some(who.id),
             rule: None,
             store_error: None,
             shadow_denial: None,
-        });
+        }));
     }
     let tier = cfg.tier(who.tier);
     let path = normalize_path(&req.path);
@@ -275,19 +275,20 @@ fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Pl
     let rule = matched.map(|(pattern, _)| pattern.to_string());
     if applied.is_empty() {
         // Unlimited tier and no endpoint rule: nothing to count.
-        return Plan::Done(Decision {
+        return Plan::Done(Box::new(Decision {
             response: DecisionResponse {
                 verdict: Verdict::Allow,
                 tier: Some(tier.name.clone()),
                 counter: None,
                 policies: Vec::new(),
                 shadow_denied: false,
+                deny_for_ms: None,
             },
             identity: Some(who.id),
             rule,
             store_error: None,
             shadow_denial: None,
-        });
+        }));
     }
     let specs = applied.iter().map(|a| a.spec.clone()).collect();
     Plan::Count(Count {
@@ -307,6 +308,7 @@ fn bare(verdict: Verdict) -> DecisionResponse {
         counter: None,
         policies: Vec::new(),
         shadow_denied: false,
+        deny_for_ms: None,
     }
 }
 

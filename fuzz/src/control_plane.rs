@@ -797,6 +797,7 @@ impl Model {
             counter: None,
             policies: Vec::new(),
             shadow_denied: false,
+            deny_for_ms: None,
         };
         let ip = reference_ip(&req.ip);
         let key = req
@@ -867,6 +868,7 @@ impl Model {
                 counter: None,
                 policies: Vec::new(),
                 shadow_denied: false,
+                deny_for_ms: None,
             };
         }
         let name = |(_, secs, _): WindowSpec, rule: Option<&str>| match rule {
@@ -956,6 +958,7 @@ impl Model {
                 }),
                 policies,
                 shadow_denied: shadow_full,
+                deny_for_ms: None,
             };
         }
         // Denied: nothing recorded. Described: among the full enforced windows, by the same
@@ -997,6 +1000,7 @@ impl Model {
             }),
             policies,
             shadow_denied: false,
+            deny_for_ms: None,
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, watch};
 
 /// What every decision call gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // One answer held at a time: its size does not matter.
 pub enum Answer {
     /// `200` with a body that is not JSON.
     Garbage,
@@ -71,6 +72,7 @@ pub fn windows(
             })
             .collect(),
         shadow_denied: false,
+        deny_for_ms: None,
     }
 }
 
@@ -195,6 +197,7 @@ fn allow() -> DecisionResponse {
         }),
         policies: Vec::new(),
         shadow_denied: false,
+        deny_for_ms: None,
     }
 }
 

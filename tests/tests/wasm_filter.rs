@@ -70,6 +70,7 @@ fn answer(verdict: Verdict, tier: Option<&str>, counter: Option<CounterReport>) 
         counter,
         policies: Vec::new(),
         shadow_denied: false,
+        deny_for_ms: None,
     };
     serde_json::to_string(&response).expect("serialise a DecisionResponse")
 }

@@ -53,6 +53,27 @@ const _: () = assert!(
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchDecisionRequest {
     pub requests: Vec<DecisionRequest>,
+    /// Requests the filter denied itself (from an earlier `deny_for_ms`) since its last
+    /// report, so the control plane's totals still count every decision. Added after the
+    /// first release: absent from older filters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_denials: Vec<LocalDenials>,
+}
+
+/// How many requests the filter denied itself for one (tier, endpoint, policy), as the cached
+/// answer named them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LocalDenials {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// The binding counter's `endpoint` in the cached answer.
+    #[serde(default)]
+    pub endpoint: String,
+    /// The binding window's policy name in the cached answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    pub count: u64,
 }
 
 /// One answer per request of a [`BatchDecisionRequest`], in the same order.
@@ -134,6 +155,13 @@ pub struct DecisionResponse {
     /// the flag simply admits (what shadow mode wants).
     #[serde(default, skip_serializing_if = "is_false")]
     pub shadow_denied: bool,
+    /// On a denial: for at least this many milliseconds from now the binding counter stays
+    /// full, so the same request (the same evidence, method and path) would be denied again.
+    /// The filter may answer such requests itself until then (at most 1 s, its own clock).
+    /// Absent when the denial cannot be cached (e.g. a shadowed window). Added after the
+    /// first release: a filter that does not know it asks every time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_for_ms: Option<u64>,
 }
 
 fn is_false(flag: &bool) -> bool {

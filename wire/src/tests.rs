@@ -31,6 +31,7 @@ fn response_round_trips_and_rejects_unknown_verdicts() {
         }),
         policies: Vec::new(),
         shadow_denied: false,
+        deny_for_ms: None,
     };
     let json = serde_json::to_string(&resp).unwrap();
     assert_eq!(
@@ -42,9 +43,22 @@ fn response_round_trips_and_rejects_unknown_verdicts() {
 
 #[test]
 fn batch_shapes_round_trip() {
-    let req = BatchDecisionRequest {
+    let mut req = BatchDecisionRequest {
         requests: vec![DecisionRequest::default(); 2],
+        local_denials: Vec::new(),
     };
+    let json = serde_json::to_string(&req).unwrap();
+    assert!(!json.contains("local_denials"), "{json}");
+    assert_eq!(
+        serde_json::from_str::<BatchDecisionRequest>(&json).unwrap(),
+        req
+    );
+    req.local_denials.push(LocalDenials {
+        tier: Some("free".into()),
+        endpoint: "/api/v1/request".into(),
+        policy: Some("free-60s".into()),
+        count: 3,
+    });
     let json = serde_json::to_string(&req).unwrap();
     assert_eq!(
         serde_json::from_str::<BatchDecisionRequest>(&json).unwrap(),
@@ -157,6 +171,7 @@ fn shadowed_answer_with_every_new_field() -> DecisionResponse {
             },
         ],
         shadow_denied: true,
+        deny_for_ms: None,
     }
 }
 
@@ -196,6 +211,7 @@ fn new_fields_are_left_out_when_unset() {
         counter: None,
         policies: Vec::new(),
         shadow_denied: false,
+        deny_for_ms: None,
     })
     .unwrap();
     assert_eq!(json, r#"{"verdict":"whitelisted"}"#);

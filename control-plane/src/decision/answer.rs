@@ -129,6 +129,7 @@ pub(super) fn answer(
             }),
             policies,
             shadow_denied: shadow_denial.is_some(),
+            deny_for_ms: None,
         };
         return (response, shadow_denial);
     }
@@ -152,6 +153,7 @@ pub(super) fn answer(
         }),
         policies,
         shadow_denied: false,
+        deny_for_ms: None,
     };
     (response, None)
 }

@@ -74,6 +74,7 @@ fn answers_are_split_in_order() {
                 counter: None,
                 policies: Vec::new(),
                 shadow_denied: false,
+                deny_for_ms: None,
             },
             DecisionResponse {
                 verdict: Verdict::Deny,
@@ -81,6 +82,7 @@ fn answers_are_split_in_order() {
                 counter: None,
                 policies: Vec::new(),
                 shadow_denied: false,
+                deny_for_ms: None,
             },
         ],
     };
