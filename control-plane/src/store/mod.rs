@@ -15,6 +15,7 @@ pub mod keys;
 mod memory;
 mod nonce;
 mod redis;
+pub mod slotted;
 
 use std::sync::Arc;
 
