@@ -16,6 +16,9 @@
 //! The stores run on a manual clock there, Redis included (the script is given the instant);
 //! the production path, where Redis reads its own `TIME`, is checked against the oracle fed
 //! the instants the store reports.
+//!
+//! Slotted counters (at the end) are checked against a slot model of their own and, on their
+//! own history, against the exact rule's bound.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -1013,3 +1016,489 @@ async fn a_denial_after_a_lowered_limit_names_when_the_counter_has_room_again(ba
         "the oldest entry left is the fifth"
     );
 }
+
+// ---- Slotted counters: their own slot model, and the exact rule on their history ----
+//
+// A slotted counter is judged twice. Against a model of its slots written here (not the
+// product's code): at t it counts every admitted request whose slot floor(a / g) is at or
+// after floor((t − W) / g), so a request is refused exactly when those slots are full, and
+// it has room again when enough of its oldest slots have left ((s + 1)·g + W for slot s).
+// And against the exact rule, on its own history: after every admission, no counter holds
+// more than its limit in (t − W, t] (the slotted window's promise).
+
+/// The slot length of the slotted windows below: windows of 10 to 30 slots.
+const SLOT_US: u64 = SECOND;
+
+/// One counter of a timeline, exact or slotted.
+#[derive(Debug, Clone)]
+enum Model {
+    Exact(OracleCounter),
+    Slotted(SlotModel),
+}
+
+#[derive(Debug, Clone)]
+struct SlotModel {
+    limit: u64,
+    window: u64,
+    slot: u64,
+    shadow: bool,
+    admitted: Vec<u64>,
+}
+
+impl SlotModel {
+    /// The admitted requests counted at `t`, oldest first.
+    fn counted(&self, t: u64) -> Vec<u64> {
+        let oldest_slot = t.saturating_sub(self.window) / self.slot;
+        let mut counted: Vec<u64> = self
+            .admitted
+            .iter()
+            .copied()
+            .filter(|&a| a <= t && a / self.slot >= oldest_slot)
+            .collect();
+        counted.sort_unstable();
+        counted
+    }
+
+    fn state(&self, t: u64) -> (u64, u64) {
+        let counted = self.counted(t);
+        let count = counted.len() as u64;
+        let index = count.saturating_sub(self.limit) as usize;
+        let free_at = counted
+            .get(index)
+            .map_or(t, |&a| (a / self.slot + 1) * self.slot + self.window);
+        (count, free_at)
+    }
+}
+
+impl Model {
+    fn limit(&self) -> u64 {
+        match self {
+            Model::Exact(c) => c.limit,
+            Model::Slotted(c) => c.limit,
+        }
+    }
+
+    fn shadow(&self) -> bool {
+        match self {
+            Model::Exact(c) => c.shadow,
+            Model::Slotted(c) => c.shadow,
+        }
+    }
+
+    fn window(&self) -> u64 {
+        match self {
+            Model::Exact(c) => c.window,
+            Model::Slotted(c) => c.window,
+        }
+    }
+
+    fn admitted(&self) -> &[u64] {
+        match self {
+            Model::Exact(c) => &c.admitted,
+            Model::Slotted(c) => &c.admitted,
+        }
+    }
+
+    fn has_room(&self, t: u64) -> bool {
+        match self {
+            Model::Exact(c) => c.has_room(t),
+            Model::Slotted(c) => (c.counted(t).len() as u64) < c.limit,
+        }
+    }
+
+    fn record(&mut self, t: u64) {
+        match self {
+            Model::Exact(c) => c.admitted.push(t),
+            Model::Slotted(c) => c.admitted.push(t),
+        }
+    }
+
+    fn state(&self, t: u64) -> (u64, u64) {
+        match self {
+            Model::Exact(c) => c.state(t),
+            Model::Slotted(c) => c.state(t),
+        }
+    }
+
+    fn set_limit(&mut self, limit: u64, shadow: bool) {
+        match self {
+            Model::Exact(c) => (c.limit, c.shadow) = (limit, shadow),
+            Model::Slotted(c) => (c.limit, c.shadow) = (limit, shadow),
+        }
+    }
+
+    /// Admitted requests in the exact window (t − W, t].
+    fn in_exact_window(&self, t: u64) -> u64 {
+        let window = self.window();
+        self.admitted()
+            .iter()
+            .filter(|&&a| a <= t && t - a < window)
+            .count() as u64
+    }
+}
+
+/// One window of a mixed timeline.
+#[derive(Debug, Clone, Copy)]
+struct MixedWindow {
+    limit: u64,
+    /// The window is `factor` × 10 s.
+    factor: u64,
+    shadow: bool,
+    slotted: bool,
+}
+
+fn mixed_window() -> impl Strategy<Value = MixedWindow> {
+    (
+        1u64..=6,
+        1u64..=3,
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.75),
+    )
+        .prop_map(|(limit, factor, shadow, slotted)| MixedWindow {
+            limit,
+            factor,
+            shadow,
+            slotted,
+        })
+}
+
+/// Gaps that land on slot and window boundaries (each case starts on a slot boundary), just
+/// before and after them, in the same µs, or anywhere.
+fn slot_gap() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        3 => Just(0u64),
+        1 => Just(1),
+        2 => Just(SLOT_US),
+        1 => Just(SLOT_US - 1),
+        1 => Just(SLOT_US + 1),
+        2 => (1u64..=30).prop_map(|n| n * SLOT_US),
+        1 => Just(WINDOW - 1),
+        1 => Just(WINDOW),
+        4 => 0..3 * SLOT_US,
+        1 => 0..3 * WINDOW,
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct MixedTimeline {
+    /// Per identity: its budget windows and its rule's windows.
+    windows: Vec<(Vec<MixedWindow>, Vec<MixedWindow>)>,
+    /// (gap µs, requests at that instant: (identity, with the rule)).
+    steps: Vec<(u64, Vec<(usize, bool)>)>,
+    /// From step `.0` on, every window of every identity takes the limit and shadow flag at
+    /// its position in `.1` (its key, hence its count, stays).
+    change: Option<(usize, Vec<(u64, bool)>)>,
+}
+
+fn mixed_timeline() -> impl Strategy<Value = MixedTimeline> {
+    (1usize..=3).prop_flat_map(|identities| {
+        let windows = (
+            prop::collection::vec(mixed_window(), 1..=3),
+            prop::collection::vec(mixed_window(), 1..=2),
+        );
+        let request = (0..identities, any::<bool>());
+        let size = prop_oneof![3 => Just(1usize), 1 => 2usize..=4];
+        let step = (slot_gap(), size).prop_flat_map(move |(gap, size)| {
+            (Just(gap), prop::collection::vec(request.clone(), size))
+        });
+        (
+            prop::collection::vec(windows, identities),
+            prop::collection::vec(step, 1..60),
+            prop::option::of((
+                any::<prop::sample::Index>(),
+                prop::collection::vec((1u64..=6, prop::bool::weighted(0.2)), 5),
+            )),
+        )
+            .prop_map(|(windows, steps, change)| MixedTimeline {
+                change: change.map(|(at, limits)| (at.index(steps.len()), limits)),
+                windows,
+                steps,
+            })
+    })
+}
+
+/// The models of one identity's windows and the specs the store is given: the key names the
+/// structure, the window and the slot (as production keys do).
+struct MixedWho {
+    budget: Vec<Model>,
+    rule: Vec<Model>,
+}
+
+impl MixedWho {
+    fn new(windows: &(Vec<MixedWindow>, Vec<MixedWindow>)) -> Self {
+        let model = |w: &MixedWindow| {
+            let window = w.factor * WINDOW;
+            if w.slotted {
+                Model::Slotted(SlotModel {
+                    limit: w.limit,
+                    window,
+                    slot: SLOT_US,
+                    shadow: w.shadow,
+                    admitted: Vec::new(),
+                })
+            } else {
+                Model::Exact(OracleCounter::new(w.limit, window, w.shadow))
+            }
+        };
+        MixedWho {
+            budget: windows.0.iter().map(model).collect(),
+            rule: windows.1.iter().map(model).collect(),
+        }
+    }
+
+    fn counters(&mut self, with_rule: bool) -> Vec<(String, &mut Model)> {
+        let budget = self
+            .budget
+            .iter_mut()
+            .enumerate()
+            .map(|(i, m)| (format!("b{i}"), m));
+        let rule = self
+            .rule
+            .iter_mut()
+            .enumerate()
+            .filter(|_| with_rule)
+            .map(|(i, m)| (format!("e{i}"), m));
+        budget.chain(rule).collect()
+    }
+
+    fn specs(&mut self, tag: &str, with_rule: bool) -> Vec<CounterSpec> {
+        self.counters(with_rule)
+            .into_iter()
+            .map(|(suffix, m)| {
+                let (algorithm, kind) = match m {
+                    Model::Exact(_) => (Algorithm::Exact, "x".to_string()),
+                    Model::Slotted(s) => (
+                        Algorithm::Slotted { slot_us: s.slot },
+                        format!("s{}", s.slot),
+                    ),
+                };
+                CounterSpec {
+                    key: format!("rl:{{{tag}}}:{suffix}:{}{kind}", m.window()),
+                    limit: m.limit(),
+                    window_us: m.window(),
+                    shadow: m.shadow(),
+                    algorithm,
+                }
+            })
+            .collect()
+    }
+
+    /// One request at `t` through the models: admitted iff every enforced counter has room;
+    /// recorded in those and in the shadow ones with room.
+    fn step(&mut self, with_rule: bool, t: u64) -> (bool, Vec<State>) {
+        let mut counters: Vec<&mut Model> = self
+            .counters(with_rule)
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        let full: Vec<bool> = counters.iter().map(|m| !m.has_room(t)).collect();
+        let admitted = counters
+            .iter()
+            .zip(&full)
+            .all(|(m, &full)| m.shadow() || !full);
+        for (m, &full) in counters.iter_mut().zip(&full) {
+            if admitted && !full {
+                m.record(t);
+            }
+        }
+        let states = counters
+            .iter()
+            .zip(&full)
+            .map(|(m, &full)| {
+                let (count, free_at) = m.state(t);
+                (count, free_at, full)
+            })
+            .collect();
+        (admitted, states)
+    }
+
+    /// The slotted window's promise, by the exact rule: a request recorded at `t` leaves no
+    /// more than the limit in (t − W, t] of each counter it was recorded in (a lowered limit
+    /// may leave more in the others, as it does in an exact log).
+    fn check_exact_bound(
+        &mut self,
+        with_rule: bool,
+        states: &[State],
+        admitted: bool,
+        t: u64,
+    ) -> Result<(), TestCaseError> {
+        for ((_, m), &(_, _, full)) in self.counters(with_rule).into_iter().zip(states) {
+            // Recorded: admitted, and this counter had room.
+            if !admitted || full {
+                continue;
+            }
+            let inside = m.in_exact_window(t);
+            prop_assert!(
+                inside <= m.limit(),
+                "{} admitted in the last {} µs, over the limit {} ({:?})",
+                inside,
+                m.window(),
+                m.limit(),
+                m
+            );
+        }
+        Ok(())
+    }
+}
+
+fn replay_mixed(
+    tl: &MixedTimeline,
+    store: &dyn CounterStore,
+    clock: &ManualClock,
+    rt: &tokio::runtime::Runtime,
+    case: u64,
+) -> Result<(), TestCaseError> {
+    let tags: Vec<String> = (0..tl.windows.len())
+        .map(|i| format!("slotted-{case}-id-{i}"))
+        .collect();
+    let mut models: Vec<MixedWho> = tl.windows.iter().map(MixedWho::new).collect();
+    // Every case starts on a slot boundary, so the gaps land on boundaries.
+    let mut t = (clock.now_us() + WINDOW).div_ceil(SLOT_US) * SLOT_US;
+    for (i, (gap, requests)) in tl.steps.iter().enumerate() {
+        if let Some((_, limits)) = tl.change.as_ref().filter(|(at, _)| *at == i) {
+            for who in &mut models {
+                for (m, &(limit, shadow)) in who.budget.iter_mut().chain(&mut who.rule).zip(limits)
+                {
+                    m.set_limit(limit, shadow);
+                }
+            }
+        }
+        t += gap;
+        clock.set(t);
+        let specs: Vec<Vec<CounterSpec>> = requests
+            .iter()
+            .map(|&(who, with_rule)| models[who].specs(&tags[who], with_rule))
+            .collect();
+        let calls: Vec<(&str, &[CounterSpec])> = requests
+            .iter()
+            .zip(&specs)
+            .map(|(&(who, _), s)| (tags[who].as_str(), s.as_slice()))
+            .collect();
+        let outcomes: Vec<Outcome> = if calls.len() == 1 {
+            vec![
+                rt.block_on(store.check_and_record(calls[0].0, calls[0].1))
+                    .map_err(|e| TestCaseError::fail(format!("step {i}: {e}")))?,
+            ]
+        } else {
+            rt.block_on(store.check_and_record_many(&calls))
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .map_err(|e| TestCaseError::fail(format!("step {i}: {e}")))?
+        };
+        for (j, (&(who, with_rule), got)) in requests.iter().zip(outcomes).enumerate() {
+            let (admitted, states) = models[who].step(with_rule, t);
+            prop_assert_eq!(got.now_us, t);
+            prop_assert_eq!(got.admitted, admitted, "step {} call {}", i, j);
+            prop_assert_eq!(states_of(&got), states.clone(), "step {} call {}", i, j);
+            if !got.admitted {
+                // Refused only when an enforced counter's counted slots (or log) are full.
+                let counters = models[who].counters(with_rule);
+                prop_assert!(
+                    counters
+                        .iter()
+                        .zip(&states)
+                        .any(|((_, m), s)| !m.shadow() && s.2 && s.0 >= m.limit()),
+                    "step {} call {}: a denial without a full enforced counter",
+                    i,
+                    j
+                );
+            }
+            models[who].check_exact_bound(with_rule, &states, admitted, t)?;
+        }
+    }
+    Ok(())
+}
+
+/// Slotted counters, alone and beside exact logs in one decision: interleaved identities,
+/// bursts in one µs, batches, requests on slot and window boundaries and just off them, a
+/// limit change in the middle; every outcome as the slot model says, and never more than the
+/// limit in any exact window.
+fn slotted_timelines_match_their_model_and_the_exact_bound(backend: &Backend) {
+    let rt = runtime();
+    let _entered = rt.enter();
+    let clock = Arc::new(ManualClock::new(real_now_us()));
+    let shared =
+        (backend.kind() != BackendKind::Memory).then(|| backend.store_with_clock(clock.clone()));
+    let case = Cell::new(0);
+    runner(backend)
+        .run(&mixed_timeline(), |tl| {
+            case.set(case.get() + 1);
+            let store = shared
+                .clone()
+                .unwrap_or_else(|| backend.store_with_clock(clock.clone()));
+            replay_mixed(&tl, store.as_ref(), &clock, &rt, case.get())
+        })
+        .unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+}
+
+/// The production path for slotted counters: Redis reads its own `TIME` (memory: the
+/// monotonic clock), and the model judges each request at the instant the store reports.
+/// Windows of a few hundred µs to a few ms, slots of a tenth of them, are crossed by the
+/// calls' own latency; half-way through every limit is lowered.
+async fn slotted_counters_on_the_production_clock_match_their_model(backend: &Backend) {
+    let store = backend.store();
+    let mut rng = xorshift(11);
+    let bases = [400u64, 2_000, 6_000];
+    let mut models: Vec<MixedWho> = bases
+        .iter()
+        .map(|&base| {
+            let slotted = |limit: u64, factor: u64, shadow: bool| {
+                Model::Slotted(SlotModel {
+                    limit,
+                    window: factor * base,
+                    slot: base / 10,
+                    shadow,
+                    admitted: Vec::new(),
+                })
+            };
+            MixedWho {
+                budget: vec![
+                    slotted(rng() % 4 + 2, 1, false),
+                    Model::Exact(OracleCounter::new(rng() % 4 + 4, 3 * base, false)),
+                    slotted(rng() % 4 + 4, 2, rng().is_multiple_of(2)),
+                ],
+                rule: vec![slotted(rng() % 2 + 1, 2, false)],
+            }
+        })
+        .collect();
+    let tags: Vec<String> = (0..3).map(|i| format!("live-slotted-{i}")).collect();
+    let mut last = [0u64; 3];
+    let steps = 900;
+    for step in 0..steps {
+        if step == steps / 2 {
+            for who in &mut models {
+                for m in who.budget.iter_mut().chain(&mut who.rule) {
+                    let (limit, shadow) = (m.limit(), m.shadow());
+                    m.set_limit((limit - 1).max(1), shadow);
+                }
+            }
+        }
+        let who = (rng() % 3) as usize;
+        let with_rule = rng().is_multiple_of(3);
+        let specs = models[who].specs(&tags[who], with_rule);
+        let got = store
+            .check_and_record(&tags[who], &specs)
+            .await
+            .unwrap_or_else(|e| panic!("{}: step {step}: {e}", backend.name()));
+        assert!(
+            got.now_us >= last[who],
+            "{}: the clock went back",
+            backend.name()
+        );
+        last[who] = got.now_us;
+        let (admitted, states) = models[who].step(with_rule, got.now_us);
+        assert_eq!(
+            (got.admitted, states_of(&got)),
+            (admitted, states.clone()),
+            "{}: step {step}, identity {who}, at {}",
+            backend.name(),
+            got.now_us
+        );
+        models[who]
+            .check_exact_bound(with_rule, &states, admitted, got.now_us)
+            .unwrap_or_else(|e| panic!("{}: step {step}: {e}", backend.name()));
+    }
+}
+
+test_with_all_stores!(blocking: slotted_timelines_match_their_model_and_the_exact_bound);
+test_with_all_stores!(slotted_counters_on_the_production_clock_match_their_model);

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use control_plane::store::{Algorithm, Clock, CounterSpec, ManualClock, StoreError};
+use control_plane::store::{Algorithm, Clock, CounterSpec, ManualClock, StoreError, keys};
 use rl_tests::backends::{Backend, BackendKind};
 use rl_tests::test_with_all_stores;
 
@@ -51,6 +51,382 @@ test_with_all_stores!(
     shadow_counters_never_refuse_and_record_only_with_room,
     concurrent_shadow_counters_stay_at_their_limit,
 );
+
+// ---- Slotted counters ----
+
+test_with_all_stores!(
+    a_slotted_counter_counts_its_oldest_slot_whole,
+    a_slotted_counter_is_free_at_most_a_slot_later_than_the_exact_log,
+    a_decision_mixing_exact_and_slotted_counters_is_atomic,
+    concurrent_decisions_admit_exactly_a_slotted_limit,
+    an_exact_log_becomes_slots_and_slots_do_not_become_a_log,
+    peek_reports_a_slotted_counter_without_recording,
+    the_largest_slotted_limit_is_counted,
+);
+
+const SLOT: u64 = 1_000_000;
+
+/// A slotted counter (slots of `slot_us`).
+fn slotted(key: &str, limit: u64, window: Duration, slot_us: u64) -> CounterSpec {
+    CounterSpec {
+        algorithm: Algorithm::Slotted { slot_us },
+        ..spec(key, limit, window)
+    }
+}
+
+/// A manual clock at the start of a real-time slot of 1 s.
+fn clock_at_a_slot_start() -> Arc<ManualClock> {
+    let clock = clock_at_now();
+    clock.set(clock.now_us().div_ceil(SLOT) * SLOT);
+    clock
+}
+
+/// Three requests in 10 s within the first second; four and a half seconds later the first
+/// has left the exact window, but its slot is still counted whole: refused until the slot
+/// leaves, exactly at its end plus the window.
+async fn a_slotted_counter_counts_its_oldest_slot_whole(backend: &Backend) {
+    let clock = clock_at_a_slot_start();
+    let store = backend.store_with_clock(clock.clone());
+    let id = "ip:10.9.0.1";
+    let c = [slotted(
+        &keys::budget_key(id, 10, Algorithm::Slotted { slot_us: SLOT }),
+        3,
+        Duration::from_secs(10),
+        SLOT,
+    )];
+    let t0 = clock.now_us();
+    for (i, at) in [t0 + 200_000, t0 + 5_000_000, t0 + 9_900_000]
+        .into_iter()
+        .enumerate()
+    {
+        clock.set(at);
+        let out = store.check_and_record(id, &c).await.expect("store");
+        assert!(out.admitted, "{}: request {i}", backend.name());
+        assert_eq!(out.counters[0].count, i as u64 + 1);
+        assert_eq!(
+            out.counters[0].free_at_us,
+            t0 + SLOT + 10_000_000,
+            "{}: the first slot leaves first",
+            backend.name()
+        );
+    }
+    // The exact log would admit here (t0 + 0.2 s has left (t − 10 s, t]).
+    clock.set(t0 + 10_500_000);
+    let out = store.check_and_record(id, &c).await.expect("store");
+    assert!(!out.admitted, "{}", backend.name());
+    assert_eq!(
+        (out.counters[0].count, out.counters[0].full),
+        (3, true),
+        "{}",
+        backend.name()
+    );
+    assert_eq!(out.counters[0].free_at_us, t0 + 11_000_000);
+    clock.set(t0 + 10_999_999);
+    assert!(
+        !store
+            .check_and_record(id, &c)
+            .await
+            .expect("store")
+            .admitted
+    );
+    clock.set(t0 + 11_000_000);
+    let out = store.check_and_record(id, &c).await.expect("store");
+    assert!(
+        out.admitted,
+        "{}: room when the slot leaves",
+        backend.name()
+    );
+    assert_eq!(out.counters[0].count, 3);
+    // Slots 5 and 9 are next to leave, then the one just recorded (slot 11).
+    assert_eq!(out.counters[0].free_at_us, t0 + 6 * SLOT + 10_000_000);
+    clock.set(t0 + 21_999_999);
+    assert_eq!(
+        store.peek(id, &c).await.expect("peek").counters[0].count,
+        1,
+        "{}",
+        backend.name()
+    );
+    clock.set(t0 + 22_000_000);
+    let out = store.peek(id, &c).await.expect("peek");
+    assert_eq!(
+        (out.counters[0].count, out.counters[0].free_at_us),
+        (0, t0 + 22_000_000),
+        "{}: empty",
+        backend.name()
+    );
+}
+
+/// The same full counter, exact and slotted: room again at most one slot later (exactly one
+/// when its oldest request opened its slot), never earlier.
+async fn a_slotted_counter_is_free_at_most_a_slot_later_than_the_exact_log(backend: &Backend) {
+    let clock = clock_at_a_slot_start();
+    let store = backend.store_with_clock(clock.clone());
+    let window = Duration::from_secs(10);
+    let t0 = clock.now_us();
+    for (n, first) in [(0u64, 0u64), (1, 1), (2, 400_000), (3, SLOT - 1)] {
+        let id = format!("ip:10.9.1.{n}");
+        let slotted_key = keys::budget_key(&id, 10, Algorithm::Slotted { slot_us: SLOT });
+        let exact_key = keys::rule_key(&id, 10, Algorithm::Exact, "/x");
+        let c = [
+            slotted(&slotted_key, 2, window, SLOT),
+            spec(&exact_key, 2, window),
+        ];
+        let start = t0 + n * 20_000_000;
+        for at in [start + first, start + SLOT - 1] {
+            clock.set(at);
+            assert!(
+                store
+                    .check_and_record(&id, &c)
+                    .await
+                    .expect("store")
+                    .admitted
+            );
+        }
+        clock.set(start + 5 * SLOT);
+        let out = store.check_and_record(&id, &c).await.expect("store");
+        assert!(!out.admitted);
+        let (slotted_free, exact_free) = (out.counters[0].free_at_us, out.counters[1].free_at_us);
+        assert_eq!(exact_free, start + first + 10_000_000);
+        assert_eq!(
+            slotted_free,
+            start + SLOT + 10_000_000,
+            "{}",
+            backend.name()
+        );
+        assert!(slotted_free >= exact_free && slotted_free - exact_free <= SLOT);
+        assert_eq!(slotted_free - exact_free == SLOT, first == 0);
+    }
+}
+
+/// A request needing an exact burst window, a slotted long window and a shadow slotted rule
+/// window: a denial by either enforced counter records nothing anywhere; the shadow counter
+/// records only while it has room.
+async fn a_decision_mixing_exact_and_slotted_counters_is_atomic(backend: &Backend) {
+    let clock = clock_at_a_slot_start();
+    let store = backend.store_with_clock(clock.clone());
+    let id = "ip:10.9.2.1";
+    let long = Algorithm::Slotted { slot_us: SLOT };
+    let c = [
+        spec(
+            &keys::budget_key(id, 1, Algorithm::Exact),
+            2,
+            Duration::from_secs(1),
+        ),
+        slotted(
+            &keys::budget_key(id, 60, long),
+            3,
+            Duration::from_secs(60),
+            SLOT,
+        ),
+        CounterSpec {
+            shadow: true,
+            ..slotted(
+                &keys::rule_key(id, 60, long, "/x"),
+                1,
+                Duration::from_secs(60),
+                SLOT,
+            )
+        },
+    ];
+    let counts = |out: &control_plane::store::Outcome| -> Vec<u64> {
+        out.counters.iter().map(|c| c.count).collect()
+    };
+    let call = async || store.check_and_record(id, &c).await.expect("store");
+    let t0 = clock.now_us();
+    let first = call().await;
+    assert!(first.admitted);
+    assert_eq!(counts(&first), [1, 1, 1], "{}", backend.name());
+    let second = call().await;
+    assert!(second.admitted, "a full shadow counter refuses nothing");
+    assert_eq!(counts(&second), [2, 2, 1], "{}", backend.name());
+    assert!(second.counters[2].full);
+    // The exact window is full: nothing recorded in the slotted ones.
+    let third = call().await;
+    assert!(!third.admitted);
+    assert_eq!(counts(&third), [2, 2, 1], "{}", backend.name());
+    assert_eq!(
+        third.counters.iter().map(|c| c.full).collect::<Vec<_>>(),
+        [true, false, true]
+    );
+    clock.set(t0 + SLOT);
+    let fourth = call().await;
+    assert!(fourth.admitted);
+    assert_eq!(counts(&fourth), [1, 3, 1], "{}", backend.name());
+    // The slotted window is full: nothing recorded in the exact one.
+    clock.set(t0 + SLOT + 500_000);
+    let fifth = call().await;
+    assert!(!fifth.admitted);
+    assert_eq!(counts(&fifth), [1, 3, 1], "{}", backend.name());
+    assert_eq!(
+        fifth.counters.iter().map(|c| c.full).collect::<Vec<_>>(),
+        [false, true, true]
+    );
+    // The slotted window names when it has room; the exact one when its entry leaves.
+    assert_eq!(fifth.counters[1].free_at_us, t0 + SLOT + 60_000_000);
+    assert_eq!(fifth.counters[0].free_at_us, t0 + 2 * SLOT);
+}
+
+/// Many concurrent requests on one slotted counter: exactly the limit admitted.
+async fn concurrent_decisions_admit_exactly_a_slotted_limit(backend: &Backend) {
+    let store = backend.store();
+    let id = "ip:10.9.3.1";
+    let c = [slotted(
+        &keys::budget_key(id, 60, Algorithm::Slotted { slot_us: SLOT }),
+        25,
+        Duration::from_secs(60),
+        SLOT,
+    )];
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let store = store.clone();
+        let c = c.clone();
+        tasks.spawn(async move { store.check_and_record(id, &c).await.expect("store") });
+    }
+    let mut admitted = 0;
+    while let Some(out) = tasks.join_next().await {
+        let out = out.expect("task");
+        assert!(out.counters[0].count <= 25);
+        admitted += u64::from(out.admitted);
+    }
+    assert_eq!(admitted, 25, "{}", backend.name());
+}
+
+/// A window switched from exact to slotted keeps every request its log counts (the log is
+/// converted into slot counts, then deleted); switched back, or to another slot length, the
+/// new counter starts from what it can take without loss: the slots are not turned back into
+/// a log.
+async fn an_exact_log_becomes_slots_and_slots_do_not_become_a_log(backend: &Backend) {
+    let clock = clock_at_a_slot_start();
+    let store = backend.store_with_clock(clock.clone());
+    let id = "ip:10.9.4.1";
+    let window = Duration::from_secs(10);
+    let exact = [spec(&keys::budget_key(id, 10, Algorithm::Exact), 5, window)];
+    let one_s = Algorithm::Slotted { slot_us: SLOT };
+    let slots = [slotted(&keys::budget_key(id, 10, one_s), 5, window, SLOT)];
+    let t0 = clock.now_us();
+    // Entries at 0, 0.5, 3 and 4 s; at 10.2 s the first has left the exact window.
+    for at in [0, 500_000, 3 * SLOT, 4 * SLOT] {
+        clock.set(t0 + at);
+        assert!(
+            store
+                .check_and_record(id, &exact)
+                .await
+                .expect("store")
+                .admitted
+        );
+    }
+    clock.set(t0 + 10_200_000);
+    let converted = store.peek(id, &slots).await.expect("peek");
+    assert_eq!(
+        (
+            converted.counters[0].count,
+            converted.counters[0].free_at_us
+        ),
+        (3, t0 + SLOT + 10_000_000),
+        "{}: the log's three live entries, by slot",
+        backend.name()
+    );
+    let out = store.check_and_record(id, &slots).await.expect("store");
+    assert!(out.admitted);
+    assert_eq!(out.counters[0].count, 4);
+    let out = store.check_and_record(id, &slots).await.expect("store");
+    assert!(out.admitted);
+    assert_eq!(out.counters[0].count, 5);
+    assert!(
+        !store
+            .check_and_record(id, &slots)
+            .await
+            .expect("store")
+            .admitted
+    );
+    if let Some(redis) = backend.redis_server() {
+        let mut conn = redis.connection();
+        let log: u64 = redis::cmd("EXISTS")
+            .arg(&exact[0].key)
+            .query(&mut conn)
+            .expect("EXISTS");
+        assert_eq!(log, 0, "the converted log is deleted");
+        let kind: String = redis::cmd("TYPE")
+            .arg(&slots[0].key)
+            .query(&mut conn)
+            .expect("TYPE");
+        assert_eq!(kind, "hash");
+    }
+    // Back to exact: a new, empty log (at most one window of over-admission, documented).
+    let back = store.check_and_record(id, &exact).await.expect("store");
+    assert!(back.admitted, "{}", backend.name());
+    assert_eq!(back.counters[0].count, 1, "{}", backend.name());
+    // Another slot length: a new counter, which converts the (new) log of its window.
+    let two_s = Algorithm::Slotted { slot_us: 2 * SLOT };
+    let other = [slotted(
+        &keys::budget_key(id, 10, two_s),
+        5,
+        window,
+        2 * SLOT,
+    )];
+    let out = store.check_and_record(id, &other).await.expect("store");
+    assert_eq!(out.counters[0].count, 2, "{}", backend.name());
+    // The first slotted counter is untouched by all this.
+    let out = store.peek(id, &slots).await.expect("peek");
+    assert_eq!(out.counters[0].count, 5, "{}", backend.name());
+}
+
+/// A report reads a slotted counter (count, when it has room) and records nothing.
+async fn peek_reports_a_slotted_counter_without_recording(backend: &Backend) {
+    let clock = clock_at_a_slot_start();
+    let store = backend.store_with_clock(clock.clone());
+    let id = "ip:10.9.5.1";
+    let c = [slotted(
+        &keys::budget_key(id, 10, Algorithm::Slotted { slot_us: SLOT }),
+        2,
+        Duration::from_secs(10),
+        SLOT,
+    )];
+    let t0 = clock.now_us();
+    let empty = store.peek(id, &c).await.expect("peek");
+    assert!(empty.admitted);
+    assert_eq!(
+        (empty.counters[0].count, empty.counters[0].free_at_us),
+        (0, t0)
+    );
+    for at in [100, 2 * SLOT + 100] {
+        clock.set(t0 + at);
+        store.check_and_record(id, &c).await.expect("store");
+    }
+    clock.set(t0 + 3 * SLOT);
+    for _ in 0..3 {
+        let out = store.peek(id, &c).await.expect("peek");
+        assert!(!out.admitted, "{}", backend.name());
+        assert_eq!(
+            (
+                out.counters[0].count,
+                out.counters[0].free_at_us,
+                out.counters[0].full
+            ),
+            (2, t0 + 11 * SLOT, true),
+            "{}",
+            backend.name()
+        );
+    }
+}
+
+/// The largest limit of a slotted counter, 2^32 − 1: counted like any other.
+async fn the_largest_slotted_limit_is_counted(backend: &Backend) {
+    let store = backend.store();
+    let id = "ip:10.9.6.1";
+    let max = u64::from(u32::MAX);
+    let c = [slotted(
+        &keys::budget_key(id, 3_600, Algorithm::Slotted { slot_us: 60 * SLOT }),
+        max,
+        Duration::from_secs(3_600),
+        60 * SLOT,
+    )];
+    for n in 1..=3 {
+        let out = store.check_and_record(id, &c).await.expect("store");
+        assert!(out.admitted, "{}", backend.name());
+        assert_eq!((out.counters[0].count, out.counters[0].full), (n, false));
+    }
+}
 
 /// A burst window (3 per second) and a long one (5 per minute) of one identity, and a rule's
 /// window: each request is recorded in every one of them, the burst binds first, then the
@@ -643,4 +1019,55 @@ async fn redis_breaker_opens_and_recovers_on_the_store_clock() {
         Some(control_plane::store::BreakerState::Closed)
     );
     assert_eq!(store.breaker_opened_total(), 1, "one outage");
+}
+
+/// A slotted counter in Redis is one small hash in the compact listpack encoding, whatever
+/// the traffic: at most W/g + 2 slots plus its total and lowest slot, trimmed as time passes,
+/// and its key lives one slot (and a millisecond) past its window.
+#[tokio::test]
+async fn redis_slotted_counters_are_small_hashes_that_live_a_slot_past_their_window() {
+    let backend = Backend::start(BackendKind::Redis);
+    let redis = backend.redis_server().expect("redis");
+    let clock = clock_at_a_slot_start();
+    let store = backend.store_with_clock(clock.clone());
+    let id = "ip:10.9.7.1";
+    // 120 slots of 500 ms: the finest precision a window may have.
+    let slot_us = 500_000;
+    let c = [slotted(
+        &keys::budget_key(id, 60, Algorithm::Slotted { slot_us }),
+        1_000_000,
+        Duration::from_secs(60),
+        slot_us,
+    )];
+    let mut conn = redis.connection();
+    let t0 = clock.now_us();
+    // Three requests per slot over four windows.
+    for i in 0..(4 * 120 * 3) {
+        clock.set(t0 + i * slot_us / 3);
+        let out = store.check_and_record(id, &c).await.expect("store");
+        assert!(out.admitted);
+        let fields: u64 = redis::cmd("HLEN")
+            .arg(&c[0].key)
+            .query(&mut conn)
+            .expect("HLEN");
+        assert!(fields <= 122 + 2, "{fields} fields at request {i}");
+        if i >= 120 * 3 {
+            // 120 whole slots of three, and the current one so far.
+            assert_eq!(out.counters[0].count, 120 * 3 + i % 3 + 1, "request {i}");
+        }
+    }
+    let encoding: String = redis::cmd("OBJECT")
+        .arg("ENCODING")
+        .arg(&c[0].key)
+        .query(&mut conn)
+        .expect("OBJECT ENCODING");
+    assert_eq!(encoding, "listpack");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&c[0].key)
+        .query(&mut conn)
+        .expect("PTTL");
+    assert!(
+        ttl > 60_000 && ttl <= 60_501,
+        "TTL {ttl} ms: the window, a slot and a millisecond"
+    );
 }

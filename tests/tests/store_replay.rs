@@ -180,6 +180,55 @@ async fn the_same_call_sent_twice_records_its_request_once() {
     assert_eq!(zcard(&mut conn, &counters[0].key), 5);
 }
 
+/// The same for slotted counters, on their own and beside an exact log: the guard brackets the
+/// counters, whatever they store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slotted_call_sent_twice_records_its_request_once() {
+    let redis = RedisServer::start();
+    let store = store_at(&redis.url(), false, None);
+    let identity = "key:twice-slotted";
+    let slotted = Algorithm::Slotted { slot_us: 1_000_000 };
+    let counters = [
+        CounterSpec {
+            algorithm: slotted,
+            ..spec(&budget_key(identity, 60, slotted), 3)
+        },
+        spec(&rule_key(identity, 60, Algorithm::Exact, "/x"), 5),
+    ];
+    let call = store.record_call(identity, &counters);
+    let first = store.send(&call).await.expect("first send");
+    let again = store.send(&call).await.expect("second send");
+    assert!(first.admitted && again.admitted);
+    for out in [&first, &again] {
+        let counts: Vec<u64> = out.counters.iter().map(|c| c.count).collect();
+        assert_eq!(counts, [1, 1], "{out:?}");
+    }
+    assert_eq!(again.counters[0].free_at_us, first.counters[0].free_at_us);
+    let mut conn = redis.connection();
+    let total: u64 = redis::cmd("HGET")
+        .arg(&counters[0].key)
+        .arg("t")
+        .query(&mut conn)
+        .expect("HGET");
+    assert_eq!(total, 1);
+    for _ in 0..2 {
+        store
+            .check_and_record(identity, &counters)
+            .await
+            .expect("fill");
+    }
+    // At the slotted limit, the replay is still the admitted request it was, counted once.
+    let replay = store.send(&call).await.expect("replay at the limit");
+    assert!(replay.admitted, "{replay:?}");
+    assert_eq!(replay.counters[0].count, 3);
+    let denied = store
+        .check_and_record(identity, &counters)
+        .await
+        .expect("over the limit");
+    assert!(!denied.admitted);
+    assert_eq!(zcard(&mut conn, &counters[1].key), 3);
+}
+
 /// What a call that fails after reaching Redis leaves behind: the single-node client reports
 /// the lost reply as an error (the control plane then fails open or closed), yet the script ran
 /// and the request is counted. Sending the call again does not count it a second time.

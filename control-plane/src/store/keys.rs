@@ -74,6 +74,27 @@ pub fn rule_key(identity: &str, window_seconds: u64, algorithm: Algorithm, rule:
     )
 }
 
+/// The key of the exact log of the same window as the slotted counter `key` (same identity,
+/// kind, length and rule: `<W>s<g>` read as `<W>`), the log a new slotted counter takes its
+/// counts from. `None` for a key that is not a slotted counter's.
+pub fn exact_counterpart(key: &str) -> Option<String> {
+    let rest = key.strip_prefix(PREFIX)?.strip_prefix(":{")?;
+    // Nothing inside a tag is a `}` (plain segments and digests have none).
+    let tag_end = rest.find('}')?;
+    let after_tag = &rest[tag_end + 1..];
+    let kind = after_tag
+        .strip_prefix(":b:")
+        .or_else(|| after_tag.strip_prefix(":e:"))?;
+    let window_end = kind.find(':').unwrap_or(kind.len());
+    let (seconds, slot_ms) = kind[..window_end].split_once('s')?;
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits(seconds) || !digits(slot_ms) {
+        return None;
+    }
+    let head = key.len() - kind.len();
+    Some(format!("{}{seconds}{}", &key[..head], &kind[window_end..]))
+}
+
 /// Key of an identity's recent request nonces: the script's record of the requests it has
 /// already counted, so that a call reaching Redis twice is counted once. Shares the identity's
 /// hash tag, so it lives in the slot of the counters it guards.

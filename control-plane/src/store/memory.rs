@@ -1,7 +1,9 @@
 //! In-memory counter store: the default when no Redis URL is configured.
 //!
-//! Same semantics as the Redis script: one log of admitted timestamps per counter, trimmed
-//! to the window on every access; shadow counters record only when they have room. The map is sharded by identity so concurrent identities do
+//! Same semantics as the Redis script: per counter, a log of admitted timestamps (exact) or
+//! counts per slot (slotted, `slotted.rs`), trimmed to the window on every access; shadow
+//! counters record only when they have room. An exact log whose window becomes slotted is
+//! converted into slot counts, as in Redis. The map is sharded by identity so concurrent identities do
 //! not contend on one lock, while all counters of one identity share a shard, which makes a
 //! multi-counter decision one critical section.
 //!
@@ -21,7 +23,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Clock, CounterSpec, CounterState, CounterStore, MonotonicClock, Outcome, StoreError};
+use super::slotted::Slots;
+use super::{
+    Algorithm, Clock, CounterSpec, CounterState, CounterStore, MonotonicClock, Outcome, StoreError,
+    keys,
+};
 
 const SHARDS: usize = 64;
 
@@ -61,12 +67,128 @@ impl Log {
     }
 }
 
+/// One counter, in the structure its key names.
+#[derive(Debug)]
+enum Counter {
+    Exact(Log),
+    Slotted(Slots),
+}
+
+impl Counter {
+    fn new(spec: &CounterSpec) -> Self {
+        match spec.algorithm {
+            Algorithm::Exact => Counter::Exact(Log {
+                entries: VecDeque::new(),
+                window_us: spec.window_us,
+            }),
+            Algorithm::Slotted { slot_us } => Counter::Slotted(Slots::new(spec.window_us, slot_us)),
+        }
+    }
+
+    /// Whether this counter has the structure `algorithm` asks for. Keys name the structure
+    /// (`keys.rs`), so a mismatch only comes from a caller's own key names.
+    fn is(&self, algorithm: Algorithm) -> bool {
+        match (self, algorithm) {
+            (Counter::Exact(_), Algorithm::Exact) => true,
+            (Counter::Slotted(slots), Algorithm::Slotted { slot_us }) => {
+                slots.slot_us() == slot_us.max(1)
+            }
+            _ => false,
+        }
+    }
+
+    fn trim(&mut self, now_us: u64, window_us: u64) {
+        match self {
+            Counter::Exact(log) => log.trim(now_us, window_us),
+            Counter::Slotted(slots) => slots.trim(now_us, window_us),
+        }
+    }
+
+    fn count(&self) -> u64 {
+        match self {
+            Counter::Exact(log) => log.entries.len() as u64,
+            Counter::Slotted(slots) => slots.count(),
+        }
+    }
+
+    fn record(&mut self, now_us: u64, window_us: u64) {
+        match self {
+            Counter::Exact(log) => {
+                log.window_us = window_us;
+                log.entries.push_back(now_us);
+            }
+            Counter::Slotted(slots) => slots.record(now_us),
+        }
+    }
+
+    fn free_at(&self, now_us: u64, limit: u64) -> u64 {
+        match self {
+            Counter::Exact(log) => log.free_at(now_us, limit),
+            Counter::Slotted(slots) => slots.free_at(now_us, limit),
+        }
+    }
+
+    fn expires_at(&self) -> u64 {
+        match self {
+            Counter::Exact(log) => log.expires_at(),
+            Counter::Slotted(slots) => slots.expires_at(),
+        }
+    }
+}
+
 /// One identity's counters, by storage key.
-type Counters = HashMap<String, Log>;
+type Counters = HashMap<String, Counter>;
 
 /// When the last entry of any of these counters leaves its window: the identity's end.
 fn expires_at(counters: &Counters) -> u64 {
-    counters.values().map(Log::expires_at).max().unwrap_or(0)
+    counters
+        .values()
+        .map(Counter::expires_at)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Gives each slotted counter of `specs` that does not exist yet the entries of the exact log
+/// of the same window (the key `keys::exact_counterpart` names), counted by slot, and drops
+/// the log: switching a window from exact to slotted loses no request. A counter whose
+/// structure is not the one its spec asks for (a caller's own key names) is rebuilt: from a
+/// log, converted; from slots, empty.
+fn convert(counters: &mut Counters, specs: &[CounterSpec], now_us: u64) {
+    for spec in specs {
+        let rebuilt = match counters.get(&spec.key) {
+            Some(counter) if counter.is(spec.algorithm) => continue,
+            Some(_) => match (counters.remove(&spec.key), spec.algorithm) {
+                (Some(Counter::Exact(log)), Algorithm::Slotted { slot_us }) => Counter::Slotted(
+                    Slots::from_log(log.entries, now_us, spec.window_us, slot_us),
+                ),
+                _ => Counter::new(spec),
+            },
+            None => {
+                let Algorithm::Slotted { slot_us } = spec.algorithm else {
+                    continue;
+                };
+                let Some(exact) = keys::exact_counterpart(&spec.key) else {
+                    continue;
+                };
+                // A log this call also counts as such stays what it is.
+                if specs.iter().any(|s| s.key == exact)
+                    || !matches!(counters.get(&exact), Some(Counter::Exact(_)))
+                {
+                    continue;
+                }
+                let Some(Counter::Exact(log)) = counters.remove(&exact) else {
+                    continue;
+                };
+                Counter::Slotted(Slots::from_log(
+                    log.entries,
+                    now_us,
+                    spec.window_us,
+                    slot_us,
+                ))
+            }
+        };
+        counters.insert(spec.key.clone(), rebuilt);
+    }
 }
 
 /// Identity → its counters.
@@ -149,7 +271,7 @@ impl MemoryStore {
             let before = map.len();
             map.retain(|_, counters| {
                 let count = counters.len();
-                counters.retain(|_, log| log.expires_at() > now);
+                counters.retain(|_, counter| counter.expires_at() > now);
                 removed += count - counters.len();
                 let end = expires_at(counters);
                 if end > now {
@@ -218,13 +340,16 @@ impl MemoryStore {
         let now = self.clock.now_us();
         let mut map = self.shard(identity).lock();
         let mut logs = map.get_mut(identity);
+        if let Some(logs) = logs.as_deref_mut() {
+            convert(logs, counters, now);
+        }
         let mut admitted = true;
         let mut full = Vec::with_capacity(counters.len());
         for spec in counters {
             let no_room = match logs.as_deref_mut().and_then(|logs| logs.get_mut(&spec.key)) {
-                Some(log) => {
-                    log.trim(now, spec.window_us);
-                    log.entries.len() as u64 >= spec.limit
+                Some(counter) => {
+                    counter.trim(now, spec.window_us);
+                    counter.count() >= spec.limit
                 }
                 None => spec.limit == 0,
             };
@@ -264,23 +389,18 @@ impl MemoryStore {
                 // Look up before inserting: cloning the key for every admitted request would
                 // allocate on the hot path.
                 match logs.get_mut(&spec.key) {
-                    Some(log) => {
-                        log.window_us = spec.window_us;
-                        log.entries.push_back(now);
-                    }
+                    Some(counter) => counter.record(now, spec.window_us),
                     None => {
-                        let log = Log {
-                            entries: VecDeque::from([now]),
-                            window_us: spec.window_us,
-                        };
-                        logs.insert(spec.key.clone(), log);
+                        let mut counter = Counter::new(spec);
+                        counter.record(now, spec.window_us);
+                        logs.insert(spec.key.clone(), counter);
                     }
                 }
             }
             states.push(match logs.get(&spec.key) {
-                Some(log) => CounterState {
-                    count: log.entries.len() as u64,
-                    free_at_us: log.free_at(now, spec.limit),
+                Some(counter) => CounterState {
+                    count: counter.count(),
+                    free_at_us: counter.free_at(now, spec.limit),
                     full: no_room,
                 },
                 None => CounterState {

@@ -1,4 +1,5 @@
-//! Counter stores: exact sliding-window logs, in Redis or in memory.
+//! Counter stores: sliding windows, exact logs or slotted counters (`slotted.rs`), in Redis or
+//! in memory.
 //!
 //! A decision names every counter that applies to a request: each window of the tier budget
 //! and, when an endpoint rule matches, each window of that rule. The store admits the request
@@ -15,6 +16,7 @@ pub mod keys;
 mod memory;
 mod nonce;
 mod redis;
+pub mod slotted;
 
 use std::sync::Arc;
 

@@ -20,8 +20,8 @@ use super::connection::Connector;
 use super::keys;
 use super::nonce::NonceSource;
 use super::{
-    Breaker, BreakerState, Clock, CounterSpec, CounterState, CounterStore, MonotonicClock, Outcome,
-    StoreError,
+    Algorithm, Breaker, BreakerState, Clock, CounterSpec, CounterState, CounterStore,
+    MonotonicClock, Outcome, StoreError,
 };
 
 const SCRIPT: &str = include_str!("sliding_window.lua");
@@ -168,9 +168,12 @@ impl RedisStore {
         parse_reply(reply, call.counter_count)
     }
 
-    /// `EVALSHA sha 1+n seen KEYS… nonce mode now horizon seen_ttl (limit window shadow)…`, where
-    /// `now` is empty for Redis `TIME` or the injected clock's reading. A report (`"p"`)
-    /// records nothing and needs no nonce.
+    /// `EVALSHA sha 1+n+m seen KEYS… SOURCES… nonce mode now horizon seen_ttl (limit window
+    /// shadow slot source)…`, where `now` is empty for Redis `TIME` or the injected clock's
+    /// reading, `slot` is a slotted counter's slot in µs (0 for an exact log) and `source` the
+    /// index in `KEYS` of the exact log a new slotted counter takes its counts from (0: none;
+    /// one of the `m` SOURCES, which share the identity's hash tag). A report (`"p"`) records
+    /// nothing and needs no nonce.
     fn script_call(
         &self,
         shard: &str,
@@ -178,12 +181,25 @@ impl RedisStore {
         mode: &str,
         nonce: &str,
     ) -> ScriptCall {
+        let sources: Vec<Option<String>> = counters
+            .iter()
+            .map(|spec| match spec.algorithm {
+                Algorithm::Exact => None,
+                // A log this call also counts as such stays what it is.
+                Algorithm::Slotted { .. } => keys::exact_counterpart(&spec.key)
+                    .filter(|exact| counters.iter().all(|other| &other.key != exact)),
+            })
+            .collect();
+        let source_count = sources.iter().flatten().count();
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.script.get_hash())
-            .arg(1 + counters.len())
+            .arg(1 + counters.len() + source_count)
             .arg(keys::seen_key(shard));
         for spec in counters {
             cmd.arg(&spec.key);
+        }
+        for source in sources.iter().flatten() {
+            cmd.arg(source);
         }
         let now = self.clock.as_ref().map(|c| c.now_us().to_string());
         cmd.arg(nonce)
@@ -191,10 +207,25 @@ impl RedisStore {
             .arg(now.unwrap_or_default())
             .arg(&self.horizon_us)
             .arg(&self.seen_ttl_ms);
-        for spec in counters {
+        // Sources follow the seen record and the counters in KEYS (1-based in Lua).
+        let mut next_source = 2 + counters.len();
+        for (spec, source) in counters.iter().zip(&sources) {
+            let slot_us = match spec.algorithm {
+                Algorithm::Exact => 0,
+                Algorithm::Slotted { slot_us } => slot_us.max(1),
+            };
+            let source_index = match source {
+                Some(_) => {
+                    next_source += 1;
+                    next_source - 1
+                }
+                None => 0,
+            };
             cmd.arg(spec.limit)
                 .arg(spec.window_us)
-                .arg(if spec.shadow { "1" } else { "0" });
+                .arg(if spec.shadow { "1" } else { "0" })
+                .arg(slot_us)
+                .arg(source_index);
         }
         ScriptCall {
             cmd,

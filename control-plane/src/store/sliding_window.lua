@@ -1,26 +1,41 @@
--- Exact sliding-window check-and-record over several counters, atomically, and at most once
--- per request. A request is admitted iff every enforced counter has room; it is then recorded
+-- Sliding-window check-and-record over several counters, exact logs and slotted counters
+-- alike, atomically, and at most once per request. A request is admitted iff every enforced counter has room; it is then recorded
 -- in every enforced counter and in every shadow counter that has room (so a shadow counter
 -- never refuses a request and never holds more than its limit). A denied request records
 -- nothing.
 --
 -- KEYS[1]      the identity's seen record: sorted set of the nonces of requests recorded
 --              within the replay horizon (score = µs timestamp)
--- KEYS[1+i]    sorted set of admitted requests of counter i (score = µs timestamp)
+-- KEYS[1+i]    counter i: an exact log (sorted set of admitted requests, score = µs timestamp)
+--              or a slotted counter (hash, see below)
+-- KEYS[1+n+j]  exact logs that slotted counters take their counts from when they do not exist
+--              yet (see ARGV[5+5i])
 -- ARGV[1]      the request's nonce: unique per request, the same in every retry of it
 -- ARGV[2]      "r" to record an admitted request, "p" to only report (status endpoint)
 -- ARGV[3]      "" to read the time from Redis (production); a store given its own clock
 --              (tests: a manual one, for exact boundaries) passes its reading in µs
 -- ARGV[4]      replay horizon (µs): how long a recorded nonce is remembered
 -- ARGV[5]      TTL of the seen record (ms): the horizon rounded up, plus one
--- ARGV[3+3i], ARGV[4+3i], ARGV[5+3i]   limit, window (µs) and "1" for a shadow counter ("0"
---              for an enforced one) of counter i
+-- ARGV[1+5i] … ARGV[5+5i]   counter i: limit, window W (µs), "1" for a shadow counter ("0" for
+--              an enforced one), slot length g (µs; "0" for an exact log), and the index in
+--              KEYS of the exact log of the same window ("0": none)
 --
 -- Returns { admitted (0/1), now_us, count_1, free_at_1, full_1, count_2, ... }, where full_i
 -- (0/1) says counter i had no room for this request.
 --
 -- Numbers reach redis.call as strings formatted with %.0f: Lua would otherwise print them
 -- with 14 significant digits and corrupt µs timestamps (16 digits).
+--
+-- A slotted counter keeps one count per slot of g µs (slot s = floor(t / g)) in a hash:
+-- field "t" the total, "l" the lowest slot holding a count, and each such slot's count under
+-- the field s mod 4096 (short integer fields keep the hash in the compact listpack encoding;
+-- a counter's slots span at most ceil(W / g) + 2 consecutive numbers, far fewer than 4096, so
+-- fields never collide). At now every slot from floor((now - W) / g) on is counted, the oldest
+-- one whole: no window (t - W, t] ever holds more than the limit. The slots below are
+-- subtracted and deleted when the lowest one leaves, and the next lowest is looked for a few
+-- slots at a time, so trimming costs what time has passed, not what the counter holds. A
+-- slotted counter that does not exist yet takes the counts of the exact log of its window (a
+-- window switched from exact to slotted loses no request) and the log is deleted.
 --
 -- One request, one count: a client that lost the reply may send the same call again (Redis
 -- Cluster clients retry after a reset connection). The retry finds its nonce in the seen
@@ -37,10 +52,185 @@ if ARGV[3] == '' then
 else
   now = tonumber(ARGV[3])
 end
-local now_s = string.format('%.0f', now)
+local function fmt(x)
+  return string.format('%.0f', x)
+end
+local now_s = fmt(now)
 
 local seen, nonce, mode = KEYS[1], ARGV[1], ARGV[2]
 local replay = mode == 'r' and redis.call('ZSCORE', seen, nonce) ~= false
+
+-- ---- Slotted counters ----
+
+local M = 4096
+
+-- floor(t / g) without the rounding of a double division (t up to 2^53).
+local function slot_of(t, g)
+  if t < 0 then
+    return math.floor(t / g)
+  end
+  return (t - math.fmod(t, g)) / g
+end
+
+local function field(s)
+  return fmt(math.fmod(s, M))
+end
+
+-- { {slot, count}, ... } of the slots in [from, to] of a hash whose lowest slot is lowest,
+-- oldest first: by name when the range is shorter than the hash, else from the whole hash.
+local function present(key, lowest, from, to)
+  local out = {}
+  if to < from then
+    return out
+  end
+  if to - from + 1 <= redis.call('HLEN', key) then
+    local fields = {}
+    for s = from, to do
+      fields[#fields + 1] = field(s)
+    end
+    local v = redis.call('HMGET', key, unpack(fields))
+    for j = 1, #v do
+      if v[j] then
+        out[#out + 1] = { from + j - 1, tonumber(v[j]) }
+      end
+    end
+    return out
+  end
+  local all = redis.call('HGETALL', key)
+  local base = math.fmod(lowest, M)
+  for j = 1, #all, 2 do
+    local f = all[j]
+    if f ~= 't' and f ~= 'l' then
+      local s = lowest + math.fmod(tonumber(f) - base + M, M)
+      if s >= from and s <= to then
+        out[#out + 1] = { s, tonumber(all[j + 1]) }
+      end
+    end
+  end
+  table.sort(out, function(a, b) return a[1] < b[1] end)
+  return out
+end
+
+-- The counter's lowest slot and total at now, after the slots that left are dropped
+-- (nil, 0 when empty).
+local function load_slots(key, window, g)
+  local v = redis.call('HMGET', key, 'l', 't')
+  if not v[1] then
+    return nil, 0
+  end
+  local lowest, total = tonumber(v[1]), tonumber(v[2])
+  local oldest = slot_of(now - window, g)
+  if oldest <= lowest then
+    return lowest, total
+  end
+  if oldest - lowest >= M then
+    redis.call('DEL', key)
+    return nil, 0
+  end
+  local gone, fields = 0, {}
+  for _, sc in ipairs(present(key, lowest, lowest, oldest - 1)) do
+    gone = gone + sc[2]
+    fields[#fields + 1] = field(sc[1])
+  end
+  total = total - gone
+  if total <= 0 then
+    redis.call('DEL', key)
+    return nil, 0
+  end
+  if #fields > 0 then
+    redis.call('HDEL', key, unpack(fields))
+  end
+  local from, next_lowest = oldest, nil
+  while next_lowest == nil do
+    if from >= lowest + M then
+      error('slotted counter ' .. key .. ': a total without slots')
+    end
+    local found = present(key, lowest, from, from + 7)
+    if #found > 0 then
+      next_lowest = found[1][1]
+    end
+    from = from + 8
+  end
+  redis.call('HSET', key, 'l', fmt(next_lowest), 't', fmt(total))
+  return next_lowest, total
+end
+
+-- Time-to-live of a slotted counter (ms): its newest slot is counted until at most W + g
+-- from now; one more millisecond, as for the logs below.
+local function slots_ttl(window, g)
+  return fmt(math.ceil((window + g) / 1000) + 1)
+end
+
+-- A new slotted counter takes the counts of the exact log source (entries still inside the
+-- window, by slot; entries after now, from a clock that stepped back, in the slot of the
+-- newest) and the log is deleted. Returns its lowest slot and total.
+local function convert(key, source, window, g)
+  redis.call('ZREMRANGEBYSCORE', source, '-inf', fmt(now - window))
+  if redis.call('ZCARD', source) == 0 then
+    redis.call('DEL', source)
+    return nil, 0
+  end
+  local oldest, newest = slot_of(now - window, g), slot_of(now, g)
+  local args, total, lowest = {}, 0, nil
+  local function put(s, c)
+    if c > 0 then
+      args[#args + 1] = field(s)
+      args[#args + 1] = fmt(c)
+      total = total + c
+      if lowest == nil then
+        lowest = s
+      end
+    end
+  end
+  for s = oldest, newest do
+    put(s, redis.call('ZCOUNT', source, fmt(s * g), fmt((s + 1) * g - 1)))
+  end
+  local after = redis.call('ZCOUNT', source, fmt((newest + 1) * g), '+inf')
+  if after > 0 then
+    local last = redis.call('ZRANGE', source, -1, -1)[1]
+    -- After newest (the entry is), and within the slots a hash can name.
+    local s = slot_of(tonumber(string.match(last, '^%d+')), g)
+    put(math.min(s, oldest + M - 8), after)
+  end
+  redis.call('UNLINK', source)
+  if total == 0 then
+    return nil, 0
+  end
+  args[#args + 1] = 'l'
+  args[#args + 1] = fmt(lowest)
+  args[#args + 1] = 't'
+  args[#args + 1] = fmt(total)
+  redis.call('HSET', key, unpack(args))
+  redis.call('PEXPIRE', key, slots_ttl(window, g))
+  return lowest, total
+end
+
+-- When a slotted counter of total requests from slot lowest has room again under limit (or,
+-- not full, when its oldest requests stop being counted): total - limit + 1 requests must
+-- have left (one when not full), a slot at a time; slot s leaves at (s + 1) g + W.
+local function slots_free_at(key, lowest, total, limit, window, g)
+  if total == 0 then
+    return now
+  end
+  local must = 1
+  if total > limit then
+    must = total - limit + 1
+  end
+  if must == 1 then
+    return (lowest + 1) * g + window
+  end
+  local left, last = 0, lowest
+  for _, sc in ipairs(present(key, lowest, lowest, lowest + M - 1)) do
+    left = left + sc[2]
+    last = sc[1]
+    if left >= must then
+      break
+    end
+  end
+  return (last + 1) * g + window
+end
+
+-- ---- Every counter: check ----
 
 -- Cost: every number <-> string conversion is a libc call and a large share of the
 -- script's CPU, so each argument is converted once and the strings derived from a window
@@ -48,27 +238,47 @@ local replay = mode == 'r' and redis.call('ZSCORE', seen, nonce) ~= false
 -- read from its member ("<us>.<nonce>" starts with it) instead of WITHSCORES, which would
 -- format the double only for the script to parse it back.
 
-local n = #KEYS - 1
-local limits, windows, counts, full = {}, {}, {}, {}
+local n = (#ARGV - 5) / 5
+for i = 1, n do
+  local g = tonumber(ARGV[4 + 5 * i])
+  -- Checked before anything is written: a call is refused whole.
+  if g > 0 and tonumber(ARGV[2 + 5 * i]) / g > M - 8 then
+    return redis.error_reply('slotted counter ' .. KEYS[1 + i] .. ': too many slots per window')
+  end
+end
+local limits, windows, slots, counts, full, lowests = {}, {}, {}, {}, {}, {}
 local horizon, ttl = {}, {}
 local admitted = 1
 for i = 1, n do
   local key = KEYS[1 + i]
-  local limit = tonumber(ARGV[3 + 3 * i])
-  local wkey = ARGV[4 + 3 * i]
+  local a = 5 * i
+  local limit = tonumber(ARGV[1 + a])
+  local wkey = ARGV[2 + a]
   local window = tonumber(wkey)
-  limits[i], windows[i] = limit, window
-  local h = horizon[wkey]
-  if h == nil then
-    -- The window is (now - W, now]: entries at or before now - W have left it.
-    h = string.format('%.0f', now - window)
-    horizon[wkey] = h
+  local g = tonumber(ARGV[4 + a])
+  limits[i], windows[i], slots[i] = limit, window, g
+  local c
+  if g > 0 then
+    local lowest
+    lowest, c = load_slots(key, window, g)
+    local source = tonumber(ARGV[5 + a])
+    if lowest == nil and source > 0 then
+      lowest, c = convert(key, KEYS[source], window, g)
+    end
+    lowests[i] = lowest
+  else
+    local h = horizon[wkey]
+    if h == nil then
+      -- The window is (now - W, now]: entries at or before now - W have left it.
+      h = fmt(now - window)
+      horizon[wkey] = h
+    end
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', h)
+    c = redis.call('ZCARD', key)
   end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', h)
-  local c = redis.call('ZCARD', key)
   counts[i] = c
   full[i] = c >= limit
-  if full[i] and ARGV[5 + 3 * i] ~= '1' then
+  if full[i] and ARGV[3 + a] ~= '1' then
     admitted = 0
   end
 end
@@ -80,6 +290,8 @@ if replay then
   end
 end
 
+-- ---- Record, and report ----
+
 local record = admitted == 1 and mode == 'r' and not replay
 local out = { admitted, now }
 -- The nonce makes the member unique, also when two requests share a µs or the clock steps
@@ -87,36 +299,58 @@ local out = { admitted, now }
 local member = record and (now_s .. '.' .. nonce)
 for i = 1, n do
   local key = KEYS[1 + i]
-  local limit, window, c = limits[i], windows[i], counts[i]
+  local limit, window, g, c = limits[i], windows[i], slots[i], counts[i]
   local free_at = now
   -- An admitted request finds every enforced counter with room: only a full shadow counter
   -- is left out.
-  if record and not full[i] then
-    redis.call('ZADD', key, now_s, member)
-    local wkey = ARGV[4 + 3 * i]
-    local t = ttl[wkey]
-    if t == nil then
-      -- Redis counts expiry from its clock truncated to the millisecond, so a TTL of exactly
-      -- the window could drop the key (and its newest entry) up to 1 ms before that entry
-      -- leaves the window: one more millisecond keeps every entry for its whole window.
-      t = string.format('%.0f', math.ceil(window / 1000) + 1)
-      ttl[wkey] = t
+  local records = record and not full[i]
+  if g > 0 then
+    local lowest = lowests[i]
+    if records then
+      -- In the slot of now, or in the lowest if that is later (a clock that stepped back):
+      -- a later slot is counted longer, never less.
+      local s = slot_of(now, g)
+      if lowest == nil or lowest > s then
+        lowest = lowest or s
+        s = lowest
+      end
+      redis.call('HINCRBY', key, field(s), 1)
+      c = c + 1
+      redis.call('HSET', key, 'l', fmt(lowest), 't', fmt(c))
+      redis.call('PEXPIRE', key, slots_ttl(window, g))
     end
-    redis.call('PEXPIRE', key, t)
-    if c == 0 then
-      -- The entry just added is the only one.
-      free_at = now + window
+    if c > 0 then
+      free_at = slots_free_at(key, lowest, c, limit, window, g)
     end
-    c = c + 1
-  end
-  if c > 0 and free_at == now then
-    local index = 0
-    if c > limit then
-      index = c - limit
+  else
+    if records then
+      redis.call('ZADD', key, now_s, member)
+      local wkey = ARGV[2 + 5 * i]
+      local t = ttl[wkey]
+      if t == nil then
+        -- Redis counts expiry from its clock truncated to the millisecond, so a TTL of
+        -- exactly the window could drop the key (and its newest entry) up to 1 ms before
+        -- that entry leaves the window: one more millisecond keeps every entry for its
+        -- whole window.
+        t = fmt(math.ceil(window / 1000) + 1)
+        ttl[wkey] = t
+      end
+      redis.call('PEXPIRE', key, t)
+      if c == 0 then
+        -- The entry just added is the only one.
+        free_at = now + window
+      end
+      c = c + 1
     end
-    local first = redis.call('ZRANGE', key, index, index)[1]
-    if first then
-      free_at = tonumber(string.match(first, '^%d+')) + window
+    if c > 0 and free_at == now then
+      local index = 0
+      if c > limit then
+        index = c - limit
+      end
+      local first = redis.call('ZRANGE', key, index, index)[1]
+      if first then
+        free_at = tonumber(string.match(first, '^%d+')) + window
+      end
     end
   end
   out[#out + 1] = c
@@ -127,7 +361,7 @@ end
 if record then
   -- Only recorded requests are remembered, for the replay horizon: the record holds at most
   -- the requests admitted within it.
-  redis.call('ZREMRANGEBYSCORE', seen, '-inf', string.format('%.0f', now - tonumber(ARGV[4])))
+  redis.call('ZREMRANGEBYSCORE', seen, '-inf', fmt(now - tonumber(ARGV[4])))
   redis.call('ZADD', seen, now_s, nonce)
   redis.call('PEXPIRE', seen, ARGV[5])
 end

@@ -124,3 +124,43 @@ fn a_slotted_key_names_its_slot() {
         "rl:{key:a}:e:3600s60000:/x"
     );
 }
+
+#[test]
+fn a_slotted_key_names_the_exact_log_of_its_window() {
+    for (id, rule) in [
+        ("ip:10.0.0.1", "/api/v1/admin/*"),
+        ("key:a}b{c", "/x y"),
+        ("ip:2001:db8:1:2::/64", "/s:60s1000"),
+    ] {
+        for (seconds, slot_us) in [(60, 1_000_000), (1, 100_000), (86_400, 720_000_000)] {
+            let slotted = Algorithm::Slotted { slot_us };
+            assert_eq!(
+                exact_counterpart(&budget_key(id, seconds, slotted)),
+                Some(budget_key(id, seconds, EXACT))
+            );
+            assert_eq!(
+                exact_counterpart(&rule_key(id, seconds, slotted, rule)),
+                Some(rule_key(id, seconds, EXACT, rule))
+            );
+        }
+    }
+}
+
+#[test]
+fn only_slotted_keys_have_an_exact_counterpart() {
+    let id = "ip:10.0.0.1";
+    for key in [
+        budget_key(id, 60, EXACT),
+        rule_key(id, 60, EXACT, "/a:60s1000"),
+        seen_key(id),
+        "rl:{ip:10.0.0.1}:b0".to_string(),
+        "rl:{ip:10.0.0.1}:b:s1000".to_string(),
+        "rl:{ip:10.0.0.1}:b:60s".to_string(),
+        "rl:{ip:10.0.0.1}:x:60s1000".to_string(),
+        "rl:{ip:10.0.0.1".to_string(),
+        "other:{ip:10.0.0.1}:b:60s1000".to_string(),
+        String::new(),
+    ] {
+        assert_eq!(exact_counterpart(&key), None, "{key}");
+    }
+}

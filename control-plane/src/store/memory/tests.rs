@@ -343,3 +343,105 @@ async fn only_shadow_counters_all_full_record_nothing_and_take_no_place() {
     assert!(out.admitted && out.counters[0].full);
     assert_eq!(store.identity_count(), 1);
 }
+
+fn slotted(key: &str, limit: u64, window_us: u64, slot_us: u64) -> CounterSpec {
+    CounterSpec {
+        algorithm: Algorithm::Slotted { slot_us },
+        ..spec(key, limit, window_us)
+    }
+}
+
+#[tokio::test]
+async fn a_slotted_counter_counts_its_oldest_slot_whole() {
+    let (clock, store) = store();
+    // 1 s slots in 10 s; the clock starts on a slot boundary.
+    let c = [slotted("s", 2, 10_000_000, 1_000_000)];
+    let t0 = clock.now_us();
+    assert!(store.check_and_record("id", &c).await.unwrap().admitted);
+    clock.set(t0 + 999_999);
+    let out = store.check_and_record("id", &c).await.unwrap();
+    assert!(out.admitted);
+    assert_eq!(out.counters[0].free_at_us, t0 + 11_000_000);
+    // The first request left the exact window at t0 + 10 s; its slot is counted until +11 s.
+    clock.set(t0 + 10_500_000);
+    let out = store.check_and_record("id", &c).await.unwrap();
+    assert!(!out.admitted);
+    assert_eq!(
+        (out.counters[0].count, out.counters[0].free_at_us),
+        (2, t0 + 11_000_000)
+    );
+    clock.set(t0 + 11_000_000);
+    assert!(store.check_and_record("id", &c).await.unwrap().admitted);
+}
+
+#[tokio::test]
+async fn an_exact_log_becomes_the_slots_of_its_window() {
+    let (clock, store) = store();
+    let exact = spec("rl:{id}:b:10", 3, 10_000_000);
+    let t0 = clock.now_us();
+    for i in 0..3 {
+        clock.set(t0 + i * 2_000_000);
+        assert!(
+            store
+                .check_and_record("id", std::slice::from_ref(&exact))
+                .await
+                .unwrap()
+                .admitted
+        );
+    }
+    let slotted = slotted("rl:{id}:b:10s1000", 3, 10_000_000, 1_000_000);
+    let out = store
+        .check_and_record("id", std::slice::from_ref(&slotted))
+        .await
+        .unwrap();
+    assert!(!out.admitted, "the log's three requests are counted");
+    assert_eq!(out.counters[0].count, 3);
+    assert_eq!(out.counters[0].free_at_us, t0 + 11_000_000);
+    assert_eq!(store.counter_count(), 1, "the log is gone");
+    // Back to exact: the log starts empty (the slots are not converted back).
+    let out = store.check_and_record("id", &[exact]).await.unwrap();
+    assert!(out.admitted);
+    assert_eq!(out.counters[0].count, 1);
+}
+
+#[tokio::test]
+async fn a_key_read_with_another_structure_is_rebuilt() {
+    let (_clock, store) = store();
+    let exact = spec("k", 5, 10_000_000);
+    let slots = slotted("k", 5, 10_000_000, 1_000_000);
+    for _ in 0..2 {
+        store
+            .check_and_record("id", std::slice::from_ref(&exact))
+            .await
+            .unwrap();
+    }
+    let out = store
+        .check_and_record("id", std::slice::from_ref(&slots))
+        .await
+        .unwrap();
+    assert_eq!(out.counters[0].count, 3, "a log converts");
+    let out = store.check_and_record("id", &[exact]).await.unwrap();
+    assert_eq!(out.counters[0].count, 1, "slots do not");
+    let other_slot = slotted("k", 5, 10_000_000, 2_000_000);
+    let out = store.check_and_record("id", &[slots]).await.unwrap();
+    assert_eq!(out.counters[0].count, 2);
+    let out = store.check_and_record("id", &[other_slot]).await.unwrap();
+    assert_eq!(
+        out.counters[0].count, 1,
+        "another slot length starts afresh"
+    );
+}
+
+#[tokio::test]
+async fn a_swept_slotted_counter_ends_when_its_newest_slot_leaves() {
+    let (clock, store) = store();
+    let c = [slotted("s", 5, 10_000_000, 1_000_000)];
+    let t0 = clock.now_us();
+    clock.set(t0 + 500_000);
+    store.check_and_record("id", &c).await.unwrap();
+    clock.set(t0 + 10_999_999);
+    assert_eq!(store.evict_expired(), 0);
+    clock.set(t0 + 11_000_000);
+    assert_eq!(store.evict_expired(), 1);
+    assert_eq!(store.identity_count(), 0);
+}

@@ -133,7 +133,13 @@ async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce()
     assert_eq!(a[8], "", "production time: the script reads Redis TIME");
     // Default timeout 100 ms: a horizon of 1 s, a TTL of 1,001 ms.
     assert_eq!(&a[9..11], ["1000000", "1001"]);
-    assert_eq!(&a[11..], ["100", "60000000", "0", "5", "1000000", "1"]);
+    assert_eq!(
+        &a[11..],
+        [
+            "100", "60000000", "0", "0", "0", "5", "1000000", "1", "0", "0"
+        ],
+        "limit, window, shadow, no slots, no log to convert"
+    );
 
     // Sent again, a call is the same bytes; a new call is a new nonce.
     assert_eq!(args(&call.clone()), a);
@@ -142,6 +148,63 @@ async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce()
     // A report records nothing and carries no nonce.
     let report = store.script_call("ip:10.0.0.1", &counters, "p", "");
     assert_eq!(&args(&report)[6..8], ["", "p"]);
+}
+
+#[tokio::test]
+async fn a_new_slotted_counter_names_the_exact_log_of_its_window() {
+    use crate::store::Algorithm;
+    let store = RedisStore::new("redis://127.0.0.1:1/", RedisStoreOptions::default())
+        .expect("the store connects lazily");
+    let id = "ip:10.0.0.1";
+    let slotted = Algorithm::Slotted { slot_us: 1_000_000 };
+    let spec = |key: String, algorithm| CounterSpec {
+        key,
+        limit: 7,
+        window_us: 60_000_000,
+        shadow: false,
+        algorithm,
+    };
+    let counters = [
+        spec(keys::budget_key(id, 60, slotted), slotted),
+        spec(keys::budget_key(id, 1, Algorithm::Exact), Algorithm::Exact),
+        spec(keys::rule_key(id, 60, slotted, "/x"), slotted),
+        // Not a key of ours: nothing to convert from.
+        spec("rl:{ip:10.0.0.1}:custom".into(), slotted),
+    ];
+    let a = args(&store.record_call(id, &counters));
+    assert_eq!(a[2], "7", "the seen record, four counters, two logs");
+    assert_eq!(
+        &a[3..10],
+        [
+            "rl:{ip:10.0.0.1}:n",
+            "rl:{ip:10.0.0.1}:b:60s1000",
+            "rl:{ip:10.0.0.1}:b:1",
+            "rl:{ip:10.0.0.1}:e:60s1000:/x",
+            "rl:{ip:10.0.0.1}:custom",
+            "rl:{ip:10.0.0.1}:b:60",
+            "rl:{ip:10.0.0.1}:e:60:/x",
+        ]
+    );
+    let per_counter: Vec<&[String]> = a[15..].chunks(5).collect();
+    assert_eq!(per_counter[0], ["7", "60000000", "0", "1000000", "6"]);
+    assert_eq!(per_counter[1], ["7", "60000000", "0", "0", "0"]);
+    assert_eq!(per_counter[2], ["7", "60000000", "0", "1000000", "7"]);
+    assert_eq!(per_counter[3], ["7", "60000000", "0", "1000000", "0"]);
+
+    // The log of the same window counted in the same call (not a configuration the
+    // validation lets through) is not converted under it.
+    let both = [
+        spec(keys::budget_key(id, 60, slotted), slotted),
+        spec(keys::budget_key(id, 60, Algorithm::Exact), Algorithm::Exact),
+    ];
+    let a = args(&store.record_call(id, &both));
+    assert_eq!(a[2], "3");
+    assert_eq!(
+        &a[11..],
+        [
+            "7", "60000000", "0", "1000000", "0", "7", "60000000", "0", "0", "0"
+        ]
+    );
 }
 
 #[test]
