@@ -775,6 +775,11 @@ async fn the_openapi_document_lists_every_endpoint_and_describes_the_metrics() {
         ("PolicyReport", "name"),
         ("CounterStatus", "policy"),
         ("CounterStatus", "shadow"),
+        ("CounterStatus", "algorithm"),
+        ("CounterStatus", "precision_ms"),
+        ("TierConfig", "algorithm"),
+        ("WindowConfig", "algorithm"),
+        ("WindowConfig", "precision_ms"),
         ("MetricsSnapshot", "shadow_throttled_requests"),
         ("MetricsSnapshot", "by_policy"),
     ] {

@@ -30,7 +30,7 @@ fn default_ipv6_prefix_length() -> u8 {
     DEFAULT_IPV6_PREFIX_LENGTH
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// `false` admits everything without headers.
@@ -61,7 +61,7 @@ pub struct RateLimitConfig {
     pub jwt: Option<JwtConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierConfig {
     /// `^[a-z0-9_]+$`
@@ -129,7 +129,7 @@ pub enum CounterAlgorithm {
 
 /// An endpoint rule: `/path: 50` (shorthand: one window of the tier's
 /// `window_size_seconds`) or `/path: {limits: [...], shadow: true}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum EndpointRule {
     Limit(u64),
@@ -138,7 +138,7 @@ pub enum EndpointRule {
 
 /// The object form of an endpoint rule. An object, so that later per-rule settings have a
 /// place.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// The rule's windows, counted per (identity, rule) in addition to the tier's.
@@ -182,7 +182,7 @@ impl<'de> Deserialize<'de> for EndpointRule {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// Public identifier of the key: appears as `key:<id>` in logs, status and Redis keys.
@@ -196,7 +196,7 @@ pub struct ApiKeyConfig {
     pub key_sha256: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Shared secret for HS256 tokens (a secret: redacted by the admin API).
