@@ -20,7 +20,7 @@ pub const DEFAULT_SLOTS: u64 = 60;
 pub fn default_precision_ms(window_seconds: u64) -> u64 {
     let window_ms = window_seconds.saturating_mul(1_000);
     (MIN_SLOTS..=MAX_SLOTS)
-        .filter(|slots| window_ms % slots == 0)
+        .filter(|&slots| window_ms.is_multiple_of(slots))
         .map(|slots| window_ms / slots)
         // |g − W/60| scaled by 60, to stay in integers.
         .min_by_key(|&slot| (slot.saturating_mul(DEFAULT_SLOTS).abs_diff(window_ms), slot))
@@ -41,7 +41,7 @@ pub fn check_precision(window_seconds: u64, precision_ms: u64) -> Result<(), Str
     if precision_ms == 0 {
         return Err(format!("must be > 0 ({hint})"));
     }
-    if window_ms % precision_ms != 0 {
+    if !window_ms.is_multiple_of(precision_ms) {
         return Err(format!(
             "must divide the window ({window_ms} ms) into whole slots: {window_ms} / \
              {precision_ms} is not a whole number ({hint})"

@@ -26,7 +26,7 @@ fn every_default_is_valid_for_every_window_length() {
         let window_ms = seconds * 1_000;
         let distance = |g: u64| (g * DEFAULT_SLOTS).abs_diff(window_ms);
         for slots in MIN_SLOTS..=MAX_SLOTS {
-            if window_ms % slots == 0 {
+            if window_ms.is_multiple_of(slots) {
                 assert!(distance(window_ms / slots) >= distance(slot), "{seconds} s");
             }
         }
