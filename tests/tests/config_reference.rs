@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use control_plane::config::{
-    ApiKeyConfig, EndpointRule, JwtConfig, RateLimitConfig, RuleConfig, TierConfig, WindowConfig,
-    parse_json,
+    ApiKeyConfig, CounterAlgorithm, EndpointRule, JwtConfig, RateLimitConfig, RuleConfig,
+    TierConfig, WindowConfig, parse_json,
 };
 use rate_limit_filter::config::{ConfigError as PluginError, MAX_TIMEOUT_MS, PluginConfig};
 use rate_limit_filter::engine::NO_CALLOUT_HEADERS;
@@ -313,6 +313,8 @@ fn fully_populated() -> RateLimitConfig {
     let window = WindowConfig {
         limit: 5,
         window_seconds: 1,
+        algorithm: Some(CounterAlgorithm::Slotted),
+        precision_ms: Some(20),
     };
     RateLimitConfig {
         enabled: true,
@@ -325,6 +327,7 @@ fn fully_populated() -> RateLimitConfig {
             limits: Some(vec![window]),
             unlimited: true,
             window_size_seconds: 60,
+            algorithm: Some(CounterAlgorithm::Slotted),
             endpoints: BTreeMap::from([
                 ("/api/v1/request".to_string(), EndpointRule::Limit(5)),
                 (

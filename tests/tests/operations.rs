@@ -600,6 +600,8 @@ async fn status_reports_counters_per_identifier() {
     );
     assert_eq!(counters[1]["shadow"], false);
     assert_eq!(counters[1]["window_seconds"], 60);
+    assert_eq!(counters[1]["algorithm"], "exact");
+    assert!(counters[1].get("precision_ms").is_none(), "{report}");
     // Looking recorded nothing.
     let (_, again) = admin_json(cp, "/api/v1/rate-limit/status/ip:127.0.0.95").await;
     assert_eq!(again["counters"][0]["count"], 3);
@@ -631,6 +633,119 @@ async fn status_reports_counters_per_identifier() {
         let (status, _) = admin_json(cp, &format!("/api/v1/rate-limit/status/{bad}")).await;
         assert_eq!(status, 400, "{bad}");
     }
+}
+
+/// A window's `algorithm` and `precision_ms` through the admin API: a PUT keeps them as
+/// written, GET shows them (and nothing where none was written), a bad one is refused with
+/// its field, and the status names every window's algorithm and slot.
+#[tokio::test]
+async fn window_algorithms_round_trip_through_put_and_get() {
+    let cp = ControlPlaneBuilder::new(control_plane_bin!(), &config())
+        .env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
+        .start();
+    let tier = json!({
+        "name": "free",
+        "algorithm": "slotted",
+        "limits": [
+            {"limit": 10, "window_seconds": 1, "algorithm": "exact"},
+            {"limit": 5000000, "window_seconds": 60, "precision_ms": 500},
+            {"limit": 90000000, "window_seconds": 3600}
+        ],
+        "endpoints": {
+            "/api/v1/request": 4,
+            "/api/v1/search": {"limits": [{"limit": 3, "window_seconds": 10, "algorithm": "exact"}]}
+        }
+    });
+    let doc = json!({"default_tier": "free", "tiers": [tier], "api_keys": [
+        {"id": "acme", "tier": "free", "key": "acme-key-0123456789"}
+    ]});
+    let (status, put) = put_config(&cp, &doc).await;
+    assert_eq!(status, 200, "{put}");
+    let (status, got) = admin_json(&cp, "/api/v1/rate-limit/config").await;
+    assert_eq!(status, 200, "{got}");
+    let shown = &got["config"]["tiers"][0];
+    for field in ["name", "algorithm", "limits", "endpoints"] {
+        assert_eq!(shown[field], tier[field], "{field}: {got}");
+    }
+    // GET, then PUT of what it showed: the same document again.
+    let mut again = got["config"].clone();
+    again["api_keys"][0]["key"] = json!("acme-key-0123456789");
+    let (status, put) = put_config(&cp, &again).await;
+    assert_eq!(status, 200, "{put}");
+    assert_eq!(put["config"]["tiers"], got["config"]["tiers"]);
+
+    // Every window's algorithm in the status, the slot of the slotted ones (1 h: 60 s).
+    let (status, report) = admin_json(&cp, "/api/v1/rate-limit/status/key:acme").await;
+    assert_eq!(status, 200, "{report}");
+    let seen: Vec<(Value, Value, Value)> = report["counters"]
+        .as_array()
+        .expect("counters")
+        .iter()
+        .map(|c| {
+            (
+                c["policy"].clone(),
+                c["algorithm"].clone(),
+                c.get("precision_ms").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (json!("free-1s"), json!("exact"), Value::Null),
+            (json!("free-60s"), json!("slotted"), json!(500)),
+            (json!("free-3600s"), json!("slotted"), json!(60000)),
+            (
+                json!("free-/api/v1/request-60s"),
+                json!("slotted"),
+                json!(1000)
+            ),
+            (
+                json!("free-/api/v1/search-10s"),
+                json!("exact"),
+                Value::Null
+            ),
+        ],
+        "{report}"
+    );
+
+    // Refused with the field; the running configuration stays.
+    for (window, field, words) in [
+        (
+            json!({"limit": 100, "window_seconds": 60, "algorithm": "slotted", "precision_ms": 7}),
+            "tiers[0].limits[0].precision_ms",
+            "60000 / 7 is not a whole number",
+        ),
+        (
+            json!({"limit": 100, "window_seconds": 60, "algorithm": "slotted", "precision_ms": 100}),
+            "tiers[0].limits[0].precision_ms",
+            "10 to 120 slots, got 600 slots",
+        ),
+        (
+            json!({"limit": 100, "window_seconds": 60, "precision_ms": 1000}),
+            "tiers[0].limits[0].precision_ms",
+            "this one is exact",
+        ),
+        (
+            json!({"limit": 4294967296u64, "window_seconds": 60, "algorithm": "slotted"}),
+            "tiers[0].limits[0].limit",
+            "at most 4294967295 per window for a slotted window",
+        ),
+        (
+            json!({"limit": 100, "window_seconds": 60, "algorithm": "sliding"}),
+            "tiers[0].limits[0].algorithm",
+            "unknown variant `sliding`",
+        ),
+    ] {
+        let bad = json!({"default_tier": "free", "tiers": [{"name": "free", "limits": [window]}]});
+        let (status, body) = put_config(&cp, &bad).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["field"], field, "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{message}");
+    }
+    let (_, still) = admin_json(&cp, "/api/v1/rate-limit/config").await;
+    assert_eq!(still["config"]["tiers"], got["config"]["tiers"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -775,6 +890,11 @@ async fn the_openapi_document_lists_every_endpoint_and_describes_the_metrics() {
         ("PolicyReport", "name"),
         ("CounterStatus", "policy"),
         ("CounterStatus", "shadow"),
+        ("CounterStatus", "algorithm"),
+        ("CounterStatus", "precision_ms"),
+        ("TierConfig", "algorithm"),
+        ("WindowConfig", "algorithm"),
+        ("WindowConfig", "precision_ms"),
         ("MetricsSnapshot", "shadow_throttled_requests"),
         ("MetricsSnapshot", "by_policy"),
     ] {

@@ -49,12 +49,13 @@ pub struct Window {
 
 impl Window {
     fn compile(tier: &str, rule: Option<&str>, written: WrittenWindow) -> Window {
+        let algorithm = written.counter_algorithm();
         Window {
             limit: written.limit,
             length: Duration::from_secs(written.seconds),
             shadow: written.shadow,
             policy: policy_name(tier, rule, written.seconds),
-            algorithm: Algorithm::Exact,
+            algorithm,
         }
     }
 }

@@ -9,6 +9,7 @@ mod error;
 mod parse;
 mod redact;
 mod schema;
+mod slots;
 mod validate;
 mod whitelist;
 mod windows;
@@ -19,7 +20,8 @@ pub use error::ConfigError;
 pub use parse::{MAX_CONFIG_BYTES, load_file, parse_json, parse_yaml, parse_yaml_bytes, read_file};
 pub use redact::{REDACTED, redacted, restore_secrets};
 pub use schema::*;
-pub use validate::{CounterAlgorithm, MAX_EXACT_LOG_LIMIT};
+pub use slots::{MAX_SLOTS, MIN_SLOTS, default_precision_ms};
+pub use validate::{MAX_EXACT_LOG_LIMIT, MAX_SLOTTED_LIMIT};
 pub use windows::policy_name;
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::de::{self, MapAccess, Unexpected, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 fn default_true() -> bool {
     true
@@ -29,7 +30,7 @@ fn default_ipv6_prefix_length() -> u8 {
     DEFAULT_IPV6_PREFIX_LENGTH
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// `false` admits everything without headers.
@@ -60,7 +61,7 @@ pub struct RateLimitConfig {
     pub jwt: Option<JwtConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TierConfig {
     /// `^[a-z0-9_]+$`
@@ -79,6 +80,10 @@ pub struct TierConfig {
     /// 1–86400: the window of `requests_per_window` and of shorthand endpoint rules.
     #[serde(default = "default_window")]
     pub window_size_seconds: u64,
+    /// How the windows of this tier and of its endpoint rules are counted, unless a window
+    /// says otherwise; unset: `exact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<CounterAlgorithm>,
     /// Per-(identity, endpoint) limits: an exact normalised path or a `prefix/*` pattern.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub endpoints: BTreeMap<String, EndpointRule>,
@@ -89,19 +94,42 @@ pub struct TierConfig {
     pub description: Option<String>,
 }
 
-/// One sliding window: at most `limit` requests in any `window_seconds`. An object, so that
-/// later per-window settings have a place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One sliding window: at most `limit` requests in any `window_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowConfig {
     pub limit: u64,
     /// 1–86400.
     pub window_seconds: u64,
+    /// How this window is counted; unset: the tier's `algorithm`, else `exact`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<CounterAlgorithm>,
+    /// The slot of a slotted window, in ms: the window must be a whole number of slots,
+    /// 10 to 120 of them. Unset: the window / 60 when that is a whole number of ms, else the
+    /// nearest slot that divides it. Only for `algorithm: slotted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision_ms: Option<u64>,
+}
+
+/// How a window's counters keep it. Both never admit more than the limit in any window of
+/// its length; they differ in memory and in what they deny.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum CounterAlgorithm {
+    /// One entry per admitted request in the window: admits a request iff fewer than the
+    /// limit were admitted in the window before it; memory grows with the limit.
+    #[default]
+    #[serde(rename = "exact")]
+    ExactLog,
+    /// One count per slot of `precision_ms`, the oldest slot that still overlaps the window
+    /// counted whole: memory bounded by the number of slots whatever the limit; may deny
+    /// early in the oldest slot, and its Retry-After is at most one slot later.
+    #[serde(rename = "slotted")]
+    Slotted,
 }
 
 /// An endpoint rule: `/path: 50` (shorthand: one window of the tier's
 /// `window_size_seconds`) or `/path: {limits: [...], shadow: true}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum EndpointRule {
     Limit(u64),
@@ -110,7 +138,7 @@ pub enum EndpointRule {
 
 /// The object form of an endpoint rule. An object, so that later per-rule settings have a
 /// place.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// The rule's windows, counted per (identity, rule) in addition to the tier's.
@@ -154,7 +182,7 @@ impl<'de> Deserialize<'de> for EndpointRule {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// Public identifier of the key: appears as `key:<id>` in logs, status and Redis keys.
@@ -168,7 +196,7 @@ pub struct ApiKeyConfig {
     pub key_sha256: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
     /// Shared secret for HS256 tokens (a secret: redacted by the admin API).

@@ -10,8 +10,10 @@ use sha2::{Digest, Sha256};
 
 use super::error::ConfigError;
 use super::schema::{
-    ApiKeyConfig, EndpointRule, JwtConfig, RateLimitConfig, TierConfig, WindowConfig,
+    ApiKeyConfig, CounterAlgorithm, EndpointRule, JwtConfig, RateLimitConfig, TierConfig,
+    WindowConfig,
 };
+use super::slots;
 use super::whitelist;
 use super::windows::{self, WrittenWindow};
 use crate::rules::check_rule_pattern;
@@ -33,29 +35,17 @@ pub(crate) const MIN_HS256_SECRET_BYTES: usize = 32;
 /// about 128 MiB in Redis at this bound (docs/OPERATIONS.md, "Redis memory").
 pub const MAX_EXACT_LOG_LIMIT: u64 = 1_000_000;
 
-/// How a counter counts. Each algorithm bounds the limits it accepts by what a saturated
-/// counter costs; every counter is an exact sliding log today.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CounterAlgorithm {
-    ExactLog,
-}
+/// The largest limit a slotted counter accepts per window. Its memory does not grow with the
+/// limit; counts are kept as 32-bit values.
+pub const MAX_SLOTTED_LIMIT: u64 = u32::MAX as u64;
 
+/// Each algorithm bounds the limits it accepts by what a saturated counter costs.
 impl CounterAlgorithm {
-    /// The algorithm of a tier's counters (its budget and its endpoint rules).
-    pub fn of(_tier: &TierConfig) -> CounterAlgorithm {
-        CounterAlgorithm::ExactLog
-    }
-
     /// The largest limit per window a counter of this algorithm accepts.
     pub const fn max_limit(self) -> u64 {
         match self {
             CounterAlgorithm::ExactLog => MAX_EXACT_LOG_LIMIT,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            CounterAlgorithm::ExactLog => "the exact sliding log",
+            CounterAlgorithm::Slotted => MAX_SLOTTED_LIMIT,
         }
     }
 
@@ -66,13 +56,17 @@ impl CounterAlgorithm {
         }
         let max = self.max_limit();
         if limit > max {
+            let why = match self {
+                CounterAlgorithm::ExactLog => format!(
+                    "the exact sliding log, got {limit} (its memory grows with the limit; see \
+                     docs/OPERATIONS.md; a slotted window, algorithm: slotted, accepts up to \
+                     {MAX_SLOTTED_LIMIT})"
+                ),
+                CounterAlgorithm::Slotted => format!("a slotted window, got {limit}"),
+            };
             return Err(ConfigError::invalid(
                 path,
-                format!(
-                    "must be at most {max} per window for {}, got {limit} (its memory grows \
-                     with the limit; see docs/OPERATIONS.md)",
-                    self.name()
-                ),
+                format!("must be at most {max} per window for {why}"),
             ));
         }
         Ok(())
@@ -159,7 +153,8 @@ fn validate_tier<'a>(
             format!("duplicate tier name {name:?}"),
         ));
     }
-    let algorithm = CounterAlgorithm::of(tier);
+    // The shorthand windows (`requests_per_window`, `/path: limit`) take the tier's.
+    let algorithm = tier.algorithm.unwrap_or_default();
     match (tier.requests_per_window, &tier.limits, tier.unlimited) {
         (Some(_), _, true) => {
             return Err(ConfigError::invalid(
@@ -189,7 +184,9 @@ fn validate_tier<'a>(
         (Some(budget), None, false) => {
             algorithm.check(&format!("{at}.requests_per_window"), budget)?;
         }
-        (None, Some(limits), false) => check_windows(&format!("{at}.limits"), limits, algorithm)?,
+        (None, Some(limits), false) => {
+            check_windows(&format!("{at}.limits"), limits, tier.algorithm)?
+        }
         (None, None, true) => {}
     }
     check_window_seconds(
@@ -204,7 +201,7 @@ fn validate_tier<'a>(
         match rule {
             EndpointRule::Limit(limit) => algorithm.check(&path, *limit)?,
             EndpointRule::Rule(rule) => {
-                check_windows(&format!("{path}.limits"), &rule.limits, algorithm)?
+                check_windows(&format!("{path}.limits"), &rule.limits, tier.algorithm)?
             }
         }
         let own = windows::rule_windows(at, shadow_all, tier, pattern, rule);
@@ -231,14 +228,20 @@ fn check_window_seconds(path: &str, seconds: u64) -> Result {
     Ok(())
 }
 
-/// A `limits` list at `at`: at least one window, each limit and length in bounds, no two of
-/// the same length (one counter has one window per length: its key and policy name carry
-/// the length).
-fn check_windows(at: &str, limits: &[WindowConfig], algorithm: CounterAlgorithm) -> Result {
+/// A `limits` list at `at` of a tier whose `algorithm` is `tier_algorithm`: at least one
+/// window, each limit in the bound of the window's algorithm, each length in bounds, no two
+/// of the same length (one counter has one window per length: its policy name carries the
+/// length), each `precision_ms` on a slotted window only and valid for its length.
+fn check_windows(
+    at: &str,
+    limits: &[WindowConfig],
+    tier_algorithm: Option<CounterAlgorithm>,
+) -> Result {
     if limits.is_empty() {
         return Err(ConfigError::invalid(at, "must list at least one window"));
     }
     for (i, window) in limits.iter().enumerate() {
+        let algorithm = windows::window_algorithm(window, tier_algorithm);
         algorithm.check(&format!("{at}[{i}].limit"), window.limit)?;
         check_window_seconds(&format!("{at}[{i}].window_seconds"), window.window_seconds)?;
         if let Some(first) = limits[..i]
@@ -252,6 +255,22 @@ fn check_windows(at: &str, limits: &[WindowConfig], algorithm: CounterAlgorithm)
                     window.window_seconds
                 ),
             ));
+        }
+        if let Some(precision) = window.precision_ms {
+            let path = format!("{at}[{i}].precision_ms");
+            match algorithm {
+                CounterAlgorithm::Slotted => {
+                    slots::check_precision(window.window_seconds, precision)
+                        .map_err(|message| ConfigError::invalid(&path, message))?
+                }
+                CounterAlgorithm::ExactLog => {
+                    return Err(ConfigError::invalid(
+                        &path,
+                        "only a slotted window has a precision, and this one is exact: set \
+                         algorithm: slotted (on the window or its tier) or remove precision_ms",
+                    ));
+                }
+            }
         }
     }
     Ok(())

@@ -7,7 +7,9 @@
 
 use std::fmt::Write;
 
-use super::schema::{EndpointRule, TierConfig, WindowConfig};
+use super::schema::{CounterAlgorithm, EndpointRule, TierConfig, WindowConfig};
+use super::slots;
+use crate::store::Algorithm;
 
 /// One window as the document gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,10 @@ pub(crate) struct WrittenWindow {
     pub seconds: u64,
     /// Shadowed by the top level, the tier or the rule.
     pub shadow: bool,
+    /// The window's own `algorithm`, else its tier's, else exact.
+    pub algorithm: CounterAlgorithm,
+    /// `precision_ms` as written (only a `limits` window has one).
+    pub precision_ms: Option<u64>,
 }
 
 impl WrittenWindow {
@@ -26,6 +32,17 @@ impl WrittenWindow {
     /// allows no more requests, so it is full whenever `other` is.
     pub fn dominates(&self, other: &WrittenWindow) -> bool {
         !self.shadow && self.seconds >= other.seconds && self.limit <= other.limit
+    }
+
+    /// How its counters keep it; a slotted window's slot is the written `precision_ms`, else
+    /// the default ([`slots::default_precision_ms`]).
+    pub fn counter_algorithm(&self) -> Algorithm {
+        match self.algorithm {
+            CounterAlgorithm::ExactLog => Algorithm::Exact,
+            CounterAlgorithm::Slotted => Algorithm::Slotted {
+                slot_us: slots::precision_ms(self.seconds, self.precision_ms).saturating_mul(1_000),
+            },
+        }
     }
 }
 
@@ -37,12 +54,14 @@ pub(crate) fn tier_windows(at: &str, shadow_all: bool, tier: &TierConfig) -> Vec
         return Vec::new();
     }
     match (&tier.limits, tier.requests_per_window) {
-        (Some(limits), _) => listed(&format!("{at}.limits"), limits, shadow),
+        (Some(limits), _) => listed(&format!("{at}.limits"), limits, shadow, tier.algorithm),
         (None, Some(limit)) => vec![WrittenWindow {
             path: format!("{at}.requests_per_window"),
             limit,
             seconds: tier.window_size_seconds,
             shadow,
+            algorithm: tier.algorithm.unwrap_or_default(),
+            precision_ms: None,
         }],
         (None, None) => Vec::new(),
     }
@@ -64,16 +83,32 @@ pub(crate) fn rule_windows(
             limit: *limit,
             seconds: tier.window_size_seconds,
             shadow,
+            algorithm: tier.algorithm.unwrap_or_default(),
+            precision_ms: None,
         }],
         EndpointRule::Rule(rule) => listed(
             &format!("{path}.limits"),
             &rule.limits,
             shadow || rule.shadow,
+            tier.algorithm,
         ),
     }
 }
 
-fn listed(at: &str, limits: &[WindowConfig], shadow: bool) -> Vec<WrittenWindow> {
+/// The algorithm of a `limits` window: its own, else its tier's, else exact.
+pub(crate) fn window_algorithm(
+    window: &WindowConfig,
+    tier: Option<CounterAlgorithm>,
+) -> CounterAlgorithm {
+    window.algorithm.or(tier).unwrap_or_default()
+}
+
+fn listed(
+    at: &str,
+    limits: &[WindowConfig],
+    shadow: bool,
+    tier_algorithm: Option<CounterAlgorithm>,
+) -> Vec<WrittenWindow> {
     limits
         .iter()
         .enumerate()
@@ -82,6 +117,8 @@ fn listed(at: &str, limits: &[WindowConfig], shadow: bool) -> Vec<WrittenWindow>
             limit: w.limit,
             seconds: w.window_seconds,
             shadow,
+            algorithm: window_algorithm(w, tier_algorithm),
+            precision_ms: w.precision_ms,
         })
         .collect()
 }

@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use super::answer::ceil_secs;
 use super::{Decider, budget_spec, rule_spec};
+use crate::config::CounterAlgorithm;
 use crate::identity;
-use crate::store::StoreError;
+use crate::store::{Algorithm, StoreError};
 
 /// One window of one counter of an identifier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -28,6 +29,11 @@ pub struct CounterStatus {
     /// Unix time (s) when the oldest counted request leaves the window; absent when empty.
     pub reset: Option<u64>,
     pub window_seconds: u64,
+    /// How the window is counted (`exact` or `slotted`).
+    pub algorithm: CounterAlgorithm,
+    /// The slot of a slotted window, in ms; absent for an exact one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision_ms: Option<u64>,
 }
 
 /// What the control plane knows about an identifier.
@@ -154,15 +160,25 @@ impl Decider {
         let counters: Vec<CounterStatus> = named
             .into_iter()
             .zip(states)
-            .map(|((name, window, spec), state)| CounterStatus {
-                counter: name.to_string(),
-                policy: window.policy.clone(),
-                shadow: window.shadow,
-                limit: spec.limit,
-                count: state.count,
-                remaining: spec.limit.saturating_sub(state.count),
-                reset: (state.count > 0).then(|| ceil_secs(state.free_at_us)),
-                window_seconds: window.length.as_secs(),
+            .map(|((name, window, spec), state)| {
+                let (algorithm, precision_ms) = match window.algorithm {
+                    Algorithm::Exact => (CounterAlgorithm::ExactLog, None),
+                    Algorithm::Slotted { slot_us } => {
+                        (CounterAlgorithm::Slotted, Some(slot_us / 1_000))
+                    }
+                };
+                CounterStatus {
+                    counter: name.to_string(),
+                    policy: window.policy.clone(),
+                    shadow: window.shadow,
+                    limit: spec.limit,
+                    count: state.count,
+                    remaining: spec.limit.saturating_sub(state.count),
+                    reset: (state.count > 0).then(|| ceil_secs(state.free_at_us)),
+                    window_seconds: window.length.as_secs(),
+                    algorithm,
+                    precision_ms,
+                }
             })
             .collect();
         let whitelisted = cfg.is_whitelisted(ip, &identifier);

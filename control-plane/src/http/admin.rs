@@ -18,7 +18,6 @@ use crate::decision::{StatusError, StatusReport};
 pub struct ConfigDocument {
     #[serde(flatten)]
     pub meta: ConfigMeta,
-    #[schema(value_type = Object)]
     pub config: RateLimitConfig,
 }
 
@@ -60,7 +59,7 @@ pub async fn get_config(State(state): State<AppState>) -> Response {
     tag = "admin",
     security(("admin_key" = []), ("admin_bearer" = [])),
     params(("If-Match" = Option<String>, Header, description = "The `ETag` of the version the change was made from (`\"7\"`, a list, or `*`): the PUT is refused with 412 if the configuration has changed since. Without it the PUT is unconditional")),
-    request_body(content = Object, description = "The whole configuration document (JSON, or YAML with a YAML content type)"),
+    request_body(content = RateLimitConfig, description = "The whole configuration document (JSON, or YAML with a YAML content type)"),
     responses(
         (status = 200, description = "Applied and live on this replica; the new version", body = ConfigDocument,
             headers(("ETag" = String, description = "The new version, quoted"))),

@@ -157,3 +157,6 @@ pub struct ApiDoc;
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+#[cfg(test)]
+mod tests;

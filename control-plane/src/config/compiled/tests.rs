@@ -185,3 +185,43 @@ fn debug_output_has_no_secrets() {
     );
     assert!(!shown.contains("9F86D081"), "{shown}");
 }
+
+#[test]
+fn windows_compile_with_their_algorithm_and_slot() {
+    let doc = "default_tier: t\ntiers:\n  - name: t\n    algorithm: slotted\n    limits: [{limit: 10, window_seconds: 1, algorithm: exact}, {limit: 5000000, window_seconds: 60, precision_ms: 500}, {limit: 90000000, window_seconds: 3600}]\n    endpoints:\n      /r: 3\n      /s: {limits: [{limit: 2, window_seconds: 10, algorithm: exact}]}\n";
+    let cfg = CompiledConfig::compile(parse_yaml(doc).unwrap()).unwrap();
+    let tier = cfg.tier(0);
+    let seen: Vec<(&str, Algorithm)> = tier
+        .windows
+        .iter()
+        .map(|w| (w.policy.as_str(), w.algorithm))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("t-1s", Algorithm::Exact),
+            ("t-60s", Algorithm::Slotted { slot_us: 500_000 }),
+            (
+                "t-3600s",
+                Algorithm::Slotted {
+                    slot_us: 60_000_000
+                }
+            ),
+        ]
+    );
+    let rule = |path: &str| {
+        tier.rules
+            .entries()
+            .find(|(pattern, _)| *pattern == path)
+            .map(|(_, windows)| windows.clone())
+            .unwrap()
+    };
+    // The shorthand rule takes the tier's algorithm over window_size_seconds (60 s).
+    assert_eq!(
+        rule("/r")[0].algorithm,
+        Algorithm::Slotted { slot_us: 1_000_000 }
+    );
+    assert_eq!(rule("/s")[0].algorithm, Algorithm::Exact);
+    // The policy name does not carry the algorithm.
+    assert_eq!(rule("/r")[0].policy, "t-/r-60s");
+}

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{EndpointRule, RuleConfig, WindowConfig};
+use crate::config::{CounterAlgorithm, EndpointRule, RuleConfig, WindowConfig};
 
 const MINIMAL: &str = "default_tier: free\ntiers:\n  - name: free\n    requests_per_window: 100\n";
 
@@ -64,11 +64,15 @@ fn limits_rules_and_shadow_parse_in_both_formats() {
         Some(vec![
             WindowConfig {
                 limit: 10,
-                window_seconds: 1
+                window_seconds: 1,
+                algorithm: None,
+                precision_ms: None,
             },
             WindowConfig {
                 limit: 100,
-                window_seconds: 60
+                window_seconds: 60,
+                algorithm: None,
+                precision_ms: None,
             },
         ])
     );
@@ -78,11 +82,15 @@ fn limits_rules_and_shadow_parse_in_both_formats() {
             limits: vec![
                 WindowConfig {
                     limit: 2,
-                    window_seconds: 1
+                    window_seconds: 1,
+                    algorithm: None,
+                    precision_ms: None,
                 },
                 WindowConfig {
                     limit: 30,
-                    window_seconds: 60
+                    window_seconds: 60,
+                    algorithm: None,
+                    precision_ms: None,
                 },
             ],
             shadow: true,
@@ -118,9 +126,31 @@ fn errors_inside_limits_and_rules_carry_the_field_path() {
             "missing field `window_seconds`",
         ),
         (
+            tier("    limits: [{limit: 10, window_seconds: 1, cost: 2}]\n"),
+            "tiers[0].limits[0].cost",
+            "unknown field `cost`",
+        ),
+        (
             tier("    limits: [{limit: 10, window_seconds: 1, algorithm: gcra}]\n"),
             "tiers[0].limits[0].algorithm",
-            "unknown field `algorithm`",
+            "unknown variant `gcra`",
+        ),
+        (
+            tier("    limits: [{limit: 10, window_seconds: 1, precision_ms: 0.5}]\n"),
+            "tiers[0].limits[0].precision_ms",
+            "invalid",
+        ),
+        (
+            tier("    requests_per_window: 10\n    algorithm: Slotted\n"),
+            "tiers[0].algorithm",
+            "unknown variant `Slotted`",
+        ),
+        (
+            tier(
+                "    unlimited: true\n    endpoints:\n      /x: {limits: [{limit: 1, window_seconds: 1, algorithm: 1}]}\n",
+            ),
+            "tiers[0].endpoints./x.limits[0].algorithm",
+            "expected one of exact, slotted",
         ),
         (
             tier("    limits: {limit: 10, window_seconds: 1}\n"),
@@ -356,4 +386,48 @@ fn load_file_reads_and_reports_io_errors() {
     assert_eq!(e.path(), "");
     assert!(e.to_string().starts_with("cannot read "), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn algorithm_and_precision_parse_and_round_trip_only_where_written() {
+    let doc = "default_tier: free\ntiers:\n  - name: free\n    algorithm: slotted\n    limits:\n      - {limit: 10, window_seconds: 1, algorithm: exact}\n      - {limit: 100, window_seconds: 60, precision_ms: 500}\n    endpoints:\n      /s: {limits: [{limit: 5, window_seconds: 60, algorithm: slotted, precision_ms: 2000}]}\n      /r: 50\n";
+    let cfg = parse_yaml(doc).unwrap();
+    let tier = &cfg.tiers[0];
+    assert_eq!(tier.algorithm, Some(CounterAlgorithm::Slotted));
+    let limits = tier.limits.as_deref().unwrap();
+    assert_eq!(limits[0].algorithm, Some(CounterAlgorithm::ExactLog));
+    assert_eq!(limits[0].precision_ms, None);
+    assert_eq!(limits[1].algorithm, None);
+    assert_eq!(limits[1].precision_ms, Some(500));
+    let EndpointRule::Rule(rule) = &tier.endpoints["/s"] else {
+        panic!("object form");
+    };
+    assert_eq!(rule.limits[0].algorithm, Some(CounterAlgorithm::Slotted));
+    assert_eq!(rule.limits[0].precision_ms, Some(2000));
+
+    // GET shows what was written, nothing more; a PUT of it gives the same document.
+    let json = serde_json::to_value(&cfg).unwrap();
+    let tier = &json["tiers"][0];
+    assert_eq!(tier["algorithm"], "slotted");
+    assert_eq!(
+        tier["limits"],
+        serde_json::json!([
+            {"limit": 10, "window_seconds": 1, "algorithm": "exact"},
+            {"limit": 100, "window_seconds": 60, "precision_ms": 500},
+        ])
+    );
+    assert_eq!(
+        tier["endpoints"]["/s"]["limits"][0],
+        serde_json::json!({"limit": 5, "window_seconds": 60, "algorithm": "slotted", "precision_ms": 2000})
+    );
+    assert_eq!(parse_json(json.to_string().as_bytes()).unwrap(), cfg);
+    // JSON is YAML too: the same document PUT with a YAML content type.
+    assert_eq!(parse_yaml(&json.to_string()).unwrap(), cfg);
+
+    // A document that does not use them shows neither field.
+    let plain = serde_json::to_string(&parse_yaml(WINDOWED).unwrap()).unwrap();
+    assert!(
+        !plain.contains("algorithm") && !plain.contains("precision_ms"),
+        "{plain}"
+    );
 }

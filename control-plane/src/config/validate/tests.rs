@@ -100,6 +100,8 @@ fn limits_are_bounded_by_the_counter_algorithm() {
     let max = CounterAlgorithm::ExactLog.max_limit();
     assert_eq!(max, MAX_EXACT_LOG_LIMIT);
     assert_eq!(max, 1_000_000);
+    assert_eq!(CounterAlgorithm::Slotted.max_limit(), MAX_SLOTTED_LIMIT);
+    assert_eq!(MAX_SLOTTED_LIMIT, 4_294_967_295);
     let budget = |n: u64| {
         format!("default_tier: free\ntiers:\n  - name: free\n    requests_per_window: {n}\n")
     };
@@ -595,4 +597,200 @@ fn first_error_in_document_order_wins() {
         "d".repeat(2000)
     ));
     assert_eq!(invalid(&doc).0, "tiers[0].endpoints./x");
+}
+
+// ---------------------------------------------------------------------------------------
+// Counter algorithms: `algorithm`, `precision_ms`, bounds per algorithm
+
+#[test]
+fn slotted_windows_accept_limits_up_to_their_own_bound() {
+    let slotted = MAX_SLOTTED_LIMIT;
+    // Every place a limit is written, slotted through the tier or through the window.
+    valid(&tier(&format!(
+        "    algorithm: slotted\n    requests_per_window: {slotted}\n"
+    )));
+    valid(&tier(&format!(
+        "    limits: [{{limit: {slotted}, window_seconds: 60, algorithm: slotted}}]\n"
+    )));
+    valid(&tier(&format!(
+        "    algorithm: slotted\n    unlimited: true\n    endpoints:\n      /x: {slotted}\n      /y: {{limits: [{{limit: {slotted}, window_seconds: 1}}]}}\n"
+    )));
+    let over = slotted + 1;
+    for (doc, path) in [
+        (
+            tier(&format!(
+                "    algorithm: slotted\n    requests_per_window: {over}\n"
+            )),
+            "tiers[0].requests_per_window",
+        ),
+        (
+            tier(&format!(
+                "    limits: [{{limit: 5, window_seconds: 1}}, {{limit: {over}, window_seconds: 60, algorithm: slotted}}]\n"
+            )),
+            "tiers[0].limits[1].limit",
+        ),
+        (
+            tier(&format!(
+                "    algorithm: slotted\n    unlimited: true\n    endpoints:\n      /x: {over}\n"
+            )),
+            "tiers[0].endpoints./x",
+        ),
+        (
+            tier(&format!(
+                "    unlimited: true\n    endpoints:\n      /x: {{limits: [{{limit: {over}, window_seconds: 1, algorithm: slotted}}]}}\n"
+            )),
+            "tiers[0].endpoints./x.limits[0].limit",
+        ),
+    ] {
+        assert_invalid(
+            &doc,
+            path,
+            &format!("must be at most 4294967295 per window for a slotted window, got {over}"),
+        );
+    }
+}
+
+#[test]
+fn an_exact_window_keeps_its_bound_and_names_the_slotted_one() {
+    // Exact by default, by the tier, or by the window under a slotted tier.
+    for lines in [
+        "    limits: [{limit: 1000001, window_seconds: 60}]\n",
+        "    algorithm: exact\n    limits: [{limit: 1000001, window_seconds: 60}]\n",
+        "    algorithm: slotted\n    limits: [{limit: 1000001, window_seconds: 60, algorithm: exact}]\n",
+    ] {
+        assert_invalid(
+            &tier(lines),
+            "tiers[0].limits[0].limit",
+            "must be at most 1000000 per window for the exact sliding log, got 1000001 (its \
+             memory grows with the limit; see docs/OPERATIONS.md; a slotted window, algorithm: \
+             slotted, accepts up to 4294967295)",
+        );
+    }
+}
+
+#[test]
+fn precision_ms_is_checked_against_its_window() {
+    let slotted = |window: &str| {
+        tier(&format!(
+            "    limits: [{{limit: 100, {window}, algorithm: slotted}}]\n"
+        ))
+    };
+    for ok in [
+        "window_seconds: 60, precision_ms: 1000",
+        "window_seconds: 60, precision_ms: 500",
+        "window_seconds: 60, precision_ms: 6000",
+        "window_seconds: 1, precision_ms: 10",
+        "window_seconds: 1, precision_ms: 100",
+        "window_seconds: 86400, precision_ms: 720000",
+    ] {
+        valid(&slotted(ok));
+    }
+    let path = "tiers[0].limits[0].precision_ms";
+    for (window, message) in [
+        (
+            "window_seconds: 60, precision_ms: 0",
+            "must be > 0 (the default for a window of 60 s is 1000)",
+        ),
+        (
+            "window_seconds: 60, precision_ms: 7",
+            "must divide the window (60000 ms) into whole slots: 60000 / 7 is not a whole number",
+        ),
+        (
+            "window_seconds: 60, precision_ms: 400",
+            "must divide the window (60000 ms) into 10 to 120 slots, got 150 slots of 400 ms",
+        ),
+        (
+            "window_seconds: 60, precision_ms: 12000",
+            "got 5 slots of 12000 ms (the default for a window of 60 s is 1000)",
+        ),
+        (
+            "window_seconds: 1, precision_ms: 1",
+            "into 10 to 120 slots, got 1000 slots of 1 ms (the default for a window of 1 s is 20)",
+        ),
+    ] {
+        assert_invalid(&slotted(window), path, message);
+    }
+    // In a rule's windows too, by their own path.
+    assert_invalid(
+        &tier(
+            "    algorithm: slotted\n    unlimited: true\n    endpoints:\n      /x: {limits: [{limit: 5, window_seconds: 1}, {limit: 50, window_seconds: 10, precision_ms: 3}]}\n",
+        ),
+        "tiers[0].endpoints./x.limits[1].precision_ms",
+        "10000 / 3 is not a whole number",
+    );
+}
+
+#[test]
+fn precision_ms_on_an_exact_window_is_an_error() {
+    let message = "only a slotted window has a precision, and this one is exact";
+    for lines in [
+        "    limits: [{limit: 100, window_seconds: 60, precision_ms: 1000}]\n",
+        "    algorithm: exact\n    limits: [{limit: 100, window_seconds: 60, precision_ms: 1000}]\n",
+        "    algorithm: slotted\n    limits: [{limit: 100, window_seconds: 60, algorithm: exact, precision_ms: 1000}]\n",
+    ] {
+        assert_invalid(&tier(lines), "tiers[0].limits[0].precision_ms", message);
+    }
+    assert_invalid(
+        &tier(
+            "    unlimited: true\n    endpoints:\n      /x: {limits: [{limit: 5, window_seconds: 60, precision_ms: 1000}]}\n",
+        ),
+        "tiers[0].endpoints./x.limits[0].precision_ms",
+        message,
+    );
+    // The same window, slotted by its tier, is valid.
+    valid(&tier(
+        "    algorithm: slotted\n    limits: [{limit: 100, window_seconds: 60, precision_ms: 1000}]\n",
+    ));
+}
+
+#[test]
+fn a_slotted_window_without_precision_is_valid_at_every_length() {
+    // The default slot is valid whatever the length (1 s: 1000 / 60 is no whole number of ms).
+    for seconds in [1, 2, 7, 10, 59, 60, 61, 3600, 86_399, 86_400] {
+        valid(&tier(&format!(
+            "    limits: [{{limit: 5, window_seconds: {seconds}, algorithm: slotted}}]\n"
+        )));
+        valid(&tier(&format!(
+            "    algorithm: slotted\n    requests_per_window: 5\n    window_size_seconds: {seconds}\n"
+        )));
+    }
+}
+
+#[test]
+fn windows_that_can_never_bind_are_refused_whatever_their_algorithm() {
+    // A window's guarantee (at most its limit in any window of its length) is the same under
+    // both algorithms, so the rule compares lengths and limits only: a slotted window beside
+    // an exact one that already gives a stronger guarantee could only deny early.
+    for (first, second) in [
+        ("algorithm: slotted", ""),
+        ("", "algorithm: slotted"),
+        ("algorithm: slotted", "algorithm: slotted"),
+    ] {
+        let doc = tier(&format!(
+            "    limits: [{{limit: 10, window_seconds: 120, {first}}}, {{limit: 20, window_seconds: 60, {second}}}]\n"
+        )
+        .replace(", }", "}"));
+        assert_invalid(&doc, "tiers[0].limits[1]", "20 per 60 s can never bind");
+    }
+    assert_invalid(
+        &tier(
+            "    algorithm: slotted\n    requests_per_window: 100\n    endpoints:\n      /x: {limits: [{limit: 100, window_seconds: 60, algorithm: exact}]}\n",
+        ),
+        "tiers[0].endpoints./x.limits[0]",
+        "can never bind",
+    );
+}
+
+#[test]
+fn limit_errors_come_before_precision_errors_of_the_same_window() {
+    assert_invalid(
+        &tier("    limits: [{limit: 0, window_seconds: 60, precision_ms: 7}]\n"),
+        "tiers[0].limits[0].limit",
+        "must be > 0",
+    );
+    assert_invalid(
+        &tier("    limits: [{limit: 5, window_seconds: 0, algorithm: slotted, precision_ms: 7}]\n"),
+        "tiers[0].limits[0].window_seconds",
+        "between 1 and 86400",
+    );
 }

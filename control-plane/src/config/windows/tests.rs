@@ -1,6 +1,7 @@
 use std::collections::HashSet;
 
 use super::*;
+use crate::config::CounterAlgorithm;
 use crate::config::parse_yaml;
 
 fn tier(doc: &str) -> TierConfig {
@@ -15,6 +16,8 @@ fn window(path: &str, limit: u64, seconds: u64, shadow: bool) -> WrittenWindow {
         limit,
         seconds,
         shadow,
+        algorithm: CounterAlgorithm::ExactLog,
+        precision_ms: None,
     }
 }
 
@@ -154,4 +157,89 @@ fn policy_names_are_unique_per_counter_and_window() {
             }
         }
     }
+}
+
+/// (path, algorithm, precision as written) of each window.
+fn algorithms(windows: &[WrittenWindow]) -> Vec<(&str, CounterAlgorithm, Option<u64>)> {
+    windows
+        .iter()
+        .map(|w| (w.path.as_str(), w.algorithm, w.precision_ms))
+        .collect()
+}
+
+#[test]
+fn the_tier_algorithm_applies_unless_a_window_says_otherwise() {
+    use CounterAlgorithm::{ExactLog, Slotted};
+    let t = tier(
+        "    algorithm: slotted\n    limits: [{limit: 10, window_seconds: 1, algorithm: exact}, {limit: 100, window_seconds: 60, precision_ms: 500}]\n    endpoints:\n      /short: 5\n      /long: {limits: [{limit: 2, window_seconds: 1}, {limit: 30, window_seconds: 600, algorithm: exact}]}\n",
+    );
+    assert_eq!(
+        algorithms(&tier_windows("tiers[0]", false, &t)),
+        [
+            ("tiers[0].limits[0]", ExactLog, None),
+            ("tiers[0].limits[1]", Slotted, Some(500)),
+        ]
+    );
+    assert_eq!(
+        algorithms(&rule_windows(
+            "tiers[0]",
+            false,
+            &t,
+            "/short",
+            &t.endpoints["/short"]
+        )),
+        [("tiers[0].endpoints./short", Slotted, None)]
+    );
+    assert_eq!(
+        algorithms(&rule_windows(
+            "tiers[0]",
+            false,
+            &t,
+            "/long",
+            &t.endpoints["/long"]
+        )),
+        [
+            ("tiers[0].endpoints./long.limits[0]", Slotted, None),
+            ("tiers[0].endpoints./long.limits[1]", ExactLog, None),
+        ]
+    );
+    // The shorthand budget takes the tier's too; without any, everything is exact.
+    let t = tier("    algorithm: slotted\n    requests_per_window: 100\n");
+    assert_eq!(tier_windows("tiers[0]", false, &t)[0].algorithm, Slotted);
+    let t = tier(
+        "    requests_per_window: 100\n    endpoints:\n      /a: 5\n      /b: {limits: [{limit: 2, window_seconds: 1, algorithm: slotted}]}\n",
+    );
+    assert_eq!(tier_windows("tiers[0]", false, &t)[0].algorithm, ExactLog);
+    assert_eq!(
+        rule_windows("tiers[0]", false, &t, "/a", &t.endpoints["/a"])[0].algorithm,
+        ExactLog
+    );
+    assert_eq!(
+        rule_windows("tiers[0]", false, &t, "/b", &t.endpoints["/b"])[0].algorithm,
+        Slotted
+    );
+}
+
+#[test]
+fn a_window_counts_with_its_algorithm_and_slot() {
+    let exact = window("w", 100, 60, false);
+    assert_eq!(exact.counter_algorithm(), Algorithm::Exact);
+    let slotted = |seconds, precision_ms| WrittenWindow {
+        algorithm: CounterAlgorithm::Slotted,
+        precision_ms,
+        ..window("w", 100, seconds, false)
+    };
+    // The written precision, else the default (W/60, or the nearest valid slot).
+    assert_eq!(
+        slotted(60, Some(500)).counter_algorithm(),
+        Algorithm::Slotted { slot_us: 500_000 }
+    );
+    assert_eq!(
+        slotted(60, None).counter_algorithm(),
+        Algorithm::Slotted { slot_us: 1_000_000 }
+    );
+    assert_eq!(
+        slotted(1, None).counter_algorithm(),
+        Algorithm::Slotted { slot_us: 20_000 }
+    );
 }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rl_wire::{DecisionRequest, Verdict};
 
 use super::*;
-use crate::config::{CompiledConfig, parse_yaml};
+use crate::config::{CompiledConfig, CounterAlgorithm, parse_yaml};
 use crate::live_config;
 use crate::store::{CounterSpec, CounterStore, ManualClock, MemoryStore, Outcome};
 
@@ -71,6 +71,8 @@ async fn reports_every_counter_of_the_tier_and_records_nothing() {
                     remaining: 1,
                     reset: Some(T0 / 1_000_000 + 60),
                     window_seconds: 60,
+                    algorithm: CounterAlgorithm::ExactLog,
+                    precision_ms: None,
                 },
                 CounterStatus {
                     counter: "/api/v1/request".into(),
@@ -81,6 +83,8 @@ async fn reports_every_counter_of_the_tier_and_records_nothing() {
                     remaining: 1,
                     reset: Some(T0 / 1_000_000 + 60),
                     window_seconds: 60,
+                    algorithm: CounterAlgorithm::ExactLog,
+                    precision_ms: None,
                 },
             ]
         );
@@ -306,4 +310,34 @@ async fn a_store_failure_keeps_its_cause() {
     let err = d.status("ip:10.0.0.1", None).await.unwrap_err();
     assert!(matches!(err, StatusError::Store(StoreError::Timeout(100))));
     assert_eq!(err.to_string(), "counter store timed out after 100 ms");
+}
+
+#[tokio::test]
+async fn every_window_names_its_algorithm_and_a_slotted_one_its_slot() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let yaml = "default_tier: t\ntiers:\n  - name: t\n    algorithm: slotted\n    limits: [{limit: 5, window_seconds: 1, algorithm: exact}, {limit: 50, window_seconds: 60}]\n    endpoints:\n      /s: {limits: [{limit: 10, window_seconds: 600, precision_ms: 20000}]}\n";
+    let cfg = CompiledConfig::compile(parse_yaml(yaml).unwrap()).unwrap();
+    let store = Arc::new(MemoryStore::with_clock(clock.clone()));
+    let d = Decider::new(live_config::shared(cfg), store, clock);
+    d.decide(&from("10.0.0.1", "/s")).await;
+    let report = d.status("ip:10.0.0.1", None).await.unwrap();
+    let seen: Vec<(&str, CounterAlgorithm, Option<u64>)> = report
+        .counters
+        .iter()
+        .map(|c| (c.policy.as_str(), c.algorithm, c.precision_ms))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("t-1s", CounterAlgorithm::ExactLog, None),
+            ("t-60s", CounterAlgorithm::Slotted, Some(1_000)),
+            ("t-/s-600s", CounterAlgorithm::Slotted, Some(20_000)),
+        ]
+    );
+    // As JSON: `algorithm` always, `precision_ms` only for a slotted window.
+    let json = serde_json::to_value(&report.counters).unwrap();
+    assert_eq!(json[0]["algorithm"], "exact");
+    assert!(json[0].get("precision_ms").is_none(), "{json}");
+    assert_eq!(json[1]["algorithm"], "slotted");
+    assert_eq!(json[1]["precision_ms"], 1_000);
 }
