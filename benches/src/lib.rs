@@ -3,6 +3,8 @@
 
 use control_plane::config::{CompiledConfig, parse_yaml};
 
+pub mod false_denials;
+
 /// A configuration whose limits never bind, so benchmarks measure admitted decisions (the
 /// largest limits the configuration accepts: the rules one below the budget, as a rule at the
 /// budget over the same window could never bind and is refused).

@@ -218,7 +218,9 @@ impl Bench {
         let cp = stack::start_control_plane(
             live.variant,
             live.cp_port,
-            &self.keys.control_plane_config(limits),
+            &self
+                .keys
+                .control_plane_config(limits, live.variant.counters),
             self.redis_url.as_deref(),
             &self.logs,
             &format!("{}-{}", live.tag, live.cp_starts),

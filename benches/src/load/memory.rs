@@ -1,7 +1,7 @@
-//! The memory phase: what one saturated counter costs in Redis. A control plane on Redis gets
-//! one identity per limit (100 … 100,000 requests per hour); each is sent exactly its limit
-//! in batch decision calls (all admitted), then one more (denied), and Redis's
-//! `MEMORY USAGE` of its counter key is read.
+//! The memory phase: what one saturated counter costs in Redis, for each algorithm. A control
+//! plane on Redis gets one identity per algorithm and limit (100 … 100,000 requests per hour);
+//! each is sent exactly its limit in batch decision calls (all admitted), then one more
+//! (denied), and Redis's `MEMORY USAGE` of its counter key is read.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,16 +9,22 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::configs::Variant;
+use control_plane::store::Algorithm;
+
+use crate::configs::{Counters, Variant};
 use crate::http::Http;
 use crate::plan::{NEVER, PATH};
 use crate::stack;
 
 pub const LIMITS: [u64; 4] = [100, 1_000, 10_000, 100_000];
 const WINDOW_SECONDS: u64 = 3_600;
+/// The slotted counters' precision: the default for the window (W/60).
+const SLOT_MS: u64 = WINDOW_SECONDS * 1_000 / 60;
+const ALGORITHMS: [Counters; 2] = [Counters::Exact, Counters::Slotted];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CounterMemory {
+    pub algorithm: Counters,
     pub limit: u64,
     /// Decisions admitted before the first denial (must be `limit`).
     pub admitted: u64,
@@ -27,7 +33,8 @@ pub struct CounterMemory {
     pub key: String,
     pub redis_type: String,
     pub encoding: String,
-    /// Entries in it, when Redis can say (a sorted set's `ZCARD`).
+    /// Entries in it: a sorted set's `ZCARD` (one per request), a hash's `HLEN` (slots and
+    /// bookkeeping fields).
     pub entries: Option<u64>,
     /// `MEMORY USAGE <key> SAMPLES 0`.
     pub bytes: Option<u64>,
@@ -39,12 +46,30 @@ impl CounterMemory {
     }
 }
 
-fn key_id(limit: u64) -> String {
-    format!("m{limit}")
+fn key_id(algorithm: Counters, limit: u64) -> String {
+    match algorithm {
+        Counters::Exact => format!("m{limit}"),
+        Counters::Slotted => format!("s{limit}"),
+    }
 }
 
-fn secret(limit: u64) -> String {
-    format!("lbm_{limit:016}")
+fn secret(algorithm: Counters, limit: u64) -> String {
+    format!("lbm_{}_{limit:016}", key_id(algorithm, 0))
+}
+
+/// The key of the one counter of `algorithm`'s identity for `limit`.
+fn counter_key(algorithm: Counters, limit: u64) -> String {
+    let algorithm_of_key = match algorithm {
+        Counters::Exact => Algorithm::Exact,
+        Counters::Slotted => Algorithm::Slotted {
+            slot_us: SLOT_MS * 1_000,
+        },
+    };
+    control_plane::store::keys::budget_key(
+        &format!("key:{}", key_id(algorithm, limit)),
+        WINDOW_SECONDS,
+        algorithm_of_key,
+    )
 }
 
 /// The control plane's configuration of the phase: one tier and one key per limit.
@@ -61,16 +86,23 @@ pub fn config() -> String {
     for limit in LIMITS {
         yaml.push_str(&format!(
             "- name: {id}\n\x20 requests_per_window: {limit}\n\x20 window_size_seconds: {WINDOW_SECONDS}\n",
-            id = key_id(limit)
+            id = key_id(Counters::Exact, limit)
+        ));
+        yaml.push_str(&format!(
+            "- name: {id}\n\x20 limits:\n\x20 - {{limit: {limit}, window_seconds: {WINDOW_SECONDS}, \
+             algorithm: slotted, precision_ms: {SLOT_MS}}}\n",
+            id = key_id(Counters::Slotted, limit)
         ));
     }
     yaml.push_str("api_keys:\n");
-    for limit in LIMITS {
-        yaml.push_str(&format!(
-            "- {{id: {id}, tier: {id}, key: {}}}\n",
-            secret(limit),
-            id = key_id(limit)
-        ));
+    for algorithm in ALGORITHMS {
+        for limit in LIMITS {
+            yaml.push_str(&format!(
+                "- {{id: {id}, tier: {id}, key: {}}}\n",
+                secret(algorithm, limit),
+                id = key_id(algorithm, limit)
+            ));
+        }
     }
     yaml
 }
@@ -130,32 +162,30 @@ pub fn measure(
     let cp =
         stack::start_control_plane(&variant, port, &config(), Some(redis_url), logs, "memory")?;
     let url = format!("http://127.0.0.1:{port}{}", rl_wire::BATCH_DECISION_PATH);
-    let result = LIMITS
+    let result = ALGORITHMS
         .iter()
-        .map(|&limit| {
-            let secret = secret(limit);
+        .flat_map(|&algorithm| LIMITS.iter().map(move |&limit| (algorithm, limit)))
+        .map(|(algorithm, limit)| {
+            let secret = secret(algorithm, limit);
             let verdicts = decide(http, &url, &secret, limit)?;
             let admitted = verdicts.iter().take_while(|v| *v == "allow").count() as u64;
             let denied_after = decide(http, &url, &secret, 1)? == ["deny"];
-            let key = control_plane::store::keys::budget_key(
-                &format!("key:{}", key_id(limit)),
-                WINDOW_SECONDS,
-                control_plane::store::Algorithm::Exact,
-            );
+            let key = counter_key(algorithm, limit);
             let redis_type: String = redis_query(redis_url, &["TYPE", &key])?;
             let encoding: String =
                 redis_query(redis_url, &["OBJECT", "ENCODING", &key]).unwrap_or_default();
-            let entries = if redis_type == "zset" {
-                redis_query::<u64>(redis_url, &["ZCARD", &key]).ok()
-            } else {
-                None
+            let entries = match redis_type.as_str() {
+                "zset" => redis_query::<u64>(redis_url, &["ZCARD", &key]).ok(),
+                "hash" => redis_query::<u64>(redis_url, &["HLEN", &key]).ok(),
+                _ => None,
             };
             let bytes = redis_query::<Option<u64>>(redis_url, &["MEMORY", "USAGE", &key, "SAMPLES", "0"])?;
             eprintln!(
-                "   memory: limit {limit}: {admitted} admitted, {} bytes ({redis_type}, {encoding})",
+                "   memory: {algorithm:?} limit {limit}: {admitted} admitted, {} bytes ({redis_type}, {encoding})",
                 bytes.map_or("?".to_string(), |b| b.to_string())
             );
             Ok(CounterMemory {
+                algorithm,
                 limit,
                 admitted,
                 denied_after,

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::configs::{StoreKind, Variant};
+use crate::configs::{Counters, StoreKind, Variant};
 use crate::memory::CounterMemory;
 use crate::provenance::Provenance;
 use crate::record::RunRecord;
@@ -522,14 +522,20 @@ fn memory(s: &mut String, input: &Input) {
             "## Memory\n\n\
              Redis `MEMORY USAGE` of one saturated counter (one identity sent exactly its limit \
              within one window through the control plane's batch endpoint, then one more, which \
-             must be denied):\n\n\
-             | limit | admitted | next denied | key type (encoding) | entries | bytes | bytes per request |\n\
-             |---:|---:|---|---|---:|---:|---:|"
+             must be denied), for each algorithm (an exact log; slotted counters, one count per \
+             slot of W/60). Entries: a sorted set's requests, a hash's slots and bookkeeping \
+             fields.\n\n\
+             | algorithm | limit | admitted | next denied | key type (encoding) | entries | bytes | bytes per request |\n\
+             |---|---:|---:|---|---|---:|---:|---:|"
         );
         for c in counters {
+            let algorithm = match c.algorithm {
+                Counters::Exact => "exact",
+                Counters::Slotted => "slotted",
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} ({}) | {} | {} | {} |",
+                "| {algorithm} | {} | {} | {} | {} ({}) | {} | {} | {} |",
                 thousands(c.limit as f64),
                 thousands(c.admitted as f64),
                 if c.denied_after { "yes" } else { "**no**" },

@@ -16,7 +16,7 @@ fn config_parses_fits_and_every_key_resolves_to_its_tier() {
         good: 235,
         window_s: 60,
     };
-    let yaml = keys.control_plane_config(&limits);
+    let yaml = keys.control_plane_config(&limits, Counters::Exact);
     assert!(
         yaml.len() < MAX_CONFIG_BYTES,
         "{} bytes: over the control plane's limit on a config file",
@@ -58,11 +58,14 @@ fn config_parses_fits_and_every_key_resolves_to_its_tier() {
 #[test]
 fn limits_land_in_the_config() {
     let keys = Keys::generate();
-    let yaml = keys.control_plane_config(&Limits {
-        bulk: 17,
-        good: 300,
-        window_s: 75,
-    });
+    let yaml = keys.control_plane_config(
+        &Limits {
+            bulk: 17,
+            good: 300,
+            window_s: 75,
+        },
+        Counters::Exact,
+    );
     let config = parse_yaml(&yaml).expect("valid");
     let tier = |name: &str| {
         config
@@ -139,4 +142,36 @@ fn the_good_pool_lasts_a_run_at_the_ceiling() {
         );
     }
     assert_eq!(good_quota(235), 188);
+}
+
+#[test]
+fn slotted_counters_are_set_on_every_tier() {
+    use control_plane::store::Algorithm;
+    let keys = Keys::generate();
+    let limits = Limits {
+        bulk: 13,
+        good: 235,
+        window_s: 75,
+    };
+    for (counters, slotted) in [(Counters::Exact, false), (Counters::Slotted, true)] {
+        let config = compile(&keys.control_plane_config(&limits, counters));
+        for tier in [BULK_TIER, WARM_TIER, GOOD_TIER, ABUSE_TIER] {
+            let tier = config
+                .tier_by_name(tier)
+                .map(|id| config.tier(id))
+                .unwrap_or_else(|| panic!("no tier {tier}"));
+            let windows = tier
+                .windows
+                .iter()
+                .chain(tier.rules.entries().flat_map(|(_, w)| w.iter()));
+            for window in windows {
+                assert_eq!(
+                    matches!(window.algorithm, Algorithm::Slotted { .. }),
+                    slotted,
+                    "{}: {window:?}",
+                    tier.name
+                );
+            }
+        }
+    }
 }

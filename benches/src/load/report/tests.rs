@@ -70,16 +70,30 @@ fn the_report_says_what_was_measured_and_every_start_counts() {
         redis_server: "Redis 7".into(),
         wrk: "wrk 4.1.0".into(),
     };
-    let memory = vec![CounterMemory {
-        limit: 100,
-        admitted: 100,
-        denied_after: true,
-        key: "rl:{key:m100}:b".into(),
-        redis_type: "zset".into(),
-        encoding: "listpack".into(),
-        entries: Some(100),
-        bytes: Some(6_216),
-    }];
+    let memory = vec![
+        CounterMemory {
+            algorithm: Counters::Exact,
+            limit: 100,
+            admitted: 100,
+            denied_after: true,
+            key: "rl:{key:m100}:b".into(),
+            redis_type: "zset".into(),
+            encoding: "listpack".into(),
+            entries: Some(100),
+            bytes: Some(6_216),
+        },
+        CounterMemory {
+            algorithm: Counters::Slotted,
+            limit: 100_000,
+            admitted: 100_000,
+            denied_after: true,
+            key: "rl:{key:s100000}:b:3600s60000".into(),
+            redis_type: "hash".into(),
+            encoding: "listpack".into(),
+            entries: Some(4),
+            bytes: Some(96),
+        },
+    ];
     let round = vec!["1".to_string(), "4".to_string()];
     let text = render(&Input {
         opts: &opts,
@@ -103,7 +117,8 @@ fn the_report_says_what_was_measured_and_every_start_counts() {
         "| 4 / 1 | 100 | 12,000 (10,000–14,000) | 21,000 (20,000–22,000) | **0.57** | 0.55 (0.50–0.67) |",
         "| 4 | a (10,000 identities) | 100 | 3 | 12,000 (10,000–14,000) | 0.57 | ",
         "16.0 (15.0–17.0)",
-        "| 100 | 100 | yes | zset (listpack) | 100 | 6,216 | 62.2 |",
+        "| exact | 100 | 100 | yes | zset (listpack) | 100 | 6,216 | 62.2 |",
+        "| slotted | 100,000 | 100,000 | yes | hash (listpack) | 4 | 96 | 0.0 |",
         "| 4 | 12,000 | 72.0 |",
         "- configuration 3 start 2: Envoy did not start",
     ] {
