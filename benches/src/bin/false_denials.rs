@@ -86,6 +86,9 @@ struct Row {
     /// Shares of all requests (after the first window).
     slotted_denied: Spread,
     exact_denied: Spread,
+    /// Slotted minus exact denials, a share of all requests (per seed, then median): what an
+    /// identity loses to slots.
+    extra_denied: Spread,
     false_denied: Spread,
     /// Share of the slotted counter's denials that the exact rule would have admitted.
     false_share_of_denials: Spread,
@@ -127,25 +130,30 @@ fn report(rows: &[Row], opts: &Options, commit: &str) -> String {
          clock (the Redis script keeps the same slots; the oracle tests hold both to the same \
          rule). A **false denial** is a slotted denial that the exact rule would admit on the \
          same history: fewer than `limit` admitted requests in (t − W, t]. The exact column is \
-         an exact counter fed the same arrivals (its own history), for reference. Shares are of \
-         all requests; the last column is the share of the slotted denials that were false. \
+         an exact counter fed the same arrivals (its own history), for reference, and \
+         *slotted − exact* the difference (median of the per-seed differences): the share of \
+         requests an identity loses to slots. Under overload most false denials change which \
+         requests are admitted, not how many: the room a slotted counter refuses early it \
+         grants when the slot leaves. Shares are of all requests; *false / slotted denials* is \
+         the share of the slotted denials that were false. \
          Slotted counters never admitted more than the limit in any window (largest count \
          seen: the `max in window` column).\n\n\
-         | limit | slots (g) | load | slotted denied | exact denied | false denials | false / slotted denials | max in window |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | limit | slots (g) | load | slotted denied | exact denied | slotted − exact | false denials | false / slotted denials | max in window |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         windows = opts.windows,
         seeds = opts.seeds,
     );
     for r in rows {
         let sc = r.scenario;
         s.push_str(&format!(
-            "| {} | {} ({} s) | {:.0} % | {} | {} | {} | {} | {} |\n",
+            "| {} | {} ({} s) | {:.0} % | {} | {} | {} | {} | {} | {} |\n",
             sc.limit,
             sc.slots,
             WINDOW_SECONDS as f64 / sc.slots as f64,
             sc.load * 100.0,
             cell(r.slotted_denied),
             cell(r.exact_denied),
+            cell(r.extra_denied),
             cell(r.false_denied),
             cell(r.false_share_of_denials),
             r.max_admitted_in_window,
@@ -183,6 +191,14 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
                     scenario,
                     slotted_denied: of(|t| (t.slotted_denied, t.requests)),
                     exact_denied: of(|t| (t.exact_denied, t.requests)),
+                    extra_denied: spread(
+                        runs.iter()
+                            .map(|t| {
+                                Tally::share(t.slotted_denied, t.requests)
+                                    - Tally::share(t.exact_denied, t.requests)
+                            })
+                            .collect(),
+                    ),
                     false_denied: of(|t| (t.false_denied, t.requests)),
                     false_share_of_denials: of(|t| (t.false_denied, t.slotted_denied)),
                     max_admitted_in_window: runs
