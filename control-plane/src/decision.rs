@@ -209,7 +209,9 @@ impl Decider {
             .into_iter()
             .zip(hits)
             .map(|(p, hit)| match (p, hit) {
-                (Plan::Count(count), Some(outcome)) => Plan::Done(Box::new(cached(count, &outcome))),
+                (Plan::Count(count), Some(outcome)) => {
+                    Plan::Done(Box::new(cached(count, &outcome)))
+                }
                 (p, _) => p,
             })
             .collect();

@@ -174,7 +174,9 @@ impl DenyCache {
                 continue;
             }
             let entry = inner.entries.get(&spec.key)?;
-            if !entry.valid(now_us) || entry.limit != spec.limit || entry.window_us != spec.window_us
+            if !entry.valid(now_us)
+                || entry.limit != spec.limit
+                || entry.window_us != spec.window_us
             {
                 return None;
             }
@@ -188,9 +190,7 @@ impl DenyCache {
         }
         drop(inner);
         let last = last?;
-        let store_now_us = last
-            .free_at_store_us
-            .saturating_sub(last.until_us - now_us);
+        let store_now_us = last.free_at_store_us.saturating_sub(last.until_us - now_us);
         let counters = specs
             .iter()
             .zip(known)
