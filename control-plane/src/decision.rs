@@ -2,8 +2,10 @@
 //! of one identifier's counters (`status`).
 
 mod answer;
+pub mod deny_cache;
 mod status;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -11,13 +13,14 @@ use rl_wire::{
     DecisionRequest, DecisionResponse, MAX_API_KEY_BYTES, MAX_AUTHORIZATION_BYTES, Verdict,
 };
 
-use crate::config::{Tier, Window};
+use crate::config::{CompiledConfig, Tier, Window};
 use crate::identity::{self, Identity};
 use crate::live_config::SharedConfig;
 use crate::rules::normalize_path;
 use crate::store::{Clock, CounterSpec, CounterStore, Outcome, StoreError, keys};
 
 use self::answer::answer;
+use self::deny_cache::DenyCache;
 pub use self::status::{CounterStatus, StatusError, StatusReport};
 
 /// A decision with what the service needs besides the filter's answer (metrics, logs).
@@ -32,6 +35,8 @@ pub struct Decision {
     /// On an admitted request: the shadowed window that had no room (an enforced limit
     /// would have refused it), for the metrics and the log line.
     pub shadow_denial: Option<ShadowDenial>,
+    /// Denied from the deny-until cache, without a store call.
+    pub cached: bool,
 }
 
 /// A request a shadowed window would have refused: what the log line and the metrics say
@@ -52,6 +57,9 @@ pub struct Decider {
     config: SharedConfig,
     store: Arc<dyn CounterStore>,
     store_errors: ErrorLog,
+    /// Local time of the deny-until cache (production: the monotonic clock).
+    clock: Arc<dyn Clock>,
+    deny_cache: DenyCache,
 }
 
 /// Logs store errors at most once per second: while Redis is down every decision fails, and
@@ -123,10 +131,22 @@ struct Applied<'a> {
 impl Decider {
     /// `clock` paces the store-error log lines (production: the monotonic clock).
     pub fn new(config: SharedConfig, store: Arc<dyn CounterStore>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_deny_cache(config, store, clock, deny_cache::DEFAULT_CAPACITY)
+    }
+
+    /// [`new`](Self::new) with a deny-until cache of at most `capacity` counters.
+    pub fn with_deny_cache(
+        config: SharedConfig,
+        store: Arc<dyn CounterStore>,
+        clock: Arc<dyn Clock>,
+        capacity: usize,
+    ) -> Self {
         Self {
             config,
             store,
-            store_errors: ErrorLog::new(clock),
+            store_errors: ErrorLog::new(clock.clone()),
+            clock,
+            deny_cache: DenyCache::new(capacity),
         }
     }
 
@@ -134,16 +154,25 @@ impl Decider {
         &self.store
     }
 
+    /// The deny-until cache (its size, for tests and operations).
+    pub fn deny_cache(&self) -> &DenyCache {
+        &self.deny_cache
+    }
+
     pub async fn decide(&self, req: &DecisionRequest) -> Decision {
         let cfg = self.config.load();
         match plan(&cfg, req) {
             Plan::Done(decision) => *decision,
             Plan::Count(count) => {
+                let started_us = self.clock.now_us();
+                if let Some(outcome) = self.deny_cache.lookup(&cfg, &count.specs, started_us) {
+                    return cached(count, &outcome);
+                }
                 let result = self
                     .store
                     .check_and_record(&count.who.id, &count.specs)
                     .await;
-                self.finish(&cfg, count, result)
+                self.finish(&cfg, count, result, started_us)
             }
         }
     }
@@ -153,7 +182,39 @@ impl Decider {
     /// requests of one identity in one batch are counted one after the other.
     pub async fn decide_batch(&self, requests: &[DecisionRequest]) -> Vec<Decision> {
         let cfg = self.config.load();
+        let started_us = self.clock.now_us();
         let plans: Vec<Plan<'_>> = requests.iter().map(|req| plan(&cfg, req)).collect();
+        // A request may be answered from the cache unless an earlier member of the batch that
+        // goes to the store shares a counter with it: that one is counted first and may fill
+        // it.
+        let mut sent: HashSet<&str> = HashSet::new();
+        let hits: Vec<Option<Outcome>> = plans
+            .iter()
+            .map(|p| {
+                let Plan::Count(count) = p else { return None };
+                let keys = || count.specs.iter().map(|s| s.key.as_str());
+                let hit = if keys().any(|k| sent.contains(k)) {
+                    None
+                } else {
+                    self.deny_cache.lookup(&cfg, &count.specs, started_us)
+                };
+                if hit.is_none() {
+                    sent.extend(keys());
+                }
+                hit
+            })
+            .collect();
+        drop(sent);
+        let plans: Vec<Plan<'_>> = plans
+            .into_iter()
+            .zip(hits)
+            .map(|(p, hit)| match (p, hit) {
+                (Plan::Count(count), Some(outcome)) => {
+                    Plan::Done(Box::new(cached(count, &outcome)))
+                }
+                (p, _) => p,
+            })
+            .collect();
         let calls: Vec<(&str, &[CounterSpec])> = plans
             .iter()
             .filter_map(|p| match p {
@@ -175,21 +236,26 @@ impl Decider {
                     let result = results.next().unwrap_or_else(|| {
                         Err(StoreError::Protocol("batch: missing store result".into()))
                     });
-                    self.finish(&cfg, count, result)
+                    self.finish(&cfg, count, result, started_us)
                 }
             });
         }
         decisions
     }
 
+    /// The decision from the store's `result`; the deny-until cache learns from it.
+    /// `started_us`: the local clock before the store call.
     fn finish(
         &self,
-        cfg: &crate::config::CompiledConfig,
+        cfg: &Arc<CompiledConfig>,
         count: Count<'_>,
         result: Result<Outcome, StoreError>,
+        started_us: u64,
     ) -> Decision {
         match result {
             Ok(outcome) => {
+                self.deny_cache
+                    .learn(cfg, &count.specs, &outcome, started_us);
                 let (response, shadow_denial) =
                     answer(count.tier, &count.applied, &outcome, &count.path);
                 Decision {
@@ -198,9 +264,15 @@ impl Decider {
                     rule: count.rule,
                     store_error: None,
                     shadow_denial,
+                    cached: false,
                 }
             }
             Err(err) => {
+                // The store may have lost its counters (restart, failover) or be about to:
+                // what the cache knows no longer holds. A full in-memory store lost nothing.
+                if !matches!(err, StoreError::Full(_)) {
+                    self.deny_cache.clear();
+                }
                 // A full in-memory store refuses new identities whatever fail_open says:
                 // admitting them would hand out budgets nobody counts.
                 let verdict = if cfg.fail_open() && !matches!(err, StoreError::Full(_)) {
@@ -215,9 +287,24 @@ impl Decider {
                     rule: count.rule,
                     store_error: Some(err),
                     shadow_denial: None,
+                    cached: false,
                 }
             }
         }
+    }
+}
+
+/// The denial the deny-until cache gives for `count` (its synthesised store `outcome`): built
+/// by the same rules as a store answer.
+fn cached(count: Count<'_>, outcome: &Outcome) -> Decision {
+    let (response, shadow_denial) = answer(count.tier, &count.applied, outcome, &count.path);
+    Decision {
+        response,
+        identity: Some(count.who.id),
+        rule: count.rule,
+        store_error: None,
+        shadow_denial,
+        cached: true,
     }
 }
 
@@ -237,7 +324,7 @@ struct Count<'a> {
     rule: Option<String>,
 }
 
-fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
+fn plan<'a>(cfg: &'a CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
     if !cfg.enabled() {
         return Plan::Done(Box::new(Decision {
             response: bare(Verdict::Disabled),
@@ -245,6 +332,7 @@ fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Pl
             rule: None,
             store_error: None,
             shadow_denial: None,
+            cached: false,
         }));
     }
     let ip = identity::parse_client_ip(&req.ip);
@@ -266,6 +354,7 @@ fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Pl
             rule: None,
             store_error: None,
             shadow_denial: None,
+            cached: false,
         }));
     }
     let tier = cfg.tier(who.tier);
@@ -288,6 +377,7 @@ fn plan<'a>(cfg: &'a crate::config::CompiledConfig, req: &DecisionRequest) -> Pl
             rule,
             store_error: None,
             shadow_denial: None,
+            cached: false,
         }));
     }
     let specs = applied.iter().map(|a| a.spec.clone()).collect();

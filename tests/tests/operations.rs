@@ -897,6 +897,10 @@ async fn the_openapi_document_lists_every_endpoint_and_describes_the_metrics() {
         ("WindowConfig", "precision_ms"),
         ("MetricsSnapshot", "shadow_throttled_requests"),
         ("MetricsSnapshot", "by_policy"),
+        ("MetricsSnapshot", "deny_cache_hits"),
+        ("DecisionResponse", "deny_for_ms"),
+        ("BatchDecisionRequest", "local_denials"),
+        ("LocalDenials", "count"),
     ] {
         assert!(
             schemas[schema]["properties"][field].is_object(),

@@ -3,6 +3,7 @@
 
 use rl_wire::{CounterReport, DecisionResponse, PolicyReport, Verdict};
 
+use super::deny_cache::deny_for_ms;
 use super::{Applied, ShadowDenial, bare, rfc3339};
 use crate::config::Tier;
 use crate::store::{CounterState, Outcome};
@@ -153,7 +154,9 @@ pub(super) fn answer(
         }),
         policies,
         shadow_denied: false,
-        deny_for_ms: None,
+        // The binding counter is enforced and full for this request: it stays so until its
+        // moment of room.
+        deny_for_ms: deny_for_ms(state.free_at_us, outcome.now_us),
     };
     (response, None)
 }

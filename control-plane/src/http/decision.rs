@@ -14,7 +14,7 @@ use rl_wire::{
 };
 use serde::de::DeserializeOwned;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, local_denials};
 use crate::decision::Decision;
 use crate::metrics::Observation;
 
@@ -69,6 +69,13 @@ pub async fn decide_batch(State(state): State<AppState>, body: Bytes) -> Respons
         ))
         .into_response();
     }
+    if !batch.local_denials.is_empty() {
+        local_denials::count(
+            &state.metrics,
+            &state.config.current(),
+            &batch.local_denials,
+        );
+    }
     let started = Instant::now();
     let decisions = state.decider.decide_batch(&batch.requests).await;
     // The batch's wall time is what each of its requests waited.
@@ -117,6 +124,9 @@ fn record(state: &AppState, decision: &Decision, elapsed: std::time::Duration) {
         store_error: decision.store_error.as_ref(),
         elapsed,
     });
+    if decision.cached {
+        state.metrics.deny_cache_hit();
+    }
     // The identifier is a form (`key:<id>`, `user:<sub>`, `ip:<addr>`), never a raw key or
     // token; the timestamp comes with the log line.
     let identifier = decision.identity.as_deref().unwrap_or_default();

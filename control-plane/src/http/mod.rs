@@ -6,6 +6,7 @@ mod decision;
 mod errors;
 mod etag;
 mod health;
+pub mod local_denials;
 mod metrics;
 pub mod openapi;
 

@@ -124,6 +124,7 @@ impl Modify for SecuritySchemes {
         rl_wire::DecisionRequest,
         rl_wire::DecisionResponse,
         rl_wire::BatchDecisionRequest,
+        rl_wire::LocalDenials,
         rl_wire::BatchDecisionResponse,
         rl_wire::CounterReport,
         rl_wire::PolicyReport,

@@ -236,6 +236,7 @@ pub struct Metrics {
     by_policy: Family<PolicyLabels, Counter>,
     store_errors: Family<ErrorLabels, Counter>,
     store_full_refusals: Counter,
+    deny_cache_hits: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
     previous_secret: Counter,
     latency: LatencyHistogram,
@@ -336,6 +337,13 @@ impl Metrics {
             "New identities refused (503) because the in-memory store tracks its maximum",
             store_full_refusals.clone(),
         );
+        let deny_cache_hits = Counter::default();
+        registry.register(
+            "rate_limit_deny_cache_hits",
+            "Denials answered from the deny-until cache without a counter-store call (counted \
+             in rate_limit_requests and rate_limit_throttled too)",
+            deny_cache_hits.clone(),
+        );
         let config_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "rate_limit_config_reloads",
@@ -357,6 +365,7 @@ impl Metrics {
             by_policy,
             store_errors,
             store_full_refusals,
+            deny_cache_hits,
             config_reloads,
             previous_secret,
             latency,
@@ -494,6 +503,67 @@ impl Metrics {
         }
     }
 
+    /// A denial was answered from the deny-until cache (observed as well, like any denial).
+    pub fn deny_cache_hit(&self) {
+        self.deny_cache_hits.inc();
+    }
+
+    /// `count` requests the filter denied itself for (`tier`, `rule`, `policy`), from an
+    /// earlier answer's `deny_for_ms`: counted as throttled decisions, as if decided here,
+    /// latency aside (none was spent here). The caller bounds `count`; labels outside the
+    /// configuration in force count in the totals only, as in [`observe`](Self::observe).
+    pub fn observe_local_denials(&self, tier: &str, rule: Option<&str>, policy: &str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let add = |counter: &AtomicU64| {
+            // Saturating: a total that stops is better than one that wraps to zero.
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_add(count))
+            });
+        };
+        add(&self.by_verdict[verdict_index(Verdict::Deny)]);
+        let endpoint = rule.unwrap_or(OTHER_ENDPOINT);
+        let scope = self.scope.read();
+        if !scope.admits(tier, endpoint) {
+            return;
+        }
+        let decision = decision_label(Verdict::Deny);
+        self.requests
+            .get_or_create(&RequestLabels {
+                tier: tier.to_string(),
+                endpoint: endpoint.to_string(),
+                decision,
+            })
+            .inc_by(count);
+        self.throttled
+            .get_or_create(&ThrottleLabels {
+                tier: tier.to_string(),
+                endpoint: endpoint.to_string(),
+            })
+            .inc_by(count);
+        for (map, key) in [
+            (&self.throttled_by_tier, tier),
+            (&self.throttled_by_endpoint, endpoint),
+        ] {
+            let mut map = map.lock();
+            let slot = map.entry(key.to_string()).or_default();
+            *slot = slot.saturating_add(count);
+        }
+        if scope.admits_policy(tier, policy) {
+            let mut map = self.throttled_by_policy.lock();
+            let slot = map.entry(policy.to_string()).or_default();
+            *slot = slot.saturating_add(count);
+            self.by_policy
+                .get_or_create(&PolicyLabels {
+                    tier: tier.to_string(),
+                    policy: policy.to_string(),
+                    decision,
+                })
+                .inc_by(count);
+        }
+    }
+
     /// A configuration change from `source` (`file`, `api`, `redis`) was applied or rejected.
     pub fn config_reload(&self, source: &'static str, applied: bool) {
         let result = if applied { "applied" } else { "rejected" };
@@ -554,6 +624,7 @@ impl Metrics {
             p95_check_latency_ms: self.latency.quantile(0.95) * 1e3,
             redis_errors: self.store_error_total.load(Ordering::Relaxed),
             store_full_refusals: self.store_full_refusals.get(),
+            deny_cache_hits: self.deny_cache_hits.get(),
             whitelisted_requests: self.count(Verdict::Whitelisted),
             disabled_requests: self.count(Verdict::Disabled),
             failed_open_requests: self.count(Verdict::FailedOpen),
@@ -605,6 +676,9 @@ pub struct MetricsSnapshot {
     /// New identities refused (503) because the in-memory store tracks its maximum
     /// (`--memory-max-identities`); not store errors. Counted in `unavailable_requests` too.
     pub store_full_refusals: u64,
+    /// Denials answered from the deny-until cache, without a counter-store call (counted in
+    /// `throttled_requests` and its breakdowns too).
+    pub deny_cache_hits: u64,
     pub whitelisted_requests: u64,
     pub disabled_requests: u64,
     /// Admitted because the store failed and `fail_open` is true.
