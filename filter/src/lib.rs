@@ -28,6 +28,7 @@
 pub mod batch;
 pub mod client_ip;
 pub mod config;
+pub mod deny_cache;
 pub mod engine;
 pub mod evidence;
 pub mod header_map;
