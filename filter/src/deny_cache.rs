@@ -77,7 +77,7 @@ pub struct Salt([u8; SALT_BYTES]);
 
 impl Salt {
     /// The stored salt, or a new one; `None` when there is none and no randomness to make one.
-    pub fn load_or_create(host: &mut impl CacheHost) -> Option<Salt> {
+    pub fn load_or_create(host: &mut dyn CacheHost) -> Option<Salt> {
         if let Some(salt) = Salt::stored(host) {
             return Some(salt);
         }
@@ -91,11 +91,11 @@ impl Salt {
     }
 
     /// The stored salt, if there is one and it is not this one.
-    pub fn refresh(self, host: &mut impl CacheHost) -> Salt {
+    pub fn refresh(self, host: &mut dyn CacheHost) -> Salt {
         Salt::stored(host).unwrap_or(self)
     }
 
-    fn stored(host: &mut impl CacheHost) -> Option<Salt> {
+    fn stored(host: &mut dyn CacheHost) -> Option<Salt> {
         let (bytes, _) = host.get(SALT_KEY)?;
         <[u8; SALT_BYTES]>::try_from(bytes.as_slice())
             .ok()
