@@ -166,7 +166,8 @@ pub fn decide(
     }
 }
 
-fn interpret(
+/// The control plane's answer to a batch call of `members` requests, or why there is none.
+pub fn interpret(
     result: CallResult<'_>,
     members: usize,
 ) -> Result<BatchDecisionResponse, ControlPlaneError> {

@@ -24,7 +24,12 @@
 //!   nothing; a member whose stream ended is left out of its batch, or skipped when the
 //!   batch's answer arrives;
 //! - a request is resumed explicitly only once it has been paused: a single call that cannot
-//!   be dispatched is decided while its headers are still being handled.
+//!   be dispatched is decided while its headers are still being handled;
+//! - with a deny cache ([`Engine::with_cache`]), a request whose evidence has a live cached
+//!   denial is answered 429 at once, without a call; a cacheable denial (`deny_for_ms`) is
+//!   stored, timed from the moment its call was handed to the host; the denials answered from
+//!   the cache leave with the next batch call (`local_denials`), and while some wait, a new
+//!   request queues instead of taking a single call, so that a batch carries them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
@@ -32,12 +37,15 @@ use std::time::Duration;
 
 use rl_wire::{BATCH_DECISION_PATH, DECISION_PATH, DECISION_SECRET_HEADER};
 
-use crate::batch::{self, Coalescer, MAX_BATCH_RESPONSE_BYTES, Route};
+use rl_wire::{DecisionResponse, LocalDenials};
+
+use crate::batch::{self, Coalescer, MAX_BATCH_BODY_BYTES, MAX_BATCH_RESPONSE_BYTES, Route};
 use crate::config::{HeaderSets, PluginConfig};
+use crate::deny_cache::{self, CacheHost, Fingerprint, Salt, Tally};
 use crate::response::{
     self, Action, BATCH_CALLS_METRIC, CallResult, ControlPlaneError, Decision, HEADER_LIMIT,
-    HEADER_REMAINING, HEADER_RESET, HEADER_TIER, LocalReply, MAX_DECISION_RESPONSE_BYTES,
-    ResponseHeaders,
+    HEADER_REMAINING, HEADER_RESET, HEADER_TIER, LOCAL_DENIED_METRIC, LocalReply,
+    MAX_DECISION_RESPONSE_BYTES, Outcome, ResponseHeaders,
 };
 
 /// Tick period while requests wait for a batch and nothing else will send them.
@@ -129,6 +137,21 @@ enum State {
 struct Stream {
     serial: u64,
     state: State,
+    /// The deny cache's key for this request's evidence (with a cache only).
+    fingerprint: Option<Fingerprint>,
+    /// Host monotonic time (ns) at which its decision call was handed to the host.
+    dispatched_ns: Option<u64>,
+}
+
+impl Stream {
+    fn new(serial: u64, state: State, fingerprint: Option<Fingerprint>) -> Stream {
+        Stream {
+            serial,
+            state,
+            fingerprint,
+            dispatched_ns: None,
+        }
+    }
 }
 
 /// A request as the coalescer and the calls in flight hold it. The serial tells a stream from
@@ -150,7 +173,69 @@ struct Waiter {
 #[derive(Debug)]
 enum Outgoing {
     Single(Member),
-    Batch(Vec<Member>),
+    /// A batch and the local denials it reports (put back if it is not dispatched).
+    Batch(Vec<Member>, Vec<LocalDenials>),
+}
+
+/// The deny cache of an engine: the host's shared data and clock, and what this worker keeps.
+struct DenyCache {
+    host: Box<dyn CacheHost>,
+    /// `None` until read or made (and for good if the host has no randomness).
+    salt: Option<Salt>,
+    salt_tried: bool,
+    scope: [u8; 32],
+    tally: Tally,
+}
+
+impl std::fmt::Debug for DenyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DenyCache")
+            .field("salt_known", &self.salt.is_some())
+            .field("tally", &self.tally)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DenyCache {
+    fn fingerprint(&mut self, evidence: &[u8]) -> Option<Fingerprint> {
+        if !self.salt_tried {
+            self.salt_tried = true;
+            self.salt = Salt::load_or_create(self.host.as_mut());
+        }
+        let salt = self.salt?;
+        Some(Fingerprint::of(&salt, &self.scope, evidence))
+    }
+
+    /// A live cached denial for this fingerprint.
+    fn lookup(&mut self, fingerprint: &Fingerprint) -> Option<DecisionResponse> {
+        let now = self.host.now_ns()?;
+        let (bytes, _) = self
+            .host
+            .get(&deny_cache::bucket_key(fingerprint.bucket()))?;
+        deny_cache::lookup(&bytes, fingerprint, now).map(|hit| hit.answer)
+    }
+
+    /// Stores a cacheable denial (compare-and-swap; a mismatch skips it).
+    fn store(&mut self, fingerprint: &Fingerprint, answer: &DecisionResponse, dispatched_ns: u64) {
+        if answer.deny_for_ms.is_none() {
+            return;
+        }
+        // Two workers may have raced to create the salt: from now on use the stored one (this
+        // entry, keyed with the other, is skipped).
+        if let Some(salt) = self.salt {
+            let stored = salt.refresh(self.host.as_mut());
+            if stored != salt {
+                self.salt = Some(stored);
+                return;
+            }
+        }
+        let Some(bytes) = deny_cache::encode(fingerprint, answer, dispatched_ns) else {
+            return;
+        };
+        let key = deny_cache::bucket_key(fingerprint.bucket());
+        let cas = self.host.get(&key).and_then(|(_, cas)| cas);
+        self.host.set(&key, &bytes, cas);
+    }
 }
 
 /// The state of one plugin root context: its configuration, its streams, and its calls.
@@ -168,6 +253,7 @@ pub struct Engine {
     batches: BTreeMap<u32, Vec<Member>>,
     outgoing: VecDeque<Outgoing>,
     tick_armed: bool,
+    cache: Option<DenyCache>,
 }
 
 impl Engine {
@@ -184,6 +270,28 @@ impl Engine {
             batches: BTreeMap::new(),
             outgoing: VecDeque::new(),
             tick_armed: false,
+            cache: None,
+        }
+    }
+
+    /// An engine with a deny cache in `host`'s shared data ([`crate::deny_cache`]).
+    pub fn with_cache(root: u32, host: Box<dyn CacheHost>) -> Engine {
+        let mut engine = Engine::new(root);
+        engine.cache = Some(DenyCache {
+            host,
+            salt: None,
+            salt_tried: false,
+            scope: deny_cache::scope(b""),
+            tally: Tally::default(),
+        });
+        engine
+    }
+
+    /// Keys this plugin's cache entries to its configuration (its raw bytes): two plugins of
+    /// one VM sharing the buckets must not answer each other's requests.
+    pub fn set_cache_scope(&mut self, plugin_configuration: &[u8]) {
+        if let Some(cache) = self.cache.as_mut() {
+            cache.scope = deny_cache::scope(plugin_configuration);
         }
     }
 
@@ -240,10 +348,7 @@ impl Engine {
             };
             self.streams.insert(
                 context,
-                Stream {
-                    serial: self.next_serial,
-                    state: State::Forwarded(headers),
-                },
+                Stream::new(self.next_serial, State::Forwarded(headers), None),
             );
             self.next_serial += 1;
             return Vec::new();
@@ -253,18 +358,28 @@ impl Engine {
             serial: self.next_serial,
         };
         self.next_serial += 1;
-        let route = self.coalescer.route();
+        let fingerprint = self.cache.as_mut().and_then(|c| c.fingerprint(&body));
+        if let Some(fingerprint) = &fingerprint
+            && let Some(effects) = self.answer_from_cache(member, fingerprint, &config)
+        {
+            return effects;
+        }
+        // Local denials wait to be reported: this request leaves in a batch that carries them.
+        let report = self.cache.as_ref().is_some_and(|c| !c.tally.is_empty());
+        let route = if report {
+            Route::Queue
+        } else {
+            self.coalescer.route()
+        };
         let state = match route {
             Route::Queue => State::Queued,
             Route::Single => State::Dispatching,
         };
-        self.streams.insert(
-            context,
-            Stream {
-                serial: member.serial,
-                state,
-            },
-        );
+        let mut stream = Stream::new(member.serial, state, fingerprint);
+        if route == Route::Single {
+            stream.dispatched_ns = self.cache.as_mut().and_then(|c| c.host.now_ns());
+        }
+        self.streams.insert(context, stream);
         match route {
             Route::Queue => {
                 let since_ms = now_ms();
@@ -311,14 +426,17 @@ impl Engine {
                 // Still in its headers callback: the callback's return lets it go on.
                 self.apply(member, decision, false)
             }
-            (Outgoing::Batch(members), Some(token)) => {
+            (Outgoing::Batch(members, _), Some(token)) => {
                 self.batches.insert(token, members);
                 let mut effects = vec![Effect::Count(BATCH_CALLS_METRIC)];
                 effects.extend(self.send_next_batch());
                 effects
             }
-            (Outgoing::Batch(members), None) => {
+            (Outgoing::Batch(members, reported), None) => {
                 self.coalescer.batch_done();
+                if let Some(cache) = self.cache.as_mut() {
+                    cache.tally.put_back(reported);
+                }
                 let decisions =
                     batch::decide(CallResult::DispatchFailed, members.len(), fail_open, sets);
                 let mut effects = self.finish(members, decisions);
@@ -354,12 +472,30 @@ impl Engine {
             if !self.is(member, |s| *s == State::Waiting(token)) {
                 return Vec::new();
             }
-            let decision = response::decide(result, fail_open, sets);
+            let decision = match response::interpret(result) {
+                Ok(answer) => {
+                    self.remember(member, &answer);
+                    response::decide_response(&answer, fail_open, sets)
+                }
+                Err(error) => response::failure(error, fail_open),
+            };
             return self.apply(member, decision, true);
         }
         if let Some(members) = self.batches.remove(&token) {
             self.coalescer.batch_done();
-            let decisions = batch::decide(result, members.len(), fail_open, sets);
+            let decisions = match batch::interpret(result, members.len()) {
+                Ok(answer) => members
+                    .iter()
+                    .zip(&answer.responses)
+                    .map(|(member, answer)| {
+                        self.remember(*member, answer);
+                        response::decide_response(answer, fail_open, sets)
+                    })
+                    .collect(),
+                Err(error) => (0..members.len())
+                    .map(|_| response::failure(error.clone(), fail_open))
+                    .collect(),
+            };
             let mut effects = self.finish(members, decisions);
             effects.extend(self.send_next_batch());
             return effects;
@@ -443,15 +579,81 @@ impl Engine {
             return Vec::new();
         };
         let since_ms = batch.members.iter().map(|w| w.since_ms).min();
-        self.outgoing.push_back(Outgoing::Batch(
-            batch.members.iter().map(|w| w.member).collect(),
-        ));
+        let members: Vec<Member> = batch.members.iter().map(|w| w.member).collect();
+        let mut body = batch.body;
+        let mut reported = Vec::new();
+        if let Some(cache) = self.cache.as_mut() {
+            let now = cache.host.now_ns();
+            for member in &members {
+                if let Some(stream) = self.streams.get_mut(&member.context) {
+                    stream.dispatched_ns = now;
+                }
+            }
+            if !cache.tally.is_empty() {
+                let room =
+                    MAX_BATCH_BODY_BYTES.saturating_sub(body.len() + LOCAL_DENIALS_FIELD_BYTES);
+                let denials = cache.tally.take(room);
+                match deny_cache::with_local_denials(&body, &denials, MAX_BATCH_BODY_BYTES) {
+                    Some(with) => {
+                        body = with;
+                        reported = denials;
+                    }
+                    None => cache.tally.put_back(denials),
+                }
+            }
+        }
+        self.outgoing.push_back(Outgoing::Batch(members, reported));
         vec![Effect::Dispatch(Call {
             context: self.root,
             path: BATCH_DECISION_PATH,
-            body: batch.body,
+            body,
             deadline_ms: since_ms.map(|since| since.saturating_add(timeout_ms)),
         })]
+    }
+
+    /// A request whose evidence has a live cached denial: answered now, counted, and tallied
+    /// for the next report. `None`: no such denial, ask the control plane.
+    fn answer_from_cache(
+        &mut self,
+        member: Member,
+        fingerprint: &Fingerprint,
+        config: &PluginConfig,
+    ) -> Option<Vec<Effect>> {
+        let cache = self.cache.as_mut()?;
+        let answer = cache.lookup(fingerprint)?;
+        let decision = response::decide_response(&answer, config.fail_open, config.headers);
+        if decision.outcome != Outcome::Denied {
+            return None;
+        }
+        cache.tally.add(&answer);
+        self.streams.insert(
+            member.context,
+            Stream::new(member.serial, State::Dispatching, Some(*fingerprint)),
+        );
+        // Still in its headers callback: the reply needs no resume.
+        let mut effects = self.apply(member, decision, false);
+        effects.push(Effect::Count(LOCAL_DENIED_METRIC));
+        Some(effects)
+    }
+
+    /// Stores a cacheable denial for the request it answered, if the request is still known.
+    fn remember(&mut self, member: Member, answer: &DecisionResponse) {
+        if answer.deny_for_ms.is_none() {
+            return;
+        }
+        let Some(cache) = self.cache.as_mut() else {
+            return;
+        };
+        let Some(stream) = self
+            .streams
+            .get(&member.context)
+            .filter(|s| s.serial == member.serial)
+        else {
+            return;
+        };
+        if let (Some(fingerprint), Some(at)) = (stream.fingerprint, stream.dispatched_ns) {
+            cache.store(&fingerprint, answer, at);
+        }
     }
 
     /// Resumes or answers every member still waiting.
@@ -489,6 +691,9 @@ impl Engine {
         effects
     }
 }
+
+/// Bytes `local_denials` adds to a batch body besides its entries.
+const LOCAL_DENIALS_FIELD_BYTES: usize = 32;
 
 /// Request headers of a decision call to `path`.
 pub fn call_headers<'a>(config: &'a PluginConfig, path: &'a str) -> Vec<(&'a str, &'a str)> {

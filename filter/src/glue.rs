@@ -25,6 +25,7 @@ use proxy_wasm::types::{
 };
 
 use crate::config::PluginConfig;
+use crate::deny_cache::CacheHost;
 use crate::engine::{self, Call, Effect, Engine, Flow};
 use crate::evidence::{decision_request, encode_decision_request};
 use crate::header_map;
@@ -39,7 +40,7 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
         Box::new(Root {
             id: context_id,
-            engine: Rc::new(RefCell::new(Engine::new(context_id))),
+            engine: Rc::new(RefCell::new(Engine::with_cache(context_id, Box::new(SharedData)))),
         })
     });
 }}
@@ -100,6 +101,75 @@ mod host {
             key_data: *const u8,
             key_size: usize,
         ) -> Status;
+        fn proxy_get_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            return_value_data: *mut *mut u8,
+            return_value_size: *mut usize,
+            return_cas: *mut u32,
+        ) -> Status;
+        fn proxy_set_shared_data(
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+            cas: u32,
+        ) -> Status;
+    }
+
+    // The same signatures std's own WASI bindings use.
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    unsafe extern "C" {
+        fn clock_time_get(id: i32, precision: i64, time: i32) -> i32;
+        fn random_get(buf: i32, len: i32) -> i32;
+    }
+
+    /// WASI's monotonic clock (Envoy's steady clock, the same for every worker), in ns.
+    /// (std's `Instant` would panic if the host refused.)
+    pub fn monotonic_ns() -> Option<u64> {
+        const CLOCK_MONOTONIC: i32 = 1;
+        let mut time: u64 = 0;
+        // SAFETY: the host writes 8 bytes at the address of a live u64 (wasm32 addresses fit
+        // an i32).
+        let errno = unsafe { clock_time_get(CLOCK_MONOTONIC, 1, &mut time as *mut u64 as i32) };
+        (errno == 0).then_some(time)
+    }
+
+    /// Fills `buf` from the host's randomness.
+    pub fn random(buf: &mut [u8]) -> bool {
+        let Ok(len) = i32::try_from(buf.len()) else {
+            return false;
+        };
+        // SAFETY: the host writes `len` bytes into the live slice.
+        unsafe { random_get(buf.as_mut_ptr() as i32, len) == 0 }
+    }
+
+    /// A shared-data value and its CAS token; `None` when absent or refused.
+    pub fn get_shared_data(key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        let mut cas: u32 = 0;
+        // SAFETY: as in `header_pairs`: on success the host hands over a buffer of `size`
+        // bytes allocated with this module's allocator.
+        unsafe {
+            match proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) {
+                Status::Ok if data.is_null() || size == 0 => None,
+                Status::Ok => Some((
+                    Vec::from_raw_parts(data, size, size),
+                    (cas != 0).then_some(cas),
+                )),
+                _ => None,
+            }
+        }
+    }
+
+    /// Writes a shared-data value if its CAS token is still `cas` (0: unconditionally).
+    pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> bool {
+        // SAFETY: the pointers and sizes describe live slices for the duration of the call.
+        unsafe {
+            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+                == Status::Ok
+        }
     }
 
     pub fn set_effective_context(context_id: u32) -> bool {
@@ -184,6 +254,27 @@ mod host {
             proxy_remove_header_map_value(MapType::HttpResponseHeaders, name.as_ptr(), name.len())
                 == Status::Ok
         }
+    }
+}
+
+/// The deny cache's host: Envoy's shared data (every worker's) and monotonic clock.
+struct SharedData;
+
+impl CacheHost for SharedData {
+    fn now_ns(&mut self) -> Option<u64> {
+        host::monotonic_ns()
+    }
+
+    fn get(&mut self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+        host::get_shared_data(key)
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        host::set_shared_data(key, value, cas.unwrap_or(0))
+    }
+
+    fn random(&mut self, buf: &mut [u8]) -> bool {
+        host::random(buf)
     }
 }
 
@@ -399,7 +490,9 @@ impl RootContext for Root {
                     );
                 }
                 define_metrics();
-                self.engine.borrow_mut().configure(config);
+                let mut engine = self.engine.borrow_mut();
+                engine.set_cache_scope(&raw);
+                engine.configure(config);
                 true
             }
             Err(err) => {

@@ -23,11 +23,15 @@
 //! only, so native builds and tests need no host symbols. The per-request state machine and
 //! the coalescing of calls live in [`engine`], which returns effects the glue carries out.
 //!
+//! A denial the control plane marks cacheable (`deny_for_ms`) is kept in shared data for at
+//! most 1 s and answers the same request without a call ([`deny_cache`]).
+//!
 //! Stats (Envoy names them `wasmcustom.<name>`): see [`response::METRIC_NAMES`].
 
 pub mod batch;
 pub mod client_ip;
 pub mod config;
+pub mod deny_cache;
 pub mod engine;
 pub mod evidence;
 pub mod header_map;

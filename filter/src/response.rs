@@ -145,7 +145,7 @@ pub enum Outcome {
 }
 
 /// Every counter the filter defines (Envoy exposes them prefixed with `wasmcustom.`).
-pub const METRIC_NAMES: [&str; 10] = [
+pub const METRIC_NAMES: [&str; 11] = [
     "rate_limit_filter.allowed",
     "rate_limit_filter.denied",
     "rate_limit_filter.unavailable",
@@ -156,6 +156,7 @@ pub const METRIC_NAMES: [&str; 10] = [
     "rate_limit_filter.control_plane_errors",
     "rate_limit_filter.batch_calls",
     "rate_limit_filter.unauthorized",
+    "rate_limit_filter.local_denied",
 ];
 
 /// Index into [`METRIC_NAMES`] of the control-plane error counter.
@@ -167,6 +168,10 @@ pub const BATCH_CALLS_METRIC: usize = 8;
 /// Index into [`METRIC_NAMES`] of the counter of decisions refused with 401 (a wrong or
 /// missing decision secret).
 pub const UNAUTHORIZED_METRIC: usize = 9;
+
+/// Index into [`METRIC_NAMES`] of the counter of requests the filter denied itself from its
+/// deny cache ([`crate::deny_cache`]); they count as `denied` too.
+pub const LOCAL_DENIED_METRIC: usize = 10;
 
 impl ControlPlaneError {
     /// The counter this error goes to besides the outcome: a 401 is a misconfiguration and
@@ -271,7 +276,8 @@ pub fn failure(error: ControlPlaneError, fail_open: bool) -> Decision {
     }
 }
 
-fn interpret(result: CallResult<'_>) -> Result<DecisionResponse, ControlPlaneError> {
+/// The control plane's answer to a single call, or why there is none.
+pub fn interpret(result: CallResult<'_>) -> Result<DecisionResponse, ControlPlaneError> {
     let bytes = call_body(result)?;
     serde_json::from_slice(bytes).map_err(|e| ControlPlaneError::Malformed(e.to_string()))
 }

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use rl_wire::{
     BATCH_DECISION_PATH, BatchDecisionRequest, BatchDecisionResponse, CounterReport, DECISION_PATH,
-    DecisionResponse, PolicyReport, Verdict,
+    DecisionResponse, LocalDenials, PolicyReport, Verdict,
 };
 use tokio::sync::{oneshot, watch};
 
@@ -83,6 +83,8 @@ struct Shared {
     singles: AtomicU64,
     batches: AtomicU64,
     batched_requests: AtomicU64,
+    /// Every `local_denials` entry the batch calls carried, in arrival order.
+    local_denials: Mutex<Vec<LocalDenials>>,
 }
 
 pub struct FakeControlPlane {
@@ -100,6 +102,7 @@ impl FakeControlPlane {
             singles: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             batched_requests: AtomicU64::new(0),
+            local_denials: Mutex::new(Vec::new()),
         });
         let router = Router::new()
             .route(DECISION_PATH, post(single))
@@ -160,6 +163,20 @@ impl FakeControlPlane {
     /// Batch decision calls received.
     pub fn batches(&self) -> u64 {
         self.shared.batches.load(Ordering::SeqCst)
+    }
+
+    /// Every `local_denials` entry the batch calls received carried.
+    pub fn local_denials(&self) -> Vec<LocalDenials> {
+        self.shared
+            .local_denials
+            .lock()
+            .expect("local denials lock")
+            .clone()
+    }
+
+    /// Decision calls received, single and batch.
+    pub fn calls(&self) -> u64 {
+        self.singles() + self.batches()
     }
 
     /// Requests carried by the batch calls received.
@@ -234,9 +251,15 @@ async fn single(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
 
 async fn batch(State(shared): State<Arc<Shared>>, body: Bytes) -> (StatusCode, String) {
     shared.batches.fetch_add(1, Ordering::SeqCst);
-    let requests = serde_json::from_slice::<BatchDecisionRequest>(&body)
-        .map(|batch| batch.requests.len())
-        .unwrap_or(0);
+    let parsed = serde_json::from_slice::<BatchDecisionRequest>(&body).ok();
+    let requests = parsed.as_ref().map_or(0, |batch| batch.requests.len());
+    if let Some(batch) = parsed {
+        shared
+            .local_denials
+            .lock()
+            .expect("local denials lock")
+            .extend(batch.local_denials);
+    }
     shared
         .batched_requests
         .fetch_add(requests as u64, Ordering::SeqCst);

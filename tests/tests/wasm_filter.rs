@@ -165,7 +165,7 @@ fn metric(vm: &FilterVm, short: &str) -> u64 {
 
 /// The filter's stats (Envoy shows them as `wasmcustom.rate_limit_filter.<name>`; the README
 /// documents these names).
-const METRICS: [&str; 10] = [
+const METRICS: [&str; 11] = [
     "allowed",
     "denied",
     "unavailable",
@@ -176,6 +176,7 @@ const METRICS: [&str; 10] = [
     "control_plane_errors",
     "batch_calls",
     "unauthorized",
+    "local_denied",
 ];
 
 /// Every filter metric, by short name, with the non-zero ones listed in `expected`.
@@ -216,6 +217,10 @@ fn imports_are_known_and_the_unused_ones_trap() {
         "env.proxy_increment_metric",
         "env.proxy_get_current_time_nanoseconds",
         "env.proxy_set_effective_context",
+        "env.proxy_get_shared_data",
+        "env.proxy_set_shared_data",
+        "wasi_snapshot_preview1.clock_time_get",
+        "wasi_snapshot_preview1.random_get",
         "wasi_snapshot_preview1.fd_write",
         "wasi_snapshot_preview1.environ_get",
         "wasi_snapshot_preview1.environ_sizes_get",
@@ -239,7 +244,6 @@ fn imports_are_known_and_the_unused_ones_trap() {
             "env.proxy_dequeue_shared_queue",
             "env.proxy_done",
             "env.proxy_enqueue_shared_queue",
-            "env.proxy_get_shared_data",
             "env.proxy_get_status",
             "env.proxy_grpc_call",
             "env.proxy_grpc_cancel",
@@ -251,7 +255,6 @@ fn imports_are_known_and_the_unused_ones_trap() {
             "env.proxy_set_buffer_bytes",
             "env.proxy_set_header_map_pairs",
             "env.proxy_set_property",
-            "env.proxy_set_shared_data",
         ]
     );
 }
@@ -2043,4 +2046,145 @@ fn the_header_sets_follow_the_plugin_configuration() {
         // (`still_works` expects the X-RateLimit-* set, which some of these leave out.)
         vm.assert_healthy();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The deny cache (shared data)
+
+fn cacheable_deny(deny_for_ms: u64) -> String {
+    let mut c = counter(0);
+    c.retry_after = Some(59);
+    c.reset_after = Some(59);
+    c.policy = Some("free-60s".into());
+    let response = DecisionResponse {
+        verdict: Verdict::Deny,
+        tier: Some("free".into()),
+        counter: Some(c),
+        policies: Vec::new(),
+        shadow_denied: false,
+        deny_for_ms: Some(deny_for_ms),
+    };
+    serde_json::to_string(&response).expect("serialise a DecisionResponse")
+}
+
+fn keyed(key: &str, path: &str) -> Request {
+    Request::get(path)
+        .from("203.0.113.7:1000")
+        .header("x-api-key", key)
+}
+
+#[test]
+fn a_cacheable_denial_is_answered_by_the_filter_until_it_expires() {
+    let mut vm = vm(&config(""));
+    let first = respond_200(
+        vm.request(keyed("k1", "/api/v1/request")),
+        &cacheable_deny(500),
+    );
+    let first = first.local().expect("a 429").clone();
+    assert_eq!(first.status, 429);
+    vm.advance_clock(Duration::from_millis(200));
+    let run = vm.request(keyed("k1", "/api/v1/request"));
+    assert!(run.call().is_none(), "answered without a call");
+    let again = run.finish();
+    assert_eq!(again.local(), Some(&first), "the same 429");
+    // Query strings are not evidence: still a hit.
+    let run = vm.request(keyed("k1", "/api/v1/request?page=2"));
+    assert!(run.call().is_none());
+    run.finish();
+    assert_metrics(&vm, &[("denied", 3), ("local_denied", 2)]);
+    // Another path asks; with local denials to report it queues and leaves in a batch that
+    // carries them.
+    let context = vm.start(keyed("k1", "/api/v1/other"));
+    assert!(vm.pending_calls().is_empty(), "queued for a batch");
+    assert!(vm.tick());
+    let calls = vm.pending_calls();
+    assert_eq!(calls.len(), 1);
+    let sent: rl_wire::BatchDecisionRequest = serde_json::from_slice(&calls[0].body).unwrap();
+    assert_eq!(sent.requests.len(), 1);
+    assert_eq!(sent.requests[0].path, "/api/v1/other");
+    assert_eq!(sent.local_denials.len(), 1);
+    assert_eq!(sent.local_denials[0].count, 2);
+    assert_eq!(sent.local_denials[0].tier.as_deref(), Some("free"));
+    assert_eq!(sent.local_denials[0].policy.as_deref(), Some("free-60s"));
+    let batch = format!(r#"{{"responses":[{}]}}"#, allow());
+    vm.answer_call(
+        calls[0].token,
+        Some(&[(":status", "200")]),
+        batch.as_bytes(),
+    );
+    assert!(vm.finish(context).forwarded().is_some());
+    // Reported once: another key now takes a call of its own.
+    let run = vm.request(keyed("k2", "/api/v1/request"));
+    assert!(run.call().is_some());
+    respond_200(run, &allow());
+    // 500 ms after the first call's dispatch: asked again.
+    vm.advance_clock(Duration::from_millis(300));
+    let run = vm.request(keyed("k1", "/api/v1/request"));
+    assert!(run.call().is_some());
+    assert_eq!(respond_200(run, &allow()).forwarded().map(|_| ()), Some(()));
+    still_works(&mut vm);
+}
+
+#[test]
+fn the_deny_cache_caps_deny_for_ms_and_ignores_corrupt_buckets() {
+    let mut vm = vm(&config(""));
+    respond_200(vm.request(keyed("k1", "/a")), &cacheable_deny(60_000));
+    vm.advance_clock(Duration::from_millis(999));
+    let run = vm.request(keyed("k1", "/a"));
+    assert!(run.call().is_none());
+    run.finish();
+    vm.advance_clock(Duration::from_millis(1));
+    let context = vm.start(keyed("k1", "/a"));
+    assert!(vm.tick(), "capped at 1 s: asked again");
+    let calls = vm.pending_calls();
+    let batch = format!(r#"{{"responses":[{}]}}"#, cacheable_deny(60_000));
+    vm.answer_call(
+        calls[0].token,
+        Some(&[(":status", "200")]),
+        batch.as_bytes(),
+    );
+    assert_eq!(vm.finish(context).local().map(|r| r.status), Some(429));
+    // Garbage in every bucket: requests are asked about, nothing traps.
+    for key in vm.shared_data_keys() {
+        if key != rate_limit_filter::deny_cache::SALT_KEY {
+            vm.set_shared_data(&key, b"\x01garbage");
+        }
+    }
+    let run = vm.request(keyed("k1", "/a"));
+    assert!(run.call().is_some());
+    respond_200(run, &allow());
+    still_works(&mut vm);
+}
+
+#[test]
+fn rotating_api_keys_cannot_grow_the_shared_data() {
+    use rate_limit_filter::deny_cache::{BUCKET_KEY_PREFIX, BUCKETS, SALT_KEY};
+    let mut vm = vm(&config(""));
+    for i in 0..3000 {
+        let run = vm.request(keyed(&format!("fake-{i}"), "/api/v1/request"));
+        respond_200(run, &cacheable_deny(1000));
+    }
+    let keys = vm.shared_data_keys();
+    assert!(keys.len() <= BUCKETS + 1, "{} keys", keys.len());
+    assert!(
+        keys.len() > BUCKETS / 2,
+        "spread over the buckets: {}",
+        keys.len()
+    );
+    for key in &keys {
+        let index = key.strip_prefix(BUCKET_KEY_PREFIX);
+        assert!(
+            key == SALT_KEY
+                || index
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| i < BUCKETS),
+            "unexpected key {key}"
+        );
+    }
+    // No raw key in shared data.
+    for key in &keys {
+        let value = vm.shared_data(key);
+        assert!(!value.windows(5).any(|w| w == b"fake-"), "{key}");
+    }
+    still_works(&mut vm);
 }

@@ -1011,3 +1011,319 @@ fn the_configured_header_sets_reach_single_and_batched_answers() {
     assert_eq!(engine.request_flow(4), Flow::Continue);
     assert_eq!(engine.response_headers(4), Some(&want));
 }
+
+// ---------------------------------------------------------------------------------------
+// The deny cache
+
+mod deny_cache_in_the_engine {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::deny_cache::{BUCKETS, CacheHost, SALT_KEY, bucket_key};
+    use crate::response::LOCAL_DENIED_METRIC;
+
+    const MS: u64 = 1_000_000;
+
+    #[derive(Default)]
+    struct Shared {
+        data: BTreeMap<String, (Vec<u8>, u32)>,
+        cas: u32,
+        now_ns: u64,
+        no_randomness: bool,
+    }
+
+    /// Shared data and a clock the test moves, as the host gives them to every worker.
+    #[derive(Clone, Default)]
+    struct FakeHost(Rc<RefCell<Shared>>);
+
+    impl CacheHost for FakeHost {
+        fn now_ns(&mut self) -> Option<u64> {
+            Some(self.0.borrow().now_ns)
+        }
+        fn get(&mut self, key: &str) -> Option<(Vec<u8>, Option<u32>)> {
+            let shared = self.0.borrow();
+            shared.data.get(key).map(|(v, cas)| (v.clone(), Some(*cas)))
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            let mut shared = self.0.borrow_mut();
+            if let (Some(cas), Some((_, current))) = (cas, shared.data.get(key))
+                && cas != *current
+            {
+                return false;
+            }
+            shared.cas += 1;
+            let next = shared.cas;
+            shared.data.insert(key.to_string(), (value.to_vec(), next));
+            true
+        }
+        fn random(&mut self, buf: &mut [u8]) -> bool {
+            buf.fill(0x5a);
+            !self.0.borrow().no_randomness
+        }
+    }
+
+    impl FakeHost {
+        fn advance(&self, ms: u64) {
+            self.0.borrow_mut().now_ns += ms * MS;
+        }
+        fn keys(&self) -> Vec<String> {
+            self.0.borrow().data.keys().cloned().collect()
+        }
+    }
+
+    fn cached_engine(host: &FakeHost) -> Engine {
+        let mut engine = Engine::with_cache(ROOT, Box::new(host.clone()));
+        let raw = br#"{"cluster":"cp","fail_open":true}"#;
+        engine.set_cache_scope(raw);
+        engine.configure(PluginConfig::from_json(raw).unwrap());
+        engine
+    }
+
+    fn deny_for(ms: Option<u64>) -> String {
+        let answer: Value = serde_json::from_str(DENY).unwrap();
+        let mut answer = answer;
+        if let Some(ms) = ms {
+            answer["deny_for_ms"] = ms.into();
+        }
+        answer["counter"]["policy"] = "free-60s".into();
+        answer.to_string()
+    }
+
+    use serde_json::Value;
+
+    /// A request with evidence `evidence`; `context` names the stream.
+    fn request(engine: &mut Engine, context: u32, evidence: &[u8]) -> Vec<Effect> {
+        let evidence = evidence.to_vec();
+        engine.on_request_headers(context, move |_| evidence, || NOW)
+    }
+
+    fn is_local_429(effects: &[Effect], context: u32) -> bool {
+        effects.len() == 3
+            && effects[0] == count(Outcome::Denied)
+            && matches!(&effects[1], Effect::Reply(c, r) if *c == context && r.status == 429)
+            && effects[2] == Effect::Count(LOCAL_DENIED_METRIC)
+    }
+
+    fn dispatches(effects: &[Effect]) -> bool {
+        effects.iter().any(|e| matches!(e, Effect::Dispatch(_)))
+    }
+
+    /// A single call for `context` with `evidence`, answered `answer`.
+    fn single_answered(
+        engine: &mut Engine,
+        context: u32,
+        evidence: &[u8],
+        token: u32,
+        answer: &str,
+    ) {
+        let effects = request(engine, context, evidence);
+        assert!(dispatches(&effects), "{effects:?}");
+        assert_eq!(engine.dispatched(Some(token)), vec![]);
+        engine.on_call_response(token, ok(answer));
+        engine.on_done(context);
+    }
+
+    const A: &[u8] = br#"{"ip":"10.0.0.1","api_key":"k1","method":"GET","path":"/a"}"#;
+    const A_OTHER_PATH: &[u8] = br#"{"ip":"10.0.0.1","api_key":"k1","method":"GET","path":"/b"}"#;
+    const A_OTHER_KEY: &[u8] = br#"{"ip":"10.0.0.1","api_key":"k2","method":"GET","path":"/a"}"#;
+
+    #[test]
+    fn a_cacheable_denial_answers_the_same_evidence_until_deny_for_ms() {
+        let host = FakeHost::default();
+        let mut engine = cached_engine(&host);
+        single_answered(&mut engine, 2, A, 7, &deny_for(Some(500)));
+        host.advance(200);
+        let effects = request(&mut engine, 3, A);
+        assert!(is_local_429(&effects, 3), "{effects:?}");
+        assert_eq!(engine.request_flow(3), Flow::Pause);
+        let Effect::Reply(_, reply) = &effects[1] else {
+            unreachable!()
+        };
+        let retry = reply
+            .headers
+            .iter()
+            .find(|(n, _)| *n == "retry-after")
+            .unwrap();
+        assert_eq!(retry.1, "5");
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+        engine.on_done(3);
+        // The same 429 as the control plane's answer gave, headers and body.
+        let direct = response::decide(ok(&deny_for(Some(500))), true, HeaderSets::ALL);
+        assert_eq!(direct.action, Action::Reply(reply.clone()));
+        // Past deny_for_ms (from the dispatch): ask again. Local denials wait, so it queues.
+        host.advance(300);
+        let effects = request(&mut engine, 4, A);
+        assert_eq!(effects, vec![Effect::SetTick(KICK_TICK_MS)]);
+    }
+
+    #[test]
+    fn another_path_or_key_still_asks() {
+        let host = FakeHost::default();
+        let mut engine = cached_engine(&host);
+        single_answered(&mut engine, 2, A, 7, &deny_for(Some(500)));
+        for (context, evidence) in [(3, A_OTHER_PATH), (4, A_OTHER_KEY)] {
+            let effects = request(&mut engine, context, evidence);
+            assert!(dispatches(&effects), "{effects:?}");
+        }
+    }
+
+    #[test]
+    fn deny_for_ms_is_capped_at_one_second() {
+        let host = FakeHost::default();
+        let mut engine = cached_engine(&host);
+        single_answered(&mut engine, 2, A, 7, &deny_for(Some(60_000)));
+        host.advance(999);
+        assert!(is_local_429(&request(&mut engine, 3, A), 3));
+        host.advance(1);
+        assert!(!is_local_429(&request(&mut engine, 4, A), 4));
+    }
+
+    #[test]
+    fn a_denial_without_deny_for_ms_or_an_allow_is_not_cached() {
+        let host = FakeHost::default();
+        let mut engine = cached_engine(&host);
+        single_answered(&mut engine, 2, A, 7, &deny_for(None));
+        single_answered(&mut engine, 3, A, 8, ALLOW);
+        let effects = request(&mut engine, 4, A);
+        assert!(dispatches(&effects), "{effects:?}");
+        assert_eq!(
+            host.keys(),
+            vec![SALT_KEY.to_string()],
+            "nothing but the salt"
+        );
+    }
+
+    #[test]
+    fn local_denials_leave_with_the_next_batch_call() {
+        let host = FakeHost::default();
+        let mut engine = cached_engine(&host);
+        single_answered(&mut engine, 2, A, 7, &deny_for(Some(500)));
+        for context in 3..6 {
+            assert!(is_local_429(&request(&mut engine, context, A), context));
+            engine.on_done(context);
+        }
+        // Another request queues so that a batch carries the report.
+        assert_eq!(
+            request(&mut engine, 6, A_OTHER_KEY),
+            vec![Effect::SetTick(KICK_TICK_MS)]
+        );
+        engine.tick_set(KICK_TICK_MS);
+        let effects = engine.on_tick();
+        let call = batch(&effects);
+        let sent: BatchDecisionRequest = serde_json::from_slice(&call.body).unwrap();
+        assert_eq!(sent.requests.len(), 1);
+        assert_eq!(sent.local_denials.len(), 1);
+        let d = &sent.local_denials[0];
+        assert_eq!(
+            (
+                d.tier.as_deref(),
+                d.endpoint.as_str(),
+                d.policy.as_deref(),
+                d.count
+            ),
+            (Some("free"), "/", Some("free-60s"), 3)
+        );
+        // Dispatched: reported once; the next request takes a single call again.
+        engine.dispatched(Some(50));
+        engine.on_call_response(50, ok(&batch_body(&[ALLOW])));
+        let effects = request(&mut engine, 7, A_OTHER_PATH);
+        assert!(dispatches(&effects), "{effects:?}");
+    }
+
+    #[test]
+    fn a_refused_batch_keeps_its_report_for_the_next() {
+        let host = FakeHost::default();
+        let mut engine = cached_engine(&host);
+        single_answered(&mut engine, 2, A, 7, &deny_for(Some(500)));
+        assert!(is_local_429(&request(&mut engine, 3, A), 3));
+        request(&mut engine, 4, A_OTHER_KEY);
+        engine.tick_set(KICK_TICK_MS);
+        let effects = engine.on_tick();
+        assert!(!batch(&effects).body.is_empty());
+        engine.dispatched(None);
+        request(&mut engine, 5, A_OTHER_PATH);
+        let effects = engine.on_tick();
+        let sent: BatchDecisionRequest = serde_json::from_slice(&batch(&effects).body).unwrap();
+        assert_eq!(sent.local_denials[0].count, 1);
+    }
+
+    #[test]
+    fn batch_answers_are_cached_per_member_from_the_batch_dispatch() {
+        let host = FakeHost::default();
+        let mut engine = cached_engine(&host);
+        let contexts = fill_and_queue(&mut engine, 2);
+        let effects = engine.on_tick();
+        assert!(dispatches(&effects));
+        host.advance(100);
+        engine.dispatched(Some(50));
+        let deny = deny_for(Some(300));
+        engine.on_call_response(50, ok(&batch_body(&[&deny, &deny])));
+        // The members' evidence is `body(context)`.
+        for context in &contexts {
+            engine.on_done(*context);
+        }
+        host.advance(150);
+        let evidence = body(contexts[0]);
+        let again = request(&mut engine, 90, &evidence);
+        assert!(is_local_429(&again, 90), "{again:?}");
+        // 300 ms from the dispatch, not from the answer.
+        host.advance(50);
+        let evidence = body(contexts[1]);
+        assert!(!is_local_429(&request(&mut engine, 91, &evidence), 91));
+    }
+
+    #[test]
+    fn corrupt_bucket_bytes_are_ignored() {
+        let host = FakeHost::default();
+        let mut engine = cached_engine(&host);
+        single_answered(&mut engine, 2, A, 7, &deny_for(Some(500)));
+        let keys = host.keys();
+        let bucket = keys.iter().find(|k| *k != SALT_KEY).unwrap().clone();
+        host.0
+            .borrow_mut()
+            .data
+            .get_mut(&bucket)
+            .unwrap()
+            .0
+            .truncate(20);
+        let effects = request(&mut engine, 3, A);
+        assert!(dispatches(&effects), "{effects:?}");
+    }
+
+    #[test]
+    fn without_randomness_there_is_no_cache() {
+        let host = FakeHost::default();
+        host.0.borrow_mut().no_randomness = true;
+        let mut engine = cached_engine(&host);
+        single_answered(&mut engine, 2, A, 7, &deny_for(Some(500)));
+        assert!(dispatches(&request(&mut engine, 3, A)));
+        assert!(host.keys().is_empty());
+    }
+
+    #[test]
+    fn rotating_keys_only_overwrite_the_fixed_buckets() {
+        let host = FakeHost::default();
+        let mut engine = cached_engine(&host);
+        for i in 0..3_000u32 {
+            let evidence =
+                format!(r#"{{"ip":"10.0.0.1","api_key":"fake-{i}","method":"GET","path":"/"}}"#);
+            single_answered(
+                &mut engine,
+                2,
+                evidence.as_bytes(),
+                7 + i,
+                &deny_for(Some(500)),
+            );
+        }
+        let allowed: std::collections::BTreeSet<String> = (0..BUCKETS)
+            .map(bucket_key)
+            .chain([SALT_KEY.to_string()])
+            .collect();
+        let keys = host.keys();
+        assert!(keys.len() <= BUCKETS + 1);
+        assert!(keys.iter().all(|k| allowed.contains(k)), "{keys:?}");
+    }
+}

@@ -379,6 +379,7 @@ fn metric_indices_are_distinct_and_named() {
     seen.push(CONTROL_PLANE_ERRORS_METRIC);
     seen.push(BATCH_CALLS_METRIC);
     seen.push(UNAUTHORIZED_METRIC);
+    seen.push(LOCAL_DENIED_METRIC);
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), METRIC_NAMES.len());
@@ -401,6 +402,10 @@ fn metric_indices_are_distinct_and_named() {
     assert_eq!(
         METRIC_NAMES[UNAUTHORIZED_METRIC],
         "rate_limit_filter.unauthorized"
+    );
+    assert_eq!(
+        METRIC_NAMES[LOCAL_DENIED_METRIC],
+        "rate_limit_filter.local_denied"
     );
 }
 

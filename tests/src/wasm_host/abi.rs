@@ -97,6 +97,9 @@ pub(super) struct HostState {
     pub effective_context: u32,
     /// ABI misuse that Envoy would tolerate but that is a filter bug (see `FilterVm::violations`).
     pub violations: Vec<String>,
+    /// proxy-wasm shared data: value and CAS token per key (Envoy never deletes a key).
+    pub shared_data: BTreeMap<String, (Vec<u8>, u32)>,
+    pub next_cas: u32,
 }
 
 impl HostState {
@@ -253,7 +256,58 @@ pub(super) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     define_env(linker)?;
     define_maps(linker)?;
     define_http(linker)?;
+    define_shared_data(linker)?;
     define_wasi(linker)
+}
+
+/// Shared data as Envoy keeps it: a CAS token per write; a write with a non-zero CAS that is
+/// not the current one is refused with CasMismatch; a key is never deleted.
+fn define_shared_data(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    const CAS_MISMATCH: u32 = 8;
+    linker.func_wrap(
+        "env",
+        "proxy_get_shared_data",
+        |mut caller: Ctx<'_>, kp: u32, kl: u32, ptr_ptr: u32, size_ptr: u32, cas_ptr: u32| {
+            status((|| {
+                let key = read_string(&caller, kp, kl)?;
+                let (value, cas) = caller
+                    .data()
+                    .shared_data
+                    .get(&key)
+                    .cloned()
+                    .ok_or(Status::NotFound)?;
+                copy_out(&mut caller, &value, ptr_ptr, size_ptr)?;
+                write_u32(&mut caller, cas_ptr, cas)
+            })())
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_shared_data",
+        |mut caller: Ctx<'_>, kp: u32, kl: u32, vp: u32, vl: u32, cas: u32| {
+            let result = (|| {
+                let key = read_string(&caller, kp, kl)?;
+                let value = read(&caller, vp, vl)?;
+                let state = caller.data_mut();
+                if let Some((_, current)) = state.shared_data.get(&key)
+                    && cas != 0
+                    && cas != *current
+                {
+                    return Ok(false);
+                }
+                state.next_cas += 1;
+                let token = state.next_cas;
+                state.shared_data.insert(key, (value, token));
+                Ok::<bool, Fail>(true)
+            })();
+            match result {
+                Ok(true) => Ok(Status::Ok as u32),
+                Ok(false) => Ok(CAS_MISMATCH),
+                Err(err) => status(Err(err)),
+            }
+        },
+    )?;
+    Ok(())
 }
 
 fn define_env(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -626,6 +680,36 @@ fn define_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 Err(Fail::Trap(err)) => Err(err),
                 Err(Fail::Status(_)) => Ok(ERRNO_FAULT),
             }
+        },
+    )?;
+    // Both clocks are the host's test clock (it only moves when a test moves it).
+    linker.func_wrap(
+        WASI,
+        "clock_time_get",
+        |mut caller: Ctx<'_>, id: u32, _precision: u64, time_ptr: u32| {
+            const ERRNO_INVAL: u32 = 28;
+            if id > 1 {
+                return Ok(ERRNO_INVAL);
+            }
+            let now = caller.data().clock_nanos;
+            Ok(match write(&mut caller, time_ptr, &now.to_le_bytes()) {
+                Ok(()) => ERRNO_SUCCESS,
+                Err(_) => ERRNO_FAULT,
+            })
+        },
+    )?;
+    // Deterministic "randomness": tests need reproducible runs, not secrecy.
+    linker.func_wrap(
+        WASI,
+        "random_get",
+        |mut caller: Ctx<'_>, ptr: u32, len: u32| {
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| (i as u8).wrapping_mul(31) ^ 0xa5)
+                .collect();
+            Ok(match write(&mut caller, ptr, &bytes) {
+                Ok(()) => ERRNO_SUCCESS,
+                Err(_) => ERRNO_FAULT,
+            })
         },
     )?;
     // proc_exit never returns: the instance is finished, which for a filter is a dead VM.

@@ -754,6 +754,27 @@ impl FilterVm {
         metrics.iter().map(|(n, _, v)| (n.clone(), *v)).collect()
     }
 
+    /// The keys of proxy-wasm shared data the filter wrote.
+    pub fn shared_data_keys(&self) -> Vec<String> {
+        self.store.data().shared_data.keys().cloned().collect()
+    }
+
+    /// A shared-data value (empty when absent).
+    pub fn shared_data(&self, key: &str) -> Vec<u8> {
+        let data = &self.store.data().shared_data;
+        data.get(key).map(|(v, _)| v.clone()).unwrap_or_default()
+    }
+
+    /// Overwrites a shared-data value (as another worker, or a corruption, would).
+    pub fn set_shared_data(&mut self, key: &str, value: &[u8]) {
+        let state = self.store.data_mut();
+        state.next_cas += 1;
+        let cas = state.next_cas;
+        state
+            .shared_data
+            .insert(key.to_string(), (value.to_vec(), cas));
+    }
+
     /// `proxy_set_tick_period_milliseconds`'s last value (0: no ticks).
     pub fn tick_period_ms(&self) -> u32 {
         self.store.data().tick_period_ms
