@@ -977,7 +977,7 @@ impl Model {
                 described = Some(candidate);
             }
         }
-        let (_, limit, _, i) = described.unwrap();
+        let (_, limit, binding_room_at, i) = described.unwrap();
         let (_, window, rule) = applied[i];
         // Retry-After and Reset round the same instant: when every full window has room.
         let free_at = free_at.max(now + 1);
@@ -1000,7 +1000,9 @@ impl Model {
             }),
             policies,
             shadow_denied: false,
-            deny_for_ms: None,
+            // The binding window stays full until it has room: that long, in whole ms (rounded
+            // down), may the filter answer the same request itself.
+            deny_for_ms: Some((binding_room_at - now) / 1_000).filter(|&ms| ms > 0),
         }
     }
 }
