@@ -99,7 +99,7 @@ pub const TABLE: &[Spec] = &[
     // Throughput and hot identities only: phase c's verdicts judge admissions by the exact
     // rule, which slotted counters do not follow by design (they may deny early).
     Spec {
-        name: "5",
+        name: "4s",
         label: "filter + control plane, Redis, slotted counters",
         filter: FilterKind::Wasm,
         store: StoreKind::Redis,
@@ -117,12 +117,12 @@ pub const TABLE: &[Spec] = &[
 ];
 
 /// The default `--configs`: one round of the interleaving (repeated `--repeats` times).
-pub const DEFAULT_ROUND: &[&str] = &["1", "4", "3", "5", "w", "2"];
+pub const DEFAULT_ROUND: &[&str] = &["1", "4", "4s", "3", "w", "2"];
 
 /// One configuration under test.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Variant {
-    /// Short name used in tables ("1" … "5", "w", or an experiment's name).
+    /// Short name used in tables ("1" … "4", "4s", "w", or an experiment's name).
     pub name: String,
     pub label: String,
     pub filter: FilterKind,
