@@ -199,8 +199,20 @@ impl Proc {
 
     /// SIGSTOP: the process stays alive, its sockets open (the kernel still accepts
     /// connections), and nothing is answered until [`resume`](Self::resume).
+    /// Returns once every thread of the process is stopped (SIGSTOP is delivered
+    /// asynchronously: a thread busy on another core could otherwise still answer a request
+    /// sent right after).
     pub fn suspend(&self) {
         self.signal(libc::SIGSTOP);
+        let Some(pid) = self.pid() else { return };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} did not stop within 5 s of SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// SIGCONT after [`suspend`](Self::suspend).
@@ -274,4 +286,20 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.terminate(Duration::from_secs(5));
     }
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T` in /proc/<pid>/task/*/stat).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        // Gone: nothing can answer.
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                .is_some_and(|state| state == 'T' || state == 't')
+        })
+    })
 }
