@@ -24,7 +24,7 @@ pub struct Settings {
 
     /// Address of the gRPC listener serving Envoy's rate-limit service protocol
     /// (`envoy.service.ratelimit.v3.RateLimitService`) and the gRPC health service. Unset: no
-    /// gRPC listener. A bare port (`8081`) binds 127.0.0.1; `0.0.0.0:8081` binds every
+    /// gRPC listener. A bare port (`8082`) binds 127.0.0.1; `0.0.0.0:8082` binds every
     /// interface.
     #[arg(long, env = "RATE_LIMIT_GRPC_LISTEN", value_parser = parse_listen)]
     pub grpc_listen: Option<SocketAddr>,
@@ -111,8 +111,8 @@ pub struct Settings {
 }
 
 /// Port the documentation suggests for `RATE_LIMIT_GRPC_LISTEN`: next to the HTTP listener's
-/// 8080, clear of Envoy's 10000 and 9901 and Redis's 6379.
-pub const SUGGESTED_GRPC_PORT: u16 = 8081;
+/// 8080, clear of the demo upstream's 8081, Envoy's 10000 and 9901 and Redis's 6379.
+pub const SUGGESTED_GRPC_PORT: u16 = 8082;
 
 /// A listen address: `host:port`, or a bare port on 127.0.0.1.
 pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {

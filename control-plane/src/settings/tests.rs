@@ -7,8 +7,8 @@ use super::{Settings, parse_listen};
 #[test]
 fn a_bare_port_binds_loopback() {
     assert_eq!(
-        parse_listen("8081"),
-        Ok(SocketAddr::from(([127, 0, 0, 1], 8081)))
+        parse_listen("8082"),
+        Ok(SocketAddr::from(([127, 0, 0, 1], 8082)))
     );
 }
 
@@ -19,8 +19,8 @@ fn an_address_binds_as_given() {
         Ok(SocketAddr::from(([0, 0, 0, 0], 9000)))
     );
     assert_eq!(
-        parse_listen("[::1]:8081"),
-        "[::1]:8081"
+        parse_listen("[::1]:8082"),
+        "[::1]:8082"
             .parse::<SocketAddr>()
             .map_err(|e| e.to_string())
     );
@@ -37,9 +37,9 @@ fn anything_else_is_a_clear_error() {
 fn the_grpc_listener_is_off_by_default() {
     let settings = Settings::try_parse_from(["control-plane"]).unwrap();
     assert_eq!(settings.grpc_listen, None);
-    let settings = Settings::try_parse_from(["control-plane", "--grpc-listen", "8081"]).unwrap();
+    let settings = Settings::try_parse_from(["control-plane", "--grpc-listen", "8082"]).unwrap();
     assert_eq!(
         settings.grpc_listen,
-        Some(SocketAddr::from(([127, 0, 0, 1], 8081)))
+        Some(SocketAddr::from(([127, 0, 0, 1], 8082)))
     );
 }

@@ -52,8 +52,10 @@ fn default_keys_give_every_piece_of_evidence() {
 
 #[test]
 fn configured_keys_replace_the_defaults() {
-    let mut service = RateLimitServiceConfig::default();
-    service.domain = "edge".into();
+    let mut service = RateLimitServiceConfig {
+        domain: "edge".into(),
+        ..RateLimitServiceConfig::default()
+    };
     service.descriptor_keys.api_key = "api_key".into();
     let got = evidence(
         &service,
