@@ -177,6 +177,23 @@ impl Decider {
         }
     }
 
+    /// The lowest enforced limit among the windows `req` would be counted in (shadow windows
+    /// refuse nothing), without counting; `None` when nothing would count it (disabled,
+    /// whitelisted, an unlimited tier without a matching rule). A request costing more than
+    /// this can never be admitted.
+    pub fn lowest_limit(&self, req: &DecisionRequest) -> Option<u64> {
+        let cfg = self.config.load();
+        match plan(&cfg, req) {
+            Plan::Done(_) => None,
+            Plan::Count(count) => count
+                .applied
+                .iter()
+                .filter(|a| !a.spec.shadow)
+                .map(|a| a.spec.limit)
+                .min(),
+        }
+    }
+
     /// Decides several requests, in order, as if each had come alone: the counter checks go to
     /// the store together (one round trip where the store can), in the order given, so two
     /// requests of one identity in one batch are counted one after the other.

@@ -3,6 +3,7 @@ pub mod cli;
 pub mod config;
 pub mod config_sync;
 pub mod decision;
+pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod jwt;

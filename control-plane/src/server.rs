@@ -35,6 +35,8 @@ pub enum ServerError {
     },
     #[error("server: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(#[source] tonic::transport::Error),
     #[error(transparent)]
     DecisionSecret(#[from] http::PreviousWithoutCurrent),
     /// A setting strict mode refuses (the demo admin key).
@@ -136,6 +138,30 @@ pub async fn run(
         admin_key,
         decision_secrets,
     };
+    // Both listeners stop on the one shutdown signal.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc = match settings.grpc_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            let addr = listener.local_addr().map_err(ServerError::Serve)?;
+            tracing::info!(%addr, "gRPC rate-limit service listening");
+            Some(crate::grpc::serve(
+                listener,
+                state.clone(),
+                stopped(stop_rx.clone()),
+            ))
+        }
+        None => None,
+    };
     let listener =
         TcpListener::bind(settings.listen)
             .await
@@ -152,10 +178,19 @@ pub async fn run(
             tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
         }
     });
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServerError::Serve)?;
+    let http = async {
+        axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(stopped(stop_rx))
+            .await
+            .map_err(ServerError::Serve)
+    };
+    match grpc {
+        Some(grpc) => {
+            let grpc = async { grpc.await.map_err(ServerError::Grpc) };
+            tokio::try_join!(http, grpc)?;
+        }
+        None => http.await?,
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -22,6 +22,13 @@ pub struct Settings {
     #[arg(long, env = "RATE_LIMIT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Address of the gRPC listener serving Envoy's rate-limit service protocol
+    /// (`envoy.service.ratelimit.v3.RateLimitService`) and the gRPC health service. Unset: no
+    /// gRPC listener. A bare port (`8082`) binds 127.0.0.1; `0.0.0.0:8082` binds every
+    /// interface.
+    #[arg(long, env = "RATE_LIMIT_GRPC_LISTEN", value_parser = parse_listen)]
+    pub grpc_listen: Option<SocketAddr>,
+
     /// Rate-limit configuration file (YAML).
     #[arg(
         long = "config",
@@ -102,3 +109,20 @@ pub struct Settings {
     )]
     pub strict: bool,
 }
+
+/// Port the documentation suggests for `RATE_LIMIT_GRPC_LISTEN`: next to the HTTP listener's
+/// 8080, clear of the demo upstream's 8081, Envoy's 10000 and 9901 and Redis's 6379.
+pub const SUGGESTED_GRPC_PORT: u16 = 8082;
+
+/// A listen address: `host:port`, or a bare port on 127.0.0.1.
+pub fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = value.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    value.parse().map_err(|_| {
+        format!("{value:?} is neither a port nor an address (`{SUGGESTED_GRPC_PORT}`, `127.0.0.1:{SUGGESTED_GRPC_PORT}`, `[::1]:{SUGGESTED_GRPC_PORT}`)")
+    })
+}
+
+#[cfg(test)]
+mod tests;

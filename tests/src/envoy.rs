@@ -105,16 +105,24 @@ impl EnvoyBuilder {
     /// Starts Envoy; `Err` carries its log when it refuses to start.
     pub fn try_start(self) -> Result<Envoy, String> {
         let wasm = self.wasm.clone().unwrap_or_else(prereq::filter_wasm);
+        launch(&self.bootstrap(&wasm), self.concurrency)
+    }
+}
+
+/// Starts Envoy on `bootstrap` (JSON) with `concurrency` workers and waits until its
+/// listener is live; `Err` carries its log when it refuses to start.
+pub fn launch(bootstrap: &str, concurrency: u32) -> Result<Envoy, String> {
+    {
         let dir = tempfile::tempdir().expect("temp dir");
         // JSON: the bootstrap is the shipped YAML as a value, written out again.
         let config = dir.path().join("envoy.json");
-        std::fs::write(&config, self.bootstrap(&wasm)).expect("write envoy config");
+        std::fs::write(&config, bootstrap).expect("write envoy config");
         let admin_file = dir.path().join("admin_address");
         let mut cmd = Command::new(prereq::envoy());
         cmd.arg("-c")
             .arg(&config)
             .arg("--disable-hot-restart")
-            .args(["--concurrency", &self.concurrency.to_string()])
+            .args(["--concurrency", &concurrency.to_string()])
             .args(["--log-level", "warning"])
             .arg("--admin-address-path")
             .arg(&admin_file);
@@ -349,7 +357,7 @@ fn localize(
     Ok(())
 }
 
-fn at<'a>(value: &'a mut Value, pointer: &str) -> Result<&'a mut Value, String> {
+pub(crate) fn at<'a>(value: &'a mut Value, pointer: &str) -> Result<&'a mut Value, String> {
     value
         .pointer_mut(pointer)
         .ok_or_else(|| format!("no {pointer}"))
@@ -364,7 +372,7 @@ fn text_at(value: &Value, pointer: &str) -> Result<String, String> {
 }
 
 /// The entry of a list of `name`d objects (filters, clusters).
-fn named<'a>(list: &'a mut Value, name: &str) -> Result<&'a mut Value, String> {
+pub(crate) fn named<'a>(list: &'a mut Value, name: &str) -> Result<&'a mut Value, String> {
     list.as_array_mut()
         .and_then(|items| {
             items
@@ -374,7 +382,7 @@ fn named<'a>(list: &'a mut Value, name: &str) -> Result<&'a mut Value, String> {
         .ok_or_else(|| format!("nothing named {name}"))
 }
 
-fn http_connection_manager(config: &mut Value) -> Result<&mut Value, String> {
+pub(crate) fn http_connection_manager(config: &mut Value) -> Result<&mut Value, String> {
     let filters = at(
         config,
         "/static_resources/listeners/0/filter_chains/0/filters",
@@ -390,7 +398,7 @@ fn wasm_config(config: &mut Value) -> Result<&mut Value, String> {
     at(wasm, "/typed_config/config")
 }
 
-fn set_endpoints(cluster: &mut Value, addrs: &[SocketAddr]) -> Result<(), String> {
+pub(crate) fn set_endpoints(cluster: &mut Value, addrs: &[SocketAddr]) -> Result<(), String> {
     let endpoints: Vec<Value> = addrs
         .iter()
         .map(|addr| {

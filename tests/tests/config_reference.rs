@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use control_plane::config::{
-    ApiKeyConfig, CounterAlgorithm, EndpointRule, JwtConfig, RateLimitConfig, RuleConfig,
-    TierConfig, WindowConfig, parse_json,
+    ApiKeyConfig, CounterAlgorithm, DescriptorKeys, EndpointRule, JwtConfig, RateLimitConfig,
+    RateLimitServiceConfig, RuleConfig, TierConfig, WindowConfig, parse_json,
 };
 use rate_limit_filter::config::{ConfigError as PluginError, MAX_TIMEOUT_MS, PluginConfig};
 use rate_limit_filter::engine::NO_CALLOUT_HEADERS;
@@ -357,6 +357,10 @@ fn fully_populated() -> RateLimitConfig {
             issuer: Some("i".into()),
             audience: Some("a".into()),
         }),
+        rate_limit_service: Some(RateLimitServiceConfig {
+            domain: "edge".into(),
+            descriptor_keys: DescriptorKeys::default(),
+        }),
     }
 }
 
@@ -404,6 +408,8 @@ fn config_defaults() -> BTreeMap<String, Expected> {
     let mut full = base.clone();
     full["api_keys"] = json!([{"id": "k", "tier": "t", "key": "0123456789abcdef"}]);
     full["jwt"] = json!({"hs256_secret": "s".repeat(32)});
+    // An empty section: the parser fills in every field of it.
+    full["rate_limit_service"] = json!({});
     // Parsing alone: `limits` beside `requests_per_window` is for validation to refuse.
     full["tiers"][0]["limits"] = json!([{"limit": 1, "window_seconds": 1}]);
     full["tiers"][0]["endpoints"] = json!({"/r": {"limits": [{"limit": 1, "window_seconds": 1}]}});
@@ -417,6 +423,7 @@ fn config_defaults() -> BTreeMap<String, Expected> {
             "api_keys[].key",
             "jwt",
             "jwt.hs256_secret",
+            "rate_limit_service",
             "tiers[].limits",
             "tiers[].limits[].limit",
             "tiers[].limits[].window_seconds",

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ConfigError;
-use super::schema::RateLimitConfig;
+use super::schema::{RateLimitConfig, RateLimitServiceConfig};
 use super::validate::key_digest;
 use super::whitelist::{self, Whitelist};
 use super::windows::{WrittenWindow, policy_name, rule_windows, tier_windows};
@@ -75,6 +75,8 @@ pub struct CompiledConfig {
     api_keys: HashMap<[u8; 32], ApiKeyEntry>,
     whitelist: Whitelist,
     jwt: Option<JwtVerifier>,
+    /// `rate_limit_service`, defaults filled in.
+    rate_limit_service: RateLimitServiceConfig,
 }
 
 impl CompiledConfig {
@@ -150,6 +152,7 @@ impl CompiledConfig {
             None => None,
         };
 
+        let rate_limit_service = cfg.rate_limit_service.clone().unwrap_or_default();
         Ok(CompiledConfig {
             source: cfg,
             tiers,
@@ -158,6 +161,7 @@ impl CompiledConfig {
             api_keys,
             whitelist: list,
             jwt,
+            rate_limit_service,
         })
     }
 
@@ -172,6 +176,11 @@ impl CompiledConfig {
     /// The JWT verifier, when the configuration has a `jwt` section.
     pub fn jwt(&self) -> Option<&JwtVerifier> {
         self.jwt.as_ref()
+    }
+
+    /// How calls of Envoy's rate-limit service protocol are read.
+    pub fn rate_limit_service(&self) -> &RateLimitServiceConfig {
+        &self.rate_limit_service
     }
 
     /// The document this was compiled from (secrets included: redact before showing it).

@@ -59,6 +59,67 @@ pub struct RateLimitConfig {
     pub api_keys: Vec<ApiKeyConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtConfig>,
+    /// How calls of Envoy's rate-limit service protocol (gRPC, `RATE_LIMIT_GRPC_LISTEN`) are
+    /// read; unset: the defaults of [`RateLimitServiceConfig`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_service: Option<RateLimitServiceConfig>,
+}
+
+/// The `domain` Envoy's rate-limit filter must send, unless configured otherwise.
+pub const DEFAULT_RATE_LIMIT_DOMAIN: &str = "rate_limit";
+
+fn default_domain() -> String {
+    DEFAULT_RATE_LIMIT_DOMAIN.to_string()
+}
+
+/// Envoy's rate-limit service protocol: the domain a call must name and which descriptor
+/// entries carry which evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitServiceConfig {
+    /// A call naming another domain is refused (`INVALID_ARGUMENT`).
+    #[serde(default = "default_domain")]
+    pub domain: String,
+    #[serde(default)]
+    pub descriptor_keys: DescriptorKeys,
+}
+
+impl Default for RateLimitServiceConfig {
+    fn default() -> Self {
+        Self {
+            domain: default_domain(),
+            descriptor_keys: DescriptorKeys::default(),
+        }
+    }
+}
+
+/// The descriptor entry key that carries each piece of evidence. Entries with other keys are
+/// ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DescriptorKeys {
+    /// The client IP (Envoy's `remote_address` action).
+    pub ip: String,
+    /// The API key (a `request_headers` action on the API key header).
+    pub api_key: String,
+    /// The `Authorization` header (a bearer JWT).
+    pub authorization: String,
+    /// The request path (query string dropped before deciding).
+    pub path: String,
+    /// The request method.
+    pub method: String,
+}
+
+impl Default for DescriptorKeys {
+    fn default() -> Self {
+        Self {
+            ip: "remote_address".into(),
+            api_key: "x-api-key".into(),
+            authorization: "authorization".into(),
+            path: ":path".into(),
+            method: ":method".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 
 use super::error::ConfigError;
 use super::schema::{
-    ApiKeyConfig, CounterAlgorithm, EndpointRule, JwtConfig, RateLimitConfig, TierConfig,
-    WindowConfig,
+    ApiKeyConfig, CounterAlgorithm, EndpointRule, JwtConfig, RateLimitConfig,
+    RateLimitServiceConfig, TierConfig, WindowConfig,
 };
 use super::slots;
 use super::whitelist;
@@ -112,8 +112,42 @@ impl RateLimitConfig {
         if let Some(jwt) = &self.jwt {
             validate_jwt(jwt)?;
         }
+        if let Some(service) = &self.rate_limit_service {
+            validate_rate_limit_service(service)?;
+        }
         Ok(())
     }
+}
+
+fn validate_rate_limit_service(service: &RateLimitServiceConfig) -> Result {
+    if service.domain.is_empty() {
+        return Err(ConfigError::invalid(
+            "rate_limit_service.domain",
+            "must not be empty",
+        ));
+    }
+    let keys = &service.descriptor_keys;
+    let named = [
+        ("ip", &keys.ip),
+        ("api_key", &keys.api_key),
+        ("authorization", &keys.authorization),
+        ("path", &keys.path),
+        ("method", &keys.method),
+    ];
+    let mut seen = HashSet::new();
+    for (field, key) in named {
+        let at = format!("rate_limit_service.descriptor_keys.{field}");
+        if key.is_empty() {
+            return Err(ConfigError::invalid(at, "must not be empty"));
+        }
+        if !seen.insert(key.as_str()) {
+            return Err(ConfigError::invalid(
+                at,
+                format!("{key:?} already carries other evidence: each key names one"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn unknown_tier(name: &str, tiers: &[TierConfig]) -> String {

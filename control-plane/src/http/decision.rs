@@ -108,7 +108,7 @@ fn invalid_request(message: String) -> ApiError {
 }
 
 /// Metrics and the log line of a denial (or of a would-be denial by a shadowed window).
-fn record(state: &AppState, decision: &Decision, elapsed: std::time::Duration) {
+pub(crate) fn record(state: &AppState, decision: &Decision, elapsed: std::time::Duration) {
     let response = &decision.response;
     let refused_by = match (&response.counter, &decision.shadow_denial) {
         (Some(counter), _) if response.verdict == Verdict::Deny => counter.policy.as_deref(),

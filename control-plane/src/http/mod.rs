@@ -2,7 +2,7 @@
 
 mod admin;
 mod auth;
-mod decision;
+pub(crate) mod decision;
 mod errors;
 mod etag;
 mod health;
@@ -21,7 +21,7 @@ use crate::config_sync::ConfigManager;
 use crate::decision::Decider;
 use crate::metrics::Metrics;
 
-pub use auth::{DecisionSecrets, PreviousWithoutCurrent};
+pub use auth::{DecisionSecrets, PreviousWithoutCurrent, SecretMatch};
 pub use errors::ApiError;
 
 /// Shared state of every handler.

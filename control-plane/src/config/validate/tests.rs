@@ -794,3 +794,39 @@ fn limit_errors_come_before_precision_errors_of_the_same_window() {
         "between 1 and 86400",
     );
 }
+
+#[test]
+fn rate_limit_service_defaults_and_overrides() {
+    let cfg = parse_yaml(&with(
+        "rate_limit_service:\n  domain: edge\n  descriptor_keys:\n    api_key: api_key\n",
+    ))
+    .unwrap();
+    cfg.validate().unwrap();
+    let service = cfg.rate_limit_service.unwrap();
+    assert_eq!(service.domain, "edge");
+    assert_eq!(service.descriptor_keys.api_key, "api_key");
+    assert_eq!(service.descriptor_keys.ip, "remote_address");
+    let compiled = crate::config::CompiledConfig::compile(parse_yaml(SAMPLE).unwrap()).unwrap();
+    assert_eq!(compiled.rate_limit_service().domain, "rate_limit");
+    assert_eq!(compiled.rate_limit_service().descriptor_keys.path, ":path");
+}
+
+#[test]
+fn rate_limit_service_keys_are_distinct_and_not_empty() {
+    assert_invalid(
+        &with("rate_limit_service:\n  domain: ''\n"),
+        "rate_limit_service.domain",
+        "must not be empty",
+    );
+    assert_invalid(
+        &with("rate_limit_service:\n  descriptor_keys:\n    path: remote_address\n"),
+        "rate_limit_service.descriptor_keys.path",
+        "already carries other evidence",
+    );
+    assert_invalid(
+        &with("rate_limit_service:\n  descriptor_keys:\n    method: ''\n"),
+        "rate_limit_service.descriptor_keys.method",
+        "must not be empty",
+    );
+    assert!(parse_yaml(&with("rate_limit_service:\n  domian: x\n")).is_err());
+}

@@ -1,0 +1,120 @@
+//! Envoy's rate-limit service protocol (`envoy.service.ratelimit.v3.RateLimitService`), the
+//! way in for Envoy's native `envoy.filters.http.ratelimit` filter, on a listener of its own
+//! (`RATE_LIMIT_GRPC_LISTEN`), with the gRPC health service.
+//!
+//! One `ShouldRateLimit` call is one request: its descriptors give the evidence
+//! ([`descriptors`]) and the [`Decider`](crate::decision::Decider) decides it once, as it
+//! decides a call of the filter's JSON endpoint; [`reply`] turns the decision into the
+//! protocol's answer.
+
+pub mod descriptors;
+pub mod reply;
+
+use std::future::Future;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
+    RateLimitService, RateLimitServiceServer,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use rl_wire::DECISION_SECRET_HEADER;
+use tokio::net::TcpListener;
+use tonic::metadata::MetadataMap;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use crate::http::{self, AppState, SecretMatch};
+
+/// The gRPC rate-limit service over the control plane's shared state.
+#[derive(Clone)]
+pub struct RateLimitGrpc {
+    state: AppState,
+}
+
+impl RateLimitGrpc {
+    pub fn new(state: AppState) -> Self {
+        Self { state }
+    }
+
+    /// When a decision secret is configured, the call must carry it (or, while rotating, the
+    /// previous one) in the metadata entry named like the filter's header.
+    fn authorize(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let Some(secrets) = &self.state.decision_secrets else {
+            return Ok(());
+        };
+        let presented = metadata
+            .get(DECISION_SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        match secrets.check(presented) {
+            SecretMatch::Current => Ok(()),
+            SecretMatch::Previous => {
+                self.state.metrics.previous_secret_used();
+                Ok(())
+            }
+            SecretMatch::Neither => Err(Status::unauthenticated(format!(
+                "missing or wrong decision secret (metadata {DECISION_SECRET_HEADER})"
+            ))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimitService for RateLimitGrpc {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let call = request.into_inner();
+        let config = self.state.config.current();
+        let evidence = descriptors::evidence(config.rate_limit_service(), &call)
+            .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        if !evidence.ignored_keys.is_empty() {
+            // Names only: values carry keys and tokens.
+            tracing::debug!(keys = ?evidence.ignored_keys, "descriptor entries ignored");
+        }
+        let descriptors = call.descriptors.len();
+        // Costs are not weighted yet (every request counts 1), but a cost no window can ever
+        // hold is refused without counting.
+        if evidence.cost > 1
+            && let Some(limit) = self.state.decider.lowest_limit(&evidence.request)
+            && evidence.cost > limit
+        {
+            return Ok(Response::new(reply::over_cost(
+                evidence.cost,
+                limit,
+                descriptors,
+            )));
+        }
+        let started = Instant::now();
+        let decision = self.state.decider.decide(&evidence.request).await;
+        http::decision::record(&self.state, &decision, started.elapsed());
+        reply::reply(&decision.response, descriptors)
+            .map(Response::new)
+            .map_err(|reply::Unavailable| {
+                Status::unavailable("rate limiting is temporarily unavailable")
+            })
+    }
+}
+
+/// Serves the rate-limit service and the gRPC health service on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<RateLimitServiceServer<RateLimitGrpc>>()
+        .await;
+    // TCP_NODELAY: answers are small writes on a shared HTTP/2 connection (see the HTTP
+    // listener in `server.rs`).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder()
+        .add_service(health_service)
+        .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(state)))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
