@@ -277,6 +277,20 @@ impl RedisCluster {
         }
     }
 
+    /// How many times the live nodes have run `command` (lower case, e.g. `evalsha`), summed
+    /// over their `INFO commandstats`.
+    pub fn command_calls(&self, command: &str) -> u64 {
+        self.live_ports()
+            .into_iter()
+            .map(|port| {
+                crate::redis_server::command_calls_in(
+                    &cli(port, &["INFO", "commandstats"]),
+                    command,
+                )
+            })
+            .sum()
+    }
+
     /// `redis-cli` against any live node, for assertions.
     pub fn cli(&self, args: &[&str]) -> String {
         let mut all = vec!["-c"];

@@ -111,6 +111,16 @@ impl RedisServer {
             .expect("connect to test redis")
     }
 
+    /// How many times the server has run `command` (lower case, e.g. `evalsha`), from
+    /// `INFO commandstats`.
+    pub fn command_calls(&self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.connection())
+            .expect("INFO commandstats");
+        command_calls_in(&info, command)
+    }
+
     /// Graceful stop (SIGTERM: Redis flushes the AOF).
     pub fn stop(&mut self) {
         if let Some(mut proc) = self.proc.take() {
@@ -167,4 +177,13 @@ pub(crate) fn command(port: u16) -> Command {
         "warning",
     ]);
     cmd
+}
+
+/// The `calls` of `command` in an `INFO commandstats` reply (0 when never run).
+pub fn command_calls_in(info: &str, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.trim().parse().expect("calls is a number"))
 }

@@ -1502,3 +1502,170 @@ async fn slotted_counters_on_the_production_clock_match_their_model(backend: &Ba
 
 test_with_all_stores!(blocking: slotted_timelines_match_their_model_and_the_exact_bound);
 test_with_all_stores!(slotted_counters_on_the_production_clock_match_their_model);
+
+// ---- A batch answers what its calls sent one by one answer ----
+
+/// One window of an identity in a batch timeline: limit, shadow, slot length (µs; `None`: an
+/// exact log).
+type BatchWindow = (u64, bool, Option<u64>);
+
+#[derive(Debug, Clone)]
+struct BatchIdentity {
+    /// Budget windows of 1, 2 and 4 s, rule windows of 1 and 3 s (each present or not).
+    budget: Vec<Option<BatchWindow>>,
+    rule: Vec<Option<BatchWindow>>,
+}
+
+const BATCH_BUDGET_SECONDS: [u64; 3] = [1, 2, 4];
+const BATCH_RULE_SECONDS: [u64; 2] = [1, 3];
+
+#[derive(Debug, Clone)]
+struct BatchTimeline {
+    identities: Vec<BatchIdentity>,
+    /// Per step: the gap before it (µs), then its calls (identity, with the rule).
+    steps: Vec<(u64, Vec<(usize, bool)>)>,
+}
+
+fn batch_window() -> impl Strategy<Value = Option<BatchWindow>> {
+    let slot = prop_oneof![
+        2 => Just(None),
+        1 => prop::sample::select(vec![250_000u64, 500_000, 1_000_000]).prop_map(Some),
+    ];
+    prop::option::weighted(0.7, (1u64..5, prop::bool::weighted(0.25), slot))
+}
+
+fn batch_identity() -> impl Strategy<Value = BatchIdentity> {
+    (
+        prop::collection::vec(batch_window(), 3),
+        prop::collection::vec(batch_window(), 2),
+    )
+        .prop_map(|(budget, rule)| BatchIdentity { budget, rule })
+}
+
+fn batch_timeline() -> impl Strategy<Value = BatchTimeline> {
+    (1usize..5)
+        .prop_flat_map(move |n| {
+            let gap = prop_oneof![
+                Just(0u64),
+                1u64..1_000,
+                (1u64..8).prop_map(|k| k * 250_000),
+                100_000u64..1_500_000,
+            ];
+            let call = (0..n, prop::bool::ANY);
+            let step = (gap, prop::collection::vec(call, 1..=12));
+            (
+                prop::collection::vec(batch_identity(), n),
+                prop::collection::vec(step, 1..25),
+            )
+        })
+        .prop_map(|(identities, steps)| BatchTimeline { identities, steps })
+}
+
+fn batch_specs(who: &BatchIdentity, tag: &str, with_rule: bool) -> Vec<CounterSpec> {
+    use control_plane::store::keys::{budget_key, rule_key};
+    let spec = |key: String, seconds: u64, (limit, shadow, slot): BatchWindow| CounterSpec {
+        key,
+        limit,
+        window_us: seconds * SECOND,
+        shadow,
+        algorithm: slot.map_or(Algorithm::Exact, |slot_us| Algorithm::Slotted { slot_us }),
+    };
+    let algorithm = |w: &BatchWindow| {
+        w.2.map_or(Algorithm::Exact, |slot_us| Algorithm::Slotted { slot_us })
+    };
+    let mut specs: Vec<CounterSpec> = BATCH_BUDGET_SECONDS
+        .iter()
+        .zip(&who.budget)
+        .filter_map(|(&s, w)| w.map(|w| spec(budget_key(tag, s, algorithm(&w)), s, w)))
+        .collect();
+    if specs.is_empty() {
+        // Every request has a budget.
+        specs.push(spec(
+            budget_key(tag, 1, Algorithm::Exact),
+            1,
+            (2, false, None),
+        ));
+    }
+    if with_rule {
+        specs.extend(
+            BATCH_RULE_SECONDS
+                .iter()
+                .zip(&who.rule)
+                .filter_map(|(&s, w)| w.map(|w| spec(rule_key(tag, s, algorithm(&w), "/r"), s, w))),
+        );
+    }
+    specs
+}
+
+/// Each step's calls go once as a batch and once one by one, at the same instant, on keys of
+/// their own (the identities of the batch and of the single calls are distinct): every answer
+/// must be the same.
+fn batch_and_single_calls(
+    tl: &BatchTimeline,
+    store: &dyn CounterStore,
+    clock: &ManualClock,
+    rt: &tokio::runtime::Runtime,
+    case: u64,
+) -> Result<(), TestCaseError> {
+    let tags = |kind: &str| -> Vec<String> {
+        (0..tl.identities.len())
+            .map(|i| format!("batch-case-{case}-{kind}-{i}"))
+            .collect()
+    };
+    let (batch_tags, single_tags) = (tags("b"), tags("s"));
+    let mut t = clock.now_us();
+    for (i, (gap, calls)) in tl.steps.iter().enumerate() {
+        t += gap;
+        clock.set(t);
+        let specs = |tags: &[String]| -> Vec<Vec<CounterSpec>> {
+            calls
+                .iter()
+                .map(|&(who, with_rule)| batch_specs(&tl.identities[who], &tags[who], with_rule))
+                .collect()
+        };
+        let (batch_specs, single_specs) = (specs(&batch_tags), specs(&single_tags));
+        let batch: Vec<(&str, &[CounterSpec])> = calls
+            .iter()
+            .zip(&batch_specs)
+            .map(|(&(who, _), s)| (batch_tags[who].as_str(), s.as_slice()))
+            .collect();
+        let batched = rt.block_on(store.check_and_record_many(&batch));
+        prop_assert_eq!(batched.len(), calls.len());
+        for (j, ((&(who, _), specs), got)) in
+            calls.iter().zip(&single_specs).zip(batched).enumerate()
+        {
+            let single = rt
+                .block_on(store.check_and_record(&single_tags[who], specs))
+                .map_err(|e| TestCaseError::fail(format!("step {i} call {j} alone: {e}")))?;
+            let got = got.map_err(|e| TestCaseError::fail(format!("step {i} call {j}: {e}")))?;
+            prop_assert_eq!(&got, &single, "step {} call {} ({:?})", i, j, calls[j]);
+        }
+    }
+    Ok(())
+}
+
+/// Random batches (several identities, repeats of one identity, exact and slotted windows,
+/// shadow windows, empty and boundary gaps) answer call for call what the same calls sent one
+/// by one answer.
+fn a_batch_answers_what_its_calls_answer_one_by_one(backend: &Backend) {
+    let rt = runtime();
+    let _entered = rt.enter();
+    let clock = Arc::new(ManualClock::new(real_now_us()));
+    let store = backend.store_with_clock(clock.clone());
+    let case = Cell::new(0);
+    let cases = match backend.kind() {
+        BackendKind::Memory => 128,
+        BackendKind::Redis | BackendKind::RedisCluster => 48,
+    };
+    TestRunner::new(Config {
+        cases,
+        ..Config::default()
+    })
+    .run(&batch_timeline(), |tl| {
+        case.set(case.get() + 1);
+        batch_and_single_calls(&tl, store.as_ref(), &clock, &rt, case.get())
+    })
+    .unwrap_or_else(|e| panic!("{}: {e}", backend.name()));
+}
+
+test_with_all_stores!(blocking: a_batch_answers_what_its_calls_answer_one_by_one);

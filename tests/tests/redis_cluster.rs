@@ -176,3 +176,73 @@ async fn master_failover_of_an_identity_slot() {
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
 }
+
+/// On a cluster a batch is one script call per group of requests whose keys share a slot
+/// (a script may not touch several slots), and each request is answered in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_script_call_per_slot_group() {
+    use control_plane::store::keys::seen_key;
+    use control_plane::store::{CounterSpec, CounterStore, RedisStore, RedisStoreOptions};
+
+    let cluster = RedisCluster::start_masters();
+    let store = RedisStore::new(
+        &cluster.urls(),
+        RedisStoreOptions {
+            cluster: true,
+            timeout: Duration::from_secs(2),
+            ..RedisStoreOptions::default()
+        },
+    )
+    .expect("store");
+    let identities: Vec<String> = (0..12).map(|i| format!("ip:10.12.0.{i}")).collect();
+    let specs: Vec<Vec<CounterSpec>> = identities
+        .iter()
+        .map(|id| {
+            [
+                budget_key(id, 60, Algorithm::Exact),
+                rule_key(id, 60, Algorithm::Exact, "/x"),
+            ]
+            .into_iter()
+            .map(|key| CounterSpec {
+                key,
+                limit: 3,
+                window_us: 60_000_000,
+                shadow: false,
+                algorithm: Algorithm::Exact,
+            })
+            .collect()
+        })
+        .collect();
+    // Loads the script on every node the batch reaches.
+    for (id, specs) in identities.iter().zip(&specs) {
+        store
+            .check_and_record(id, &specs[..1])
+            .await
+            .expect("warm-up");
+    }
+    let mut slots: Vec<u16> = identities
+        .iter()
+        .map(|id| cluster.keyslot(&seen_key(id)))
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    let calls: Vec<(&str, &[CounterSpec])> = (0..48)
+        .map(|i| (identities[i % 12].as_str(), specs[i % 12].as_slice()))
+        .collect();
+    let before = cluster.command_calls("evalsha");
+    let results = store.check_and_record_many(&calls).await;
+    let after = cluster.command_calls("evalsha");
+    assert_eq!(
+        after - before,
+        slots.len() as u64,
+        "one script call per slot group"
+    );
+    for (i, result) in results.into_iter().enumerate() {
+        let out = result.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        // The budget holds the warm-up request: 2 more fit, then the rule's limit is moot.
+        let nth = (i / 12) as u64 + 1;
+        assert_eq!(out.admitted, nth <= 2, "request {i}");
+        assert_eq!(out.counters[0].count, (nth + 1).min(3), "request {i}");
+        assert_eq!(out.counters[1].count, nth.min(2), "request {i}");
+    }
+}

@@ -1071,3 +1071,223 @@ async fn redis_slotted_counters_are_small_hashes_that_live_a_slot_past_their_win
         "TTL {ttl} ms: the window, a slot and a millisecond"
     );
 }
+
+// ---- Batches: one script call ----
+
+/// The counters of a request of `identity` under a tier of three windows (the day's one
+/// slotted) and an endpoint rule of three windows (the hour's one a shadow, the day's one
+/// slotted): six counters, every kind the script knows.
+fn tier_and_rule(identity: &str, limit: u64) -> Vec<CounterSpec> {
+    let slotted_day = Algorithm::Slotted {
+        slot_us: 60 * 60 * SLOT,
+    };
+    let mut specs = Vec::new();
+    for (seconds, algorithm) in [
+        (60, Algorithm::Exact),
+        (3_600, Algorithm::Exact),
+        (86_400, slotted_day),
+    ] {
+        specs.push(CounterSpec {
+            algorithm,
+            ..spec(
+                &keys::budget_key(identity, seconds, algorithm),
+                limit * 2,
+                Duration::from_secs(seconds),
+            )
+        });
+        specs.push(CounterSpec {
+            algorithm,
+            shadow: seconds == 3_600,
+            ..spec(
+                &keys::rule_key(identity, seconds, algorithm, "/api/*"),
+                limit,
+                Duration::from_secs(seconds),
+            )
+        });
+    }
+    specs
+}
+
+/// The largest batch the decision endpoint takes, each request with a tier and a rule of
+/// three windows each (exact, shadow and slotted ones), several requests per identity: every
+/// request answered, in order, as its identity's earlier requests of the batch left it.
+async fn the_largest_batch_is_decided_in_order(backend: &Backend) {
+    let clock = clock_at_now();
+    let store = backend.store_with_clock(clock.clone());
+    let identities: Vec<String> = (0..8).map(|i| format!("ip:10.9.0.{i}")).collect();
+    // A limit of 5 on the rule: each identity's requests 6, 7 and 8 are denied.
+    let specs: Vec<Vec<CounterSpec>> = identities.iter().map(|id| tier_and_rule(id, 5)).collect();
+    let calls: Vec<(&str, &[CounterSpec])> = (0..rl_wire::MAX_BATCH_DECISIONS)
+        .map(|i| (identities[i % 8].as_str(), specs[i % 8].as_slice()))
+        .collect();
+    let results = store.check_and_record_many(&calls).await;
+    assert_eq!(results.len(), calls.len());
+    for (i, result) in results.into_iter().enumerate() {
+        let out = result.unwrap_or_else(|e| panic!("{}: request {i}: {e}", backend.name()));
+        let nth = (i / 8) as u64 + 1;
+        assert_eq!(out.admitted, nth <= 5, "{}: request {i}", backend.name());
+        let budget_count = out.counters[0].count;
+        assert_eq!(budget_count, nth.min(5), "{}: request {i}", backend.name());
+        assert_eq!(out.counters.len(), 6);
+        assert_eq!(out.now_us, clock.now_us());
+    }
+}
+
+test_with_all_stores!(the_largest_batch_is_decided_in_order);
+
+/// Entries of an exact log as Redis holds them.
+fn zcard(conn: &mut redis::Connection, key: &str) -> u64 {
+    redis::cmd("ZCARD").arg(key).query(conn).expect("ZCARD")
+}
+
+/// On a single node a batch is one script call, however many requests and identities it has.
+#[tokio::test]
+async fn redis_a_batch_is_one_script_call() {
+    let backend = Backend::start(BackendKind::Redis);
+    let redis = backend.redis_server().expect("redis");
+    let store = backend.store_with_clock(clock_at_now());
+    let identities: Vec<String> = (0..5).map(|i| format!("ip:10.9.1.{i}")).collect();
+    let specs: Vec<Vec<CounterSpec>> = identities.iter().map(|id| tier_and_rule(id, 8)).collect();
+    // Loads the script.
+    let warm_up = store
+        .check_and_record(&identities[0], &specs[0])
+        .await
+        .expect("warm-up");
+    assert!(warm_up.admitted);
+    let calls: Vec<(&str, &[CounterSpec])> = (0..50)
+        .map(|i| (identities[i % 5].as_str(), specs[i % 5].as_slice()))
+        .collect();
+    let before = redis.command_calls("evalsha");
+    let results = store.check_and_record_many(&calls).await;
+    let after = redis.command_calls("evalsha");
+    assert_eq!(after - before, 1, "50 requests, one script call");
+    let admitted = results
+        .iter()
+        .map(|r| r.as_ref().expect("store").admitted)
+        .filter(|a| *a)
+        .count();
+    // Identity 0 had one request already: 8 + 8×4 − 1 of the 50 fit.
+    assert_eq!(admitted, 7 + 4 * 8);
+    let mut conn = redis.connection();
+    assert_eq!(zcard(&mut conn, &specs[0][1].key), 8);
+    assert_eq!(zcard(&mut conn, &specs[4][1].key), 8);
+}
+
+/// A batch whose keys and arguments exceed what one script call carries is split, in order,
+/// into as few calls as it needs, and answers as if it were one.
+#[tokio::test]
+async fn redis_a_batch_too_big_for_one_script_call_is_split_in_order() {
+    use control_plane::store::MAX_SCRIPT_ARGS;
+    let backend = Backend::start(BackendKind::Redis);
+    let redis = backend.redis_server().expect("redis");
+    let store = backend.store_with_clock(clock_at_now());
+    let identity = "ip:10.9.2.1";
+    // 40 windows: one request takes 1 + 40 keys and 3 + 200 arguments.
+    let specs: Vec<CounterSpec> = (1..=40)
+        .map(|s| {
+            spec(
+                &keys::budget_key(identity, s, Algorithm::Exact),
+                100,
+                Duration::from_secs(s),
+            )
+        })
+        .collect();
+    let per_request = 1 + 40 + 3 + 5 * 40;
+    let requests = rl_wire::MAX_BATCH_DECISIONS;
+    store
+        .check_and_record(identity, &specs[..1])
+        .await
+        .expect("warm-up");
+    let calls: Vec<(&str, &[CounterSpec])> = vec![(identity, specs.as_slice()); requests];
+    let before = redis.command_calls("evalsha");
+    let results = store.check_and_record_many(&calls).await;
+    let after = redis.command_calls("evalsha");
+    let per_call = MAX_SCRIPT_ARGS / per_request;
+    assert_eq!(after - before, requests.div_ceil(per_call) as u64);
+    assert!(after - before > 1, "the batch does not fit one script call");
+    let counts: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.expect("store").counters[1].count)
+        .collect();
+    let expected: Vec<u64> = (1..=requests as u64).collect();
+    assert_eq!(counts, expected, "in order, each request counted once");
+}
+
+/// A request the script refuses (a slotted window of more slots than a counter names) fails
+/// alone: the requests before and after it in the batch are decided and recorded.
+#[tokio::test]
+async fn redis_a_refused_request_fails_alone_in_its_batch() {
+    let backend = Backend::start(BackendKind::Redis);
+    let redis = backend.redis_server().expect("redis");
+    let store = backend.store_with_clock(clock_at_now());
+    let good = [spec("rl:{ip:10.9.3.1}:b:60", 5, Duration::from_secs(60))];
+    let bad = [CounterSpec {
+        algorithm: Algorithm::Slotted { slot_us: 1_000 },
+        ..spec("rl:{ip:10.9.3.2}:b:60s0", 5, Duration::from_secs(60))
+    }];
+    let calls: Vec<(&str, &[CounterSpec])> = vec![
+        ("ip:10.9.3.1", &good),
+        ("ip:10.9.3.2", &bad),
+        ("ip:10.9.3.1", &good),
+    ];
+    let results = store.check_and_record_many(&calls).await;
+    let first = results[0].as_ref().expect("the first request is decided");
+    let last = results[2].as_ref().expect("the last request is decided");
+    assert_eq!((first.counters[0].count, last.counters[0].count), (1, 2));
+    match &results[1] {
+        Err(StoreError::Refused(err)) => {
+            assert!(err.to_string().contains("too many slots"), "{err}")
+        }
+        other => panic!("the bad request is refused: {other:?}"),
+    }
+    let mut conn = redis.connection();
+    assert_eq!(zcard(&mut conn, &good[0].key), 2);
+    let exists: u64 = redis::cmd("EXISTS")
+        .arg(&bad[0].key)
+        .query(&mut conn)
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "nothing of the refused request is written");
+}
+
+/// After `SCRIPT FLUSH` the batch's script call did not run: the script is loaded, the batch
+/// sent again, and every request answered and recorded once.
+#[tokio::test]
+async fn redis_a_batch_after_script_flush_is_answered_and_recorded_once() {
+    let backend = Backend::start(BackendKind::Redis);
+    let redis = backend.redis_server().expect("redis");
+    let store = backend.store_with_clock(clock_at_now());
+    let identities = ["ip:10.9.4.1", "ip:10.9.4.2", "ip:10.9.4.3"];
+    let specs: Vec<Vec<CounterSpec>> = identities.iter().map(|id| tier_and_rule(id, 3)).collect();
+    store
+        .check_and_record(identities[0], &specs[0])
+        .await
+        .expect("warm-up");
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut conn)
+        .expect("SCRIPT FLUSH");
+    let calls: Vec<(&str, &[CounterSpec])> = (0..12)
+        .map(|i| (identities[i % 3], specs[i % 3].as_slice()))
+        .collect();
+    let results = store.check_and_record_many(&calls).await;
+    let seen: Vec<(bool, u64)> = results
+        .into_iter()
+        .map(|r| {
+            let out = r.expect("answered after the reload");
+            (out.admitted, out.counters[1].count)
+        })
+        .collect();
+    // Identity 0 had one request: its 1st, 2nd of the batch fit; identities 1 and 2 three.
+    let expected: Vec<(bool, u64)> = (0..12)
+        .map(|i| {
+            let before = u64::from(i % 3 == 0);
+            let nth = (i / 3) as u64 + 1 + before;
+            (nth <= 3, nth.min(3))
+        })
+        .collect();
+    assert_eq!(seen, expected);
+    for specs in &specs {
+        assert_eq!(zcard(&mut conn, &specs[1].key), 3, "recorded once");
+    }
+}

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use control_plane::store::keys::{budget_key, rule_key, seen_key};
 use control_plane::store::{
-    Algorithm, CounterSpec, CounterStore, ManualClock, RedisStore, RedisStoreOptions, StoreError,
-    replay_horizon,
+    Algorithm, CounterSpec, CounterStore, ManualClock, Outcome, RedisStore, RedisStoreOptions,
+    StoreError, replay_horizon,
 };
 use rl_tests::fixtures::{Config, Tier};
 use rl_tests::{
@@ -374,4 +374,84 @@ async fn the_seen_record_is_bounded_by_the_replay_horizon() {
         1,
         "nonces a full horizon old are dropped"
     );
+}
+
+/// A batch sent twice (a script call that reached Redis twice): each admitted request is
+/// recorded once and answers as it did, a denied one is judged afresh and stays unrecorded.
+/// `stored` reads a number from Redis (`ZCARD`, `HGET`).
+async fn a_batch_sent_twice_records_each_request_once(
+    store: &RedisStore,
+    stored: &dyn Fn(&[&str]) -> u64,
+) {
+    let (a, b) = ("key:batch-twice-a", "key:batch-twice-b");
+    let a_counters = [
+        spec(&budget_key(a, 60, Algorithm::Exact), 2),
+        spec(&rule_key(a, 60, Algorithm::Exact, "/x"), 5),
+    ];
+    let slotted = Algorithm::Slotted { slot_us: 1_000_000 };
+    let b_counters = [CounterSpec {
+        algorithm: slotted,
+        ..spec(&budget_key(b, 60, slotted), 5)
+    }];
+    let calls = store.record_calls(&[
+        (a, &a_counters),
+        (b, &b_counters),
+        (a, &a_counters),
+        (a, &a_counters),
+        (b, &b_counters),
+    ]);
+    let outcomes = |results: Vec<Result<Outcome, StoreError>>| -> Vec<(bool, u64)> {
+        results
+            .into_iter()
+            .map(|r| {
+                let out = r.expect("store");
+                (out.admitted, out.counters[0].count)
+            })
+            .collect()
+    };
+    let first = outcomes(store.send_many(&calls).await);
+    assert_eq!(
+        first,
+        [(true, 1), (true, 1), (true, 2), (false, 2), (true, 2)]
+    );
+    // A replay reports its counters as they are now: every request of the batch in them.
+    let again = outcomes(store.send_many(&calls).await);
+    assert_eq!(
+        again,
+        [(true, 2), (true, 2), (true, 2), (false, 2), (true, 2)],
+        "the same batch again: admitted as it was, denied judged afresh, nothing counted twice"
+    );
+    assert_eq!(stored(&["ZCARD", &budget_key(a, 60, Algorithm::Exact)]), 2);
+    assert_eq!(
+        stored(&["ZCARD", &rule_key(a, 60, Algorithm::Exact, "/x")]),
+        2
+    );
+    assert_eq!(stored(&["HGET", &budget_key(b, 60, slotted), "t"]), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_twice_records_each_request_once_on_a_single_node() {
+    let redis = RedisServer::start();
+    let store = store_at(&redis.url(), false, None);
+    let stored = |args: &[&str]| -> u64 {
+        redis::cmd(args[0])
+            .arg(&args[1..])
+            .query(&mut redis.connection())
+            .expect("query")
+    };
+    a_batch_sent_twice_records_each_request_once(&store, &stored).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_twice_records_each_request_once_on_a_cluster() {
+    let cluster = RedisCluster::start_masters();
+    let store = store_at(&cluster.urls(), true, None);
+    let stored = |args: &[&str]| -> u64 {
+        let reply = cluster.cli(args);
+        reply
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{args:?}: {reply}"))
+    };
+    a_batch_sent_twice_records_each_request_once(&store, &stored).await;
 }

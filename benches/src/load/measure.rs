@@ -258,8 +258,8 @@ impl HistDelta {
 /// What `INFO commandstats` says about one run (after `CONFIG RESETSTAT`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct RedisCommands {
-    /// Script calls (`EVALSHA`, `EVAL`): what the control plane sends, one per counter
-    /// check of a decision.
+    /// Script calls (`EVALSHA`, `EVAL`): what the control plane sends, one per decision call
+    /// (a whole batch on a single node).
     pub script_calls: f64,
     /// µs per `EVALSHA` (the sliding-window script).
     pub evalsha_us_per_call: f64,

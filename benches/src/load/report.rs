@@ -136,6 +136,7 @@ pub fn render(input: &Input) -> String {
     identities(&mut s, input);
     memory(&mut s, input);
     where_time_goes(&mut s, input);
+    redis_per_decision(&mut s, input);
     if !input.failures.is_empty() {
         let _ = writeln!(s, "## Failures\n");
         for f in input.failures {
@@ -784,6 +785,84 @@ fn where_time_goes(s: &mut String, input: &Input) {
             let _ = write!(s, " {} |", opt(v, |x| format!("{x:.*}", *decimals)));
         }
         s.push('\n');
+    }
+    s.push('\n');
+}
+
+/// Redis CPU per decision the slotted windows aim at (µs).
+pub const SLOTTED_REDIS_US_PER_DECISION_TARGET: f64 = 15.0;
+
+/// Redis CPU per decision of each configuration on Redis: what one script call per batch
+/// saves shows here, beside the script calls each decision took.
+fn redis_per_decision(s: &mut String, input: &Input) {
+    let Some(&conns) = input.opts.conns.first() else {
+        return;
+    };
+    let lowest_share = input.opts.rates.iter().copied().reduce(f64::min);
+    let mut rows: Vec<(&Variant, String, &Cell)> = Vec::new();
+    for v in input
+        .variants
+        .iter()
+        .filter(|v| v.uses_control_plane() && v.store == StoreKind::Redis)
+    {
+        if let Some(c) = input.cells.get(&v.name, Phase::A, conns, None) {
+            rows.push((v, format!("phase a, {conns} connections"), c));
+        }
+        if let Some(c) = lowest_share.and_then(|q| {
+            input
+                .cells
+                .get(&v.name, Phase::Fixed, input.opts.rate_conns, Some(q))
+        }) {
+            let rate = thousands(c.key.rate_share.unwrap_or(0.0) * input.ceiling);
+            rows.push((v, format!("{rate} req/s"), c));
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "### Redis CPU per decision\n\n\
+         redis-server CPU (user + system, /proc) over the run divided by the decisions the \
+         control plane counted in it (`rate_limit_requests_total`), median and range over the \
+         starts; script calls per decision from `INFO commandstats`. Target for slotted \
+         windows: ≤ {SLOTTED_REDIS_US_PER_DECISION_TARGET:.0} µs.\n\n\
+         | config | counters | run | decisions | Redis CPU µs per decision | script calls per decision | target |\n\
+         |---|---|---|---:|---:|---:|---|"
+    );
+    for (v, run, cell) in rows {
+        let per_decision = cell.figure(|r| {
+            let d = r.decisions.filter(|d| *d > 0.0)?;
+            Some(r.redis?.cpu_us / d)
+        });
+        let calls = cell.figure(|r| {
+            let d = r.decisions.filter(|d| *d > 0.0)?;
+            Some(r.redis?.commands.script_calls / d)
+        });
+        let (counters, target) = match v.counters {
+            Counters::Exact => ("exact log", "—".to_string()),
+            Counters::Slotted => (
+                "slotted",
+                match per_decision.map(|p| p.median) {
+                    Some(m) if m <= SLOTTED_REDIS_US_PER_DECISION_TARGET => {
+                        format!("≤ {SLOTTED_REDIS_US_PER_DECISION_TARGET:.0}: met")
+                    }
+                    Some(m) => format!(
+                        "≤ {SLOTTED_REDIS_US_PER_DECISION_TARGET:.0}: {:.1} over",
+                        m - SLOTTED_REDIS_US_PER_DECISION_TARGET
+                    ),
+                    None => format!("≤ {SLOTTED_REDIS_US_PER_DECISION_TARGET:.0}: not measured"),
+                },
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {counters} | {run} | {} | {} | {} | {target} |",
+            v.name,
+            opt(cell.figure(|r| r.decisions).map(|s| s.median), thousands),
+            spread_text(per_decision, |x| format!("{x:.1}")),
+            opt(calls.map(|s| s.median), |x| format!("{x:.3}")),
+        );
     }
     s.push('\n');
 }

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 pub use self::breaker::{Breaker, BreakerState};
 pub use self::clock::{Clock, ManualClock, MonotonicClock};
 pub use self::memory::{DEFAULT_MAX_IDENTITIES, MemoryStore};
-pub use self::redis::{RedisStore, RedisStoreOptions, ScriptCall, replay_horizon};
+pub use self::redis::{MAX_SCRIPT_ARGS, RedisStore, RedisStoreOptions, ScriptCall, replay_horizon};
 
 /// One sliding-window counter taking part in a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! Redis counter store: one `EVALSHA` per decision, one round trip per decision or per batch.
+//! Redis counter store: one `EVALSHA` decides a request or a whole batch of them (on a
+//! cluster, one per group of requests whose keys share a slot).
 //!
 //! Time comes from Redis (`TIME` inside the script), so every replica of the control plane
 //! judges by the same clock and a skewed host clock changes nothing; a store given a
@@ -6,15 +7,21 @@
 //! multiplexed `ConnectionManager` that reconnects by itself; a circuit breaker makes calls
 //! fail fast while Redis is down instead of each waiting for the timeout.
 //!
-//! Each call carries a nonce, and the script remembers the nonces of the requests it recorded
-//! for a replay horizon: a call that reaches Redis twice (the cluster client sends it again
-//! when the connection drops before the reply) records its request once.
+//! Each request carries a nonce, and the script remembers the nonces of the requests it
+//! recorded for a replay horizon: a script call that reaches Redis twice (the cluster client
+//! sends it again when the connection drops before the reply) records each request once.
+//!
+//! A batch is decided by one script call that takes its requests one after the other, each
+//! with its own keys, arguments, nonce guard and answer: the answers are those the requests
+//! sent one by one would get at the same instant. A request the script refuses (bad arguments)
+//! fails alone; a script call that fails (Redis down, a timeout) fails each of its requests.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{Cmd, Pipeline, Script, Value};
+use redis::cluster_routing::Slot;
+use redis::{Cmd, Script, Value};
 
 use super::connection::Connector;
 use super::keys;
@@ -76,13 +83,35 @@ pub struct RedisStore {
     seen_ttl_ms: String,
 }
 
-/// One script call, built once: sent again (a retry), it carries the same nonce, and the
-/// script counts its request once.
+/// Most keys and arguments one script call carries (the script hash, key count and the four
+/// leading arguments aside). Redis takes far more, but a script's `KEYS` and `ARGV` are Lua
+/// tables built before it runs and its reply is built after: a bound keeps one call's memory
+/// and its time inside Redis small. A full batch of requests with a dozen windows each fits
+/// in one call; a bigger one is split, in order. A request never is: one over the bound goes
+/// alone.
+pub const MAX_SCRIPT_ARGS: usize = 8192;
+
+/// One request's part of a script call, built once: sent again (a retry), it carries the
+/// same nonce, and the script counts its request once.
 #[derive(Clone)]
 pub struct ScriptCall {
-    cmd: Cmd,
+    /// The seen record, the counters, the sources (all under one hash tag).
+    keys: Vec<String>,
+    /// Nonce, counter and source counts, five arguments per counter.
+    args: Vec<String>,
+    /// `"r"` records, `"p"` only reports.
+    mode: &'static str,
+    /// The injected clock's reading when the call was built (`None`: Redis `TIME`).
+    now_us: Option<u64>,
     /// How many counters the reply describes.
     counter_count: usize,
+}
+
+impl ScriptCall {
+    /// What the call adds to a script call's `KEYS` and `ARGV`.
+    fn size(&self) -> usize {
+        self.keys.len() + self.args.len()
+    }
 }
 
 impl RedisStore {
@@ -148,37 +177,112 @@ impl RedisStore {
         self.script_call(shard, counters, "r", &self.nonces.next())
     }
 
-    /// Sends `call` behind the breaker and the timeout, loading the script first if Redis
-    /// lost it.
+    /// Sends `call` alone: [`send_many`](Self::send_many) of one call.
     pub async fn send(&self, call: &ScriptCall) -> Result<Outcome, StoreError> {
-        let reply: Value = self
+        self.send_many(std::slice::from_ref(call))
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Protocol("no answer for the call".into())))
+    }
+
+    /// Sends `calls`, one result per call in order, in as few script calls as Redis lets
+    /// them share: on a single node one script call (split only beyond
+    /// [`MAX_SCRIPT_ARGS`]); on a cluster, which refuses a script whose keys span several
+    /// slots, one per group of calls whose keys share a slot, the groups concurrently. Calls of
+    /// one slot (hence every call on one identity) run in the order given. Sending the same
+    /// calls again records each admitted request once.
+    pub async fn send_many(&self, calls: &[ScriptCall]) -> Vec<Result<Outcome, StoreError>> {
+        let groups = if self.connector.is_cluster() {
+            slot_groups(calls)
+        } else {
+            vec![(0..calls.len()).collect()]
+        };
+        let ran = futures_util::future::join_all(groups.iter().map(|members| async move {
+            let mut outcomes = Vec::with_capacity(members.len());
+            for chunk in chunks(members, calls, MAX_SCRIPT_ARGS) {
+                let batch: Vec<&ScriptCall> = chunk.iter().map(|&i| &calls[i]).collect();
+                let results = self.send_script(&batch).await;
+                outcomes.extend(chunk.iter().copied().zip(results));
+            }
+            outcomes
+        }))
+        .await;
+        let mut results: Vec<(usize, Result<Outcome, StoreError>)> =
+            ran.into_iter().flatten().collect();
+        results.sort_unstable_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, outcome)| outcome).collect()
+    }
+
+    /// One script call deciding `batch` in order, behind the breaker and the timeout, loading
+    /// the script first if Redis lost it. A failed call fails each of its requests with its
+    /// error; a request the script refused (bad arguments) fails alone.
+    async fn send_script(&self, batch: &[&ScriptCall]) -> Vec<Result<Outcome, StoreError>> {
+        let cmd = self.script_cmd(batch);
+        let reply: Result<Value, StoreError> = self
             .guarded(async {
                 let mut conn = self.connector.get().await.map_err(classify)?;
-                match call.cmd.query_async(&mut conn).await {
+                match cmd.query_async(&mut conn).await {
                     // Not cached (Redis restarted or flushed it): the call did not run, so
-                    // loading the script and calling again counts it once.
+                    // loading the script and calling again counts each request once.
                     Err(err) if is_noscript(&err) => {
                         self.script.load_async(&mut conn).await.map_err(classify)?;
-                        call.cmd.query_async(&mut conn).await.map_err(classify)
+                        cmd.query_async(&mut conn).await.map_err(classify)
                     }
                     reply => reply.map_err(classify),
                 }
             })
-            .await?;
-        parse_reply(reply, call.counter_count)
+            .await;
+        let replies = match reply {
+            Ok(Value::Array(replies)) if replies.len() == batch.len() => replies,
+            Ok(_) => {
+                let err = StoreError::Protocol("script reply: not one entry per request".into());
+                return vec![Err(err); batch.len()];
+            }
+            Err(err) => return vec![Err(err); batch.len()],
+        };
+        batch
+            .iter()
+            .zip(replies)
+            .map(|(call, reply)| match reply {
+                Value::BulkString(why) => Err(refused(&why)),
+                reply => parse_reply(reply, call.counter_count),
+            })
+            .collect()
     }
 
-    /// `EVALSHA sha 1+n+m seen KEYS… SOURCES… nonce mode now horizon seen_ttl (limit window
-    /// shadow slot source)…`, where `now` is empty for Redis `TIME` or the injected clock's
-    /// reading, `slot` is a slotted counter's slot in µs (0 for an exact log) and `source` the
-    /// index in `KEYS` of the exact log a new slotted counter takes its counts from (0: none;
-    /// one of the `m` SOURCES, which share the identity's hash tag). A report (`"p"`) records
-    /// nothing and needs no nonce.
+    /// `EVALSHA sha numkeys KEYS… mode now horizon seen_ttl ARGV…`: the requests' keys and
+    /// arguments one after the other (see [`script_call`](Self::script_call)). `now` is empty
+    /// for Redis `TIME`, or the injected clock's reading when the first call was built.
+    fn script_cmd(&self, batch: &[&ScriptCall]) -> Cmd {
+        let mode = batch.first().map_or("r", |call| call.mode);
+        let now = batch.first().and_then(|call| call.now_us);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.script.get_hash())
+            .arg(batch.iter().map(|call| call.keys.len()).sum::<usize>());
+        for call in batch {
+            cmd.arg(&call.keys);
+        }
+        cmd.arg(mode)
+            .arg(now.map(|now| now.to_string()).unwrap_or_default())
+            .arg(&self.horizon_us)
+            .arg(&self.seen_ttl_ms);
+        for call in batch {
+            cmd.arg(&call.args);
+        }
+        cmd
+    }
+
+    /// One request's keys (`seen`, the `n` counters, the `m` SOURCES) and arguments (`nonce n
+    /// m (limit window shadow slot source)…`), where `slot` is a slotted counter's slot in µs
+    /// (0 for an exact log) and `source` the index among the request's keys (1-based, the
+    /// seen record first) of the exact log a new slotted counter takes its counts from (0:
+    /// none; one of the SOURCES, which share the identity's hash tag). A report (`"p"`)
+    /// records nothing and needs no nonce.
     fn script_call(
         &self,
         shard: &str,
         counters: &[CounterSpec],
-        mode: &str,
+        mode: &'static str,
         nonce: &str,
     ) -> ScriptCall {
         let sources: Vec<Option<String>> = counters
@@ -191,23 +295,15 @@ impl RedisStore {
             })
             .collect();
         let source_count = sources.iter().flatten().count();
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash())
-            .arg(1 + counters.len() + source_count)
-            .arg(keys::seen_key(shard));
-        for spec in counters {
-            cmd.arg(&spec.key);
-        }
-        for source in sources.iter().flatten() {
-            cmd.arg(source);
-        }
-        let now = self.clock.as_ref().map(|c| c.now_us().to_string());
-        cmd.arg(nonce)
-            .arg(mode)
-            .arg(now.unwrap_or_default())
-            .arg(&self.horizon_us)
-            .arg(&self.seen_ttl_ms);
-        // Sources follow the seen record and the counters in KEYS (1-based in Lua).
+        let mut call_keys = Vec::with_capacity(1 + counters.len() + source_count);
+        call_keys.push(keys::seen_key(shard));
+        call_keys.extend(counters.iter().map(|spec| spec.key.clone()));
+        call_keys.extend(sources.iter().flatten().cloned());
+        let mut args = Vec::with_capacity(3 + 5 * counters.len());
+        args.push(nonce.to_string());
+        args.push(counters.len().to_string());
+        args.push(source_count.to_string());
+        // Sources follow the seen record and the counters (1-based).
         let mut next_source = 2 + counters.len();
         for (spec, source) in counters.iter().zip(&sources) {
             let slot_us = match spec.algorithm {
@@ -221,94 +317,66 @@ impl RedisStore {
                 }
                 None => 0,
             };
-            cmd.arg(spec.limit)
-                .arg(spec.window_us)
-                .arg(if spec.shadow { "1" } else { "0" })
-                .arg(slot_us)
-                .arg(source_index);
+            args.push(spec.limit.to_string());
+            args.push(spec.window_us.to_string());
+            args.push(if spec.shadow { "1" } else { "0" }.to_string());
+            args.push(slot_us.to_string());
+            args.push(source_index.to_string());
         }
         ScriptCall {
-            cmd,
+            keys: call_keys,
+            args,
+            mode,
+            now_us: self.clock.as_ref().map(|clock| clock.now_us()),
             counter_count: counters.len(),
         }
     }
 
-    /// Several check-and-record calls. On a single node they go out as one pipeline (one
-    /// round trip; Redis runs the scripts one after the other, in order). A cluster routes
-    /// by key slot and the identities of a batch live on different nodes, so there each
-    /// call goes on its own, concurrently; calls on one identity share a hash tag and hence a
-    /// node, where they keep their order.
-    async fn run_many(&self, calls: &[(&str, &[CounterSpec])]) -> Vec<Result<Outcome, StoreError>> {
-        let shards: Vec<&str> = calls.iter().map(|(shard, _)| *shard).collect();
-        let calls: Vec<ScriptCall> = calls
+    /// Several check-and-record calls, as few script calls as [`send_many`](Self::send_many)
+    /// can make them.
+    pub fn record_calls(&self, calls: &[(&str, &[CounterSpec])]) -> Vec<ScriptCall> {
+        calls
             .iter()
             .map(|(shard, counters)| self.record_call(shard, counters))
-            .collect();
-        if self.connector.is_cluster() {
-            return self.run_many_on_cluster(&shards, &calls).await;
-        }
-        let mut pipe = Pipeline::with_capacity(calls.len());
-        pipe.ignore_errors();
-        for call in &calls {
-            pipe.add_command(call.cmd.clone());
-        }
-        let replies: Result<Vec<redis::RedisResult<Value>>, StoreError> = self
-            .guarded(async {
-                let mut conn = self.connector.get().await.map_err(classify)?;
-                pipe.query_async(&mut conn).await.map_err(classify)
-            })
-            .await;
-        let replies = match replies {
-            Ok(replies) if replies.len() == calls.len() => replies,
-            Ok(_) => {
-                let err = StoreError::Protocol("pipeline: wrong number of replies".into());
-                return vec![Err(err); calls.len()];
-            }
-            Err(err) => return vec![Err(err); calls.len()],
-        };
-        let mut results = Vec::with_capacity(calls.len());
-        for (call, reply) in calls.iter().zip(replies) {
-            results.push(match reply {
-                Ok(value) => parse_reply(value, call.counter_count),
-                // The script is not cached (Redis restarted or flushed it): this call did not
-                // run, so it is safe to send it alone, which loads the script.
-                Err(err) if is_noscript(&err) => self.send(call).await,
-                Err(err) => Err(classify(err)),
-            });
-        }
-        results
+            .collect()
     }
 }
 
-impl RedisStore {
-    /// A cluster takes no cross-slot pipeline: each shard's calls go one after the other, in
-    /// the order given (sent concurrently, a later call could overtake an earlier one, e.g.
-    /// while the script loads), and the shards concurrently.
-    async fn run_many_on_cluster(
-        &self,
-        shards: &[&str],
-        calls: &[ScriptCall],
-    ) -> Vec<Result<Outcome, StoreError>> {
-        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (i, shard) in shards.iter().enumerate() {
-            match groups.iter_mut().find(|(s, _)| s == shard) {
-                Some((_, members)) => members.push(i),
-                None => groups.push((shard, vec![i])),
+/// The calls grouped by the cluster slot of their keys (every key of a call shares the
+/// identity's hash tag, so its seen record names the slot), groups in order of first
+/// appearance, each group's members in order.
+fn slot_groups(calls: &[ScriptCall]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(Slot, Vec<usize>)> = Vec::new();
+    for (i, call) in calls.iter().enumerate() {
+        let slot = Slot::for_key(call.keys.first().map_or("", String::as_str));
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((slot, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, members)| members).collect()
+}
+
+/// `members` (indices into `calls`) cut, in order, into as few runs as keep each run's keys
+/// and arguments within `max_args` and its calls of one mode (a script call records or
+/// reports); a call bigger than that on its own is a run of its own.
+fn chunks(members: &[usize], calls: &[ScriptCall], max_args: usize) -> Vec<Vec<usize>> {
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    let mut size = 0;
+    for &i in members {
+        let call_size = calls[i].size();
+        match runs.last_mut() {
+            Some(run) if size + call_size <= max_args && calls[run[0]].mode == calls[i].mode => {
+                run.push(i);
+                size += call_size;
+            }
+            _ => {
+                runs.push(vec![i]);
+                size = call_size;
             }
         }
-        let ran = futures_util::future::join_all(groups.iter().map(|(_, members)| async move {
-            let mut outcomes = Vec::with_capacity(members.len());
-            for &i in members {
-                outcomes.push((i, self.send(&calls[i]).await));
-            }
-            outcomes
-        }))
-        .await;
-        let mut results: Vec<(usize, Result<Outcome, StoreError>)> =
-            ran.into_iter().flatten().collect();
-        results.sort_unstable_by_key(|(i, _)| *i);
-        results.into_iter().map(|(_, outcome)| outcome).collect()
     }
+    runs
 }
 
 fn is_noscript(err: &redis::RedisError) -> bool {
@@ -326,6 +394,16 @@ fn classify(err: redis::RedisError) -> StoreError {
         }
         _ => StoreError::backend(err),
     }
+}
+
+/// A request the script refused whole (its reply a string saying why): a wrong call, as an
+/// error reply to a script call of its own would be.
+fn refused(why: &[u8]) -> StoreError {
+    StoreError::Refused(Arc::new(redis::RedisError::from((
+        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+        "the script refused the request",
+        String::from_utf8_lossy(why).into_owned(),
+    ))))
 }
 
 fn parse_reply(reply: Value, counters: usize) -> Result<Outcome, StoreError> {
@@ -373,7 +451,7 @@ impl CounterStore for RedisStore {
         &self,
         calls: &[(&str, &[CounterSpec])],
     ) -> Vec<Result<Outcome, StoreError>> {
-        self.run_many(calls).await
+        self.send_many(&self.record_calls(calls)).await
     }
 
     async fn peek(&self, shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError> {

@@ -1,27 +1,37 @@
 -- Sliding-window check-and-record over several counters, exact logs and slotted counters
--- alike, atomically, and at most once per request. A request is admitted iff every enforced counter has room; it is then recorded
--- in every enforced counter and in every shadow counter that has room (so a shadow counter
--- never refuses a request and never holds more than its limit). A denied request records
--- nothing.
+-- alike, atomically, and at most once per request, for a batch of requests in one script
+-- call. A request is admitted iff every enforced counter has room; it is then recorded in
+-- every enforced counter and in every shadow counter that has room (so a shadow counter never
+-- refuses a request and never holds more than its limit). A denied request records nothing.
+-- The requests of a batch are decided one after the other, in order, each exactly as if it
+-- were the only one of its call: a later request sees what an earlier one recorded, and
+-- nothing else of it (a denial, a refused request) changes its answer.
 --
--- KEYS[1]      the identity's seen record: sorted set of the nonces of requests recorded
---              within the replay horizon (score = µs timestamp)
--- KEYS[1+i]    counter i: an exact log (sorted set of admitted requests, score = µs timestamp)
---              or a slotted counter (hash, see below)
--- KEYS[1+n+j]  exact logs that slotted counters take their counts from when they do not exist
---              yet (see ARGV[5+5i])
--- ARGV[1]      the request's nonce: unique per request, the same in every retry of it
--- ARGV[2]      "r" to record an admitted request, "p" to only report (status endpoint)
--- ARGV[3]      "" to read the time from Redis (production); a store given its own clock
+-- ARGV[1]      "r" to record admitted requests, "p" to only report (status endpoint)
+-- ARGV[2]      "" to read the time from Redis (production); a store given its own clock
 --              (tests: a manual one, for exact boundaries) passes its reading in µs
--- ARGV[4]      replay horizon (µs): how long a recorded nonce is remembered
--- ARGV[5]      TTL of the seen record (ms): the horizon rounded up, plus one
--- ARGV[1+5i] … ARGV[5+5i]   counter i: limit, window W (µs), "1" for a shadow counter ("0" for
---              an enforced one), slot length g (µs; "0" for an exact log), and the index in
---              KEYS of the exact log of the same window ("0": none)
+-- ARGV[3]      replay horizon (µs): how long a recorded nonce is remembered
+-- ARGV[4]      TTL of the seen records (ms): the horizon rounded up, plus one
+-- Then each request in turn, its keys following the previous request's in KEYS and its
+-- arguments following them in ARGV:
+--   KEYS  seen        the identity's seen record: sorted set of the nonces of requests
+--                     recorded within the replay horizon (score = µs timestamp)
+--         counter i   (i = 1..n) an exact log (sorted set of admitted requests, score = µs
+--                     timestamp) or a slotted counter (hash, see below)
+--         source j    (j = 1..m) exact logs that slotted counters take their counts from when
+--                     they do not exist yet
+--   ARGV  nonce       unique per request, the same in every retry of it
+--         n, m        how many counters and sources the request has
+--         counter i   five arguments: limit, window W (µs), "1" for a shadow counter ("0" for
+--                     an enforced one), slot length g (µs; "0" for an exact log), and the
+--                     index among the request's keys (seen = 1, counter i = 1 + i, source
+--                     j = 1 + n + j) of the exact log of the same window ("0": none)
 --
--- Returns { admitted (0/1), now_us, count_1, free_at_1, full_1, count_2, ... }, where full_i
--- (0/1) says counter i had no room for this request.
+-- Returns one entry per request, in order: { admitted (0/1), now_us, count_1, free_at_1,
+-- full_1, count_2, ... }, where full_i (0/1) says counter i had no room for this request, or
+-- for a request refused whole (nothing of it written) a string saying why (not an error
+-- reply: the other requests' answers stand). Every request of a batch is judged at the same
+-- now_us.
 --
 -- Numbers reach redis.call as strings formatted with %.0f: Lua would otherwise print them
 -- with 14 significant digits and corrupt µs timestamps (16 digits).
@@ -46,19 +56,18 @@
 -- the counters instead of living in their entries, so it holds whatever a counter stores.
 
 local now
-if ARGV[3] == '' then
+if ARGV[2] == '' then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 else
-  now = tonumber(ARGV[3])
+  now = tonumber(ARGV[2])
 end
 local function fmt(x)
   return string.format('%.0f', x)
 end
 local now_s = fmt(now)
 
-local seen, nonce, mode = KEYS[1], ARGV[1], ARGV[2]
-local replay = mode == 'r' and redis.call('ZSCORE', seen, nonce) ~= false
+local mode, horizon_us, seen_ttl = ARGV[1], tonumber(ARGV[3]), ARGV[4]
 
 -- ---- Slotted counters ----
 
@@ -230,139 +239,159 @@ local function slots_free_at(key, lowest, total, limit, window, g)
   return (last + 1) * g + window
 end
 
--- ---- Every counter: check ----
+-- ---- One request: check, record, report ----
 
 -- Cost: every number <-> string conversion is a libc call and a large share of the
 -- script's CPU, so each argument is converted once and the strings derived from a window
--- (trim horizon, TTL) once per distinct window; the score of the entry that sets free_at is
--- read from its member ("<us>.<nonce>" starts with it) instead of WITHSCORES, which would
--- format the double only for the script to parse it back.
-
-local n = (#ARGV - 5) / 5
-for i = 1, n do
-  local g = tonumber(ARGV[4 + 5 * i])
-  -- Checked before anything is written: a call is refused whole.
-  if g > 0 and tonumber(ARGV[2 + 5 * i]) / g > M - 8 then
-    return redis.error_reply('slotted counter ' .. KEYS[1 + i] .. ': too many slots per window')
-  end
-end
-local limits, windows, slots, counts, full, lowests = {}, {}, {}, {}, {}, {}
+-- (trim horizon, TTL) once per distinct window, for the whole batch (every request is judged
+-- at the same now); the score of the entry that sets free_at is read from its member
+-- ("<us>.<nonce>" starts with it) instead of WITHSCORES, which would format the double only
+-- for the script to parse it back.
 local horizon, ttl = {}, {}
-local admitted = 1
-for i = 1, n do
-  local key = KEYS[1 + i]
-  local a = 5 * i
-  local limit = tonumber(ARGV[1 + a])
-  local wkey = ARGV[2 + a]
-  local window = tonumber(wkey)
-  local g = tonumber(ARGV[4 + a])
-  limits[i], windows[i], slots[i] = limit, window, g
-  local c
-  if g > 0 then
-    local lowest
-    lowest, c = load_slots(key, window, g)
-    local source = tonumber(ARGV[5 + a])
-    if lowest == nil and source > 0 then
-      lowest, c = convert(key, KEYS[source], window, g)
-    end
-    lowests[i] = lowest
-  else
-    local h = horizon[wkey]
-    if h == nil then
-      -- The window is (now - W, now]: entries at or before now - W have left it.
-      h = fmt(now - window)
-      horizon[wkey] = h
-    end
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', h)
-    c = redis.call('ZCARD', key)
-  end
-  counts[i] = c
-  full[i] = c >= limit
-  if full[i] and ARGV[3 + a] ~= '1' then
-    admitted = 0
-  end
-end
-if replay then
-  -- Recorded by the first execution: admitted, whatever the counters say now.
-  admitted = 1
+
+-- The request whose seen record is KEYS[K + 1], its counters KEYS[K + 1 + i] and its sources
+-- after them, and whose counter i has the arguments ARGV[A + 5 (i - 1) + 1 .. + 5].
+local function decide(K, A, n, nonce)
   for i = 1, n do
-    full[i] = false
-  end
-end
-
--- ---- Record, and report ----
-
-local record = admitted == 1 and mode == 'r' and not replay
-local out = { admitted, now }
--- The nonce makes the member unique, also when two requests share a µs or the clock steps
--- back.
-local member = record and (now_s .. '.' .. nonce)
-for i = 1, n do
-  local key = KEYS[1 + i]
-  local limit, window, g, c = limits[i], windows[i], slots[i], counts[i]
-  local free_at = now
-  -- An admitted request finds every enforced counter with room: only a full shadow counter
-  -- is left out.
-  local records = record and not full[i]
-  if g > 0 then
-    local lowest = lowests[i]
-    if records then
-      -- In the slot of now, or in the lowest if that is later (a clock that stepped back):
-      -- a later slot is counted longer, never less.
-      local s = slot_of(now, g)
-      if lowest == nil or lowest > s then
-        lowest = lowest or s
-        s = lowest
-      end
-      redis.call('HINCRBY', key, field(s), 1)
-      c = c + 1
-      redis.call('HSET', key, 'l', fmt(lowest), 't', fmt(c))
-      redis.call('PEXPIRE', key, slots_ttl(window, g))
-    end
-    if c > 0 then
-      free_at = slots_free_at(key, lowest, c, limit, window, g)
-    end
-  else
-    if records then
-      redis.call('ZADD', key, now_s, member)
-      local wkey = ARGV[2 + 5 * i]
-      local t = ttl[wkey]
-      if t == nil then
-        -- Redis counts expiry from its clock truncated to the millisecond, so a TTL of
-        -- exactly the window could drop the key (and its newest entry) up to 1 ms before
-        -- that entry leaves the window: one more millisecond keeps every entry for its
-        -- whole window.
-        t = fmt(math.ceil(window / 1000) + 1)
-        ttl[wkey] = t
-      end
-      redis.call('PEXPIRE', key, t)
-      if c == 0 then
-        -- The entry just added is the only one.
-        free_at = now + window
-      end
-      c = c + 1
-    end
-    if c > 0 and free_at == now then
-      local index = 0
-      if c > limit then
-        index = c - limit
-      end
-      local first = redis.call('ZRANGE', key, index, index)[1]
-      if first then
-        free_at = tonumber(string.match(first, '^%d+')) + window
-      end
+    local a = A + 5 * (i - 1)
+    local g = tonumber(ARGV[a + 4])
+    -- Checked before anything is written: a request is refused whole.
+    if g > 0 and tonumber(ARGV[a + 2]) / g > M - 8 then
+      return 'slotted counter ' .. KEYS[K + 1 + i] .. ': too many slots per window'
     end
   end
-  out[#out + 1] = c
-  out[#out + 1] = free_at
-  out[#out + 1] = full[i] and 1 or 0
+  local seen = KEYS[K + 1]
+  local replay = mode == 'r' and redis.call('ZSCORE', seen, nonce) ~= false
+  local limits, windows, slots, counts, full, lowests = {}, {}, {}, {}, {}, {}
+  local admitted = 1
+  for i = 1, n do
+    local key = KEYS[K + 1 + i]
+    local a = A + 5 * (i - 1)
+    local limit = tonumber(ARGV[a + 1])
+    local wkey = ARGV[a + 2]
+    local window = tonumber(wkey)
+    local g = tonumber(ARGV[a + 4])
+    limits[i], windows[i], slots[i] = limit, window, g
+    local c
+    if g > 0 then
+      local lowest
+      lowest, c = load_slots(key, window, g)
+      local source = tonumber(ARGV[a + 5])
+      if lowest == nil and source > 0 then
+        lowest, c = convert(key, KEYS[K + source], window, g)
+      end
+      lowests[i] = lowest
+    else
+      local h = horizon[wkey]
+      if h == nil then
+        -- The window is (now - W, now]: entries at or before now - W have left it.
+        h = fmt(now - window)
+        horizon[wkey] = h
+      end
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', h)
+      c = redis.call('ZCARD', key)
+    end
+    counts[i] = c
+    full[i] = c >= limit
+    if full[i] and ARGV[a + 3] ~= '1' then
+      admitted = 0
+    end
+  end
+  if replay then
+    -- Recorded by the first execution: admitted, whatever the counters say now.
+    admitted = 1
+    for i = 1, n do
+      full[i] = false
+    end
+  end
+
+  local record = admitted == 1 and mode == 'r' and not replay
+  local out = { admitted, now }
+  -- The nonce makes the member unique, also when two requests share a µs (every request of
+  -- a batch does) or the clock steps back.
+  local member = record and (now_s .. '.' .. nonce)
+  for i = 1, n do
+    local key = KEYS[K + 1 + i]
+    local limit, window, g, c = limits[i], windows[i], slots[i], counts[i]
+    local free_at = now
+    -- An admitted request finds every enforced counter with room: only a full shadow counter
+    -- is left out.
+    local records = record and not full[i]
+    if g > 0 then
+      local lowest = lowests[i]
+      if records then
+        -- In the slot of now, or in the lowest if that is later (a clock that stepped back):
+        -- a later slot is counted longer, never less.
+        local s = slot_of(now, g)
+        if lowest == nil or lowest > s then
+          lowest = lowest or s
+          s = lowest
+        end
+        redis.call('HINCRBY', key, field(s), 1)
+        c = c + 1
+        redis.call('HSET', key, 'l', fmt(lowest), 't', fmt(c))
+        redis.call('PEXPIRE', key, slots_ttl(window, g))
+      end
+      if c > 0 then
+        free_at = slots_free_at(key, lowest, c, limit, window, g)
+      end
+    else
+      if records then
+        redis.call('ZADD', key, now_s, member)
+        local wkey = ARGV[A + 5 * (i - 1) + 2]
+        local t = ttl[wkey]
+        if t == nil then
+          -- Redis counts expiry from its clock truncated to the millisecond, so a TTL of
+          -- exactly the window could drop the key (and its newest entry) up to 1 ms before
+          -- that entry leaves the window: one more millisecond keeps every entry for its
+          -- whole window.
+          t = fmt(math.ceil(window / 1000) + 1)
+          ttl[wkey] = t
+        end
+        redis.call('PEXPIRE', key, t)
+        if c == 0 then
+          -- The entry just added is the only one.
+          free_at = now + window
+        end
+        c = c + 1
+      end
+      if c > 0 and free_at == now then
+        local index = 0
+        if c > limit then
+          index = c - limit
+        end
+        local first = redis.call('ZRANGE', key, index, index)[1]
+        if first then
+          free_at = tonumber(string.match(first, '^%d+')) + window
+        end
+      end
+    end
+    out[#out + 1] = c
+    out[#out + 1] = free_at
+    out[#out + 1] = full[i] and 1 or 0
+  end
+
+  if record then
+    -- Only recorded requests are remembered, for the replay horizon: the record holds at
+    -- most the requests admitted within it.
+    redis.call('ZREMRANGEBYSCORE', seen, '-inf', fmt(now - horizon_us))
+    redis.call('ZADD', seen, now_s, nonce)
+    redis.call('PEXPIRE', seen, seen_ttl)
+  end
+  return out
 end
 
-if record then
-  -- Only recorded requests are remembered, for the replay horizon: the record holds at most
-  -- the requests admitted within it.
-  redis.call('ZREMRANGEBYSCORE', seen, '-inf', fmt(now - tonumber(ARGV[4])))
-  redis.call('ZADD', seen, now_s, nonce)
-  redis.call('PEXPIRE', seen, ARGV[5])
+-- ---- The batch, in order ----
+
+local replies = {}
+local K, A = 0, 4
+while A < #ARGV do
+  local nonce, n, m = ARGV[A + 1], tonumber(ARGV[A + 2]), tonumber(ARGV[A + 3])
+  replies[#replies + 1] = decide(K, A + 3, n, nonce)
+  K = K + 1 + n + m
+  A = A + 3 + 5 * n
 end
-return out
+if K ~= #KEYS or A ~= #ARGV then
+  return redis.error_reply('batch: keys and arguments do not match the requests they name')
+end
+return replies

@@ -143,3 +143,94 @@ fn numbers() {
     );
     assert_eq!(spread_text(None, |x| format!("{x}")), "n/a");
 }
+
+#[test]
+fn redis_cpu_per_decision_is_shown_for_each_configuration_on_redis() {
+    use crate::measure::RedisCommands;
+    use crate::record::RedisRun;
+    let opts = options();
+    let variants: Vec<Variant> = table(&Programs {
+        control_plane: PathBuf::from("/cp"),
+        wasm: PathBuf::from("/f.wasm"),
+        envoy_concurrency: 2,
+    })
+    .into_iter()
+    .filter(|v| ["1", "3", "4", "4s"].contains(&v.name.as_str()))
+    .collect();
+    // `cpu_us` of redis-server and the decisions of each start: 4 at 30 and 20 µs per
+    // decision, 4s at 12 and 14 (and 3, on memory, not shown).
+    let on_redis =
+        |variant: &str, repeat: u32, cpu_us: f64, decisions: f64, calls: f64| RunRecord {
+            decisions: Some(decisions),
+            redis: Some(RedisRun {
+                commands: RedisCommands {
+                    script_calls: calls,
+                    ..RedisCommands::default()
+                },
+                cpu_us,
+            }),
+            ..run(variant, repeat, 10_000.0, 10.0)
+        };
+    let records = vec![
+        run("1", 1, 20_000.0, 8.0),
+        on_redis("4", 1, 3_000_000.0, 100_000.0, 10_000.0),
+        on_redis("4", 2, 2_000_000.0, 100_000.0, 10_000.0),
+        on_redis("4s", 1, 1_200_000.0, 100_000.0, 5_000.0),
+        on_redis("4s", 2, 1_400_000.0, 100_000.0, 5_000.0),
+        RunRecord {
+            decisions: Some(100_000.0),
+            ..run("3", 1, 10_000.0, 10.0)
+        },
+    ];
+    let cells = Cells::new(&records);
+    let provenance = Provenance::default();
+    let round: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
+    let text = render(&Input {
+        opts: &opts,
+        provenance: &provenance,
+        variants: &variants,
+        round: &round,
+        records: &records,
+        cells: &cells,
+        verdicts: &[],
+        memory: None,
+        failures: &[],
+        ceiling: 20_000.0,
+        ceiling_source: "measured",
+        elapsed: Duration::from_secs(60),
+    });
+    for expected in [
+        "### Redis CPU per decision",
+        "Target for slotted windows: ≤ 15 µs.",
+        "| 4 | exact log | phase a, 100 connections | 100,000 | 25.0 (20.0–30.0) | 0.100 | — |",
+        "| 4s | slotted | phase a, 100 connections | 100,000 | 13.0 (12.0–14.0) | 0.050 | ≤ 15: met |",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("| 3 | exact log |"),
+        "a configuration on memory has no Redis row:\n{text}"
+    );
+
+    // Over the target: by how much.
+    let records = vec![on_redis("4s", 1, 2_000_000.0, 100_000.0, 5_000.0)];
+    let cells = Cells::new(&records);
+    let text = render(&Input {
+        records: &records,
+        cells: &cells,
+        opts: &opts,
+        provenance: &provenance,
+        variants: &variants,
+        round: &round,
+        verdicts: &[],
+        memory: None,
+        failures: &[],
+        ceiling: 20_000.0,
+        ceiling_source: "measured",
+        elapsed: Duration::from_secs(60),
+    });
+    assert!(
+        text.contains("| 20.0 | 0.050 | ≤ 15: 5.0 over |"),
+        "missing the distance in:\n{text}"
+    );
+}

@@ -89,14 +89,21 @@ fn a_lost_connection_is_a_backend_error_and_keeps_the_io_error() {
     assert!(Arc::ptr_eq(a, b));
 }
 
-fn args(call: &ScriptCall) -> Vec<String> {
-    call.cmd
+/// The script call sending `calls` as one batch, argument by argument.
+fn batch_args(store: &RedisStore, calls: &[&ScriptCall]) -> Vec<String> {
+    store
+        .script_cmd(calls)
         .args_iter()
         .map(|arg| match arg {
             redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
             other => format!("{other:?}"),
         })
         .collect()
+}
+
+/// The script call sending `call` alone, argument by argument.
+fn args(store: &RedisStore, call: &ScriptCall) -> Vec<String> {
+    batch_args(store, &[call])
 }
 
 #[tokio::test]
@@ -120,21 +127,22 @@ async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce()
         },
     ];
     let call = store.record_call("ip:10.0.0.1", &counters);
-    let a = args(&call);
+    let a = args(&store, &call);
     assert_eq!(a[0], "EVALSHA");
     assert_eq!(a[2], "3", "the seen record and two counters");
     assert_eq!(
         &a[3..6],
         ["rl:{ip:10.0.0.1}:n", &counters[0].key, &counters[1].key]
     );
-    let nonce = &a[6];
-    assert!(!nonce.is_empty());
-    assert_eq!(a[7], "r");
-    assert_eq!(a[8], "", "production time: the script reads Redis TIME");
+    assert_eq!(a[6], "r");
+    assert_eq!(a[7], "", "production time: the script reads Redis TIME");
     // Default timeout 100 ms: a horizon of 1 s, a TTL of 1,001 ms.
-    assert_eq!(&a[9..11], ["1000000", "1001"]);
+    assert_eq!(&a[8..10], ["1000000", "1001"]);
+    let nonce = &a[10];
+    assert!(!nonce.is_empty());
+    assert_eq!(&a[11..13], ["2", "0"], "two counters, no log to convert");
     assert_eq!(
-        &a[11..],
+        &a[13..],
         [
             "100", "60000000", "0", "0", "0", "5", "1000000", "1", "0", "0"
         ],
@@ -142,12 +150,26 @@ async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce()
     );
 
     // Sent again, a call is the same bytes; a new call is a new nonce.
-    assert_eq!(args(&call.clone()), a);
+    assert_eq!(args(&store, &call.clone()), a);
     let next = store.record_call("ip:10.0.0.1", &counters);
-    assert_ne!(&args(&next)[6], nonce);
+    assert_ne!(&args(&store, &next)[10], nonce);
     // A report records nothing and carries no nonce.
     let report = store.script_call("ip:10.0.0.1", &counters, "p", "");
-    assert_eq!(&args(&report)[6..8], ["", "p"]);
+    let r = args(&store, &report);
+    assert_eq!((r[6].as_str(), r[10].as_str()), ("p", ""));
+
+    // A batch: the requests' keys one after the other, the common arguments, then the
+    // requests' arguments one after the other.
+    let other = [counters[0].clone()];
+    let second = store.record_call("ip:10.0.0.2", &other);
+    let b = batch_args(&store, &[&call, &second]);
+    assert_eq!(b[2], "5");
+    assert_eq!(&b[3..6], &a[3..6]);
+    assert_eq!(&b[6..8], ["rl:{ip:10.0.0.2}:n", &counters[0].key]);
+    assert_eq!(&b[8..12], &a[6..10]);
+    assert_eq!(&b[12..25], &a[10..]);
+    assert_ne!(b[25], *nonce);
+    assert_eq!(&b[26..], ["1", "0", "100", "60000000", "0", "0", "0"]);
 }
 
 #[tokio::test]
@@ -171,7 +193,7 @@ async fn a_new_slotted_counter_names_the_exact_log_of_its_window() {
         // Not a key of ours: nothing to convert from.
         spec("rl:{ip:10.0.0.1}:custom".into(), slotted),
     ];
-    let a = args(&store.record_call(id, &counters));
+    let a = args(&store, &store.record_call(id, &counters));
     assert_eq!(a[2], "7", "the seen record, four counters, two logs");
     assert_eq!(
         &a[3..10],
@@ -185,7 +207,8 @@ async fn a_new_slotted_counter_names_the_exact_log_of_its_window() {
             "rl:{ip:10.0.0.1}:e:60:/x",
         ]
     );
-    let per_counter: Vec<&[String]> = a[15..].chunks(5).collect();
+    assert_eq!(&a[15..17], ["4", "2"], "four counters, two logs");
+    let per_counter: Vec<&[String]> = a[17..].chunks(5).collect();
     assert_eq!(per_counter[0], ["7", "60000000", "0", "1000000", "6"]);
     assert_eq!(per_counter[1], ["7", "60000000", "0", "0", "0"]);
     assert_eq!(per_counter[2], ["7", "60000000", "0", "1000000", "7"]);
@@ -197,10 +220,10 @@ async fn a_new_slotted_counter_names_the_exact_log_of_its_window() {
         spec(keys::budget_key(id, 60, slotted), slotted),
         spec(keys::budget_key(id, 60, Algorithm::Exact), Algorithm::Exact),
     ];
-    let a = args(&store.record_call(id, &both));
+    let a = args(&store, &store.record_call(id, &both));
     assert_eq!(a[2], "3");
     assert_eq!(
-        &a[11..],
+        &a[13..],
         [
             "7", "60000000", "0", "1000000", "0", "7", "60000000", "0", "0", "0"
         ]
@@ -218,4 +241,69 @@ fn the_replay_horizon_outlasts_every_retry() {
         Duration::from_millis(2_500)
     );
     assert_eq!(replay_horizon(Duration::ZERO), Duration::from_secs(1));
+}
+
+fn call_of(seen: &str, counters: usize, mode: &'static str) -> ScriptCall {
+    ScriptCall {
+        keys: std::iter::once(seen.to_string())
+            .chain((0..counters).map(|i| format!("{seen}:{i}")))
+            .collect(),
+        args: vec!["0".into(); 3 + 5 * counters],
+        mode,
+        now_us: None,
+        counter_count: counters,
+    }
+}
+
+#[test]
+fn a_batch_is_cut_in_order_into_as_few_script_calls_as_fit() {
+    // Each call: 1 + 2 keys and 3 + 10 arguments, 16 in all.
+    let calls: Vec<ScriptCall> = (0..5).map(|_| call_of("rl:{a}:n", 2, "r")).collect();
+    let all: Vec<usize> = (0..5).collect();
+    assert_eq!(chunks(&all, &calls, 80), vec![all.clone()]);
+    assert_eq!(chunks(&all, &calls, 48), vec![vec![0, 1, 2], vec![3, 4]]);
+    // A call bigger than the bound alone goes alone.
+    assert_eq!(
+        chunks(&all, &calls, 10),
+        vec![vec![0], vec![1], vec![2], vec![3], vec![4]]
+    );
+    // Members keep the order given, gaps and all.
+    assert_eq!(chunks(&[4, 1, 3], &calls, 32), vec![vec![4, 1], vec![3]]);
+}
+
+#[test]
+fn reports_and_records_never_share_a_script_call() {
+    let calls = vec![
+        call_of("rl:{a}:n", 1, "r"),
+        call_of("rl:{a}:n", 1, "p"),
+        call_of("rl:{a}:n", 1, "p"),
+        call_of("rl:{a}:n", 1, "r"),
+    ];
+    assert_eq!(
+        chunks(&[0, 1, 2, 3], &calls, 1_000),
+        vec![vec![0], vec![1, 2], vec![3]]
+    );
+}
+
+#[test]
+fn calls_are_grouped_by_the_slot_of_their_hash_tag_in_order() {
+    use redis::cluster_routing::Slot;
+    // Tags chosen by their slots: "a" and "b" differ, "{a}" keys all share one.
+    assert_ne!(Slot::for_key("rl:{a}:n"), Slot::for_key("rl:{b}:n"));
+    let calls = vec![
+        call_of("rl:{b}:n", 1, "r"),
+        call_of("rl:{a}:n", 1, "r"),
+        call_of("rl:{b}:n", 2, "r"),
+        call_of("rl:{a}:n", 3, "r"),
+        call_of("rl:{b}:n", 1, "r"),
+    ];
+    assert_eq!(slot_groups(&calls), vec![vec![0, 2, 4], vec![1, 3]]);
+}
+
+#[test]
+fn a_full_batch_of_tier_and_rule_windows_fits_one_script_call() {
+    // A tier and a rule of six windows each, every slotted one with its exact log as source.
+    let windows = 12;
+    let per_request = (1 + windows + windows) + (3 + 5 * windows);
+    assert!(rl_wire::MAX_BATCH_DECISIONS * per_request <= MAX_SCRIPT_ARGS);
 }
