@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rl_tests::envoy::admin_get;
 use rl_tests::free_port;
 
-use crate::configs::{StoreKind, Variant};
+use crate::configs::{FilterKind, StoreKind, Variant};
 use crate::http::Http;
 use crate::measure::{self, HistDelta, Prom};
 use crate::plan::{self, KeyFiles, Keys, Limits};
@@ -106,6 +106,8 @@ struct Live<'a> {
     url: String,
     admin: SocketAddr,
     cp_port: u16,
+    /// The control plane's gRPC listener (configuration 5's Envoy asks there).
+    grpc_port: Option<u16>,
     cp: Option<Spawned>,
     cp_starts: u32,
     cp_rss_start_kib: Option<u64>,
@@ -218,6 +220,7 @@ impl Bench {
         let cp = stack::start_control_plane(
             live.variant,
             live.cp_port,
+            live.grpc_port,
             &self
                 .keys
                 .control_plane_config(limits, live.variant.counters),
@@ -247,6 +250,7 @@ impl Bench {
             url: format!("http://127.0.0.1:{}{}", ports.listener, plan::PATH),
             admin: stack::local(ports.admin),
             cp_port: free_port(),
+            grpc_port: (variant.filter == FilterKind::NativeRateLimit).then(free_port),
             cp: None,
             cp_starts: 0,
             cp_rss_start_kib: None,
@@ -260,7 +264,7 @@ impl Bench {
             &self.opts.envoy,
             variant,
             &ports,
-            live.cp_port,
+            live.grpc_port.unwrap_or(live.cp_port),
             &self.logs,
             &live.tag,
         );
@@ -579,11 +583,19 @@ impl Bench {
             }
         }
         let counter = |name: &str| filter_counters.get(name).copied().unwrap_or(0.0) as u64;
+        let native_counter = |name: &str| {
+            (envoy_after.sum(name, &[]).unwrap_or(0.0) - envoy_before.sum(name, &[]).unwrap_or(0.0))
+                as u64
+        };
         let errors = Errors {
             socket: load.socket_errors,
             timeouts: load.timeouts,
-            failed_open: counter("failed_open"),
-            control_plane: counter("control_plane_errors") + counter("unauthorized"),
+            // Envoy's native filter counts its own: admitted unchecked, and calls that failed.
+            failed_open: counter("failed_open")
+                + native_counter("envoy_cluster_ratelimit_failure_mode_allowed"),
+            control_plane: counter("control_plane_errors")
+                + counter("unauthorized")
+                + native_counter("envoy_cluster_ratelimit_error"),
         };
         let (cp_check, decisions) = match (&cp_before, &cp_after) {
             (Some(b), Some(a)) => (

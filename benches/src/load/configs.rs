@@ -16,6 +16,8 @@ pub enum FilterKind {
     Wasm,
     /// Our filter with `benchmark_no_callout`: evidence and fixed headers, no call.
     WasmNoCallout,
+    /// Envoy's native `envoy.filters.http.ratelimit`, asking the control plane over gRPC.
+    NativeRateLimit,
 }
 
 /// The control plane's counter store (none: no control plane at all).
@@ -106,6 +108,16 @@ pub const TABLE: &[Spec] = &[
         counters: Counters::Slotted,
         phases: &[Phase::A, Phase::B],
     },
+    // Envoy's own rate-limit filter into our control plane: how Limitador and
+    // envoyproxy/ratelimit are deployed. Throughput and hot identities.
+    Spec {
+        name: "5",
+        label: "Envoy ratelimit filter + control plane (gRPC), Redis",
+        filter: FilterKind::NativeRateLimit,
+        store: StoreKind::Redis,
+        counters: Counters::Exact,
+        phases: &[Phase::A, Phase::B],
+    },
     Spec {
         name: "w",
         label: "filter without callout (Wasm floor)",
@@ -117,12 +129,12 @@ pub const TABLE: &[Spec] = &[
 ];
 
 /// The default `--configs`: one round of the interleaving (repeated `--repeats` times).
-pub const DEFAULT_ROUND: &[&str] = &["1", "4", "4s", "3", "w", "2"];
+pub const DEFAULT_ROUND: &[&str] = &["1", "4", "4s", "5", "3", "w", "2"];
 
 /// One configuration under test.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Variant {
-    /// Short name used in tables ("1" … "4", "4s", "w", or an experiment's name).
+    /// Short name used in tables ("1" … "5", "4s", "w", or an experiment's name).
     pub name: String,
     pub label: String,
     pub filter: FilterKind,

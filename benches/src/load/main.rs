@@ -46,7 +46,7 @@ load_bench: the load benchmark (use `bash scripts/load-bench.sh [OPTIONS]`; docs
   --duration SECS         length of each measured run (default 15)
   --warmup SECS           unmeasured load after each Envoy start (default 3)
   --repeats N             starts of each configuration, interleaved (default 3)
-  --configs LIST          one round of configurations, in order (default 1,4,4s,3,w,2 then every
+  --configs LIST          one round of configurations, in order (default 1,4,4s,5,3,w,2 then every
                           --variant); a name listed twice runs twice per round
   --phases LIST           a (10,000 identities), b (100), c (abuse mix), fixed (open loop),
                           memory (Redis MEMORY USAGE of saturated counters) (default all)
@@ -58,7 +58,7 @@ load_bench: the load benchmark (use `bash scripts/load-bench.sh [OPTIONS]`; docs
   --ceiling RPS           configuration 1's throughput when it is not measured in this run
   --envoy-concurrency N   Envoy worker threads (default 2)
   --variant SPEC          an extra configuration, e.g. for experiments:
-                          name=NAME,base=1|2|3|4|4s|w[,label=TEXT][,cp-bin=PATH][,wasm=PATH]
+                          name=NAME,base=1|2|3|4|4s|5|w[,label=TEXT][,cp-bin=PATH][,wasm=PATH]
                           [,envoy-concurrency=N][,cluster-extra=YAML_FILE][,filter-yaml=YAML_FILE]
                           [,cp-env=KEY=VALUE]...[,cp-arg=ARG]...[,counters=exact|slotted]
   --envoy, --control-plane, --upstream, --wasm, --wrk, --open-loop, --redis-server PATH
@@ -289,8 +289,10 @@ fn run(opts: Options) -> Result<bool, String> {
         if v.uses_control_plane() {
             check_program("the control plane", &v.control_plane, build)?;
         }
-        if v.filter != configs::FilterKind::None && v.filter != configs::FilterKind::LocalRateLimit
-        {
+        if matches!(
+            v.filter,
+            configs::FilterKind::Wasm | configs::FilterKind::WasmNoCallout
+        ) {
             check_program("the filter", &v.wasm, build)?;
         }
     }

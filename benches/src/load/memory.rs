@@ -159,8 +159,15 @@ pub fn measure(
     // Its own name, so its files in `logs` are its own.
     let mut variant = variant.clone();
     variant.name = "memory".into();
-    let cp =
-        stack::start_control_plane(&variant, port, &config(), Some(redis_url), logs, "memory")?;
+    let cp = stack::start_control_plane(
+        &variant,
+        port,
+        None,
+        &config(),
+        Some(redis_url),
+        logs,
+        "memory",
+    )?;
     let url = format!("http://127.0.0.1:{port}{}", rl_wire::BATCH_DECISION_PATH);
     let result = ALGORITHMS
         .iter()

@@ -17,6 +17,19 @@ use crate::configs::{FilterKind, StoreKind, Variant};
 pub const ENVOY_BASE: &str = include_str!("../../load/envoy-base.yaml");
 pub const FILTER_WASM: &str = include_str!("../../load/filter-wasm.yaml");
 pub const FILTER_LOCAL_RATELIMIT: &str = include_str!("../../load/filter-local-ratelimit.yaml");
+pub const FILTER_NATIVE_RATELIMIT: &str = include_str!("../../load/filter-native-ratelimit.yaml");
+/// Configuration 5's route: the descriptors of envoy/envoy.native-ratelimit.yaml.
+const NATIVE_ROUTE_RATE_LIMITS: &str = ", rate_limits: [\
+    {actions: [{remote_address: {}}, \
+    {request_headers: {header_name: \":path\", descriptor_key: \":path\"}}, \
+    {request_headers: {header_name: \":method\", descriptor_key: \":method\"}}]}, \
+    {actions: [{request_headers: {header_name: x-api-key, descriptor_key: x-api-key, \
+    skip_if_absent: true}}]}]";
+/// gRPC needs HTTP/2 to the control plane.
+const NATIVE_CLUSTER_EXTRA: &str = "    typed_extension_protocol_options:\n      \
+    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \
+    \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        \
+    explicit_http_config: {http2_protocol_options: {}}\n";
 
 /// A child process, killed when dropped. Its output goes to a log file.
 pub struct Spawned {
@@ -133,6 +146,7 @@ pub fn envoy_bootstrap(variant: &Variant, ports: &EnvoyPorts, control_plane_port
         (None, FilterKind::None) => String::new(),
         (None, FilterKind::LocalRateLimit) => FILTER_LOCAL_RATELIMIT.to_string(),
         (None, FilterKind::Wasm) => FILTER_WASM.replace("{{PLUGIN_EXTRA}}", ""),
+        (None, FilterKind::NativeRateLimit) => FILTER_NATIVE_RATELIMIT.to_string(),
         (None, FilterKind::WasmNoCallout) => FILTER_WASM.replace(
             "{{PLUGIN_EXTRA}}",
             ",\n                      \"benchmark_no_callout\": true",
@@ -140,9 +154,18 @@ pub fn envoy_bootstrap(variant: &Variant, ports: &EnvoyPorts, control_plane_port
     };
     // JSON strings are valid YAML scalars.
     let wasm = serde_json::Value::String(variant.wasm.display().to_string()).to_string();
+    let native = variant.filter == FilterKind::NativeRateLimit;
+    let cluster_extra = match (native, variant.cluster_extra.is_empty()) {
+        (true, true) => NATIVE_CLUSTER_EXTRA.to_string(),
+        _ => variant.cluster_extra.clone(),
+    };
     ENVOY_BASE
         .replace("{{HTTP_FILTERS}}\n", &filter)
-        .replace("{{CONTROL_PLANE_CLUSTER_EXTRA}}\n", &variant.cluster_extra)
+        .replace(
+            "{{ROUTE_EXTRA}}",
+            if native { NATIVE_ROUTE_RATE_LIMITS } else { "" },
+        )
+        .replace("{{CONTROL_PLANE_CLUSTER_EXTRA}}\n", &cluster_extra)
         .replace("{{ADMIN_PORT}}", &ports.admin.to_string())
         .replace("{{LISTENER_PORT}}", &ports.listener.to_string())
         .replace("{{UPSTREAM_PORT}}", &ports.upstream.to_string())
@@ -195,6 +218,7 @@ pub const ADMIN_KEY: &str = "load-bench-admin-key";
 pub fn start_control_plane(
     variant: &Variant,
     port: u16,
+    grpc_port: Option<u16>,
     config_yaml: &str,
     redis_url: Option<&str>,
     dir: &Path,
@@ -219,6 +243,9 @@ pub fn start_control_plane(
     if variant.store == StoreKind::Redis {
         let url = redis_url.ok_or("configuration needs Redis but none was started")?;
         cmd.arg("--redis-url").arg(url);
+    }
+    if let Some(grpc_port) = grpc_port {
+        cmd.env("RATE_LIMIT_GRPC_LISTEN", local(grpc_port).to_string());
     }
     cmd.args(&variant.cp_args);
     for (key, value) in &variant.cp_env {

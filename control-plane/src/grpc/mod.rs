@@ -112,9 +112,27 @@ pub async fn serve(
     // TCP_NODELAY: answers are small writes on a shared HTTP/2 connection (see the HTTP
     // listener in `server.rs`).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder()
+    // Graceful shutdown waits for every client to close its connection; a client that keeps
+    // an idle HTTP/2 connection open (Envoy does) would hold the process up. Calls in flight
+    // get `DRAIN` to finish once the signal came, then the server stops.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = Server::builder()
         .add_service(health_service)
         .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(state)))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .serve_with_incoming_shutdown(incoming, async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        });
+    let drained = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        served = server => served,
+        () = drained => Ok(()),
+    }
 }
+
+/// How long calls in flight may take to finish after the shutdown signal.
+const DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
