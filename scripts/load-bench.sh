@@ -3,12 +3,13 @@
 # missing (Envoy, redis-server, wrk via setup.sh), builds the release control plane, demo
 # upstream, filter .wasm and open-loop generator, then starts each configuration
 # (benches/src/load/configs.rs: Envoy passthrough, Envoy's local_ratelimit, our filter +
-# control plane in memory and on Redis, our filter without a callout) three times,
+# control plane in memory and on Redis (exact and slotted counters), Envoy's native
+# rate-limit filter + our control plane over gRPC, our filter without a callout) three times,
 # interleaved, drives the same traffic through each, and writes
 #   target/load-bench/report.md      the report: verdicts, medians and spreads, memory
 #   target/load-bench/results.json   every run, the summaries, the verdicts, the commit
 #   target/load-bench/logs/          generated configs, key files, generator output, logs
-# About 30 minutes with the defaults, on an otherwise idle machine (compare ratios within
+# About 35 minutes with the defaults, on an otherwise idle machine (compare ratios within
 # one run, not across runs). To publish a full run, commit the measured tree first, run,
 # then copy report.md and results.json to docs/benchmarks/ in a commit of their own.
 #
@@ -37,7 +38,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "running the load benchmark (about 30 minutes with the defaults)"
+log "running the load benchmark (about 35 minutes with the defaults)"
 "$target/debug/load_bench" \
   --envoy "$ENVOY_BIN" \
   --control-plane "$target/release/control-plane" \
