@@ -4,9 +4,7 @@
 //! nothing — an unknown key, a forged or expired token, a malformed header — never mints a
 //! fresh budget: such requests are counted as their client IP under the default tier.
 
-use std::net::IpAddr;
-
-use ipnet::Ipv6Net;
+use std::net::{IpAddr, Ipv6Addr};
 
 use crate::config::{CompiledConfig, TierId};
 
@@ -49,10 +47,15 @@ pub fn parse_client_ip(raw: &str) -> Option<IpAddr> {
 /// identity, written as an address. Clients without a usable address share `ip:unknown`.
 pub fn ip_identifier(ip: Option<IpAddr>, ipv6_prefix_length: u8) -> String {
     match ip {
-        // Validation keeps the length within 32..=128; were it not, an address of its own is
-        // the identity that over-counts nobody else.
-        Some(IpAddr::V6(v6)) if ipv6_prefix_length < 128 => Ipv6Net::new(v6, ipv6_prefix_length)
-            .map_or_else(|_| format!("ip:{v6}"), |net| format!("ip:{}", net.trunc())),
+        Some(IpAddr::V6(v6)) if ipv6_prefix_length < 128 => {
+            // The network's bits: the first `ipv6_prefix_length` (a shift by 128, for a
+            // length of 0, keeps none).
+            let mask = u128::MAX
+                .checked_shl(u32::from(128 - ipv6_prefix_length))
+                .unwrap_or(0);
+            let network = Ipv6Addr::from(u128::from(v6) & mask);
+            format!("ip:{network}/{ipv6_prefix_length}")
+        }
         Some(ip) => format!("ip:{ip}"),
         None => "ip:unknown".to_string(),
     }

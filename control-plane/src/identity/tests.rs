@@ -116,6 +116,9 @@ fn ipv6_clients_are_their_network() {
     assert_eq!(id("2001:db8:1:2ff::1", 56), "ip:2001:db8:1:200::/56");
     assert_eq!(id("2001:db8:1:2::1", 32), "ip:2001:db8::/32");
     assert_eq!(id("2001:db8:1:2::1", 127), "ip:2001:db8:1:2::/127");
+    // The edges of the mask: no bits kept, one bit kept.
+    assert_eq!(id("2001:db8:1:2::1", 0), "ip:::/0");
+    assert_eq!(id("8001:db8::1", 1), "ip:8000::/1");
     assert_eq!(id("2001:db8:1:2::1", 128), "ip:2001:db8:1:2::1");
     // IPv4, also written IPv4-mapped, is never grouped.
     assert_eq!(id("198.51.100.7", 64), "ip:198.51.100.7");
