@@ -35,7 +35,8 @@ pub mod deny_cache;
 pub mod engine;
 pub mod evidence;
 pub mod header_map;
-pub mod ietf_fields;
+/// The IETF fields, built in the wire crate (the control plane's gRPC service sends the same).
+pub use rl_wire::ietf_fields;
 pub mod log_throttle;
 pub mod response;
 pub mod upstream_headers;

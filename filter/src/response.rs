@@ -5,7 +5,12 @@
 
 use std::fmt;
 
-use rl_wire::{CounterReport, DecisionResponse, DenyDetails, ErrorBody, Verdict};
+pub use rl_wire::headers::{
+    HEADER_CONTENT_TYPE, HEADER_LIMIT, HEADER_REMAINING, HEADER_RESET, HEADER_RETRY_AFTER,
+    HEADER_TIER, Headers, RATE_LIMIT_HEADERS,
+};
+use rl_wire::headers::{deny_error, x_ratelimit};
+use rl_wire::{CounterReport, DecisionResponse, ErrorBody, Verdict};
 
 use crate::config::HeaderSets;
 use crate::ietf_fields;
@@ -15,19 +20,6 @@ use crate::ietf_fields;
 /// 4 KiB path JSON-escaped at 6 bytes per character, so an answer is never refused for its
 /// size (which would turn a counted decision into a `fail_open` one).
 pub const MAX_DECISION_RESPONSE_BYTES: usize = 32 * 1024;
-
-pub const HEADER_LIMIT: &str = "x-ratelimit-limit";
-pub const HEADER_REMAINING: &str = "x-ratelimit-remaining";
-pub const HEADER_RESET: &str = "x-ratelimit-reset";
-pub const HEADER_TIER: &str = "x-ratelimit-tier";
-/// The `X-RateLimit-*` headers the filter sets.
-pub const RATE_LIMIT_HEADERS: [&str; 4] =
-    [HEADER_LIMIT, HEADER_REMAINING, HEADER_RESET, HEADER_TIER];
-pub const HEADER_RETRY_AFTER: &str = "retry-after";
-pub const HEADER_CONTENT_TYPE: &str = "content-type";
-
-/// Headers as (lowercase name, value).
-pub type Headers = Vec<(&'static str, String)>;
 
 /// The body of a decision call response, as far as the glue read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,7 +310,7 @@ fn from_verdict(
             let counter = resp.counter.as_ref();
             let mut headers = ResponseHeaders::default();
             if sets.x_ratelimit {
-                headers.replace = rate_limit_headers(counter, resp.tier.as_deref());
+                headers.replace = x_ratelimit(counter, resp.tier.as_deref());
             }
             if sets.ietf {
                 let reset = counter.and_then(|c| c.reset_after);
@@ -354,29 +346,6 @@ fn resume_without_headers() -> Action {
     }
 }
 
-/// The four `X-RateLimit-*` headers, as far as the answer provides them.
-fn rate_limit_headers(counter: Option<&CounterReport>, tier: Option<&str>) -> Headers {
-    let mut headers = Vec::with_capacity(4);
-    if let Some(c) = counter {
-        headers.push((HEADER_LIMIT, c.limit.to_string()));
-        headers.push((HEADER_REMAINING, c.remaining.to_string()));
-        headers.push((HEADER_RESET, c.reset.to_string()));
-    }
-    // A value with CR/LF would split the response; tier names are plain words anyway.
-    if let Some(tier) = tier.filter(|t| is_safe_header_value(t)) {
-        headers.push((HEADER_TIER, tier.to_string()));
-    }
-    headers
-}
-
-fn is_safe_header_value(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
-}
-
-fn seconds(n: u64) -> &'static str {
-    if n == 1 { "second" } else { "seconds" }
-}
-
 /// The 429. `Retry-After` is always there; `t` of `RateLimit` is the same number, so a client
 /// reading either field waits alike.
 fn deny_reply(resp: &DecisionResponse, counter: &CounterReport, sets: HeaderSets) -> LocalReply {
@@ -384,7 +353,7 @@ fn deny_reply(resp: &DecisionResponse, counter: &CounterReport, sets: HeaderSets
     let retry_after = counter.retry_after.unwrap_or(1).max(1);
     let mut headers = vec![(HEADER_RETRY_AFTER, retry_after.to_string())];
     if sets.x_ratelimit {
-        headers.extend(rate_limit_headers(Some(counter), tier));
+        headers.extend(x_ratelimit(Some(counter), tier));
     }
     if sets.ietf {
         headers.extend(ietf_fields::fields(
@@ -394,28 +363,7 @@ fn deny_reply(resp: &DecisionResponse, counter: &CounterReport, sets: HeaderSets
         ));
     }
     headers.push((HEADER_CONTENT_TYPE, "application/json".to_string()));
-    let mut body = ErrorBody::new(
-        "rate_limit_exceeded",
-        format!(
-            "Rate limit exceeded: {} requests per {} {}. Retry after {} {}.",
-            counter.limit,
-            counter.window,
-            seconds(counter.window),
-            retry_after,
-            seconds(retry_after)
-        ),
-    );
-    body.error.details = Some(DenyDetails {
-        limit: counter.limit,
-        window_size: counter.window,
-        reset_at: counter
-            .reset_at
-            .clone()
-            .unwrap_or_else(|| rfc3339_utc(counter.reset)),
-        retry_after_seconds: retry_after,
-        tier: tier.map(str::to_owned),
-        endpoint: counter.endpoint.clone(),
-    });
+    let body = deny_error(counter, tier, retry_after, rfc3339_utc);
     LocalReply {
         status: 429,
         headers,

@@ -1,11 +1,16 @@
 //! The contract between the Envoy filter and the control plane: the decision call, the bounds
-//! on the evidence it carries, and the JSON error body both sides answer with.
+//! on the evidence it carries, the JSON error body both sides answer with, and what a client
+//! sees of a decision ([`headers`], [`ietf_fields`]), shared by the filter and the control
+//! plane's gRPC service.
 //!
 //! Both sides depend on this crate so the JSON shape and the bounds cannot drift. It is kept free of
 //! tokio/axum so it builds for `wasm32-wasip1`. Optional fields are omitted from the JSON
 //! when absent to keep the bodies small: a typical allow answer is ~120 bytes.
 
 use serde::{Deserialize, Serialize};
+
+pub mod headers;
+pub mod ietf_fields;
 
 /// Path of the internal decision endpoint on the control plane.
 pub const DECISION_PATH: &str = "/internal/v1/decision";

@@ -2,9 +2,9 @@
 //! one status per descriptor, our headers (`X-RateLimit-*`, the IETF `RateLimit-Policy` /
 //! `RateLimit` fields, `Retry-After` on a denial) and the JSON 429 body.
 //!
-//! The headers and the body are those the wasm filter sends (`filter/src/response.rs`,
-//! `filter/src/ietf_fields.rs`), so a client sees the same answer whichever way in the
-//! request took.
+//! The headers and the body are built by the same code as the wasm filter's (`rl_wire::headers`,
+//! `rl_wire::ietf_fields`), so a client sees the same answer whichever way in the request
+//! took.
 
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
@@ -13,12 +13,13 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     Code, DescriptorStatus, RateLimit,
 };
 use envoy_types::pb::google::protobuf::Duration;
-use rl_wire::{CounterReport, DecisionResponse, DenyDetails, ErrorBody, PolicyReport, Verdict};
+use rl_wire::headers::{
+    HEADER_CONTENT_TYPE, HEADER_LIMIT, HEADER_REMAINING, HEADER_RETRY_AFTER, Headers, deny_error,
+    x_ratelimit,
+};
+use rl_wire::{CounterReport, DecisionResponse, ErrorBody, Verdict, ietf_fields};
 
 use crate::decision::rfc3339;
-
-/// Largest sf-integer (RFC 9651: at most 15 digits).
-const MAX_SF_INTEGER: u64 = 999_999_999_999_999;
 
 /// The store failed and the configuration fails closed: the call ends with gRPC
 /// `UNAVAILABLE`, and Envoy's `failure_mode_deny` / `status_on_error` decide.
@@ -70,15 +71,6 @@ pub fn over_cost(cost: u64, limit: u64, descriptors: usize) -> RateLimitResponse
     response
 }
 
-pub const HEADER_LIMIT: &str = "x-ratelimit-limit";
-pub const HEADER_REMAINING: &str = "x-ratelimit-remaining";
-pub const HEADER_RESET: &str = "x-ratelimit-reset";
-pub const HEADER_TIER: &str = "x-ratelimit-tier";
-pub const HEADER_RETRY_AFTER: &str = "retry-after";
-pub const HEADER_CONTENT_TYPE: &str = "content-type";
-pub const HEADER_RATELIMIT_POLICY: &str = "ratelimit-policy";
-pub const HEADER_RATELIMIT: &str = "ratelimit";
-
 fn plain(code: Code, descriptors: usize) -> RateLimitResponse {
     RateLimitResponse {
         overall_code: code as i32,
@@ -99,13 +91,13 @@ fn allowed(decision: &DecisionResponse, descriptors: usize) -> RateLimitResponse
     if let Some(counter) = counter {
         describe(&mut response.statuses, counter, counter.reset_after);
     }
-    let mut headers = rate_limit_headers(counter, decision.tier.as_deref());
-    headers.extend(ietf_fields(
+    let mut headers = x_ratelimit(counter, decision.tier.as_deref());
+    headers.extend(ietf_fields::fields(
         &decision.policies,
         counter,
         counter.and_then(|c| c.reset_after),
     ));
-    response.response_headers_to_add = headers;
+    response.response_headers_to_add = to_envoy(headers);
     response
 }
 
@@ -119,16 +111,17 @@ fn denied(
     let retry_after = counter.retry_after.unwrap_or(1).max(1);
     describe(&mut response.statuses, counter, Some(retry_after));
     let tier = decision.tier.as_deref();
-    let mut headers = vec![header(HEADER_RETRY_AFTER, retry_after.to_string())];
-    headers.extend(rate_limit_headers(Some(counter), tier));
-    headers.extend(ietf_fields(
+    let mut headers: Headers = vec![(HEADER_RETRY_AFTER, retry_after.to_string())];
+    headers.extend(x_ratelimit(Some(counter), tier));
+    headers.extend(ietf_fields::fields(
         &decision.policies,
         Some(counter),
         Some(retry_after),
     ));
-    headers.push(header(HEADER_CONTENT_TYPE, "application/json".to_string()));
-    response.response_headers_to_add = headers;
-    response.raw_body = deny_body(counter, tier, retry_after);
+    headers.push((HEADER_CONTENT_TYPE, "application/json".to_string()));
+    response.response_headers_to_add = to_envoy(headers);
+    let body = deny_error(counter, tier, retry_after, rfc3339);
+    response.raw_body = serde_json::to_vec(&body).unwrap_or_default();
     response
 }
 
@@ -174,104 +167,12 @@ fn header(key: &str, value: String) -> HeaderValue {
     }
 }
 
-/// The `X-RateLimit-*` headers, as far as the decision provides them.
-fn rate_limit_headers(counter: Option<&CounterReport>, tier: Option<&str>) -> Vec<HeaderValue> {
-    let mut headers = Vec::with_capacity(4);
-    if let Some(c) = counter {
-        headers.push(header(HEADER_LIMIT, c.limit.to_string()));
-        headers.push(header(HEADER_REMAINING, c.remaining.to_string()));
-        headers.push(header(HEADER_RESET, c.reset.to_string()));
-    }
-    if let Some(tier) = tier.filter(|t| is_safe_header_value(t)) {
-        headers.push(header(HEADER_TIER, tier.to_string()));
-    }
+/// Our headers as Envoy's protocol carries them.
+fn to_envoy(headers: Headers) -> Vec<HeaderValue> {
     headers
-}
-
-fn is_safe_header_value(value: &str) -> bool {
-    !value.is_empty() && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
-}
-
-/// `RateLimit-Policy` (one item per policy) and `RateLimit` (the binding policy; `t` only
-/// when `reset` is known); none without policies. An item a structured field cannot carry is
-/// left out.
-fn ietf_fields(
-    policies: &[PolicyReport],
-    counter: Option<&CounterReport>,
-    reset: Option<u64>,
-) -> Vec<HeaderValue> {
-    let mut headers = Vec::with_capacity(2);
-    let items: Vec<String> = policies
-        .iter()
-        .filter_map(|p| sf_item(&p.name, &[("q", Some(p.limit)), ("w", Some(p.window))]))
-        .collect();
-    if items.is_empty() {
-        return headers;
-    }
-    headers.push(header(HEADER_RATELIMIT_POLICY, items.join(", ")));
-    let binding = counter
-        .and_then(|c| c.policy.as_deref().map(|name| (name, c.remaining)))
-        .and_then(|(name, remaining)| sf_item(name, &[("r", Some(remaining)), ("t", reset)]));
-    if let Some(value) = binding {
-        headers.push(header(HEADER_RATELIMIT, value));
-    }
-    headers
-}
-
-/// An sf-string item with integer parameters (`None` ones left out); `None` when the name
-/// (printable ASCII only) or a number (15 digits at most) cannot be written.
-fn sf_item(name: &str, params: &[(&str, Option<u64>)]) -> Option<String> {
-    if !name.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-        return None;
-    }
-    let mut out = String::with_capacity(name.len() + 2 + 12 * params.len());
-    out.push('"');
-    for c in name.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    for (key, value) in params {
-        let Some(value) = value else { continue };
-        if *value > MAX_SF_INTEGER {
-            return None;
-        }
-        out.push_str(&format!(";{key}={value}"));
-    }
-    Some(out)
-}
-
-fn seconds(n: u64) -> &'static str {
-    if n == 1 { "second" } else { "seconds" }
-}
-
-/// The product's JSON 429 body, as the filter writes it.
-fn deny_body(counter: &CounterReport, tier: Option<&str>, retry_after: u64) -> Vec<u8> {
-    let mut body = ErrorBody::new(
-        "rate_limit_exceeded",
-        format!(
-            "Rate limit exceeded: {} requests per {} {}. Retry after {} {}.",
-            counter.limit,
-            counter.window,
-            seconds(counter.window),
-            retry_after,
-            seconds(retry_after)
-        ),
-    );
-    body.error.details = Some(DenyDetails {
-        limit: counter.limit,
-        window_size: counter.window,
-        reset_at: counter
-            .reset_at
-            .clone()
-            .unwrap_or_else(|| rfc3339(counter.reset)),
-        retry_after_seconds: retry_after,
-        tier: tier.map(str::to_owned),
-        endpoint: counter.endpoint.clone(),
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| header(key, value))
+        .collect()
 }
 
 #[cfg(test)]

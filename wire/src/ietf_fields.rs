@@ -8,14 +8,14 @@
 //!   remains, `t` the seconds until that window has room again.
 //!
 //! Both fields are Lists that every intermediary may append to, so ours are added as field
-//! lines of their own after the upstream's (the glue adds, never replaces). The control plane
+//! lines of their own after the upstream's (the filter's glue adds, never replaces; the gRPC
+//! service hands them to Envoy to append). The control plane
 //! forms the names (ASCII only, docs/CONFIGURATION.md); whatever a structured field cannot
 //! carry (a byte outside printable ASCII in a name, a number above the 15 digits of an
 //! sf-integer) leaves out that item rather than sending a field no parser accepts.
 
-use rl_wire::{CounterReport, PolicyReport};
-
-use crate::response::Headers;
+use crate::headers::Headers;
+use crate::{CounterReport, PolicyReport};
 
 pub const HEADER_RATELIMIT_POLICY: &str = "ratelimit-policy";
 pub const HEADER_RATELIMIT: &str = "ratelimit";
@@ -24,7 +24,7 @@ pub const HEADER_RATELIMIT: &str = "ratelimit";
 pub const MAX_SF_INTEGER: u64 = 999_999_999_999_999;
 
 /// The IETF fields for an answer that named `policies` and the binding `counter`. `reset`
-/// (`t`) is given by the caller: on the filter's 429 it is the `Retry-After` it sends. None at
+/// (`t`) is given by the caller: on a 429 it is the `Retry-After` sent with it. None at
 /// all without policies (a control plane of a release that does not report them).
 pub fn fields(
     policies: &[PolicyReport],
