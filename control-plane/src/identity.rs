@@ -48,12 +48,10 @@ pub fn parse_client_ip(raw: &str) -> Option<IpAddr> {
 pub fn ip_identifier(ip: Option<IpAddr>, ipv6_prefix_length: u8) -> String {
     match ip {
         Some(IpAddr::V6(v6)) if ipv6_prefix_length < 128 => {
-            // The network's bits: the first `ipv6_prefix_length` (a shift by 128, for a
-            // length of 0, keeps none).
-            let mask = u128::MAX
-                .checked_shl(u32::from(128 - ipv6_prefix_length))
-                .unwrap_or(0);
-            let network = Ipv6Addr::from(u128::from(v6) & mask);
+            // The network's bits: the first `ipv6_prefix_length` (the guard keeps the shift
+            // below 128).
+            let host_bits = u128::MAX >> ipv6_prefix_length;
+            let network = Ipv6Addr::from(u128::from(v6) & !host_bits);
             format!("ip:{network}/{ipv6_prefix_length}")
         }
         Some(ip) => format!("ip:{ip}"),
