@@ -36,6 +36,7 @@ pub mod engine;
 pub mod evidence;
 pub mod header_map;
 pub mod ietf_fields;
+pub mod leases;
 pub mod log_throttle;
 pub mod response;
 pub mod upstream_headers;

@@ -394,8 +394,15 @@ fn deny_reply(resp: &DecisionResponse, counter: &CounterReport, sets: HeaderSets
         ));
     }
     headers.push((HEADER_CONTENT_TYPE, "application/json".to_string()));
-    let mut body = ErrorBody::new(
-        "rate_limit_exceeded",
+    let message = if counter.window == 0 {
+        // No window: a concurrency limit (`max_concurrent`).
+        format!(
+            "Concurrency limit exceeded: {} requests in flight. Retry after {} {}.",
+            counter.limit,
+            retry_after,
+            seconds(retry_after)
+        )
+    } else {
         format!(
             "Rate limit exceeded: {} requests per {} {}. Retry after {} {}.",
             counter.limit,
@@ -403,8 +410,9 @@ fn deny_reply(resp: &DecisionResponse, counter: &CounterReport, sets: HeaderSets
             seconds(counter.window),
             retry_after,
             seconds(retry_after)
-        ),
-    );
+        )
+    };
+    let mut body = ErrorBody::new("rate_limit_exceeded", message);
     body.error.details = Some(DenyDetails {
         limit: counter.limit,
         window_size: counter.window,
