@@ -2,24 +2,30 @@
 //! of one identifier's counters (`status`).
 
 mod answer;
+mod concurrency;
 pub mod deny_cache;
 mod status;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rl_wire::{
-    DecisionRequest, DecisionResponse, MAX_API_KEY_BYTES, MAX_AUTHORIZATION_BYTES, Verdict,
+    DecisionRequest, DecisionResponse, Lease, LeasesRequest, LeasesResponse, MAX_API_KEY_BYTES,
+    MAX_AUTHORIZATION_BYTES, Verdict,
 };
 
 use crate::config::{CompiledConfig, Tier, Window};
 use crate::identity::{self, Identity};
 use crate::live_config::SharedConfig;
 use crate::rules::normalize_path;
-use crate::store::{Clock, CounterSpec, CounterStore, Outcome, StoreError, keys};
+use crate::store::{Clock, CounterSpec, CounterStore, LeaseRef, Outcome, StoreError, keys};
 
 use self::answer::answer;
+pub use self::concurrency::{
+    DEFAULT_LEASE_SECONDS, MAX_LEASE_SECONDS, MIN_LEASE_SECONDS, parse_handle,
+};
 use self::deny_cache::DenyCache;
 pub use self::status::{CounterStatus, StatusError, StatusReport};
 
@@ -60,6 +66,8 @@ pub struct Decider {
     /// Local time of the deny-until cache (production: the monotonic clock).
     clock: Arc<dyn Clock>,
     deny_cache: DenyCache,
+    /// Lifetime of a concurrency lease without renewal.
+    lease_ttl: Duration,
 }
 
 /// Logs store errors at most once per second: while Redis is down every decision fails, and
@@ -147,7 +155,18 @@ impl Decider {
             store_errors: ErrorLog::new(clock.clone()),
             clock,
             deny_cache: DenyCache::new(capacity),
+            lease_ttl: Duration::from_secs(DEFAULT_LEASE_SECONDS),
         }
+    }
+
+    /// Concurrency leases last `ttl` without a renewal (default [`DEFAULT_LEASE_SECONDS`]).
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    fn lease_ttl_us(&self) -> u64 {
+        u64::try_from(self.lease_ttl.as_micros()).unwrap_or(u64::MAX)
     }
 
     pub fn store(&self) -> &Arc<dyn CounterStore> {
@@ -160,21 +179,125 @@ impl Decider {
     }
 
     pub async fn decide(&self, req: &DecisionRequest) -> Decision {
+        self.decide_with(req, true).await
+    }
+
+    /// [`decide`](Self::decide) for a caller that cannot release a concurrency lease (Envoy's
+    /// native rate-limit filter over gRPC): `max_concurrent` is not applied, windows are.
+    pub async fn decide_without_leases(&self, req: &DecisionRequest) -> Decision {
+        self.decide_with(req, false).await
+    }
+
+    async fn decide_with(&self, req: &DecisionRequest, take_leases: bool) -> Decision {
         let cfg = self.config.load();
         match plan(&cfg, req) {
             Plan::Done(decision) => *decision,
             Plan::Count(count) => {
                 let started_us = self.clock.now_us();
-                if let Some(outcome) = self.deny_cache.lookup(&cfg, &count.specs, started_us) {
+                if !count.specs.is_empty()
+                    && let Some(outcome) = self.deny_cache.lookup(&cfg, &count.specs, started_us)
+                {
                     return cached(count, &outcome);
                 }
-                let result = self
-                    .store
-                    .check_and_record(&count.who.id, &count.specs)
-                    .await;
-                self.finish(&cfg, count, result, started_us)
+                let taken = if take_leases {
+                    self.take_lease(&count).await
+                } else {
+                    Taken::Lease(None)
+                };
+                let lease = match taken {
+                    Taken::Lease(lease) => lease,
+                    Taken::Done(decision) => return *decision,
+                    Taken::Failed(err) => return self.finish(&cfg, count, Err(err), started_us),
+                };
+                let result = if count.specs.is_empty() {
+                    Ok(nothing_counted())
+                } else {
+                    self.store
+                        .check_and_record(&count.who.id, &count.specs)
+                        .await
+                };
+                let decision = self.finish(&cfg, count, result, started_us);
+                self.settle(decision, lease).await
             }
         }
+    }
+
+    /// Takes the lease of a request whose tier has `max_concurrent` (`Lease(None)` for
+    /// others); `Done`: the tier's slots are all taken, the 429.
+    async fn take_lease(&self, count: &Count<'_>) -> Taken {
+        let Some(max) = count.tier.max_concurrent else {
+            return Taken::Lease(None);
+        };
+        let Some(leases) = self.store.leases() else {
+            return Taken::Failed(StoreError::Protocol(format!(
+                "the {} store keeps no concurrency leases",
+                self.store.backend()
+            )));
+        };
+        let lease = concurrency::lease_for(&count.who.id);
+        match leases
+            .acquire(&lease.key, max, &lease.id, self.lease_ttl_us())
+            .await
+        {
+            Ok(outcome) if outcome.granted => Taken::Lease(Some(lease)),
+            Ok(_) => {
+                let now_unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                Taken::Done(Box::new(Decision {
+                    response: concurrency::denied(count.tier, max, &count.path, now_unix),
+                    identity: Some(count.who.id.clone()),
+                    rule: count.rule.clone(),
+                    store_error: None,
+                    shadow_denial: None,
+                    cached: false,
+                }))
+            }
+            Err(err) => Taken::Failed(err),
+        }
+    }
+
+    /// Hands the lease to an admitted request's answer, or gives it back: a request the
+    /// windows refused (or the store failed) holds no slot.
+    async fn settle(&self, mut decision: Decision, lease: Option<LeaseRef>) -> Decision {
+        let Some(lease) = lease else {
+            return decision;
+        };
+        if decision.response.verdict == Verdict::Allow {
+            decision.response.lease = Some(Lease {
+                id: concurrency::handle(&lease),
+                ttl_ms: u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX),
+            });
+        } else if let Some(leases) = self.store.leases()
+            && let Err(err) = leases.release(std::slice::from_ref(&lease)).await
+        {
+            // The lease expires on its own.
+            tracing::debug!(error = %err, "could not give back a refused request's lease");
+        }
+        decision
+    }
+
+    /// Renews and releases the leases the filter names. Handles this control plane did not
+    /// hand out are skipped.
+    pub async fn leases(&self, req: &LeasesRequest) -> Result<LeasesResponse, StoreError> {
+        let Some(leases) = self.store.leases() else {
+            return Ok(LeasesResponse::default());
+        };
+        let parse = |handles: &[String]| -> Vec<LeaseRef> {
+            handles.iter().filter_map(|h| parse_handle(h)).collect()
+        };
+        let (renew, release) = (parse(&req.renew), parse(&req.release));
+        let renewed = if renew.is_empty() {
+            0
+        } else {
+            leases.renew(&renew, self.lease_ttl_us()).await?
+        };
+        let released = if release.is_empty() {
+            0
+        } else {
+            leases.release(&release).await?
+        };
+        Ok(LeasesResponse { renewed, released })
     }
 
     /// The lowest enforced limit among the windows `req` would be counted in (shadow windows
@@ -232,11 +355,43 @@ impl Decider {
                 (p, _) => p,
             })
             .collect();
+        // Leases before windows, member by member, as a request alone takes them.
+        let mut leased: Vec<Option<LeaseRef>> = Vec::with_capacity(plans.len());
+        let mut taken: Vec<Plan<'_>> = Vec::with_capacity(plans.len());
+        for p in plans {
+            let Plan::Count(count) = p else {
+                leased.push(None);
+                taken.push(p);
+                continue;
+            };
+            match self.take_lease(&count).await {
+                Taken::Lease(lease) => {
+                    leased.push(lease);
+                    taken.push(Plan::Count(count));
+                }
+                Taken::Done(decision) => {
+                    leased.push(None);
+                    taken.push(Plan::Done(decision));
+                }
+                Taken::Failed(err) => {
+                    leased.push(None);
+                    taken.push(Plan::Done(Box::new(self.finish(
+                        &cfg,
+                        count,
+                        Err(err),
+                        started_us,
+                    ))));
+                }
+            }
+        }
+        let plans = taken;
         let calls: Vec<(&str, &[CounterSpec])> = plans
             .iter()
             .filter_map(|p| match p {
-                Plan::Count(c) => Some((c.who.id.as_str(), c.specs.as_slice())),
-                Plan::Done(_) => None,
+                Plan::Count(c) if !c.specs.is_empty() => {
+                    Some((c.who.id.as_str(), c.specs.as_slice()))
+                }
+                _ => None,
             })
             .collect();
         let mut results = if calls.is_empty() {
@@ -246,16 +401,20 @@ impl Decider {
         }
         .into_iter();
         let mut decisions = Vec::with_capacity(plans.len());
-        for p in plans {
-            decisions.push(match p {
+        for (p, lease) in plans.into_iter().zip(leased) {
+            let decision = match p {
                 Plan::Done(decision) => *decision,
+                Plan::Count(count) if count.specs.is_empty() => {
+                    self.finish(&cfg, count, Ok(nothing_counted()), started_us)
+                }
                 Plan::Count(count) => {
                     let result = results.next().unwrap_or_else(|| {
                         Err(StoreError::Protocol("batch: missing store result".into()))
                     });
                     self.finish(&cfg, count, result, started_us)
                 }
-            });
+            };
+            decisions.push(self.settle(decision, lease).await);
         }
         decisions
     }
@@ -270,6 +429,14 @@ impl Decider {
         started_us: u64,
     ) -> Decision {
         match result {
+            Ok(_) if count.specs.is_empty() => Decision {
+                response: unlimited(count.tier),
+                identity: Some(count.who.id),
+                rule: count.rule,
+                store_error: None,
+                shadow_denial: None,
+                cached: false,
+            },
             Ok(outcome) => {
                 self.deny_cache
                     .learn(cfg, &count.specs, &outcome, started_us);
@@ -322,6 +489,38 @@ fn cached(count: Count<'_>, outcome: &Outcome) -> Decision {
         store_error: None,
         shadow_denial,
         cached: true,
+    }
+}
+
+/// What taking a request's lease came to.
+enum Taken {
+    /// The lease held (`None`: the tier has no concurrency limit).
+    Lease(Option<LeaseRef>),
+    /// Refused: every slot is taken.
+    Done(Box<Decision>),
+    Failed(StoreError),
+}
+
+/// The outcome of a request with no window to count (an unlimited tier with only a
+/// concurrency limit).
+fn nothing_counted() -> Outcome {
+    Outcome {
+        admitted: true,
+        now_us: 0,
+        counters: Vec::new(),
+    }
+}
+
+/// The answer to a request of `tier` that no window counts.
+fn unlimited(tier: &Tier) -> DecisionResponse {
+    DecisionResponse {
+        verdict: Verdict::Allow,
+        tier: Some(tier.name.clone()),
+        counter: None,
+        policies: Vec::new(),
+        shadow_denied: false,
+        deny_for_ms: None,
+        lease: None,
     }
 }
 
@@ -379,17 +578,10 @@ fn plan<'a>(cfg: &'a CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
     let matched = tier.rules.longest_match(&path);
     let applied = counters_for(&who, tier, matched);
     let rule = matched.map(|(pattern, _)| pattern.to_string());
-    if applied.is_empty() {
+    if applied.is_empty() && tier.max_concurrent.is_none() {
         // Unlimited tier and no endpoint rule: nothing to count.
         return Plan::Done(Box::new(Decision {
-            response: DecisionResponse {
-                verdict: Verdict::Allow,
-                tier: Some(tier.name.clone()),
-                counter: None,
-                policies: Vec::new(),
-                shadow_denied: false,
-                deny_for_ms: None,
-            },
+            response: unlimited(tier),
             identity: Some(who.id),
             rule,
             store_error: None,
@@ -416,6 +608,7 @@ fn bare(verdict: Verdict) -> DecisionResponse {
         policies: Vec::new(),
         shadow_denied: false,
         deny_for_ms: None,
+        lease: None,
     }
 }
 

@@ -132,7 +132,10 @@ pub async fn run(
     }
 
     let state = AppState {
-        decider: Arc::new(Decider::new(manager.live(), store, clock)),
+        decider: Arc::new(
+            Decider::new(manager.live(), store, clock)
+                .with_lease_ttl(Duration::from_secs(settings.lease_seconds)),
+        ),
         metrics,
         config: manager,
         admin_key,

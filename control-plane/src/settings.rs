@@ -88,6 +88,17 @@ pub struct Settings {
     #[arg(long, env = "RATE_LIMIT_CONFIG_POLL_SECONDS", default_value_t = 10)]
     pub config_poll_seconds: u64,
 
+    /// Lifetime of a concurrency lease (a tier's `max_concurrent`) without renewal, in s: the
+    /// filter renews a lease while its request is in flight, so this bounds how long a slot
+    /// outlives an Envoy that died or a release that was lost.
+    #[arg(
+        long,
+        env = "RATE_LIMIT_LEASE_SECONDS",
+        default_value_t = crate::decision::DEFAULT_LEASE_SECONDS,
+        value_parser = clap::value_parser!(u64).range(crate::decision::MIN_LEASE_SECONDS..=crate::decision::MAX_LEASE_SECONDS)
+    )]
+    pub lease_seconds: u64,
+
     /// Log format.
     #[arg(
         long,

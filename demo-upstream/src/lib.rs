@@ -8,6 +8,8 @@
 //! - `/api/v1/own-limits`: an API that runs a rate limiter of its own and says so in its
 //!   headers ([`OWN_LIMIT_HEADERS`]); `?status=NNN` (200–599) picks the status, default 200.
 //!   Shows which of them reach clients through the filter;
+//! - `/api/v1/slow`: answers 200 after `?ms=N` milliseconds (0–30000, default 1000), to hold
+//!   requests in flight (concurrency limits);
 //! - anything else: 200 echoing the method and path.
 
 use axum::Router;
@@ -22,6 +24,7 @@ pub fn router() -> Router {
         .route("/api/v1/health", any(health))
         .route("/api/v1/error", any(error))
         .route("/api/v1/own-limits", any(own_limits))
+        .route("/api/v1/slow", any(slow))
         .fallback(echo)
 }
 
@@ -66,6 +69,28 @@ async fn own_limits(uri: Uri) -> impl IntoResponse {
             r#"{"status":"limited by the upstream too"}"#.to_string(),
         ),
     )
+}
+
+/// Longest wait `/api/v1/slow` accepts, in ms.
+pub const MAX_SLOW_MS: u64 = 30_000;
+
+async fn slow(uri: Uri) -> impl IntoResponse {
+    let ms = slow_ms(uri.query());
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    json(
+        StatusCode::OK,
+        format!(r#"{{"status":"ok","waited_ms":{ms}}}"#),
+    )
+}
+
+/// `ms=N` in a query (at most [`MAX_SLOW_MS`]), else 1000.
+fn slow_ms(query: Option<&str>) -> u64 {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("ms="))
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map_or(1000, |ms| ms.min(MAX_SLOW_MS))
 }
 
 /// `status=NNN` in a query (200–599), else 200.

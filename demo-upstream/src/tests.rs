@@ -34,3 +34,12 @@ fn own_limits_answers_the_status_asked_for() {
         assert_eq!(status_asked(query).as_u16(), want, "{query:?}");
     }
 }
+
+#[test]
+fn slow_waits_as_asked_within_its_bound() {
+    assert_eq!(slow_ms(None), 1000);
+    assert_eq!(slow_ms(Some("ms=250")), 250);
+    assert_eq!(slow_ms(Some("x=1&ms=0")), 0);
+    assert_eq!(slow_ms(Some("ms=99999999")), MAX_SLOW_MS);
+    assert_eq!(slow_ms(Some("ms=soon")), 1000);
+}

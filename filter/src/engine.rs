@@ -29,19 +29,25 @@
 //!   denial is answered 429 at once, without a call; a cacheable denial (`deny_for_ms`) is
 //!   stored, timed from the moment its call was handed to the host; the denials answered from
 //!   the cache leave with the next batch call (`local_denials`), and while some wait, a new
-//!   request queues instead of taking a single call, so that a batch carries them.
+//!   request queues instead of taking a single call, so that a batch carries them;
+//! - a request admitted with a concurrency lease holds it until its stream ends (response
+//!   complete or reset), when the lease is released; leases are renewed and released by lease
+//!   calls from the root context ([`crate::leases`]), dispatched on the tick before any batch,
+//!   and while leases are held the tick runs every [`LEASE_TICK_MS`] (a tick kept for leases
+//!   sends no batch while one is in flight: that batch's answer sends the queue).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
-use rl_wire::{BATCH_DECISION_PATH, DECISION_PATH, DECISION_SECRET_HEADER};
+use rl_wire::{BATCH_DECISION_PATH, DECISION_PATH, DECISION_SECRET_HEADER, LEASES_PATH};
 
 use rl_wire::{DecisionResponse, LocalDenials};
 
 use crate::batch::{self, Coalescer, MAX_BATCH_BODY_BYTES, MAX_BATCH_RESPONSE_BYTES, Route};
 use crate::config::{HeaderSets, PluginConfig};
 use crate::deny_cache::{self, CacheHost, Fingerprint, Salt, Tally};
+use crate::leases::{LEASE_TICK_MS, LeaseBook, MAX_LEASES_RESPONSE_BYTES, Release};
 use crate::response::{
     self, Action, BATCH_CALLS_METRIC, CallResult, ControlPlaneError, Decision, HEADER_LIMIT,
     HEADER_REMAINING, HEADER_RESET, HEADER_TIER, LOCAL_DENIED_METRIC, LocalReply,
@@ -65,7 +71,7 @@ pub const NO_CALLOUT_HEADERS: [(&str, &str); 4] = [
 pub struct Call {
     /// The context to dispatch it from (the stream for a single call, the root for a batch).
     pub context: u32,
-    /// [`DECISION_PATH`] or [`BATCH_DECISION_PATH`].
+    /// [`DECISION_PATH`], [`BATCH_DECISION_PATH`] or [`LEASES_PATH`].
     pub path: &'static str,
     pub body: Vec<u8>,
     /// For a batch: the host time (Unix ms) by which its longest-waiting request must be
@@ -175,6 +181,8 @@ enum Outgoing {
     Single(Member),
     /// A batch and the local denials it reports (put back if it is not dispatched).
     Batch(Vec<Member>, Vec<LocalDenials>),
+    /// A lease call and the releases it carries.
+    Leases(Vec<Release>),
 }
 
 /// The deny cache of an engine: the host's shared data and clock, and what this worker keeps.
@@ -252,8 +260,10 @@ pub struct Engine {
     /// Batch calls in flight, by token.
     batches: BTreeMap<u32, Vec<Member>>,
     outgoing: VecDeque<Outgoing>,
-    tick_armed: bool,
+    /// The tick period the host accepted last (0: stopped).
+    tick_period: u32,
     cache: Option<DenyCache>,
+    leases: LeaseBook,
 }
 
 impl Engine {
@@ -269,8 +279,9 @@ impl Engine {
             singles: BTreeMap::new(),
             batches: BTreeMap::new(),
             outgoing: VecDeque::new(),
-            tick_armed: false,
+            tick_period: 0,
             cache: None,
+            leases: LeaseBook::default(),
         }
     }
 
@@ -407,6 +418,10 @@ impl Engine {
         let fail_open = self.fail_open();
         let sets = self.header_sets();
         match (outgoing, token) {
+            (Outgoing::Leases(releases), token) => {
+                self.leases.sent(token, releases);
+                self.lease_tick().into_iter().collect()
+            }
             (Outgoing::Single(member), Some(token)) => {
                 if self.is(member, |s| *s == State::Dispatching) {
                     self.set_state(member, State::Waiting(token));
@@ -448,7 +463,7 @@ impl Engine {
 
     /// The host accepted tick period `period_ms`.
     pub fn tick_set(&mut self, period_ms: u32) {
-        self.tick_armed = period_ms != 0;
+        self.tick_period = period_ms;
     }
 
     /// The largest answer body to read for call `token`; `None`: not a call of this engine
@@ -458,6 +473,8 @@ impl Engine {
             Some(MAX_DECISION_RESPONSE_BYTES)
         } else if self.batches.contains_key(&token) {
             Some(MAX_BATCH_RESPONSE_BYTES)
+        } else if self.leases.is_call(token) {
+            Some(MAX_LEASES_RESPONSE_BYTES)
         } else {
             None
         }
@@ -475,11 +492,16 @@ impl Engine {
             let decision = match response::interpret(result) {
                 Ok(answer) => {
                     self.remember(member, &answer);
+                    if let Some(lease) = &answer.lease {
+                        self.leases.hold(member.serial, lease);
+                    }
                     response::decide_response(&answer, fail_open, sets)
                 }
                 Err(error) => response::failure(error, fail_open),
             };
-            return self.apply(member, decision, true);
+            let mut effects = self.apply(member, decision, true);
+            effects.extend(self.lease_tick());
+            return effects;
         }
         if let Some(members) = self.batches.remove(&token) {
             self.coalescer.batch_done();
@@ -489,6 +511,13 @@ impl Engine {
                     .zip(&answer.responses)
                     .map(|(member, answer)| {
                         self.remember(*member, answer);
+                        if let Some(lease) = &answer.lease {
+                            if self.is(*member, |s| *s == State::Queued) {
+                                self.leases.hold(member.serial, lease);
+                            } else {
+                                self.leases.orphan(lease);
+                            }
+                        }
                         response::decide_response(answer, fail_open, sets)
                     })
                     .collect(),
@@ -498,16 +527,52 @@ impl Engine {
             };
             let mut effects = self.finish(members, decisions);
             effects.extend(self.send_next_batch());
+            effects.extend(self.lease_tick());
             return effects;
+        }
+        if self.leases.is_call(token) {
+            self.leases
+                .answered(token, response::call_body(result).is_ok());
+            return self.lease_tick().into_iter().collect();
         }
         Vec::new()
     }
 
-    /// The root context's tick: stop it, send the queue.
-    pub fn on_tick(&mut self) -> Vec<Effect> {
-        let mut effects = vec![Effect::SetTick(0)];
-        effects.extend(self.send_next_batch());
+    /// The root context's tick at host time `now_ms` (Unix ms): the lease call due, then the
+    /// queue; the tick goes on every [`LEASE_TICK_MS`] while leases are held, else stops.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        // First, so that the calls leave in the order `outgoing` holds them whatever a
+        // batch's dispatch adds.
+        if let Some((body, releases)) = self.leases.due(now_ms) {
+            self.outgoing.push_back(Outgoing::Leases(releases));
+            effects.push(Effect::Dispatch(Call {
+                context: self.root,
+                path: LEASES_PATH,
+                body,
+                deadline_ms: None,
+            }));
+        }
+        let period = if self.leases.is_idle() {
+            0
+        } else {
+            LEASE_TICK_MS
+        };
+        effects.insert(0, Effect::SetTick(period));
+        if self.leases.is_idle() || self.coalescer.needs_kick() {
+            effects.extend(self.send_next_batch());
+        }
         effects
+    }
+
+    /// Starts the lease tick when leases need it and the tick is stopped.
+    fn lease_tick(&self) -> Option<Effect> {
+        (!self.leases.is_idle() && self.tick_period == 0).then_some(Effect::SetTick(LEASE_TICK_MS))
+    }
+
+    /// The concurrency leases held by this engine's requests.
+    pub fn leases(&self) -> &LeaseBook {
+        &self.leases
     }
 
     /// What the request callbacks (headers, body, trailers) return: a request stays paused
@@ -531,16 +596,21 @@ impl Engine {
         }
     }
 
-    /// The stream ended. A call of its own in flight no longer counts (its answer will not be
-    /// delivered); as a queued or batched member it is skipped from now on.
-    pub fn on_done(&mut self, context: u32) {
+    /// The stream ended (response complete, or reset). A call of its own in flight no longer
+    /// counts (its answer will not be delivered); as a queued or batched member it is skipped
+    /// from now on. A lease it held is released on the next tick, armed now to come at once.
+    pub fn on_done(&mut self, context: u32) -> Vec<Effect> {
         let Some(stream) = self.streams.remove(&context) else {
-            return;
+            return Vec::new();
         };
         if let State::Waiting(token) = stream.state {
             self.singles.remove(&token);
             self.coalescer.single_done();
         }
+        if self.leases.end(stream.serial) && self.tick_period != KICK_TICK_MS {
+            return vec![Effect::SetTick(KICK_TICK_MS)];
+        }
+        Vec::new()
     }
 
     fn is(&self, member: Member, pred: impl Fn(&State) -> bool) -> bool {
@@ -559,7 +629,8 @@ impl Engine {
 
     /// Arms the tick when queued requests have nobody to send them.
     fn kick(&self) -> Option<Effect> {
-        (self.coalescer.needs_kick() && !self.tick_armed).then_some(Effect::SetTick(KICK_TICK_MS))
+        (self.coalescer.needs_kick() && self.tick_period != KICK_TICK_MS)
+            .then_some(Effect::SetTick(KICK_TICK_MS))
     }
 
     /// The next batch of the queue, if any member is still there. The rest of the queue goes

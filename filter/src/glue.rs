@@ -503,7 +503,7 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let effects = self.engine.borrow_mut().on_tick();
+        let effects = self.engine.borrow_mut().on_tick(now_ms());
         perform(&self.engine, self.id, effects);
     }
 
@@ -583,7 +583,8 @@ impl Context for RequestFilter {
     }
 
     fn on_done(&mut self) -> bool {
-        self.engine.borrow_mut().on_done(self.context_id);
+        let effects = self.engine.borrow_mut().on_done(self.context_id);
+        perform(&self.engine, self.context_id, effects);
         true
     }
 }

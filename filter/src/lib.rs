@@ -37,6 +37,7 @@ pub mod evidence;
 pub mod header_map;
 /// The IETF fields, built in the wire crate (the control plane's gRPC service sends the same).
 pub use rl_wire::ietf_fields;
+pub mod leases;
 pub mod log_throttle;
 pub mod response;
 pub mod upstream_headers;

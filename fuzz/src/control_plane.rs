@@ -798,6 +798,7 @@ impl Model {
             policies: Vec::new(),
             shadow_denied: false,
             deny_for_ms: None,
+            lease: None,
         };
         let ip = reference_ip(&req.ip);
         let key = req
@@ -869,6 +870,7 @@ impl Model {
                 policies: Vec::new(),
                 shadow_denied: false,
                 deny_for_ms: None,
+                lease: None,
             };
         }
         let name = |(_, secs, _): WindowSpec, rule: Option<&str>| match rule {
@@ -959,6 +961,7 @@ impl Model {
                 policies,
                 shadow_denied: shadow_full,
                 deny_for_ms: None,
+                lease: None,
             };
         }
         // Denied: nothing recorded. Described: among the full enforced windows, by the same
@@ -1003,6 +1006,7 @@ impl Model {
             // The binding window stays full until it has room: that long, in whole ms (rounded
             // down), may the filter answer the same request itself.
             deny_for_ms: Some((binding_room_at - now) / 1_000).filter(|&ms| ms > 0),
+            lease: None,
         }
     }
 }

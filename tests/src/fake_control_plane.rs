@@ -73,6 +73,7 @@ pub fn windows(
             .collect(),
         shadow_denied: false,
         deny_for_ms: None,
+        lease: None,
     }
 }
 
@@ -215,6 +216,7 @@ fn allow() -> DecisionResponse {
         policies: Vec::new(),
         shadow_denied: false,
         deny_for_ms: None,
+        lease: None,
     }
 }
 

@@ -221,6 +221,7 @@ pub struct Tier {
     window: Option<u64>,
     shadow: Option<bool>,
     endpoints: Vec<(String, Endpoint)>,
+    max_concurrent: Option<u64>,
 }
 
 /// An endpoint rule as the document writes it.
@@ -266,6 +267,7 @@ impl Tier {
             window: None,
             shadow: None,
             endpoints: Vec::new(),
+            max_concurrent: None,
         }
     }
 
@@ -312,6 +314,12 @@ impl Tier {
         self
     }
 
+    /// The tier's `max_concurrent`: most requests of one identity in flight.
+    pub fn max_concurrent(mut self, max: u64) -> Self {
+        self.max_concurrent = Some(max);
+        self
+    }
+
     /// A per-endpoint limit in shorthand (one window of the tier's window size): an exact
     /// normalised path or a `prefix/*` rule. Setting a pattern again replaces its rule.
     pub fn endpoint(self, pattern: &str, limit: u64) -> Self {
@@ -348,6 +356,9 @@ impl Tier {
         }
         if let Some(shadow) = self.shadow {
             line(y, 4, &format!("shadow: {shadow}"));
+        }
+        if let Some(max) = self.max_concurrent {
+            line(y, 4, &format!("max_concurrent: {max}"));
         }
         if !self.endpoints.is_empty() {
             line(y, 4, "endpoints:");

@@ -340,6 +340,7 @@ fn fully_populated() -> RateLimitConfig {
             ]),
             shadow: true,
             description: Some("d".into()),
+            max_concurrent: Some(4),
         }],
         whitelist: vec!["10.0.0.0/8".into()],
         ipv6_prefix_length: 64,

@@ -856,6 +856,7 @@ async fn the_openapi_document_lists_every_endpoint_and_describes_the_metrics() {
     for (path, method) in [
         ("/internal/v1/decision", "post"),
         ("/internal/v1/decisions", "post"),
+        ("/internal/v1/leases", "post"),
         ("/api/v1/rate-limit/config", "get"),
         ("/api/v1/rate-limit/config", "put"),
         ("/api/v1/rate-limit/status/{identifier}", "get"),

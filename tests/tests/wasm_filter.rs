@@ -71,6 +71,7 @@ fn answer(verdict: Verdict, tier: Option<&str>, counter: Option<CounterReport>) 
         policies: Vec::new(),
         shadow_denied: false,
         deny_for_ms: None,
+        lease: None,
     };
     serde_json::to_string(&response).expect("serialise a DecisionResponse")
 }
@@ -2063,6 +2064,7 @@ fn cacheable_deny(deny_for_ms: u64) -> String {
         policies: Vec::new(),
         shadow_denied: false,
         deny_for_ms: Some(deny_for_ms),
+        lease: None,
     };
     serde_json::to_string(&response).expect("serialise a DecisionResponse")
 }
@@ -2186,5 +2188,130 @@ fn rotating_api_keys_cannot_grow_the_shared_data() {
         let value = vm.shared_data(key);
         assert!(!value.windows(5).any(|w| w == b"fake-"), "{key}");
     }
+    still_works(&mut vm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency leases
+
+/// An allow carrying a concurrency lease.
+fn allow_with_lease(id: &str, ttl_ms: u64) -> String {
+    let mut response: DecisionResponse = serde_json::from_str(&allow()).expect("allow");
+    response.lease = Some(rl_wire::Lease {
+        id: id.into(),
+        ttl_ms,
+    });
+    serde_json::to_string(&response).expect("serialise")
+}
+
+/// Starts a request whose single call is answered with lease `id`; returns its context.
+fn leased(vm: &mut FilterVm, id: &str, ttl_ms: u64) -> u32 {
+    let before = vm.pending_calls().len();
+    let ctx = vm.start(Request::get("/api/v1/request").from("203.0.113.9:1"));
+    let calls = vm.pending_calls();
+    assert_eq!(calls.len(), before + 1, "a call of its own");
+    let call = calls.last().expect("decision call").clone();
+    vm.answer_call(
+        call.token,
+        Some(&OK),
+        allow_with_lease(id, ttl_ms).as_bytes(),
+    );
+    assert!(vm.decided(ctx));
+    ctx
+}
+
+/// The lease calls pending, parsed, after checking they go from the root with the secret.
+fn lease_calls(vm: &FilterVm) -> Vec<(u32, rl_wire::LeasesRequest)> {
+    vm.pending_calls()
+        .into_iter()
+        .filter(|call| call.headers.get(":path") == Some(rl_wire::LEASES_PATH))
+        .map(|call| {
+            assert_eq!(
+                call.context, ROOT_CONTEXT,
+                "lease calls go out from the root"
+            );
+            assert_eq!(call.headers.get(":method"), Some("POST"));
+            assert_eq!(call.headers.get(DECISION_SECRET_HEADER), Some("s3cret"));
+            assert_eq!(call.cluster, CLUSTER);
+            let body = serde_json::from_slice(&call.body).expect("lease call body");
+            (call.token, body)
+        })
+        .collect()
+}
+
+const LEASE_ANSWER: &[u8] = br#"{"renewed":0,"released":1}"#;
+
+#[test]
+fn a_lease_is_released_when_the_response_completes_and_when_the_stream_resets() {
+    let mut vm = vm(&config(r#""decision_secret":"s3cret""#));
+    let completed = leased(&mut vm, "lease-done", 30_000);
+    let reset = leased(&mut vm, "lease-reset", 30_000);
+    assert!(
+        vm.tick_period_ms() > 0,
+        "the tick runs while leases are held"
+    );
+    assert!(lease_calls(&vm).is_empty(), "nothing to release yet");
+
+    // The response completes: on the next tick, one call releases its lease.
+    assert!(
+        forwarded(&vm.finish(completed))
+            .get("x-ratelimit-limit")
+            .is_some()
+    );
+    assert!(vm.tick());
+    let calls = lease_calls(&vm);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1.release, ["lease-done"]);
+    assert!(calls[0].1.renew.is_empty());
+    vm.answer_call(calls[0].0, Some(&OK), LEASE_ANSWER);
+
+    // The client goes away before the response: released all the same.
+    vm.cancel(reset);
+    assert!(vm.tick());
+    let calls = lease_calls(&vm);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1.release, ["lease-reset"]);
+    vm.answer_call(calls[0].0, Some(&OK), LEASE_ANSWER);
+    // Nothing held: the tick stops.
+    assert_eq!(vm.tick_period_ms(), 0, "no lease, no tick");
+    still_works(&mut vm);
+}
+
+#[test]
+fn a_lease_in_flight_is_renewed_on_the_tick_and_a_failed_release_is_retried() {
+    let mut vm = vm(&config(r#""decision_secret":"s3cret""#));
+    let ctx = leased(&mut vm, "lease-slow", 3_000);
+    // The first tick schedules the renewal a third of the lease later (host time).
+    assert!(vm.tick());
+    assert!(lease_calls(&vm).is_empty());
+    vm.advance_clock(Duration::from_millis(999));
+    assert!(vm.tick());
+    assert!(lease_calls(&vm).is_empty(), "not due yet");
+    vm.advance_clock(Duration::from_millis(1));
+    assert!(vm.tick());
+    let calls = lease_calls(&vm);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1.renew, ["lease-slow"]);
+    assert!(calls[0].1.release.is_empty());
+    vm.answer_call(calls[0].0, Some(&OK), br#"{"renewed":1,"released":0}"#);
+
+    // The release fails (the control plane answers 503): it goes again on a later tick.
+    assert!(vm.decided(ctx));
+    vm.finish(ctx);
+    assert!(vm.tick());
+    let calls = lease_calls(&vm);
+    assert_eq!(calls[0].1.release, ["lease-slow"]);
+    vm.answer_call(
+        calls[0].0,
+        Some(&[(":status", "503"), ("content-type", "application/json")]),
+        b"{}",
+    );
+    assert!(vm.tick_period_ms() > 0, "a tick to try again");
+    assert!(vm.tick());
+    let calls = lease_calls(&vm);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1.release, ["lease-slow"]);
+    // A reset of the lease call itself counts as a failure too; the VM survives all of it.
+    vm.answer_call(calls[0].0, None, b"");
     still_works(&mut vm);
 }

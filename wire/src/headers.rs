@@ -49,8 +49,15 @@ pub fn deny_error(
     retry_after: u64,
     reset_at: impl FnOnce(u64) -> String,
 ) -> ErrorBody {
-    let mut body = ErrorBody::new(
-        "rate_limit_exceeded",
+    let message = if counter.window == 0 {
+        // No window: a concurrency limit (`max_concurrent`).
+        format!(
+            "Concurrency limit exceeded: {} requests in flight. Retry after {} {}.",
+            counter.limit,
+            retry_after,
+            seconds(retry_after)
+        )
+    } else {
         format!(
             "Rate limit exceeded: {} requests per {} {}. Retry after {} {}.",
             counter.limit,
@@ -58,8 +65,9 @@ pub fn deny_error(
             seconds(counter.window),
             retry_after,
             seconds(retry_after)
-        ),
-    );
+        )
+    };
+    let mut body = ErrorBody::new("rate_limit_exceeded", message);
     body.error.details = Some(DenyDetails {
         limit: counter.limit,
         window_size: counter.window,

@@ -33,6 +33,21 @@ pub const MAX_BATCH_DECISIONS: usize = 64;
 /// for one request of the largest size.
 pub const MAX_BATCH_REQUEST_BYTES: usize = 256 * 1024;
 
+/// Path of the lease endpoint: the filter renews and releases the concurrency leases of its
+/// requests in flight (a tier's `max_concurrent`), batched, from its root context.
+pub const LEASES_PATH: &str = "/internal/v1/leases";
+
+/// Most lease ids one lease call names, renewals and releases together; the control plane
+/// refuses more.
+pub const MAX_LEASES_PER_CALL: usize = 256;
+
+/// Longest lease id the control plane hands out; a longer one in a lease call is refused.
+pub const MAX_LEASE_ID_BYTES: usize = 512;
+
+/// Upper bound the control plane enforces on a lease call's body: room for the most ids of the
+/// longest length, quoted and separated.
+pub const MAX_LEASES_REQUEST_BYTES: usize = MAX_LEASES_PER_CALL * (MAX_LEASE_ID_BYTES + 8) + 1024;
+
 /// Longest API key the filter forwards and the control plane looks up: a longer value cannot
 /// be a registered key, and the request is judged by its other evidence.
 pub const MAX_API_KEY_BYTES: usize = 1024;
@@ -167,6 +182,42 @@ pub struct DecisionResponse {
     /// first release: a filter that does not know it asks every time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_for_ms: Option<u64>,
+    /// On an admitted request of a tier with `max_concurrent`: the concurrency slot it holds.
+    /// The filter renews it while the request is in flight and releases it when the request
+    /// ends (`LEASES_PATH`); left alone, it expires after `ttl_ms`. Added after the first
+    /// release: a filter that does not know it leaves the slot to expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+}
+
+/// A concurrency slot held by one admitted request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Lease {
+    /// Opaque to the filter; at most `MAX_LEASE_ID_BYTES` bytes.
+    pub id: String,
+    /// How long the slot is held without a renewal, from the decision.
+    pub ttl_ms: u64,
+}
+
+/// Body of a lease call: leases to renew (requests still in flight) and to release (requests
+/// that ended), at most `MAX_LEASES_PER_CALL` ids in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeasesRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renew: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub release: Vec<String>,
+}
+
+/// Answer to a lease call: how many of the named leases were still held and were renewed or
+/// released (an expired lease is neither: its slot may be someone else's by now).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeasesResponse {
+    pub renewed: u64,
+    pub released: u64,
 }
 
 fn is_false(flag: &bool) -> bool {
@@ -198,7 +249,8 @@ pub struct CounterReport {
     /// Seconds until the request could pass (≥ 1); only on deny.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
-    /// Window size in seconds.
+    /// Window size in seconds; 0 on the denial of a concurrency limit (`max_concurrent`),
+    /// whose `limit` is then the most requests in flight.
     pub window: u64,
     /// What the counter limits: the endpoint rule (e.g. `/api/v1/admin/*`), or the
     /// normalised request path when the tier budget bound.
@@ -259,7 +311,7 @@ pub struct ErrorObject {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DenyDetails {
     pub limit: u64,
-    /// Window in seconds.
+    /// Window in seconds; 0 for a concurrency limit (`limit` requests in flight).
     pub window_size: u64,
     /// RFC 3339 time at which the request could pass.
     pub reset_at: String,

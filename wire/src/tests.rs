@@ -32,6 +32,7 @@ fn response_round_trips_and_rejects_unknown_verdicts() {
         policies: Vec::new(),
         shadow_denied: false,
         deny_for_ms: None,
+        lease: None,
     };
     let json = serde_json::to_string(&resp).unwrap();
     assert_eq!(
@@ -172,6 +173,7 @@ fn shadowed_answer_with_every_new_field() -> DecisionResponse {
         ],
         shadow_denied: true,
         deny_for_ms: None,
+        lease: None,
     }
 }
 
@@ -212,7 +214,37 @@ fn new_fields_are_left_out_when_unset() {
         policies: Vec::new(),
         shadow_denied: false,
         deny_for_ms: None,
+        lease: None,
     })
     .unwrap();
     assert_eq!(json, r#"{"verdict":"whitelisted"}"#);
+}
+
+#[test]
+fn a_lease_travels_with_an_admitted_answer_and_lease_calls_omit_empty_lists() {
+    let mut answer = shadowed_answer_with_every_new_field();
+    answer.lease = Some(Lease {
+        id: "0123|rl:{ip:10.0.0.1}:c".into(),
+        ttl_ms: 30_000,
+    });
+    let json = serde_json::to_value(&answer).unwrap();
+    assert_eq!(json["lease"]["ttl_ms"], 30_000);
+    let back: DecisionResponse = serde_json::from_value(json).unwrap();
+    assert_eq!(back, answer);
+    // A first-release filter ignores the lease (it expires on its own).
+    let old: first_release::DecisionResponse =
+        serde_json::from_str(&serde_json::to_string(&answer).unwrap()).unwrap();
+    assert_eq!(old.verdict, first_release::Verdict::Allow);
+
+    let only_releases = LeasesRequest {
+        renew: Vec::new(),
+        release: vec!["a".into()],
+    };
+    assert_eq!(
+        serde_json::to_string(&only_releases).unwrap(),
+        r#"{"release":["a"]}"#
+    );
+    let parsed: LeasesRequest = serde_json::from_str(r#"{"renew":["b"]}"#).unwrap();
+    assert_eq!(parsed.renew, ["b"]);
+    assert!(parsed.release.is_empty());
 }

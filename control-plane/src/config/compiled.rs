@@ -32,6 +32,8 @@ pub struct Tier {
     /// with the tier's).
     pub rules: RuleSet<Vec<Window>>,
     pub description: Option<String>,
+    /// Most requests of one identity in flight at once (leases); `None`: no such limit.
+    pub max_concurrent: Option<u64>,
 }
 
 /// One window of a tier or of an endpoint rule.
@@ -106,6 +108,7 @@ impl CompiledConfig {
                     windows,
                     rules: RuleSet::new(rules),
                     description: t.description.clone(),
+                    max_concurrent: t.max_concurrent,
                 }
             })
             .collect();

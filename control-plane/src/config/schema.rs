@@ -153,6 +153,10 @@ pub struct TierConfig {
     pub shadow: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Most requests of one identity of this tier in flight at once (1–100000); unset: no
+    /// concurrency limit. Each admitted request holds a lease until its response ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u64>,
 }
 
 /// One sliding window: at most `limit` requests in any `window_seconds`.

@@ -241,6 +241,14 @@ fn validate_tier<'a>(
         let own = windows::rule_windows(at, shadow_all, tier, pattern, rule);
         check_dead(&own, &tier_windows)?;
     }
+    if let Some(max) = tier.max_concurrent
+        && !(1..=MAX_CONCURRENT).contains(&max)
+    {
+        return Err(ConfigError::invalid(
+            format!("{at}.max_concurrent"),
+            format!("must be between 1 and {MAX_CONCURRENT}, got {max}"),
+        ));
+    }
     if let Some(description) = &tier.description
         && description.chars().count() > MAX_DESCRIPTION_CHARS
     {
@@ -251,6 +259,9 @@ fn validate_tier<'a>(
     }
     Ok(())
 }
+
+/// Largest `max_concurrent`: each slot held is a lease entry in the store.
+pub const MAX_CONCURRENT: u64 = 100_000;
 
 fn check_window_seconds(path: &str, seconds: u64) -> Result {
     if !(1..=MAX_WINDOW_SECONDS).contains(&seconds) {

@@ -131,6 +131,7 @@ pub(super) fn answer(
             policies,
             shadow_denied: shadow_denial.is_some(),
             deny_for_ms: None,
+            lease: None,
         };
         return (response, shadow_denial);
     }
@@ -157,6 +158,7 @@ pub(super) fn answer(
         // The binding counter is enforced and full for this request: it stays so until its
         // moment of room.
         deny_for_ms: deny_for_ms(state.free_at_us, outcome.now_us),
+        lease: None,
     };
     (response, None)
 }

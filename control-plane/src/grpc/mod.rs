@@ -89,7 +89,12 @@ impl RateLimitService for RateLimitGrpc {
             )));
         }
         let started = Instant::now();
-        let decision = self.state.decider.decide(&evidence.request).await;
+        // Envoy's rate-limit filter cannot give a concurrency slot back: no leases here.
+        let decision = self
+            .state
+            .decider
+            .decide_without_leases(&evidence.request)
+            .await;
         http::decision::record(&self.state, &decision, started.elapsed());
         reply::reply(&decision.response, descriptors)
             .map(Response::new)

@@ -92,7 +92,7 @@ pub async fn decide_batch(State(state): State<AppState>, body: Bytes) -> Respons
 /// with the Json extractor: a body of any content type is accepted, and every malformed body
 /// gets the same 400 shape. Serde would also accept a JSON array for a struct; only an object
 /// is a request.
-fn parse_object<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+pub(super) fn parse_object<T: DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     let object = body
         .iter()
         .find(|b| !b.is_ascii_whitespace())

@@ -6,6 +6,7 @@ pub(crate) mod decision;
 mod errors;
 mod etag;
 mod health;
+mod leases;
 pub mod local_denials;
 mod metrics;
 pub mod openapi;
@@ -43,14 +44,17 @@ pub fn router(state: AppState) -> Router {
     let batch = Router::new()
         .route(rl_wire::BATCH_DECISION_PATH, post(decision::decide_batch))
         .layer(DefaultBodyLimit::max(rl_wire::MAX_BATCH_REQUEST_BYTES));
-    let decisions =
-        Router::new()
-            .merge(decision)
-            .merge(batch)
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                auth::require_decision_secret,
-            ));
+    let lease_calls = Router::new()
+        .route(rl_wire::LEASES_PATH, post(leases::leases))
+        .layer(DefaultBodyLimit::max(rl_wire::MAX_LEASES_REQUEST_BYTES));
+    let decisions = Router::new()
+        .merge(decision)
+        .merge(batch)
+        .merge(lease_calls)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_decision_secret,
+        ));
     let admin = Router::new()
         .route(
             "/api/v1/rate-limit/config",

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{admin, decision, health, metrics};
+use super::{admin, decision, health, leases, metrics};
 
 /// Body of a 429 answered by the filter.
 #[derive(Serialize, ToSchema)]
@@ -67,7 +67,9 @@ pub struct UnavailableError {
                 ("RateLimit-Policy" = String, description = "Structured-field List (RFC 9651), one Item per window that applied: the policy name as an sf-string, `q` the limit, `w` the window in seconds, e.g. `\"free-1s\";q=10;w=1, \"free-60s\";q=100;w=60`"),
                 ("RateLimit" = String, description = "Structured-field List (RFC 9651) with the binding window: its policy name, `r` the remaining quota, `t` the seconds until its oldest counted request leaves it, e.g. `\"free-60s\";r=49;t=37`"),
             )),
-        (status = 429, description = "Over a limit: the headers and the body describe the binding window (among the full ones)", body = RateLimitExceeded,
+        (status = 429, description = "Over a limit: the headers and the body describe the binding window (among the full ones). \
+            Over a tier's `max_concurrent` (requests in flight): `Retry-After: 1`, X-RateLimit-Limit the most requests in flight, \
+            `details.window_size` 0, no RateLimit / RateLimit-Policy fields", body = RateLimitExceeded,
             headers(
                 ("Retry-After" = u64, description = "Seconds until every full window has room again (≥ 1)"),
                 ("X-RateLimit-Limit" = u64),
@@ -110,6 +112,7 @@ impl Modify for SecuritySchemes {
     paths(
         decision::decide,
         decision::decide_batch,
+        leases::leases,
         admin::get_config,
         admin::put_config,
         admin::status,
@@ -126,6 +129,9 @@ impl Modify for SecuritySchemes {
         rl_wire::BatchDecisionRequest,
         rl_wire::LocalDenials,
         rl_wire::BatchDecisionResponse,
+        rl_wire::Lease,
+        rl_wire::LeasesRequest,
+        rl_wire::LeasesResponse,
         rl_wire::CounterReport,
         rl_wire::PolicyReport,
         rl_wire::Verdict,

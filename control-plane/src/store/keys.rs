@@ -102,6 +102,27 @@ pub fn seen_key(identity: &str) -> String {
     format!("{PREFIX}:{}:n", tag(identity))
 }
 
+/// Key of an identity's concurrency leases (a sorted set, `store/leases.lua`):
+/// `rl:{<identity>}:c`.
+pub fn lease_key(identity: &str) -> String {
+    format!("{PREFIX}:{}:c", tag(identity))
+}
+
+/// Whether `key` has the form [`lease_key`] gives: a lease handle coming back from the filter
+/// names only such keys.
+pub fn is_lease_key(key: &str) -> bool {
+    key.len() <= 2 * MAX_PLAIN_LEN
+        && key
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.strip_prefix(":{"))
+            .and_then(|rest| rest.strip_suffix("}:c"))
+            .is_some_and(|inner| {
+                !inner.is_empty()
+                    && !inner.contains(['{', '}'])
+                    && !inner.contains(char::is_whitespace)
+            })
+}
+
 /// Pattern matching every counter key of an identity (for the status endpoint).
 pub fn identity_pattern(identity: &str) -> String {
     format!("{PREFIX}:{}:*", tag(identity))

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
+use super::leases::{LeaseStore, MemoryLeases};
 use super::slotted::Slots;
 use super::{
     Algorithm, Clock, CounterSpec, CounterState, CounterStore, MonotonicClock, Outcome, StoreError,
@@ -213,6 +214,8 @@ pub struct MemoryStore {
     earliest_end_us: AtomicU64,
     /// One sweep at a time.
     sweeping: Mutex<()>,
+    /// Concurrency leases, on the same clock (not counted as identities: each expires).
+    leases: MemoryLeases,
 }
 
 impl MemoryStore {
@@ -229,6 +232,7 @@ impl MemoryStore {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
+            leases: MemoryLeases::new(clock.clone()),
             clock,
             max_identities: max_identities.max(1),
             identities: AtomicUsize::new(0),
@@ -450,6 +454,10 @@ impl CounterStore for MemoryStore {
 
     fn identities(&self) -> Option<u64> {
         Some(self.identity_count() as u64)
+    }
+
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        Some(&self.leases)
     }
 }
 

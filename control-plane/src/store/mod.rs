@@ -13,6 +13,7 @@ mod breaker;
 mod clock;
 pub mod connection;
 pub mod keys;
+pub mod leases;
 mod memory;
 mod nonce;
 mod redis;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 
 pub use self::breaker::{Breaker, BreakerState};
 pub use self::clock::{Clock, ManualClock, MonotonicClock};
+pub use self::leases::{LeaseOutcome, LeaseRef, LeaseStore};
 pub use self::memory::{DEFAULT_MAX_IDENTITIES, MemoryStore};
 pub use self::redis::{MAX_SCRIPT_ARGS, RedisStore, RedisStoreOptions, ScriptCall, replay_horizon};
 
@@ -160,6 +162,12 @@ pub trait CounterStore: Send + Sync {
 
     /// Identities tracked, for backends that keep them in this process.
     fn identities(&self) -> Option<u64> {
+        None
+    }
+
+    /// The backend's concurrency leases (a tier's `max_concurrent`), in the same place as its
+    /// counters; `None` for a backend that keeps none.
+    fn leases(&self) -> Option<&dyn LeaseStore> {
         None
     }
 }

@@ -25,11 +25,14 @@ use redis::{Cmd, Script, Value};
 
 use super::connection::Connector;
 use super::keys;
+use super::leases::LeaseStore;
 use super::nonce::NonceSource;
 use super::{
     Algorithm, Breaker, BreakerState, Clock, CounterSpec, CounterState, CounterStore,
     MonotonicClock, Outcome, StoreError,
 };
+
+mod leases;
 
 const SCRIPT: &str = include_str!("sliding_window.lua");
 
@@ -480,6 +483,10 @@ impl CounterStore for RedisStore {
 
     fn breaker_opened_total(&self) -> u64 {
         self.breaker.opened_total()
+    }
+
+    fn leases(&self) -> Option<&dyn LeaseStore> {
+        Some(self)
     }
 }
 

@@ -75,6 +75,7 @@ fn answers_are_split_in_order() {
                 policies: Vec::new(),
                 shadow_denied: false,
                 deny_for_ms: None,
+                lease: None,
             },
             DecisionResponse {
                 verdict: Verdict::Deny,
@@ -83,6 +84,7 @@ fn answers_are_split_in_order() {
                 policies: Vec::new(),
                 shadow_denied: false,
                 deny_for_ms: None,
+                lease: None,
             },
         ],
     };

@@ -134,7 +134,7 @@ fn ips(contexts: &[u32]) -> Vec<String> {
 
 /// Ticks and dispatches the queue as one batch call with `token`.
 fn send_batch(engine: &mut Engine, token: u32) -> Vec<String> {
-    let effects = engine.on_tick();
+    let effects = engine.on_tick(0);
     assert_eq!(effects[0], Effect::SetTick(0));
     engine.tick_set(0);
     let sent = batch_call(&effects);
@@ -161,7 +161,7 @@ fn without_configuration_requests_pass_and_nothing_is_asked() {
     assert_eq!(effects, vec![]);
     assert_eq!(engine.request_flow(2), Flow::Continue);
     assert_eq!(engine.response_headers(2), None);
-    assert_eq!(engine.on_tick(), vec![Effect::SetTick(0)]);
+    assert_eq!(engine.on_tick(0), vec![Effect::SetTick(0)]);
     engine.on_done(2);
 }
 
@@ -252,7 +252,7 @@ fn without_callout_requests_pass_with_fixed_headers_after_their_evidence() {
     assert_eq!(engine.coalescer.queued(), 0);
     assert!(engine.singles.is_empty() && engine.batches.is_empty());
     assert_eq!(
-        engine.on_tick(),
+        engine.on_tick(0),
         vec![Effect::SetTick(0)],
         "no batch to send"
     );
@@ -547,7 +547,7 @@ fn requests_arriving_while_a_batch_is_in_flight_leave_with_its_answer() {
 fn a_long_queue_leaves_in_several_batches_one_dispatch_at_a_time() {
     let mut engine = configured(true);
     let queued = fill_and_queue(&mut engine, MAX_BATCH_SIZE as u32 + 2);
-    let effects = engine.on_tick();
+    let effects = engine.on_tick(0);
     assert_eq!(batch_call(&effects), ips(&queued[..MAX_BATCH_SIZE]));
     let effects = engine.dispatched(Some(50));
     assert_eq!(effects[0], Effect::Count(BATCH_CALLS_METRIC));
@@ -565,7 +565,7 @@ fn a_refused_batch_fails_its_members_and_the_queue_goes_on() {
     for fail_open in [true, false] {
         let mut engine = configured(fail_open);
         let queued = fill_and_queue(&mut engine, MAX_BATCH_SIZE as u32 + 1);
-        let effects = engine.on_tick();
+        let effects = engine.on_tick(0);
         assert_eq!(batch_call(&effects).len(), MAX_BATCH_SIZE);
         let effects = engine.dispatched(None);
         let mut expected = Vec::new();
@@ -669,7 +669,7 @@ fn members_gone_while_queued_are_left_out() {
     for context in queued {
         engine.on_done(context);
     }
-    assert_eq!(engine.on_tick(), vec![Effect::SetTick(0)]);
+    assert_eq!(engine.on_tick(0), vec![Effect::SetTick(0)]);
     assert_eq!(engine.coalescer.queued(), 0);
     assert_eq!(engine.coalescer.batches_in_flight(), 0);
 }
@@ -735,7 +735,7 @@ fn a_batch_gets_what_is_left_of_its_longest_waiting_request() {
     assert_eq!(headers_at(&mut engine, 11, NOW + 100), vec![]);
     // The oldest is gone: the next oldest sets the deadline.
     engine.on_done(9);
-    let effects = engine.on_tick();
+    let effects = engine.on_tick(0);
     let call = batch(&effects);
     assert_eq!(call.deadline_ms, Some(NOW + 250));
     assert_eq!(
@@ -934,7 +934,7 @@ fn random_traffic_decides_every_request_exactly_once() {
                     sim.answer(&mut engine, index, &mut rng);
                 }
                 7 if sim.tick != 0 => {
-                    let effects = engine.on_tick();
+                    let effects = engine.on_tick(0);
                     sim.perform(&mut engine, ROOT, effects, &mut rng);
                 }
                 8 if !sim.live.is_empty() => {
@@ -951,7 +951,7 @@ fn random_traffic_decides_every_request_exactly_once() {
         // Drain: every call answered, every tick fired; then nobody is left waiting.
         while !sim.calls.is_empty() || sim.tick != 0 {
             if sim.calls.is_empty() {
-                let effects = engine.on_tick();
+                let effects = engine.on_tick(0);
                 sim.perform(&mut engine, ROOT, effects, &mut rng);
             } else {
                 sim.answer(&mut engine, 0, &mut rng);
@@ -1000,7 +1000,7 @@ fn the_configured_header_sets_reach_single_and_batched_answers() {
     }
     assert_eq!(headers(&mut engine, 4), vec![Effect::SetTick(KICK_TICK_MS)]);
     engine.tick_set(KICK_TICK_MS);
-    let effects = engine.on_tick();
+    let effects = engine.on_tick(0);
     assert!(
         matches!(effects.as_slice(), [Effect::SetTick(0), Effect::Dispatch(call)] if call.path == BATCH_DECISION_PATH),
         "{effects:?}"
@@ -1211,7 +1211,7 @@ mod deny_cache_in_the_engine {
             vec![Effect::SetTick(KICK_TICK_MS)]
         );
         engine.tick_set(KICK_TICK_MS);
-        let effects = engine.on_tick();
+        let effects = engine.on_tick(0);
         let call = batch(&effects);
         let sent: BatchDecisionRequest = serde_json::from_slice(&call.body).unwrap();
         assert_eq!(sent.requests.len(), 1);
@@ -1241,11 +1241,11 @@ mod deny_cache_in_the_engine {
         assert!(is_local_429(&request(&mut engine, 3, A), 3));
         request(&mut engine, 4, A_OTHER_KEY);
         engine.tick_set(KICK_TICK_MS);
-        let effects = engine.on_tick();
+        let effects = engine.on_tick(0);
         assert!(!batch(&effects).body.is_empty());
         engine.dispatched(None);
         request(&mut engine, 5, A_OTHER_PATH);
-        let effects = engine.on_tick();
+        let effects = engine.on_tick(0);
         let sent: BatchDecisionRequest = serde_json::from_slice(&batch(&effects).body).unwrap();
         assert_eq!(sent.local_denials[0].count, 1);
     }
@@ -1255,7 +1255,7 @@ mod deny_cache_in_the_engine {
         let host = FakeHost::default();
         let mut engine = cached_engine(&host);
         let contexts = fill_and_queue(&mut engine, 2);
-        let effects = engine.on_tick();
+        let effects = engine.on_tick(0);
         assert!(dispatches(&effects));
         host.advance(100);
         engine.dispatched(Some(50));
@@ -1326,4 +1326,202 @@ mod deny_cache_in_the_engine {
         assert!(keys.len() <= BUCKETS + 1);
         assert!(keys.iter().all(|k| allowed.contains(k)), "{keys:?}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency leases
+
+use crate::leases::MAX_RELEASE_ATTEMPTS;
+
+const LEASE_TTL_MS: u64 = 3_000;
+
+fn allow_with_lease(id: &str) -> String {
+    format!(
+        r#"{{"verdict":"allow","tier":"free","counter":{{"limit":10,"remaining":9,"reset":100,"window":60,"endpoint":"/"}},"lease":{{"id":"{id}","ttl_ms":{LEASE_TTL_MS}}}}}"#
+    )
+}
+
+/// The lease call that is `effect`, parsed.
+fn lease_call(effect: &Effect) -> rl_wire::LeasesRequest {
+    let Effect::Dispatch(call) = effect else {
+        panic!("not a call: {effect:?}");
+    };
+    assert_eq!(
+        call.context, ROOT,
+        "lease calls go out from the root context"
+    );
+    assert_eq!(call.path, LEASES_PATH);
+    serde_json::from_slice(&call.body).unwrap()
+}
+
+fn releases(ids: &[&str]) -> rl_wire::LeasesRequest {
+    rl_wire::LeasesRequest {
+        renew: Vec::new(),
+        release: ids.iter().map(|id| id.to_string()).collect(),
+    }
+}
+
+/// A request of context 2 admitted with lease `id` (its call's token 7); the lease tick runs.
+fn admitted_with_lease(engine: &mut Engine, id: &str) {
+    start_single(engine, 2, 7);
+    let effects = engine.on_call_response(7, ok(&allow_with_lease(id)));
+    assert_eq!(
+        effects,
+        vec![
+            count(Outcome::Allowed),
+            Effect::Resume(2),
+            Effect::SetTick(LEASE_TICK_MS)
+        ]
+    );
+    engine.tick_set(LEASE_TICK_MS);
+    assert_eq!(engine.leases().held(), 1);
+}
+
+#[test]
+fn a_lease_is_released_from_the_root_as_soon_as_its_stream_ends() {
+    let mut engine = configured(true);
+    admitted_with_lease(&mut engine, "L1");
+    // The response completed (or the stream was reset: the host reports both as done).
+    assert_eq!(engine.on_done(2), vec![Effect::SetTick(KICK_TICK_MS)]);
+    engine.tick_set(KICK_TICK_MS);
+    assert_eq!(engine.leases().pending_releases(), 1);
+    let effects = engine.on_tick(NOW);
+    assert_eq!(effects[0], Effect::SetTick(0), "nothing held any more");
+    assert_eq!(effects.len(), 2, "{effects:?}");
+    assert_eq!(lease_call(&effects[1]), releases(&["L1"]));
+    engine.tick_set(0);
+    assert_eq!(engine.dispatched(Some(40)), vec![]);
+    assert_eq!(engine.answer_limit(40), Some(MAX_LEASES_RESPONSE_BYTES));
+    assert_eq!(
+        engine.on_call_response(40, ok(r#"{"renewed":0,"released":1}"#)),
+        vec![]
+    );
+    assert!(engine.leases().is_idle());
+    assert_eq!(engine.answer_limit(40), None);
+    // A stream that held no lease ends without waking the tick.
+    start_single(&mut engine, 3, 8);
+    engine.on_call_response(8, ok(ALLOW));
+    assert_eq!(engine.on_done(3), vec![]);
+}
+
+#[test]
+fn leases_in_flight_are_renewed_a_third_of_their_life_after_the_last_renewal() {
+    let mut engine = configured(true);
+    admitted_with_lease(&mut engine, "L1");
+    // The first tick that sees the lease schedules its renewal.
+    assert_eq!(engine.on_tick(NOW), vec![Effect::SetTick(LEASE_TICK_MS)]);
+    let period = LEASE_TTL_MS / 3;
+    assert_eq!(
+        engine.on_tick(NOW + period - 1),
+        vec![Effect::SetTick(LEASE_TICK_MS)]
+    );
+    let effects = engine.on_tick(NOW + period);
+    assert_eq!(effects[0], Effect::SetTick(LEASE_TICK_MS));
+    assert_eq!(
+        lease_call(&effects[1]),
+        rl_wire::LeasesRequest {
+            renew: vec!["L1".into()],
+            release: Vec::new(),
+        }
+    );
+    assert_eq!(engine.dispatched(Some(41)), vec![]);
+    assert_eq!(
+        engine.on_call_response(41, ok(r#"{"renewed":1,"released":0}"#)),
+        vec![]
+    );
+    // Next renewal a third of a lease later.
+    assert_eq!(
+        engine.on_tick(NOW + 2 * period - 1),
+        vec![Effect::SetTick(LEASE_TICK_MS)]
+    );
+    assert_eq!(engine.on_tick(NOW + 2 * period).len(), 2);
+}
+
+#[test]
+fn a_failed_release_is_tried_again_a_bounded_number_of_times() {
+    let mut engine = configured(true);
+    admitted_with_lease(&mut engine, "L1");
+    engine.on_done(2);
+    let mut token = 60;
+    for attempt in 0..MAX_RELEASE_ATTEMPTS {
+        let effects = engine.on_tick(NOW);
+        assert_eq!(
+            lease_call(&effects[1]),
+            releases(&["L1"]),
+            "attempt {attempt}"
+        );
+        engine.tick_set(0);
+        if attempt == 0 {
+            // The host refused the dispatch: the release waits for the next tick.
+            assert_eq!(
+                engine.dispatched(None),
+                vec![Effect::SetTick(LEASE_TICK_MS)]
+            );
+        } else {
+            assert_eq!(engine.dispatched(Some(token)), vec![]);
+            let effects = engine.on_call_response(token, timed_out());
+            if attempt + 1 < MAX_RELEASE_ATTEMPTS {
+                assert_eq!(effects, vec![Effect::SetTick(LEASE_TICK_MS)]);
+            } else {
+                assert_eq!(effects, vec![], "given up: the lease expires on its own");
+            }
+            token += 1;
+        }
+        engine.tick_set(LEASE_TICK_MS);
+    }
+    assert!(engine.leases().is_idle());
+    assert_eq!(engine.on_tick(NOW), vec![Effect::SetTick(0)]);
+}
+
+#[test]
+fn a_batched_member_gone_before_its_answer_gives_its_lease_back() {
+    let mut engine = configured(true);
+    let queued = fill_and_queue(&mut engine, 2);
+    send_batch(&mut engine, 50);
+    engine.on_done(queued[1]);
+    let answers = batch_body(&[&allow_with_lease("A"), &allow_with_lease("B")]);
+    let effects = engine.on_call_response(50, ok(&answers));
+    assert_eq!(
+        effects,
+        vec![
+            count(Outcome::Allowed),
+            Effect::Resume(queued[0]),
+            Effect::SetTick(LEASE_TICK_MS)
+        ]
+    );
+    engine.tick_set(LEASE_TICK_MS);
+    assert_eq!(engine.leases().held(), 1);
+    let effects = engine.on_tick(NOW);
+    assert_eq!(lease_call(&effects[1]), releases(&["B"]));
+}
+
+#[test]
+fn a_tick_kept_for_leases_sends_no_batch_while_one_is_in_flight() {
+    let mut engine = configured(true);
+    admitted_with_lease(&mut engine, "L1");
+    // Context 2 holds the lease, its call is done: fill the other single slot and queue.
+    start_single(&mut engine, 3, 8);
+    start_single(&mut engine, 4, 9);
+    assert_eq!(
+        headers(&mut engine, 10),
+        vec![Effect::SetTick(KICK_TICK_MS)]
+    );
+    engine.tick_set(KICK_TICK_MS);
+    let effects = engine.on_tick(NOW);
+    assert_eq!(effects[0], Effect::SetTick(LEASE_TICK_MS));
+    assert_eq!(batch_call(&effects), ips(&[10]));
+    engine.tick_set(LEASE_TICK_MS);
+    assert_eq!(
+        engine.dispatched(Some(50)),
+        vec![Effect::Count(BATCH_CALLS_METRIC)]
+    );
+    // Another request queues behind the batch in flight; the lease tick leaves it there.
+    assert_eq!(headers(&mut engine, 11), vec![]);
+    assert_eq!(
+        engine.on_tick(NOW + 1),
+        vec![Effect::SetTick(LEASE_TICK_MS)]
+    );
+    // The batch's answer sends it.
+    let effects = engine.on_call_response(50, ok(&batch_body(&[ALLOW])));
+    assert_eq!(batch_call(&effects), ips(&[11]));
 }

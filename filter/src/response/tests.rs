@@ -620,3 +620,30 @@ fn an_answer_without_policies_gets_no_ietf_fields() {
         "{reply:?}"
     );
 }
+
+#[test]
+fn a_concurrency_denial_says_so_and_waits_one_second() {
+    let answer = r#"{"verdict":"deny","tier":"free","counter":{"limit":3,"remaining":0,"reset":1700000001,"retry_after":1,"window":0,"endpoint":"/api/v1/request","reset_at":"2023-11-14T22:13:21Z","reset_after":1}}"#;
+    let d = decide(ok(answer), true, HeaderSets::ALL);
+    assert_eq!(d.outcome, Outcome::Denied);
+    let Action::Reply(reply) = d.action else {
+        panic!("not a reply")
+    };
+    assert_eq!(reply.status, 429);
+    assert_eq!(
+        reply.headers,
+        headers(&[
+            ("retry-after", "1"),
+            ("x-ratelimit-limit", "3"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "1700000001"),
+            ("x-ratelimit-tier", "free"),
+            ("content-type", "application/json"),
+        ]),
+        "no RateLimit fields without policies"
+    );
+    assert_eq!(
+        String::from_utf8(reply.body).unwrap(),
+        r#"{"error":{"code":"rate_limit_exceeded","message":"Concurrency limit exceeded: 3 requests in flight. Retry after 1 second.","details":{"limit":3,"window_size":0,"reset_at":"2023-11-14T22:13:21Z","retry_after_seconds":1,"tier":"free","endpoint":"/api/v1/request"}}}"#
+    );
+}

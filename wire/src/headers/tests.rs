@@ -54,3 +54,13 @@ fn the_deny_body_names_the_window_in_words() {
     assert_eq!(details.reset_at, "2023-11-14T22:14:20Z");
     assert_eq!(details.endpoint, "/api/v1/search");
 }
+
+#[test]
+fn a_concurrency_limit_has_no_window_in_its_message() {
+    let body = deny_error(&counter(3, 0), None, 1, |_| "r".into());
+    assert_eq!(
+        body.error.message,
+        "Concurrency limit exceeded: 3 requests in flight. Retry after 1 second."
+    );
+    assert_eq!(body.error.details.expect("details").window_size, 0);
+}

@@ -830,3 +830,23 @@ fn rate_limit_service_keys_are_distinct_and_not_empty() {
     );
     assert!(parse_yaml(&with("rate_limit_service:\n  domian: x\n")).is_err());
 }
+
+#[test]
+fn max_concurrent_is_between_one_and_its_bound() {
+    for max in [0, MAX_CONCURRENT + 1] {
+        assert_invalid(
+            &format!("{BASE}    max_concurrent: {max}\n"),
+            "tiers[0].max_concurrent",
+            &format!("must be between 1 and {MAX_CONCURRENT}, got {max}"),
+        );
+    }
+    for max in [1, MAX_CONCURRENT] {
+        let doc = format!("{BASE}    max_concurrent: {max}\n");
+        parse_yaml(&doc).unwrap().validate().unwrap();
+    }
+    // An unlimited tier may have only a concurrency limit.
+    let doc =
+        "default_tier: free\ntiers:\n  - name: free\n    unlimited: true\n    max_concurrent: 5\n";
+    parse_yaml(doc).unwrap().validate().unwrap();
+    assert!(parse_yaml(&format!("{BASE}    max_concurrent: -1\n")).is_err());
+}

@@ -38,6 +38,7 @@ fn decision(verdict: Verdict, counter: Option<CounterReport>) -> DecisionRespons
         ],
         shadow_denied: false,
         deny_for_ms: None,
+        lease: None,
     }
 }
 
