@@ -13,7 +13,7 @@ use rl_wire::{
     DecisionRequest, DecisionResponse, MAX_API_KEY_BYTES, MAX_AUTHORIZATION_BYTES, Verdict,
 };
 
-use crate::config::{CompiledConfig, Tier, Window};
+use crate::config::{CompiledConfig, EndpointLimits, Tier, Window};
 use crate::identity::{self, Identity};
 use crate::live_config::SharedConfig;
 use crate::rules::normalize_path;
@@ -165,12 +165,15 @@ impl Decider {
             Plan::Done(decision) => *decision,
             Plan::Count(count) => {
                 let started_us = self.clock.now_us();
-                if let Some(outcome) = self.deny_cache.lookup(&cfg, &count.specs, started_us) {
+                if let Some(outcome) =
+                    self.deny_cache
+                        .lookup(&cfg, &count.specs, count.cost, started_us)
+                {
                     return cached(count, &outcome);
                 }
                 let result = self
                     .store
-                    .check_and_record(&count.who.id, &count.specs)
+                    .check_and_record_weighted(&count.who.id, &count.specs, count.cost)
                     .await;
                 self.finish(&cfg, count, result, started_us)
             }
@@ -213,7 +216,8 @@ impl Decider {
                 let hit = if keys().any(|k| sent.contains(k)) {
                     None
                 } else {
-                    self.deny_cache.lookup(&cfg, &count.specs, started_us)
+                    self.deny_cache
+                        .lookup(&cfg, &count.specs, count.cost, started_us)
                 };
                 if hit.is_none() {
                     sent.extend(keys());
@@ -232,17 +236,17 @@ impl Decider {
                 (p, _) => p,
             })
             .collect();
-        let calls: Vec<(&str, &[CounterSpec])> = plans
+        let calls: Vec<(&str, &[CounterSpec], u64)> = plans
             .iter()
             .filter_map(|p| match p {
-                Plan::Count(c) => Some((c.who.id.as_str(), c.specs.as_slice())),
+                Plan::Count(c) => Some((c.who.id.as_str(), c.specs.as_slice(), c.cost)),
                 Plan::Done(_) => None,
             })
             .collect();
         let mut results = if calls.is_empty() {
             Vec::new()
         } else {
-            self.store.check_and_record_many(&calls).await
+            self.store.check_and_record_many_weighted(&calls).await
         }
         .into_iter();
         let mut decisions = Vec::with_capacity(plans.len());
@@ -272,7 +276,7 @@ impl Decider {
         match result {
             Ok(outcome) => {
                 self.deny_cache
-                    .learn(cfg, &count.specs, &outcome, started_us);
+                    .learn(cfg, &count.specs, count.cost, &outcome, started_us);
                 let (response, shadow_denial) =
                     answer(count.tier, &count.applied, &outcome, &count.path);
                 Decision {
@@ -337,6 +341,8 @@ struct Count<'a> {
     tier: &'a Tier,
     applied: Vec<Applied<'a>>,
     specs: Vec<CounterSpec>,
+    /// Units the request takes from each counter: its rule's cost, else 1.
+    cost: u64,
     path: String,
     rule: Option<String>,
 }
@@ -379,6 +385,7 @@ fn plan<'a>(cfg: &'a CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
     let matched = tier.rules.longest_match(&path);
     let applied = counters_for(&who, tier, matched);
     let rule = matched.map(|(pattern, _)| pattern.to_string());
+    let cost = matched.map_or(deny_cache::REQUEST_COST, |(_, limits)| limits.cost);
     if applied.is_empty() {
         // Unlimited tier and no endpoint rule: nothing to count.
         return Plan::Done(Box::new(Decision {
@@ -403,6 +410,7 @@ fn plan<'a>(cfg: &'a CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
         tier,
         applied,
         specs,
+        cost,
         path,
         rule,
     })
@@ -445,9 +453,9 @@ fn rule_spec(identity: &str, pattern: &str, window: &Window) -> CounterSpec {
 fn counters_for<'a>(
     who: &Identity,
     tier: &'a Tier,
-    matched: Option<(&'a str, &'a Vec<Window>)>,
+    matched: Option<(&'a str, &'a EndpointLimits)>,
 ) -> Vec<Applied<'a>> {
-    let rule_windows = matched.map_or(0, |(_, windows)| windows.len());
+    let rule_windows = matched.map_or(0, |(_, limits)| limits.windows.len());
     let mut applied = Vec::with_capacity(tier.windows.len() + rule_windows);
     for window in &tier.windows {
         applied.push(Applied {
@@ -456,8 +464,8 @@ fn counters_for<'a>(
             rule: None,
         });
     }
-    if let Some((pattern, windows)) = matched {
-        for window in windows {
+    if let Some((pattern, limits)) = matched {
+        for window in &limits.windows {
             applied.push(Applied {
                 spec: rule_spec(&who.id, pattern, window),
                 window,
