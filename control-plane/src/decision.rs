@@ -16,7 +16,7 @@ use rl_wire::{
     MAX_AUTHORIZATION_BYTES, Verdict,
 };
 
-use crate::config::{CompiledConfig, Tier, Window};
+use crate::config::{CompiledConfig, EndpointLimits, Tier, Window};
 use crate::identity::{self, Identity};
 use crate::live_config::SharedConfig;
 use crate::rules::normalize_path;
@@ -195,7 +195,9 @@ impl Decider {
             Plan::Count(count) => {
                 let started_us = self.clock.now_us();
                 if !count.specs.is_empty()
-                    && let Some(outcome) = self.deny_cache.lookup(&cfg, &count.specs, started_us)
+                    && let Some(outcome) =
+                        self.deny_cache
+                            .lookup(&cfg, &count.specs, count.cost, started_us)
                 {
                     return cached(count, &outcome);
                 }
@@ -213,7 +215,7 @@ impl Decider {
                     Ok(nothing_counted())
                 } else {
                     self.store
-                        .check_and_record(&count.who.id, &count.specs)
+                        .check_and_record_weighted(&count.who.id, &count.specs, count.cost)
                         .await
                 };
                 let decision = self.finish(&cfg, count, result, started_us);
@@ -336,7 +338,8 @@ impl Decider {
                 let hit = if keys().any(|k| sent.contains(k)) {
                     None
                 } else {
-                    self.deny_cache.lookup(&cfg, &count.specs, started_us)
+                    self.deny_cache
+                        .lookup(&cfg, &count.specs, count.cost, started_us)
                 };
                 if hit.is_none() {
                     sent.extend(keys());
@@ -385,11 +388,11 @@ impl Decider {
             }
         }
         let plans = taken;
-        let calls: Vec<(&str, &[CounterSpec])> = plans
+        let calls: Vec<(&str, &[CounterSpec], u64)> = plans
             .iter()
             .filter_map(|p| match p {
                 Plan::Count(c) if !c.specs.is_empty() => {
-                    Some((c.who.id.as_str(), c.specs.as_slice()))
+                    Some((c.who.id.as_str(), c.specs.as_slice(), c.cost))
                 }
                 _ => None,
             })
@@ -397,7 +400,7 @@ impl Decider {
         let mut results = if calls.is_empty() {
             Vec::new()
         } else {
-            self.store.check_and_record_many(&calls).await
+            self.store.check_and_record_many_weighted(&calls).await
         }
         .into_iter();
         let mut decisions = Vec::with_capacity(plans.len());
@@ -439,7 +442,7 @@ impl Decider {
             },
             Ok(outcome) => {
                 self.deny_cache
-                    .learn(cfg, &count.specs, &outcome, started_us);
+                    .learn(cfg, &count.specs, count.cost, &outcome, started_us);
                 let (response, shadow_denial) =
                     answer(count.tier, &count.applied, &outcome, &count.path);
                 Decision {
@@ -536,6 +539,8 @@ struct Count<'a> {
     tier: &'a Tier,
     applied: Vec<Applied<'a>>,
     specs: Vec<CounterSpec>,
+    /// Units the request takes from each counter: its rule's cost, else 1.
+    cost: u64,
     path: String,
     rule: Option<String>,
 }
@@ -578,6 +583,7 @@ fn plan<'a>(cfg: &'a CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
     let matched = tier.rules.longest_match(&path);
     let applied = counters_for(&who, tier, matched);
     let rule = matched.map(|(pattern, _)| pattern.to_string());
+    let cost = matched.map_or(deny_cache::REQUEST_COST, |(_, limits)| limits.cost);
     if applied.is_empty() && tier.max_concurrent.is_none() {
         // Unlimited tier and no endpoint rule: nothing to count.
         return Plan::Done(Box::new(Decision {
@@ -595,6 +601,7 @@ fn plan<'a>(cfg: &'a CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
         tier,
         applied,
         specs,
+        cost,
         path,
         rule,
     })
@@ -638,9 +645,9 @@ fn rule_spec(identity: &str, pattern: &str, window: &Window) -> CounterSpec {
 fn counters_for<'a>(
     who: &Identity,
     tier: &'a Tier,
-    matched: Option<(&'a str, &'a Vec<Window>)>,
+    matched: Option<(&'a str, &'a EndpointLimits)>,
 ) -> Vec<Applied<'a>> {
-    let rule_windows = matched.map_or(0, |(_, windows)| windows.len());
+    let rule_windows = matched.map_or(0, |(_, limits)| limits.windows.len());
     let mut applied = Vec::with_capacity(tier.windows.len() + rule_windows);
     for window in &tier.windows {
         applied.push(Applied {
@@ -649,8 +656,8 @@ fn counters_for<'a>(
             rule: None,
         });
     }
-    if let Some((pattern, windows)) = matched {
-        for window in windows {
+    if let Some((pattern, limits)) = matched {
+        for window in &limits.windows {
             applied.push(Applied {
                 spec: rule_spec(&who.id, pattern, window),
                 window,

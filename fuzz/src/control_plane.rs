@@ -299,7 +299,22 @@ pub fn check_parsed(cfg: RateLimitConfig) {
                 .expect("every rule is compiled");
             assert_eq!(found, pattern);
             let rule_windows = written_rule_windows(&cfg, doc, pattern, rule);
-            assert_eq!(windows_of(windows), rule_windows, "{pattern:?}");
+            assert_eq!(windows_of(&windows.windows), rule_windows, "{pattern:?}");
+            // A compiled rule costs what it says (1 in the shorthand), within every window
+            // it is taken from.
+            let cost = match rule {
+                EndpointRule::Limit(_) => 1,
+                EndpointRule::Rule(r) => r.cost,
+            };
+            assert_eq!(windows.cost, cost, "{pattern:?}");
+            assert!(
+                windows
+                    .windows
+                    .iter()
+                    .chain(&tier.windows)
+                    .all(|w| w.limit >= cost),
+                "{pattern:?}: a cost above a window's limit was accepted"
+            );
             check_none_dominated(&rule_windows, &tier_windows, pattern);
             if !pattern.ends_with("/*") {
                 assert_eq!(

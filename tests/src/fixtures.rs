@@ -233,11 +233,12 @@ enum Endpoint {
     Rule(Rule),
 }
 
-/// The object form of an endpoint rule: its own windows, and `shadow` when set.
+/// The object form of an endpoint rule: its own windows, and `shadow` and `cost` when set.
 #[derive(Clone, Debug)]
 pub struct Rule {
     limits: Vec<(u64, u64)>,
     shadow: Option<bool>,
+    cost: Option<u64>,
 }
 
 impl Rule {
@@ -246,12 +247,19 @@ impl Rule {
         Rule {
             limits: limits.to_vec(),
             shadow: None,
+            cost: None,
         }
     }
 
     /// The rule's `shadow`.
     pub fn shadow(mut self, on: bool) -> Self {
         self.shadow = Some(on);
+        self
+    }
+
+    /// The rule's `cost`: units a matching request takes from every window that applies.
+    pub fn cost(mut self, units: u64) -> Self {
+        self.cost = Some(units);
         self
     }
 }
@@ -373,6 +381,9 @@ impl Tier {
                         write_windows(y, 10, &rule.limits);
                         if let Some(shadow) = rule.shadow {
                             line(y, 8, &format!("shadow: {shadow}"));
+                        }
+                        if let Some(cost) = rule.cost {
+                            line(y, 8, &format!("cost: {cost}"));
                         }
                     }
                 }

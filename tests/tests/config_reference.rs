@@ -335,6 +335,7 @@ fn fully_populated() -> RateLimitConfig {
                     EndpointRule::Rule(RuleConfig {
                         limits: vec![window],
                         shadow: true,
+                        cost: 2,
                     }),
                 ),
             ]),
@@ -479,6 +480,10 @@ fn config_defaults() -> BTreeMap<String, Expected> {
     defaults.insert(
         "tiers[].endpoints.<pattern>.shadow".into(),
         Expected::Value(rule.shadow.to_string()),
+    );
+    defaults.insert(
+        "tiers[].endpoints.<pattern>.cost".into(),
+        Expected::Value(rule.cost.to_string()),
     );
     // Everything else is optional without a value (`Option`, skipped when `None`).
     for path in paths_of(&fully_populated()).into_keys() {

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ConfigError;
-use super::schema::{RateLimitConfig, RateLimitServiceConfig};
+use super::schema::{EndpointRule, RateLimitConfig, RateLimitServiceConfig};
 use super::validate::key_digest;
 use super::whitelist::{self, Whitelist};
 use super::windows::{WrittenWindow, policy_name, rule_windows, tier_windows};
@@ -29,11 +29,29 @@ pub struct Tier {
     /// empty for an unlimited tier.
     pub windows: Vec<Window>,
     /// The endpoint rules, each with its windows (counted per identity and rule, together
-    /// with the tier's).
-    pub rules: RuleSet<Vec<Window>>,
+    /// with the tier's) and its cost.
+    pub rules: RuleSet<EndpointLimits>,
     pub description: Option<String>,
     /// Most requests of one identity in flight at once (leases); `None`: no such limit.
     pub max_concurrent: Option<u64>,
+}
+
+/// What one endpoint rule counts: its windows, in configuration order, and the units a
+/// matching request takes from them and from its tier's windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointLimits {
+    pub windows: Vec<Window>,
+    /// At least 1 and within every window's limit (validated).
+    pub cost: u64,
+}
+
+impl<'a> IntoIterator for &'a EndpointLimits {
+    type Item = &'a Window;
+    type IntoIter = std::slice::Iter<'a, Window>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.windows.iter()
+    }
 }
 
 /// One window of a tier or of an endpoint rule.
@@ -101,7 +119,11 @@ impl CompiledConfig {
                         .into_iter()
                         .map(|w| Window::compile(&t.name, Some(pattern), w))
                         .collect();
-                    (pattern.clone(), windows)
+                    let cost = match rule {
+                        EndpointRule::Limit(_) => 1,
+                        EndpointRule::Rule(rule) => rule.cost.max(1),
+                    };
+                    (pattern.clone(), EndpointLimits { windows, cost })
                 });
                 Tier {
                     name: t.name.clone(),

@@ -14,7 +14,7 @@ mod validate;
 mod whitelist;
 mod windows;
 
-pub use compiled::{CompiledConfig, Tier, TierId, Window};
+pub use compiled::{CompiledConfig, EndpointLimits, Tier, TierId, Window};
 pub use demo::{DemoPolicy, DemoSecret, STRICT_VARIABLE, demo_admin_key, demo_secrets};
 pub use error::ConfigError;
 pub use parse::{MAX_CONFIG_BYTES, load_file, parse_json, parse_yaml, parse_yaml_bytes, read_file};

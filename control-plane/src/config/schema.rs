@@ -19,6 +19,14 @@ fn default_window() -> u64 {
     60
 }
 
+fn default_cost() -> u64 {
+    1
+}
+
+fn is_default_cost(cost: &u64) -> bool {
+    *cost == 1
+}
+
 fn default_user_claim() -> String {
     "sub".to_string()
 }
@@ -211,6 +219,11 @@ pub struct RuleConfig {
     /// The rule's windows are shadowed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+    /// Units a matching request takes from every window that applies to it (the rule's and
+    /// its tier's): at least 1, and no more than any of those windows' limits. Default 1.
+    #[serde(default = "default_cost", skip_serializing_if = "is_default_cost")]
+    #[schema(default = 1, minimum = 1)]
+    pub cost: u64,
 }
 
 /// Read by the type of the value, not by trying each form in turn (what `untagged` does): an

@@ -240,6 +240,13 @@ fn validate_tier<'a>(
         }
         let own = windows::rule_windows(at, shadow_all, tier, pattern, rule);
         check_dead(&own, &tier_windows)?;
+        if let EndpointRule::Rule(rule) = rule {
+            check_cost(
+                &format!("{path}.cost"),
+                rule.cost,
+                own.iter().chain(&tier_windows),
+            )?;
+        }
     }
     if let Some(max) = tier.max_concurrent
         && !(1..=MAX_CONCURRENT).contains(&max)
@@ -344,6 +351,30 @@ fn check_dead(own: &[WrittenWindow], enclosing: &[WrittenWindow]) -> Result {
                 ),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A rule's `cost` at `at`: at least 1, and no more than the limit of any window it is taken
+/// from (`windows`: the rule's and its tier's, shadow ones included, since a request costing
+/// more than a window holds could never pass once that window is enforced).
+fn check_cost<'w>(
+    at: &str,
+    cost: u64,
+    windows: impl IntoIterator<Item = &'w WrittenWindow>,
+) -> Result {
+    if cost == 0 {
+        return Err(ConfigError::invalid(at, "must be at least 1"));
+    }
+    if let Some(window) = windows.into_iter().find(|w| cost > w.limit) {
+        return Err(ConfigError::invalid(
+            at,
+            format!(
+                "{cost} is more than {} allows ({} per {} s): a request of this cost could \
+                 never pass; lower the cost or raise that limit",
+                window.path, window.limit, window.seconds
+            ),
+        ));
     }
     Ok(())
 }

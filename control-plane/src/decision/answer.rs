@@ -46,6 +46,17 @@ pub(super) fn binding<'a, 'b>(candidates: &[Judged<'a, 'b>]) -> Option<Judged<'a
     })
 }
 
+/// [`binding`] among windows that all refused the request: each has no room for it, whatever
+/// units it has left below its cost (a denial reports none left), so the lower limit decides,
+/// then the longer wait. The deny-until cache, which knows a full counter's moment of room
+/// and not its count, answers by the same rule.
+fn binding_when_full<'a, 'b>(candidates: &[Judged<'a, 'b>]) -> Option<Judged<'a, 'b>> {
+    candidates
+        .iter()
+        .copied()
+        .min_by_key(|&(a, s)| (a.spec.limit, std::cmp::Reverse(s.free_at_us)))
+}
+
 /// When every one of `full` has room again (µs on the store's clock), after `now_us`.
 fn all_free_at(full: &[Judged<'_, '_>], now_us: u64) -> u64 {
     // A full counter's entries are inside the window, so it is after now; the floor only
@@ -62,9 +73,11 @@ fn all_free_at(full: &[Judged<'_, '_>], now_us: u64) -> u64 {
 ///
 /// Allowed: the headers describe the window with the least remaining (shadowed ones
 /// included: the headers are what enforced limits would send); ties go to the lower limit,
-/// then to the longer wait. Denied: among the full enforced windows the same rule picks the
-/// one described, and `Retry-After`/`X-RateLimit-Reset` give the moment every full enforced
-/// window has room again, so a client that waits that long is not denied again by another.
+/// then to the longer wait. Denied: among the full enforced windows, the lowest limit is
+/// the one described (ties to the longer wait; with requests of cost 1 this is the same rule,
+/// every full window having none left), and `Retry-After`/`X-RateLimit-Reset` give the moment
+/// every full enforced window has room again, so a client that waits that long is not denied
+/// again by another.
 pub(super) fn answer(
     tier: &Tier,
     applied: &[Applied<'_>],
@@ -84,7 +97,12 @@ pub(super) fn answer(
     } else {
         full(false)
     };
-    let Some((bound, state)) = binding(&candidates) else {
+    let chosen = if outcome.admitted {
+        binding(&candidates)
+    } else {
+        binding_when_full(&candidates)
+    };
+    let Some((bound, state)) = chosen else {
         // The store reported no counter, or a denial without a full enforced counter: cannot
         // happen for a non-empty request; answer conservatively without headers rather than
         // inventing figures.

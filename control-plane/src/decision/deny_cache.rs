@@ -2,9 +2,15 @@
 //! refused without a store call.
 //!
 //! Keyed by counter (the storage key names identity, window and rule), never by identity: a
-//! full endpoint rule refuses that endpoint only. A counter that is full for a request of
-//! [`REQUEST_COST`] stays full until the moment the store named (`free_at_us`): a full counter
-//! records nothing, so its level can only fall as entries leave the window. That moment is
+//! full endpoint rule refuses that endpoint only. A request has a cost (its endpoint rule's,
+//! else [`REQUEST_COST`]), and what the cache knows of a counter is per cost: a counter with
+//! room for 1 unit may have none for 5, and the moment 5 units are free is later than the
+//! moment 1 is. A counter that is full for a request of some cost stays full for it until
+//! the moment the store named for that cost (`free_at_us`): its level can only fall as
+//! entries leave the window, or rise by what other requests record, which keeps it full
+//! longer, never shorter. What a counter's level rose by makes its "room" knowledge for every
+//! other cost stale: a request recorded in a counter drops what the cache knew of it for
+//! other costs. That moment is
 //! kept on the control plane's own clock, as the store's remaining time added to the local
 //! time taken before the call (Redis time is never compared with the host's clock), so the
 //! local deadline is never later than the true one.
@@ -28,8 +34,7 @@ use parking_lot::Mutex;
 use crate::config::CompiledConfig;
 use crate::store::{CounterSpec, CounterState, Outcome};
 
-/// What one request consumes of a counter. Every request costs 1 today; the cache's validity
-/// rests on it: a counter is cached as full when it has no room for a request of this cost.
+/// What a request consumes of a counter unless its endpoint rule gives it a `cost`.
 pub const REQUEST_COST: u64 = 1;
 
 /// Default largest number of counters the cache knows.
@@ -50,13 +55,14 @@ pub fn deny_for_ms(free_at_us: u64, now_us: u64) -> Option<u64> {
     Some(free_at_us.saturating_sub(now_us) / 1_000).filter(|&ms| ms > 0)
 }
 
-/// Whether a counter in state `state` after a decision has no room for the next request.
-fn full_after(spec: &CounterSpec, state: &CounterState, admitted: bool) -> bool {
+/// Whether a counter in state `state` after a decision has no room for the next request of
+/// `cost`.
+fn full_after(spec: &CounterSpec, state: &CounterState, admitted: bool, cost: u64) -> bool {
     if admitted {
-        // Recorded: the request's own entry is in `count`.
-        state.count.saturating_add(REQUEST_COST) > spec.limit
+        // Recorded: the request's own weight is in `count`.
+        state.count.saturating_add(cost) > spec.limit
     } else {
-        // Nothing recorded: `full` says this request (of REQUEST_COST) found no room.
+        // Nothing recorded: `full` says this request (of `cost`) found no room.
         state.full
     }
 }
@@ -71,6 +77,8 @@ struct Full {
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
+    /// The cost of the requests this entry speaks for.
+    cost: u64,
     limit: u64,
     window_us: u64,
     /// The store's clock at the observation: an older outcome never overwrites a newer one.
@@ -91,7 +99,8 @@ impl Entry {
 struct Inner {
     /// The configuration the entries were learnt under (held, so its address is not reused).
     config: Option<Arc<CompiledConfig>>,
-    entries: HashMap<String, Entry>,
+    /// Per counter, what is known for each cost seen (one entry per cost).
+    entries: HashMap<String, Vec<Entry>>,
     /// Local time before which a full cache is not swept again.
     next_sweep_us: u64,
 }
@@ -110,7 +119,10 @@ impl Inner {
         if now_us < self.next_sweep_us {
             return false;
         }
-        self.entries.retain(|_, e| e.valid(now_us));
+        self.entries.retain(|_, known| {
+            known.retain(|e| e.valid(now_us));
+            !known.is_empty()
+        });
         self.next_sweep_us = now_us.saturating_add(SWEEP_GAP_US);
         self.entries.len() < capacity
     }
@@ -145,14 +157,16 @@ impl DenyCache {
         self.len() == 0
     }
 
-    /// The outcome the store would give now for a request needing `specs` under `cfg`, if the
-    /// cache knows it is a denial: every enforced counter known, at least one full. Shadow
-    /// counters take no part in a denial's answer and are reported with room. `now_us` is the
-    /// local clock. A change of configuration empties the cache first.
+    /// The outcome the store would give now for a request of `cost` needing `specs` under
+    /// `cfg`, if the cache knows it is a denial: every enforced counter known for this cost,
+    /// at least one full. Shadow counters take no part in a denial's answer and are reported
+    /// with room. `now_us` is the local clock. A change of configuration empties the cache
+    /// first.
     pub fn lookup(
         &self,
         cfg: &Arc<CompiledConfig>,
         specs: &[CounterSpec],
+        cost: u64,
         now_us: u64,
     ) -> Option<Outcome> {
         let mut inner = self.inner.lock();
@@ -173,7 +187,11 @@ impl DenyCache {
                 known.push(None);
                 continue;
             }
-            let entry = inner.entries.get(&spec.key)?;
+            let entry = inner
+                .entries
+                .get(&spec.key)?
+                .iter()
+                .find(|e| e.cost == cost)?;
             if !entry.valid(now_us)
                 || entry.limit != spec.limit
                 || entry.window_us != spec.window_us
@@ -214,14 +232,15 @@ impl DenyCache {
         })
     }
 
-    /// Learns the state of every enforced counter of a request from the store's `outcome`,
-    /// decided under `cfg`; `started_us` is the local clock read before the store call.
-    /// Counters with room are learnt only alongside a full one (they matter only then), or
-    /// when already known.
+    /// Learns the state of every enforced counter of a request of `cost` from the store's
+    /// `outcome`, decided under `cfg`; `started_us` is the local clock read before the store
+    /// call. Counters with room are learnt only alongside a full one (they matter only then),
+    /// or when already known.
     pub fn learn(
         &self,
         cfg: &Arc<CompiledConfig>,
         specs: &[CounterSpec],
+        cost: u64,
         outcome: &Outcome,
         started_us: u64,
     ) {
@@ -229,7 +248,7 @@ impl DenyCache {
             return;
         }
         let observed = |spec: &CounterSpec, state: &CounterState| -> Option<Full> {
-            let full = full_after(spec, state, outcome.admitted);
+            let full = full_after(spec, state, outcome.admitted, cost);
             // A full counter whose moment of room is not ahead is not cacheable (malformed).
             (full && state.free_at_us > outcome.now_us).then(|| Full {
                 free_at_store_us: state.free_at_us,
@@ -239,7 +258,7 @@ impl DenyCache {
         let any_full = specs
             .iter()
             .zip(&outcome.counters)
-            .any(|(spec, state)| !spec.shadow && full_after(spec, state, outcome.admitted));
+            .any(|(spec, state)| !spec.shadow && full_after(spec, state, outcome.admitted, cost));
         let mut inner = self.inner.lock();
         if !inner.follows(cfg) {
             return;
@@ -248,27 +267,40 @@ impl DenyCache {
             if spec.shadow {
                 continue;
             }
-            let full = full_after(spec, state, outcome.admitted);
+            let full = full_after(spec, state, outcome.admitted, cost);
+            // Recorded here: the level rose, so what is known for other costs may be stale.
+            let recorded = outcome.admitted && !state.full;
             let entry = Entry {
+                cost,
                 limit: spec.limit,
                 window_us: spec.window_us,
                 seen_store_us: outcome.now_us,
                 known_until_us: started_us.saturating_add(KNOWLEDGE_US),
                 full: observed(spec, state),
             };
-            if full && entry.full.is_none() {
-                // Full but not cacheable: what was known no longer holds.
-                inner.entries.remove(&spec.key);
-                continue;
-            }
+            let cacheable = !full || entry.full.is_some();
             if let Some(known) = inner.entries.get_mut(&spec.key) {
-                if outcome.now_us >= known.seen_store_us {
-                    *known = entry;
+                if recorded {
+                    known.retain(|e| e.cost == cost);
+                }
+                match known.iter().position(|e| e.cost == cost) {
+                    // Full but not cacheable: what was known no longer holds.
+                    Some(i) if !cacheable => {
+                        known.remove(i);
+                    }
+                    Some(i) if outcome.now_us >= known[i].seen_store_us => known[i] = entry,
+                    // An older outcome never overwrites a newer one.
+                    Some(_) => {}
+                    None if cacheable && any_full => known.push(entry),
+                    None => {}
+                }
+                if known.is_empty() {
+                    inner.entries.remove(&spec.key);
                 }
                 continue;
             }
-            if any_full && inner.has_room(self.capacity, started_us) {
-                inner.entries.insert(spec.key.clone(), entry);
+            if cacheable && any_full && inner.has_room(self.capacity, started_us) {
+                inner.entries.insert(spec.key.clone(), vec![entry]);
             }
         }
     }

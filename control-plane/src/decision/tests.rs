@@ -428,3 +428,45 @@ async fn a_full_memory_store_refuses_new_identities_even_when_failing_open() {
     assert_eq!(batch[1].response.verdict, Verdict::Allow);
     assert_eq!(batch[1].response.counter.as_ref().unwrap().remaining, 1);
 }
+
+const COSTLY: &str = r#"
+default_tier: free
+tiers:
+  - name: free
+    requests_per_window: 12
+    window_size_seconds: 60
+    endpoints:
+      /export: {limits: [{limit: 20, window_seconds: 120}], cost: 5}
+"#;
+
+#[tokio::test]
+async fn a_rule_cost_is_taken_from_every_window_and_reported_in_units() {
+    let (clock, d) = decider(COSTLY);
+    let first = d.decide(&req("10.0.0.1", "/export")).await.response;
+    let c = first.counter.unwrap();
+    // The budget (12) has the least remaining: 7 units.
+    assert_eq!((c.limit, c.remaining, c.window), (12, 7, 60));
+    clock.advance(10_000_000);
+    let second = d.decide(&req("10.0.0.1", "/export")).await.response;
+    let c = second.counter.unwrap();
+    assert_eq!((c.limit, c.remaining), (12, 2));
+    // 2 units left: the next 5 wait until the first request's units leave the budget, 50 s
+    // from now (not until one unit does).
+    let denied = d.decide(&req("10.0.0.1", "/export")).await.response;
+    assert_eq!(denied.verdict, Verdict::Deny);
+    let c = denied.counter.clone().unwrap();
+    assert_eq!((c.limit, c.remaining, c.window), (12, 0, 60));
+    assert_eq!(c.retry_after, Some(50));
+    assert_eq!(denied.deny_for_ms, Some(50_000));
+    // Again, answered from the deny cache the same way.
+    let again = d.decide(&req("10.0.0.1", "/export")).await;
+    assert!(again.cached);
+    assert_eq!(again.response, denied);
+    // A request of cost 1 still fits, twice.
+    for remaining in [1, 0] {
+        let cheap = d.decide(&req("10.0.0.1", "/other")).await;
+        assert!(!cheap.cached);
+        assert_eq!(cheap.response.verdict, Verdict::Allow);
+        assert_eq!(cheap.response.counter.unwrap().remaining, remaining);
+    }
+}

@@ -76,8 +76,8 @@ impl RateLimitService for RateLimitGrpc {
             tracing::debug!(keys = ?evidence.ignored_keys, "descriptor entries ignored");
         }
         let descriptors = call.descriptors.len();
-        // Costs are not weighted yet (every request counts 1), but a cost no window can ever
-        // hold is refused without counting.
+        // `hits_addend` is not weighted yet (a request takes its endpoint rule's cost, 1
+        // without one), but a cost no window can ever hold is refused without counting.
         if evidence.cost > 1
             && let Some(limit) = self.state.decider.lowest_limit(&evidence.request)
             && evidence.cost > limit

@@ -1,8 +1,9 @@
 //! In-memory counter store: the default when no Redis URL is configured.
 //!
-//! Same semantics as the Redis script: per counter, a log of admitted timestamps (exact) or
-//! counts per slot (slotted, `slotted.rs`), trimmed to the window on every access; shadow
-//! counters record only when they have room. An exact log whose window becomes slotted is
+//! Same semantics as the Redis script: per counter, a log of admitted timestamps with their
+//! weights (exact) or counts per slot (slotted, `slotted.rs`), trimmed to the window on every
+//! access; a request takes its cost in units; shadow counters record only when they have room
+//! for it. An exact log whose window becomes slotted is
 //! converted into slot counts, as in Redis. The map is sharded by identity so concurrent identities do
 //! not contend on one lock, while all counters of one identity share a shard, which makes a
 //! multi-counter decision one critical section.
@@ -37,9 +38,12 @@ pub const DEFAULT_MAX_IDENTITIES: usize = 1_000_000;
 
 #[derive(Debug, Default)]
 struct Log {
-    /// Admitted timestamps, oldest first. Never longer than the largest limit it was checked
-    /// against, because nothing is recorded once it is full (shadow or enforced).
-    entries: VecDeque<u64>,
+    /// Admitted requests, oldest first: timestamp and weight (the request's cost). Never
+    /// more entries than the largest limit it was checked against, because nothing is
+    /// recorded without room (shadow or enforced) and every weight is at least 1.
+    entries: VecDeque<(u64, u64)>,
+    /// The sum of the entries' weights.
+    total: u64,
     window_us: u64,
 }
 
@@ -48,23 +52,41 @@ impl Log {
     fn trim(&mut self, now_us: u64, window_us: u64) {
         self.window_us = window_us;
         let horizon = now_us.saturating_sub(window_us);
-        while self.entries.front().is_some_and(|&ts| ts <= horizon) {
+        while let Some(&(ts, weight)) = self.entries.front() {
+            if ts > horizon {
+                break;
+            }
+            self.total = self.total.saturating_sub(weight);
             self.entries.pop_front();
         }
     }
 
-    fn free_at(&self, now_us: u64, limit: u64) -> u64 {
-        let index = super::free_index(self.entries.len() as u64, limit) as usize;
-        self.entries
-            .get(index)
-            .map_or(now_us, |&ts| ts + self.window_us)
+    fn record(&mut self, now_us: u64, cost: u64) {
+        self.entries.push_back((now_us, cost));
+        self.total = self.total.saturating_add(cost);
+    }
+
+    /// When the entry whose leaving frees room for `cost` units leaves (the oldest one's when
+    /// there is room; the newest one's when the log can never hold `cost`).
+    fn free_at(&self, now_us: u64, limit: u64, cost: u64) -> u64 {
+        let must = super::must_leave(self.total, limit, cost);
+        let mut left = 0u64;
+        let mut last = None;
+        for &(ts, weight) in &self.entries {
+            left = left.saturating_add(weight);
+            last = Some(ts);
+            if left >= must {
+                break;
+            }
+        }
+        last.map_or(now_us, |ts| ts + self.window_us)
     }
 
     /// When the newest entry leaves the window (0 for an empty log).
     fn expires_at(&self) -> u64 {
         self.entries
             .back()
-            .map_or(0, |&newest| newest.saturating_add(self.window_us))
+            .map_or(0, |&(newest, _)| newest.saturating_add(self.window_us))
     }
 }
 
@@ -80,6 +102,7 @@ impl Counter {
         match spec.algorithm {
             Algorithm::Exact => Counter::Exact(Log {
                 entries: VecDeque::new(),
+                total: 0,
                 window_us: spec.window_us,
             }),
             Algorithm::Slotted { slot_us } => Counter::Slotted(Slots::new(spec.window_us, slot_us)),
@@ -107,25 +130,25 @@ impl Counter {
 
     fn count(&self) -> u64 {
         match self {
-            Counter::Exact(log) => log.entries.len() as u64,
+            Counter::Exact(log) => log.total,
             Counter::Slotted(slots) => slots.count(),
         }
     }
 
-    fn record(&mut self, now_us: u64, window_us: u64) {
+    fn record(&mut self, now_us: u64, window_us: u64, cost: u64) {
         match self {
             Counter::Exact(log) => {
                 log.window_us = window_us;
-                log.entries.push_back(now_us);
+                log.record(now_us, cost);
             }
-            Counter::Slotted(slots) => slots.record(now_us),
+            Counter::Slotted(slots) => slots.record(now_us, cost),
         }
     }
 
-    fn free_at(&self, now_us: u64, limit: u64) -> u64 {
+    fn free_at(&self, now_us: u64, limit: u64, cost: u64) -> u64 {
         match self {
-            Counter::Exact(log) => log.free_at(now_us, limit),
-            Counter::Slotted(slots) => slots.free_at(now_us, limit),
+            Counter::Exact(log) => log.free_at(now_us, limit, cost),
+            Counter::Slotted(slots) => slots.free_at(now_us, limit, cost),
         }
     }
 
@@ -325,22 +348,30 @@ impl MemoryStore {
         identity: &str,
         counters: &[CounterSpec],
         record: bool,
+        cost: u64,
     ) -> Result<Outcome, StoreError> {
-        if let Attempt::Done(outcome) = self.attempt(identity, counters, record) {
+        let cost = cost.max(1);
+        if let Attempt::Done(outcome) = self.attempt(identity, counters, record, cost) {
             return Ok(outcome);
         }
         // At the cap. Identities that have ended do not count: sweep them out if one may
         // have (the earliest end has passed), then try once more.
         if self.clock.now_us() >= self.earliest_end_us.load(Ordering::Relaxed) {
             self.evict_if_due();
-            if let Attempt::Done(outcome) = self.attempt(identity, counters, record) {
+            if let Attempt::Done(outcome) = self.attempt(identity, counters, record, cost) {
                 return Ok(outcome);
             }
         }
         Err(StoreError::Full(self.max_identities))
     }
 
-    fn attempt(&self, identity: &str, counters: &[CounterSpec], record: bool) -> Attempt {
+    fn attempt(
+        &self,
+        identity: &str,
+        counters: &[CounterSpec],
+        record: bool,
+        cost: u64,
+    ) -> Attempt {
         let now = self.clock.now_us();
         let mut map = self.shard(identity).lock();
         let mut logs = map.get_mut(identity);
@@ -353,9 +384,9 @@ impl MemoryStore {
             let no_room = match logs.as_deref_mut().and_then(|logs| logs.get_mut(&spec.key)) {
                 Some(counter) => {
                     counter.trim(now, spec.window_us);
-                    counter.count() >= spec.limit
+                    counter.count().saturating_add(cost) > spec.limit
                 }
-                None => spec.limit == 0,
+                None => cost > spec.limit,
             };
             admitted &= spec.shadow || !no_room;
             full.push(no_room);
@@ -393,10 +424,10 @@ impl MemoryStore {
                 // Look up before inserting: cloning the key for every admitted request would
                 // allocate on the hot path.
                 match logs.get_mut(&spec.key) {
-                    Some(counter) => counter.record(now, spec.window_us),
+                    Some(counter) => counter.record(now, spec.window_us, cost),
                     None => {
                         let mut counter = Counter::new(spec);
-                        counter.record(now, spec.window_us);
+                        counter.record(now, spec.window_us, cost);
                         logs.insert(spec.key.clone(), counter);
                     }
                 }
@@ -404,7 +435,7 @@ impl MemoryStore {
             states.push(match logs.get(&spec.key) {
                 Some(counter) => CounterState {
                     count: counter.count(),
-                    free_at_us: counter.free_at(now, spec.limit),
+                    free_at_us: counter.free_at(now, spec.limit, cost),
                     full: no_room,
                 },
                 None => CounterState {
@@ -432,16 +463,17 @@ impl Default for MemoryStore {
 
 #[async_trait]
 impl CounterStore for MemoryStore {
-    async fn check_and_record(
+    async fn check_and_record_weighted(
         &self,
         shard: &str,
         counters: &[CounterSpec],
+        cost: u64,
     ) -> Result<Outcome, StoreError> {
-        self.run(shard, counters, true)
+        self.run(shard, counters, true, cost)
     }
 
     async fn peek(&self, shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError> {
-        self.run(shard, counters, false)
+        self.run(shard, counters, false, 1)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -2,10 +2,11 @@
 //! in memory.
 //!
 //! A decision names every counter that applies to a request: each window of the tier budget
-//! and, when an endpoint rule matches, each window of that rule. The store admits the request
-//! only if every enforced counter has room and then records it in all of them, and in each
-//! shadow counter that has room, atomically: one Lua script in Redis, one critical section in
-//! memory. A denied request records nothing, and an admitted one is recorded once, even when
+//! and, when an endpoint rule matches, each window of that rule. A request has a cost, the
+//! units it takes from each of them (its endpoint rule's `cost`, else 1). The store admits the
+//! request only if every enforced counter has room for that cost and then records it, with
+//! its weight, in all of them, and in each shadow counter that has room for it, atomically:
+//! one Lua script in Redis, one critical section in memory. A denied request records nothing, and an admitted one is recorded once, even when
 //! its call reaches Redis twice (see `redis.rs`). A shadow counter never refuses a request and
 //! never holds more than its limit.
 
@@ -59,15 +60,16 @@ pub enum Algorithm {
 /// State of one counter after a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CounterState {
-    /// Entries inside the window after the decision (the current request included when it
-    /// was recorded here).
+    /// Units inside the window after the decision (the current request's cost included when
+    /// it was recorded here): the sum of the recorded requests' weights.
     pub count: u64,
-    /// The counter had no room for this request (before recording): an enforced one refused
-    /// it, a shadow one would have.
+    /// The counter had no room for this request's cost (before recording): an enforced one
+    /// refused it, a shadow one would have.
     pub full: bool,
-    /// Time (µs on the store's clock, Unix epoch) at which the entry that keeps the counter
-    /// at its current level leaves the window: for a full counter, the moment it has room
-    /// again; otherwise when its oldest entry expires. Equals `now_us` for an empty counter.
+    /// Time (µs on the store's clock, Unix epoch) at which, from the level after the
+    /// decision, the counter has room for the request's cost again: the entry whose leaving
+    /// frees enough units leaves the window. When it has room for it already, when its oldest
+    /// entry expires. Equals `now_us` for an empty counter.
     pub free_at_us: u64,
 }
 
@@ -116,28 +118,52 @@ impl StoreError {
 
 #[async_trait]
 pub trait CounterStore: Send + Sync {
-    /// Admits the request iff every enforced counter has fewer than `limit` entries in its
-    /// window, recording it, when admitted, in every enforced counter and in every shadow
-    /// counter with room. `shard` is the identity whose counters these are: every counter
-    /// of one call belongs to it.
+    /// Admits a request of `cost` units (at least 1; 0 is read as 1) iff every enforced
+    /// counter holds at most `limit − cost` units in its window, recording it with that
+    /// weight, when admitted, in every enforced counter and in every shadow counter with room
+    /// for it. `shard` is the identity whose counters these are: every counter of one call
+    /// belongs to it.
+    async fn check_and_record_weighted(
+        &self,
+        shard: &str,
+        counters: &[CounterSpec],
+        cost: u64,
+    ) -> Result<Outcome, StoreError>;
+
+    /// [`check_and_record_weighted`](Self::check_and_record_weighted) of a request of cost 1.
     async fn check_and_record(
         &self,
         shard: &str,
         counters: &[CounterSpec],
-    ) -> Result<Outcome, StoreError>;
+    ) -> Result<Outcome, StoreError> {
+        self.check_and_record_weighted(shard, counters, 1).await
+    }
 
-    /// [`check_and_record`](Self::check_and_record) for several requests, with one result
-    /// per call in order. Calls are applied in order, so two calls on the same counters
-    /// see each other. Backends override it to save round trips.
+    /// [`check_and_record_weighted`](Self::check_and_record_weighted) for several requests,
+    /// with one result per call in order. Calls are applied in order, so two calls on the
+    /// same counters see each other. Backends override it to save round trips.
+    async fn check_and_record_many_weighted(
+        &self,
+        calls: &[(&str, &[CounterSpec], u64)],
+    ) -> Vec<Result<Outcome, StoreError>> {
+        let mut results = Vec::with_capacity(calls.len());
+        for (shard, counters, cost) in calls {
+            results.push(self.check_and_record_weighted(shard, counters, *cost).await);
+        }
+        results
+    }
+
+    /// [`check_and_record_many_weighted`](Self::check_and_record_many_weighted) of requests
+    /// of cost 1.
     async fn check_and_record_many(
         &self,
         calls: &[(&str, &[CounterSpec])],
     ) -> Vec<Result<Outcome, StoreError>> {
-        let mut results = Vec::with_capacity(calls.len());
-        for (shard, counters) in calls {
-            results.push(self.check_and_record(shard, counters).await);
-        }
-        results
+        let weighted: Vec<(&str, &[CounterSpec], u64)> = calls
+            .iter()
+            .map(|(shard, counters)| (*shard, *counters, 1))
+            .collect();
+        self.check_and_record_many_weighted(&weighted).await
     }
 
     /// Reports the counters without recording anything (`admitted` says whether a request
@@ -172,9 +198,9 @@ pub trait CounterStore: Send + Sync {
     }
 }
 
-/// Time at which the counter has room again (or, when not full, its oldest entry leaves):
-/// the entry at index `count - limit` (0 when not full) leaves the window at `ts + window`.
-/// Shared by both backends' callers so the rule is written once on the Rust side.
-pub(crate) fn free_index(count: u64, limit: u64) -> u64 {
-    count.saturating_sub(limit)
+/// Units that must leave a counter holding `count` for `cost` more to fit under `limit`; 1
+/// when they fit already (the oldest entry then sets `free_at`). Shared by the in-memory
+/// counters so the rule is written once on the Rust side (`sliding_window.lua` has its own).
+pub(crate) fn must_leave(count: u64, limit: u64, cost: u64) -> u64 {
+    count.saturating_add(cost).saturating_sub(limit).max(1)
 }

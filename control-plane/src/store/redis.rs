@@ -100,7 +100,7 @@ pub const MAX_SCRIPT_ARGS: usize = 8192;
 pub struct ScriptCall {
     /// The seen record, the counters, the sources (all under one hash tag).
     keys: Vec<String>,
-    /// Nonce, counter and source counts, five arguments per counter.
+    /// Nonce, counter and source counts, cost, five arguments per counter.
     args: Vec<String>,
     /// `"r"` records, `"p"` only reports.
     mode: &'static str,
@@ -177,7 +177,13 @@ impl RedisStore {
     /// twice records the request once. `shard` is the identity the counter keys were made
     /// for ([`keys`]): its seen record must share their hash tag, hence their cluster slot.
     pub fn record_call(&self, shard: &str, counters: &[CounterSpec]) -> ScriptCall {
-        self.script_call(shard, counters, "r", &self.nonces.next())
+        self.weighted_call(shard, counters, 1)
+    }
+
+    /// [`record_call`](Self::record_call) for a request that takes `cost` units (at least 1)
+    /// from every counter.
+    pub fn weighted_call(&self, shard: &str, counters: &[CounterSpec], cost: u64) -> ScriptCall {
+        self.script_call(shard, counters, "r", &self.nonces.next(), cost)
     }
 
     /// Sends `call` alone: [`send_many`](Self::send_many) of one call.
@@ -276,7 +282,8 @@ impl RedisStore {
     }
 
     /// One request's keys (`seen`, the `n` counters, the `m` SOURCES) and arguments (`nonce n
-    /// m (limit window shadow slot source)…`), where `slot` is a slotted counter's slot in µs
+    /// m cost (limit window shadow slot source)…`), where `cost` is the units the request
+    /// takes from each counter (at least 1), `slot` is a slotted counter's slot in µs
     /// (0 for an exact log) and `source` the index among the request's keys (1-based, the
     /// seen record first) of the exact log a new slotted counter takes its counts from (0:
     /// none; one of the SOURCES, which share the identity's hash tag). A report (`"p"`)
@@ -287,6 +294,7 @@ impl RedisStore {
         counters: &[CounterSpec],
         mode: &'static str,
         nonce: &str,
+        cost: u64,
     ) -> ScriptCall {
         let sources: Vec<Option<String>> = counters
             .iter()
@@ -302,10 +310,11 @@ impl RedisStore {
         call_keys.push(keys::seen_key(shard));
         call_keys.extend(counters.iter().map(|spec| spec.key.clone()));
         call_keys.extend(sources.iter().flatten().cloned());
-        let mut args = Vec::with_capacity(3 + 5 * counters.len());
+        let mut args = Vec::with_capacity(4 + 5 * counters.len());
         args.push(nonce.to_string());
         args.push(counters.len().to_string());
         args.push(source_count.to_string());
+        args.push(cost.max(1).to_string());
         // Sources follow the seen record and the counters (1-based).
         let mut next_source = 2 + counters.len();
         for (spec, source) in counters.iter().zip(&sources) {
@@ -341,6 +350,14 @@ impl RedisStore {
         calls
             .iter()
             .map(|(shard, counters)| self.record_call(shard, counters))
+            .collect()
+    }
+
+    /// [`record_calls`](Self::record_calls) of requests with their costs.
+    pub fn weighted_calls(&self, calls: &[(&str, &[CounterSpec], u64)]) -> Vec<ScriptCall> {
+        calls
+            .iter()
+            .map(|(shard, counters, cost)| self.weighted_call(shard, counters, *cost))
             .collect()
     }
 }
@@ -442,23 +459,25 @@ fn parse_reply(reply: Value, counters: usize) -> Result<Outcome, StoreError> {
 
 #[async_trait]
 impl CounterStore for RedisStore {
-    async fn check_and_record(
+    async fn check_and_record_weighted(
         &self,
         shard: &str,
         counters: &[CounterSpec],
+        cost: u64,
     ) -> Result<Outcome, StoreError> {
-        self.send(&self.record_call(shard, counters)).await
+        self.send(&self.weighted_call(shard, counters, cost)).await
     }
 
-    async fn check_and_record_many(
+    async fn check_and_record_many_weighted(
         &self,
-        calls: &[(&str, &[CounterSpec])],
+        calls: &[(&str, &[CounterSpec], u64)],
     ) -> Vec<Result<Outcome, StoreError>> {
-        self.send_many(&self.record_calls(calls)).await
+        self.send_many(&self.weighted_calls(calls)).await
     }
 
     async fn peek(&self, shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError> {
-        self.send(&self.script_call(shard, counters, "p", "")).await
+        self.send(&self.script_call(shard, counters, "p", "", 1))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,8 +1,10 @@
 -- Sliding-window check-and-record over several counters, exact logs and slotted counters
 -- alike, atomically, and at most once per request, for a batch of requests in one script
--- call. A request is admitted iff every enforced counter has room; it is then recorded in
--- every enforced counter and in every shadow counter that has room (so a shadow counter never
--- refuses a request and never holds more than its limit). A denied request records nothing.
+-- call. A request has a cost (units, 1 unless its endpoint rule says otherwise) and is
+-- admitted iff every enforced counter has room for that many units; it is then recorded, with
+-- its weight, in every enforced counter and in every shadow counter that has room for it (so
+-- a shadow counter never refuses a request and never holds more than its limit). A denied
+-- request records nothing.
 -- The requests of a batch are decided one after the other, in order, each exactly as if it
 -- were the only one of its call: a later request sees what an earlier one recorded, and
 -- nothing else of it (a denial, a refused request) changes its answer.
@@ -22,16 +24,27 @@
 --                     they do not exist yet
 --   ARGV  nonce       unique per request, the same in every retry of it
 --         n, m        how many counters and sources the request has
+--         cost        units the request takes from each counter (>= 1)
 --         counter i   five arguments: limit, window W (µs), "1" for a shadow counter ("0" for
 --                     an enforced one), slot length g (µs; "0" for an exact log), and the
 --                     index among the request's keys (seen = 1, counter i = 1 + i, source
 --                     j = 1 + n + j) of the exact log of the same window ("0": none)
 --
 -- Returns one entry per request, in order: { admitted (0/1), now_us, count_1, free_at_1,
--- full_1, count_2, ... }, where full_i (0/1) says counter i had no room for this request, or
+-- full_1, count_2, ... }, where count_i is in units, free_at_i is when counter i has room for
+-- cost units again (when its oldest entry leaves if it has room already) and full_i (0/1)
+-- says counter i had no room for this request's cost, or
 -- for a request refused whole (nothing of it written) a string saying why (not an error
 -- reply: the other requests' answers stand). Every request of a batch is judged at the same
 -- now_us.
+--
+-- An exact log holds one entry per recorded request. A request of cost 1 is the member
+-- "<us>.<nonce>"; a heavier one carries its weight, "<us>.<nonce>*<w>", and its log then keeps
+-- the sum of its weights in the member "#", whose score is SUM_BASE + sum (beyond every
+-- timestamp, so trimming never takes it and it sorts last). A log without "#" weighs 1 per
+-- entry (its sum is ZCARD: nothing changes for logs of cost-1 requests only); one with it
+-- subtracts the weights of the entries it trims, and drops "#" once the sum is the number of
+-- entries again. Entries are at most the sum, so memory stays bounded by the limit.
 --
 -- Numbers reach redis.call as strings formatted with %.0f: Lua would otherwise print them
 -- with 14 significant digits and corrupt µs timestamps (16 digits).
@@ -68,6 +81,85 @@ end
 local now_s = fmt(now)
 
 local mode, horizon_us, seen_ttl = ARGV[1], tonumber(ARGV[3]), ARGV[4]
+
+-- ---- Weighted exact logs ----
+
+-- 2^52 µs is the year 2112; SUM_BASE + sum stays exact in a double for sums below 2^52.
+local SUM_BASE = 4503599627370496
+
+-- The weight of an exact log's member (1 unless it says otherwise).
+local function weight_of(member)
+  local w = string.match(member, '%*(%d+)$')
+  if w then
+    return tonumber(w)
+  end
+  return 1
+end
+
+-- Trims the log to the window (entries at or before horizon leave) and returns its sum of
+-- weights and whether it keeps the "#" member.
+local function trim_log(key, horizon)
+  local s = redis.call('ZSCORE', key, '#')
+  if not s then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon)
+    return redis.call('ZCARD', key), false
+  end
+  local sum = tonumber(s) - SUM_BASE
+  local gone = redis.call('ZRANGEBYSCORE', key, '-inf', horizon)
+  if #gone == 0 then
+    return sum, true
+  end
+  for _, m in ipairs(gone) do
+    sum = sum - weight_of(m)
+  end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', horizon)
+  local n = redis.call('ZCARD', key) - 1
+  if n <= 0 then
+    redis.call('DEL', key)
+    return 0, false
+  end
+  if sum <= n then
+    redis.call('ZREM', key, '#')
+    return n, false
+  end
+  redis.call('ZADD', key, fmt(SUM_BASE + sum), '#')
+  return sum, true
+end
+
+-- When the log whose entries weigh sum in all has shed must units: the timestamp (from the
+-- member) of the entry whose leaving completes them, plus the window; the newest entry's when
+-- it holds fewer (a cost no window can hold, refused by the configuration). A log of cost-1
+-- entries finds it by rank; a weighted one adds weights from the oldest, a page at a time.
+local function log_free_at(key, weighted, sum, must, window)
+  local function leaves(member)
+    if not member then
+      return now
+    end
+    return tonumber(string.match(member, '^%d+')) + window
+  end
+  if not weighted then
+    local index = math.min(must, sum) - 1
+    return leaves(redis.call('ZRANGE', key, index, index)[1])
+  end
+  local left, from, last, page = 0, 0, nil, 64
+  while true do
+    local batch = redis.call('ZRANGE', key, from, from + page - 1)
+    for _, m in ipairs(batch) do
+      if m == '#' then
+        return leaves(last)
+      end
+      last = m
+      left = left + weight_of(m)
+      if left >= must then
+        return leaves(m)
+      end
+    end
+    if #batch < page then
+      return leaves(last)
+    end
+    from = from + page
+  end
+end
 
 -- ---- Slotted counters ----
 
@@ -172,10 +264,11 @@ end
 
 -- A new slotted counter takes the counts of the exact log source (entries still inside the
 -- window, by slot; entries after now, from a clock that stepped back, in the slot of the
--- newest) and the log is deleted. Returns its lowest slot and total.
+-- newest) and the log is deleted. A weighted log's entries count their weights, each in its
+-- own slot (read once: a conversion happens once). Returns its lowest slot and total.
 local function convert(key, source, window, g)
-  redis.call('ZREMRANGEBYSCORE', source, '-inf', fmt(now - window))
-  if redis.call('ZCARD', source) == 0 then
+  local sum, weighted = trim_log(source, fmt(now - window))
+  if sum == 0 then
     redis.call('DEL', source)
     return nil, 0
   end
@@ -191,10 +284,31 @@ local function convert(key, source, window, g)
       end
     end
   end
-  for s = oldest, newest do
-    put(s, redis.call('ZCOUNT', source, fmt(s * g), fmt((s + 1) * g - 1)))
+  if weighted then
+    local counts, order, cap = {}, {}, oldest + M - 8
+    -- Oldest first, so the slots come in order; "#" sorts last.
+    for _, member in ipairs(redis.call('ZRANGE', source, 0, -1)) do
+      if member ~= '#' then
+        local s = math.min(slot_of(tonumber(string.match(member, '^%d+')), g), cap)
+        if counts[s] == nil then
+          counts[s] = 0
+          order[#order + 1] = s
+        end
+        counts[s] = counts[s] + weight_of(member)
+      end
+    end
+    for _, s in ipairs(order) do
+      put(s, counts[s])
+    end
+  else
+    for s = oldest, newest do
+      put(s, redis.call('ZCOUNT', source, fmt(s * g), fmt((s + 1) * g - 1)))
+    end
   end
-  local after = redis.call('ZCOUNT', source, fmt((newest + 1) * g), '+inf')
+  local after = 0
+  if not weighted then
+    after = redis.call('ZCOUNT', source, fmt((newest + 1) * g), '+inf')
+  end
   if after > 0 then
     local last = redis.call('ZRANGE', source, -1, -1)[1]
     -- After newest (the entry is), and within the slots a hash can name.
@@ -214,16 +328,16 @@ local function convert(key, source, window, g)
   return lowest, total
 end
 
--- When a slotted counter of total requests from slot lowest has room again under limit (or,
--- not full, when its oldest requests stop being counted): total - limit + 1 requests must
--- have left (one when not full), a slot at a time; slot s leaves at (s + 1) g + W.
-local function slots_free_at(key, lowest, total, limit, window, g)
+-- When a slotted counter of total units from slot lowest has room for cost units again under
+-- limit (or, with room, when its oldest units stop being counted): total + cost - limit units
+-- must have left (one when it has room), a slot at a time; slot s leaves at (s + 1) g + W.
+local function slots_free_at(key, lowest, total, limit, window, g, cost)
   if total == 0 then
     return now
   end
   local must = 1
-  if total > limit then
-    must = total - limit + 1
+  if total + cost - limit > 1 then
+    must = total + cost - limit
   end
   if must == 1 then
     return (lowest + 1) * g + window
@@ -251,7 +365,7 @@ local horizon, ttl = {}, {}
 
 -- The request whose seen record is KEYS[K + 1], its counters KEYS[K + 1 + i] and its sources
 -- after them, and whose counter i has the arguments ARGV[A + 5 (i - 1) + 1 .. + 5].
-local function decide(K, A, n, nonce)
+local function decide(K, A, n, nonce, cost)
   for i = 1, n do
     local a = A + 5 * (i - 1)
     local g = tonumber(ARGV[a + 4])
@@ -262,7 +376,7 @@ local function decide(K, A, n, nonce)
   end
   local seen = KEYS[K + 1]
   local replay = mode == 'r' and redis.call('ZSCORE', seen, nonce) ~= false
-  local limits, windows, slots, counts, full, lowests = {}, {}, {}, {}, {}, {}
+  local limits, windows, slots, counts, full, lowests, weighted = {}, {}, {}, {}, {}, {}, {}
   local admitted = 1
   for i = 1, n do
     local key = KEYS[K + 1 + i]
@@ -288,11 +402,10 @@ local function decide(K, A, n, nonce)
         h = fmt(now - window)
         horizon[wkey] = h
       end
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', h)
-      c = redis.call('ZCARD', key)
+      c, weighted[i] = trim_log(key, h)
     end
     counts[i] = c
-    full[i] = c >= limit
+    full[i] = c + cost > limit
     if full[i] and ARGV[a + 3] ~= '1' then
       admitted = 0
     end
@@ -327,17 +440,25 @@ local function decide(K, A, n, nonce)
           lowest = lowest or s
           s = lowest
         end
-        redis.call('HINCRBY', key, field(s), 1)
-        c = c + 1
+        redis.call('HINCRBY', key, field(s), cost)
+        c = c + cost
         redis.call('HSET', key, 'l', fmt(lowest), 't', fmt(c))
         redis.call('PEXPIRE', key, slots_ttl(window, g))
       end
       if c > 0 then
-        free_at = slots_free_at(key, lowest, c, limit, window, g)
+        free_at = slots_free_at(key, lowest, c, limit, window, g, cost)
       end
     else
       if records then
-        redis.call('ZADD', key, now_s, member)
+        if cost == 1 then
+          redis.call('ZADD', key, now_s, member)
+        else
+          redis.call('ZADD', key, now_s, member .. '*' .. fmt(cost))
+        end
+        if cost > 1 or weighted[i] then
+          redis.call('ZADD', key, fmt(SUM_BASE + c + cost), '#')
+          weighted[i] = true
+        end
         local wkey = ARGV[A + 5 * (i - 1) + 2]
         local t = ttl[wkey]
         if t == nil then
@@ -349,21 +470,15 @@ local function decide(K, A, n, nonce)
           ttl[wkey] = t
         end
         redis.call('PEXPIRE', key, t)
-        if c == 0 then
-          -- The entry just added is the only one.
-          free_at = now + window
-        end
-        c = c + 1
+        c = c + cost
       end
-      if c > 0 and free_at == now then
-        local index = 0
-        if c > limit then
-          index = c - limit
+      if c > 0 then
+        -- Units that must leave for cost more to fit (the oldest entry when they fit).
+        local must = 1
+        if c + cost - limit > 1 then
+          must = c + cost - limit
         end
-        local first = redis.call('ZRANGE', key, index, index)[1]
-        if first then
-          free_at = tonumber(string.match(first, '^%d+')) + window
-        end
+        free_at = log_free_at(key, weighted[i], c, must, window)
       end
     end
     out[#out + 1] = c
@@ -387,9 +502,10 @@ local replies = {}
 local K, A = 0, 4
 while A < #ARGV do
   local nonce, n, m = ARGV[A + 1], tonumber(ARGV[A + 2]), tonumber(ARGV[A + 3])
-  replies[#replies + 1] = decide(K, A + 3, n, nonce)
+  local cost = tonumber(ARGV[A + 4])
+  replies[#replies + 1] = decide(K, A + 4, n, nonce, cost)
   K = K + 1 + n + m
-  A = A + 3 + 5 * n
+  A = A + 4 + 5 * n
 end
 if K ~= #KEYS or A ~= #ARGV then
   return redis.error_reply('batch: keys and arguments do not match the requests they name')

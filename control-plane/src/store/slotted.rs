@@ -33,13 +33,14 @@ pub fn leaves_at(slot: u64, window_us: u64, slot_us: u64) -> u64 {
 }
 
 /// When a counter whose live slots are `slots` (oldest first, `(slot, count)`, `total`
-/// requests in all) has room again under `limit`, or, when it is not full, when its oldest
-/// request stops being counted: `total − limit + 1` requests (one when not full) must have
-/// left, and they leave a slot at a time. `now_us` for an empty counter.
+/// units in all) has room for `cost` units again under `limit`, or, when it has room, when
+/// its oldest units stop being counted: `total + cost − limit` units (one when they fit) must
+/// have left, and they leave a slot at a time. `now_us` for an empty counter.
 pub fn free_at(
     slots: impl IntoIterator<Item = (u64, u64)>,
     total: u64,
     limit: u64,
+    cost: u64,
     now_us: u64,
     window_us: u64,
     slot_us: u64,
@@ -47,7 +48,7 @@ pub fn free_at(
     if total == 0 {
         return now_us;
     }
-    let must_leave = total.saturating_sub(limit) + 1;
+    let must_leave = super::must_leave(total, limit, cost);
     let mut left = 0u64;
     let mut newest = None;
     for (slot, count) in slots {
@@ -80,20 +81,21 @@ impl Slots {
         }
     }
 
-    /// The counts of an exact log's entries (timestamps, any order) that are still inside the
-    /// window at `now_us`, by slot: nothing the log counts is lost.
+    /// The weights of an exact log's entries (timestamp and weight, any order) that are still
+    /// inside the window at `now_us`, by slot: nothing the log counts is lost.
     pub(crate) fn from_log(
-        entries: impl IntoIterator<Item = u64>,
+        entries: impl IntoIterator<Item = (u64, u64)>,
         now_us: u64,
         window_us: u64,
         slot_us: u64,
     ) -> Self {
         let mut slots = Self::new(window_us, slot_us);
         let horizon = now_us.saturating_sub(window_us);
-        let mut stamps: Vec<u64> = entries.into_iter().filter(|&t| t > horizon).collect();
+        let mut stamps: Vec<(u64, u64)> =
+            entries.into_iter().filter(|&(t, _)| t > horizon).collect();
         stamps.sort_unstable();
-        for t in stamps {
-            slots.add(slot_of(t, slots.slot_us), 1);
+        for (t, weight) in stamps {
+            slots.add(slot_of(t, slots.slot_us), weight);
         }
         slots
     }
@@ -111,19 +113,20 @@ impl Slots {
         }
     }
 
-    /// Requests counted (call [`trim`](Self::trim) first).
+    /// Units counted (call [`trim`](Self::trim) first).
     pub(crate) fn count(&self) -> u64 {
         self.total
     }
 
-    /// Records one request at `now_us`. In the slot of `now_us`, or in the oldest live slot if
-    /// that is later (a clock that stepped back): a later slot is counted longer, never less.
-    pub(crate) fn record(&mut self, now_us: u64) {
+    /// Records one request of `cost` units at `now_us`. In the slot of `now_us`, or in the
+    /// oldest live slot if that is later (a clock that stepped back): a later slot is counted
+    /// longer, never less.
+    pub(crate) fn record(&mut self, now_us: u64, cost: u64) {
         let mut slot = slot_of(now_us, self.slot_us);
         if let Some(&(oldest, _)) = self.slots.front() {
             slot = slot.max(oldest);
         }
-        self.add(slot, 1);
+        self.add(slot, cost);
     }
 
     fn add(&mut self, slot: u64, count: u64) {
@@ -135,11 +138,12 @@ impl Slots {
     }
 
     /// See [`free_at`].
-    pub(crate) fn free_at(&self, now_us: u64, limit: u64) -> u64 {
+    pub(crate) fn free_at(&self, now_us: u64, limit: u64, cost: u64) -> u64 {
         free_at(
             self.slots.iter().copied(),
             self.total,
             limit,
+            cost,
             now_us,
             self.window_us,
             self.slot_us,

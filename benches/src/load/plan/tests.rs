@@ -163,7 +163,7 @@ fn slotted_counters_are_set_on_every_tier() {
             let windows = tier
                 .windows
                 .iter()
-                .chain(tier.rules.entries().flat_map(|(_, w)| w.iter()));
+                .chain(tier.rules.entries().flat_map(|(_, w)| w.windows.iter()));
             for window in windows {
                 assert_eq!(
                     matches!(window.algorithm, Algorithm::Slotted { .. }),

@@ -48,7 +48,9 @@ fn sample_compiles_into_tiers() {
         free.description.as_deref(),
         Some("Unauthenticated and free users")
     );
-    let (pattern, windows) = free.rules.longest_match("/api/v1/admin/users").unwrap();
+    let (pattern, rule) = free.rules.longest_match("/api/v1/admin/users").unwrap();
+    let windows = &rule.windows;
+    assert_eq!(rule.cost, 1);
     assert_eq!(pattern, "/api/v1/admin/*");
     assert_eq!(
         windows,
@@ -58,7 +60,10 @@ fn sample_compiles_into_tiers() {
     let unlimited = c.tier_by_name("unlimited").unwrap();
     assert!(c.tier(unlimited).windows.is_empty());
     assert_eq!(
-        c.tier(unlimited).rules.longest_match("/api/v1/expensive"),
+        c.tier(unlimited)
+            .rules
+            .longest_match("/api/v1/expensive")
+            .map(|(p, r)| (p, &r.windows)),
         Some((
             "/api/v1/expensive",
             &vec![window(5000, 60, false, "unlimited-/api/v1/expensive-60s")]
@@ -73,7 +78,10 @@ fn sample_compiles_into_tiers() {
         ]
     );
     assert_eq!(
-        enterprise.rules.longest_match("/api/v1/search"),
+        enterprise
+            .rules
+            .longest_match("/api/v1/search")
+            .map(|(p, r)| (p, &r.windows)),
         Some((
             "/api/v1/search",
             &vec![
@@ -213,7 +221,7 @@ fn windows_compile_with_their_algorithm_and_slot() {
         tier.rules
             .entries()
             .find(|(pattern, _)| *pattern == path)
-            .map(|(_, windows)| windows.clone())
+            .map(|(_, limits)| limits.windows.clone())
             .unwrap()
     };
     // The shorthand rule takes the tier's algorithm over window_size_seconds (60 s).

@@ -94,6 +94,7 @@ fn limits_rules_and_shadow_parse_in_both_formats() {
                 },
             ],
             shadow: true,
+            cost: 1,
         })
     );
     assert_eq!(
@@ -166,10 +167,10 @@ fn errors_inside_limits_and_rules_carry_the_field_path() {
         ),
         (
             tier(
-                "    unlimited: true\n    endpoints:\n      /x: {limits: [{limit: 1, window_seconds: 1}], cost: 2}\n",
+                "    unlimited: true\n    endpoints:\n      /x: {limits: [{limit: 1, window_seconds: 1}], weight: 2}\n",
             ),
-            "tiers[0].endpoints./x.cost",
-            "unknown field `cost`",
+            "tiers[0].endpoints./x.weight",
+            "unknown field `weight`",
         ),
         (
             tier("    unlimited: true\n    endpoints:\n      /x: {shadow: true}\n"),

@@ -146,6 +146,53 @@ fn endpoint_limits_must_be_positive() {
     assert_eq!(invalid(&doc).1, "tiers[0].endpoints./api/v1/x: must be > 0");
 }
 
+#[test]
+fn a_rule_cost_fits_every_window_it_is_taken_from() {
+    let rule = |cost: &str| {
+        with(&format!(
+            "    endpoints:\n      /export: {{limits: [{{limit: 20, window_seconds: 60}}, {{limit: 8, window_seconds: 1}}], {cost}}}\n"
+        ))
+    };
+    valid(&rule("cost: 5"));
+    valid(&rule("cost: 8"));
+    valid(&rule("cost: 1"));
+    // Unset: 1.
+    let cfg = parse_yaml(&rule("shadow: false")).unwrap();
+    let EndpointRule::Rule(parsed) = &cfg.tiers[0].endpoints["/export"] else {
+        panic!("object form");
+    };
+    assert_eq!(parsed.cost, 1);
+    assert_invalid(
+        &rule("cost: 0"),
+        "tiers[0].endpoints./export.cost",
+        "must be at least 1",
+    );
+    // Above the rule's own 1 s window.
+    assert_eq!(
+        invalid(&rule("cost: 9")).1,
+        "tiers[0].endpoints./export.cost: 9 is more than \
+         tiers[0].endpoints./export.limits[1] allows (8 per 1 s): a request of this cost could \
+         never pass; lower the cost or raise that limit"
+    );
+    // Above the tier's budget, which the request also takes its cost from.
+    let tiered = tier(
+        "    limits: [{limit: 100, window_seconds: 3600}, {limit: 3, window_seconds: 1}]\n    endpoints:\n      /export: {limits: [{limit: 20, window_seconds: 60}], cost: 4}\n",
+    );
+    assert_invalid(
+        &tiered,
+        "tiers[0].endpoints./export.cost",
+        "tiers[0].limits[1] allows (3 per 1 s)",
+    );
+    // A shadow window counts too: once enforced it could never admit the request.
+    let shadowed = tier(
+        "    requests_per_window: 100\n    endpoints:\n      /export: {limits: [{limit: 4, window_seconds: 60}], shadow: true, cost: 5}\n",
+    );
+    assert_invalid(&shadowed, "tiers[0].endpoints./export.cost", "(4 per 60 s)");
+    // A negative or fractional cost is a parse error.
+    assert!(parse_yaml(&rule("cost: -1")).is_err());
+    assert!(parse_yaml(&rule("cost: 1.5")).is_err());
+}
+
 /// A tier (`free`, the default) with the given lines.
 fn tier(lines: &str) -> String {
     format!("default_tier: free\ntiers:\n  - name: free\n{lines}")
@@ -285,8 +332,8 @@ fn requests_per_window_and_limits_are_exclusive() {
     );
     valid(&doc);
     let cfg = crate::config::CompiledConfig::compile(parse_yaml(&doc).unwrap()).unwrap();
-    let (_, windows) = cfg.tier(0).rules.longest_match("/x").unwrap();
-    assert_eq!(windows[0].length.as_secs(), 600);
+    let (_, rule) = cfg.tier(0).rules.longest_match("/x").unwrap();
+    assert_eq!(rule.windows[0].length.as_secs(), 600);
 }
 
 #[test]

@@ -40,7 +40,7 @@ fn state(count: u64, full: bool, free_at_us: u64) -> CounterState {
 /// A cache that follows `cfg` (a first lookup adopts the configuration).
 fn cache_for(cfg: &Arc<CompiledConfig>, capacity: usize) -> DenyCache {
     let cache = DenyCache::new(capacity);
-    assert!(cache.lookup(cfg, &[], T0).is_none());
+    assert!(cache.lookup(cfg, &[], 1, T0).is_none());
     cache
 }
 
@@ -65,18 +65,22 @@ fn a_full_counter_denies_only_requests_that_need_it() {
         now_us: T0,
         counters: vec![state(4, false, T0 + 50 * S), state(2, true, T0 + 30 * S)],
     };
-    cache.learn(&cfg, &[budget.clone(), rule_a.clone()], &denied, T0);
+    cache.learn(&cfg, &[budget.clone(), rule_a.clone()], 1, &denied, T0);
     let hit = cache
-        .lookup(&cfg, &[budget.clone(), rule_a.clone()], T0 + S / 2)
+        .lookup(&cfg, &[budget.clone(), rule_a.clone()], 1, T0 + S / 2)
         .expect("the same counters: a denial");
     assert!(!hit.admitted);
     assert_eq!(hit.now_us, T0 + S / 2);
     assert_eq!(hit.counters[1], state(2, true, T0 + 30 * S));
     assert!(!hit.counters[0].full);
     // The identity's other endpoint: its rule counter is unknown, the store must decide.
-    assert!(cache.lookup(&cfg, &[budget.clone(), rule_b], T0).is_none());
+    assert!(
+        cache
+            .lookup(&cfg, &[budget.clone(), rule_b], 1, T0)
+            .is_none()
+    );
     // The budget alone had room: nothing to deny.
-    assert!(cache.lookup(&cfg, &[budget], T0).is_none());
+    assert!(cache.lookup(&cfg, &[budget], 1, T0).is_none());
 }
 
 #[test]
@@ -89,28 +93,28 @@ fn knowledge_expires_at_the_moment_of_room_and_after_its_horizon() {
         now_us: T0,
         counters: vec![state(1, true, free_at)],
     };
-    cache.learn(&cfg, std::slice::from_ref(&short), &out(T0 + S / 4), T0);
+    cache.learn(&cfg, std::slice::from_ref(&short), 1, &out(T0 + S / 4), T0);
     assert!(
         cache
-            .lookup(&cfg, std::slice::from_ref(&short), T0 + S / 4 - 1)
+            .lookup(&cfg, std::slice::from_ref(&short), 1, T0 + S / 4 - 1)
             .is_some()
     );
     assert!(
         cache
-            .lookup(&cfg, std::slice::from_ref(&short), T0 + S / 4)
+            .lookup(&cfg, std::slice::from_ref(&short), 1, T0 + S / 4)
             .is_none(),
         "room again at free_at"
     );
     // Full for a minute, but known for KNOWLEDGE_US only.
-    cache.learn(&cfg, std::slice::from_ref(&short), &out(T0 + 60 * S), T0);
+    cache.learn(&cfg, std::slice::from_ref(&short), 1, &out(T0 + 60 * S), T0);
     assert!(
         cache
-            .lookup(&cfg, std::slice::from_ref(&short), T0 + KNOWLEDGE_US - 1)
+            .lookup(&cfg, std::slice::from_ref(&short), 1, T0 + KNOWLEDGE_US - 1)
             .is_some()
     );
     assert!(
         cache
-            .lookup(&cfg, std::slice::from_ref(&short), T0 + KNOWLEDGE_US)
+            .lookup(&cfg, std::slice::from_ref(&short), 1, T0 + KNOWLEDGE_US)
             .is_none()
     );
 }
@@ -127,15 +131,15 @@ fn the_local_deadline_is_the_remaining_time_from_the_call_start_never_the_store_
         now_us: store_now,
         counters: vec![state(1, true, store_now + 300_000)],
     };
-    cache.learn(&cfg, std::slice::from_ref(&c), &out, T0);
+    cache.learn(&cfg, std::slice::from_ref(&c), 1, &out, T0);
     let hit = cache
-        .lookup(&cfg, std::slice::from_ref(&c), T0 + 100_000)
+        .lookup(&cfg, std::slice::from_ref(&c), 1, T0 + 100_000)
         .expect("full");
     assert_eq!(hit.now_us, store_now + 100_000, "now on the store's clock");
     assert_eq!(hit.counters[0].free_at_us, store_now + 300_000);
     assert!(
         cache
-            .lookup(&cfg, std::slice::from_ref(&c), T0 + 300_000)
+            .lookup(&cfg, std::slice::from_ref(&c), 1, T0 + 300_000)
             .is_none()
     );
 }
@@ -152,14 +156,51 @@ fn an_admitted_request_that_fills_a_counter_is_learnt_and_shadow_counters_never(
         now_us: T0,
         counters: vec![state(2, false, T0 + 10 * S), state(1, true, T0 + 20 * S)],
     };
-    cache.learn(&cfg, &specs, &filled, T0);
+    cache.learn(&cfg, &specs, 1, &filled, T0);
     let hit = cache
-        .lookup(&cfg, &specs, T0 + 1)
+        .lookup(&cfg, &specs, 1, T0 + 1)
         .expect("filled by this request");
     assert_eq!(hit.counters[0], state(2, true, T0 + 10 * S));
     assert!(!hit.counters[1].full, "a shadow counter takes no part");
-    assert!(cache.lookup(&cfg, &[shadow], T0 + 1).is_none());
+    assert!(cache.lookup(&cfg, &[shadow], 1, T0 + 1).is_none());
     assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn what_is_known_for_one_cost_says_nothing_for_another() {
+    let cfg = compiled(ONE);
+    let cache = cache_for(&cfg, 16);
+    let budget = spec("rl:{ip:1}:b:60", 10, false);
+    let rule = spec("rl:{ip:1}:e:60:/x", 10, false);
+    let specs = [budget.clone(), rule.clone()];
+    // A request of cost 5 found the rule at 7 of 10: full for 5 until T0 + 20 s; the budget
+    // had room for it.
+    let denied = Outcome {
+        admitted: false,
+        now_us: T0,
+        counters: vec![state(7, false, T0 + 40 * S), state(7, true, T0 + 20 * S)],
+    };
+    cache.learn(&cfg, &specs, 5, &denied, T0);
+    let hit = cache
+        .lookup(&cfg, &specs, 5, T0 + 1)
+        .expect("cost 5: a denial");
+    assert_eq!(hit.counters[1], state(10, true, T0 + 20 * S));
+    // A request of cost 1 may fit: unknown, the store decides.
+    assert!(cache.lookup(&cfg, &specs, 1, T0 + 1).is_none());
+    // A cost-1 request on the budget alone recorded there: its level rose, so the room known
+    // for cost 5 no longer holds, and a cost-5 request on both counters asks the store.
+    let admitted = Outcome {
+        admitted: true,
+        now_us: T0 + 2,
+        counters: vec![state(9, false, T0 + 40 * S)],
+    };
+    cache.learn(&cfg, std::slice::from_ref(&budget), 1, &admitted, T0 + 2);
+    assert!(cache.lookup(&cfg, &specs, 5, T0 + 3).is_none());
+    // The rule's fullness for cost 5 is still known (its level did not change).
+    let rule_only = cache
+        .lookup(&cfg, std::slice::from_ref(&rule), 5, T0 + 3)
+        .expect("the rule alone is still full for 5");
+    assert_eq!(rule_only.counters[0].free_at_us, T0 + 20 * S);
 }
 
 #[test]
@@ -177,11 +218,11 @@ fn an_older_outcome_never_overwrites_a_newer_one() {
         now_us: T0 + 5,
         counters: vec![state(0, false, T0 + 5)],
     };
-    cache.learn(&cfg, std::slice::from_ref(&c), &full, T0);
-    cache.learn(&cfg, std::slice::from_ref(&c), &older_room, T0);
+    cache.learn(&cfg, std::slice::from_ref(&c), 1, &full, T0);
+    cache.learn(&cfg, std::slice::from_ref(&c), 1, &older_room, T0);
     assert!(
         cache
-            .lookup(&cfg, std::slice::from_ref(&c), T0 + 20)
+            .lookup(&cfg, std::slice::from_ref(&c), 1, T0 + 20)
             .is_some()
     );
 }
@@ -196,16 +237,24 @@ fn a_configuration_change_empties_the_cache_and_old_outcomes_are_not_learnt() {
         now_us: T0,
         counters: vec![state(1, true, T0 + 10 * S)],
     };
-    cache.learn(&cfg, std::slice::from_ref(&c), &out, T0);
+    cache.learn(&cfg, std::slice::from_ref(&c), 1, &out, T0);
     assert_eq!(cache.len(), 1);
     // The same text compiled again is a new configuration all the same.
     let next = compiled(ONE);
-    assert!(cache.lookup(&next, std::slice::from_ref(&c), T0).is_none());
+    assert!(
+        cache
+            .lookup(&next, std::slice::from_ref(&c), 1, T0)
+            .is_none()
+    );
     assert!(cache.is_empty());
     // An outcome decided under the previous configuration arrives late.
-    cache.learn(&cfg, std::slice::from_ref(&c), &out, T0);
+    cache.learn(&cfg, std::slice::from_ref(&c), 1, &out, T0);
     assert!(cache.is_empty());
-    assert!(cache.lookup(&next, std::slice::from_ref(&c), T0).is_none());
+    assert!(
+        cache
+            .lookup(&next, std::slice::from_ref(&c), 1, T0)
+            .is_none()
+    );
 }
 
 #[test]
@@ -218,13 +267,13 @@ fn a_changed_limit_or_window_for_the_same_key_is_unknown() {
         now_us: T0,
         counters: vec![state(1, true, T0 + 10 * S)],
     };
-    cache.learn(&cfg, std::slice::from_ref(&c), &out, T0);
+    cache.learn(&cfg, std::slice::from_ref(&c), 1, &out, T0);
     let mut raised = c.clone();
     raised.limit = 2;
-    assert!(cache.lookup(&cfg, &[raised], T0).is_none());
+    assert!(cache.lookup(&cfg, &[raised], 1, T0).is_none());
     let mut longer = c;
     longer.window_us *= 2;
-    assert!(cache.lookup(&cfg, &[longer], T0).is_none());
+    assert!(cache.lookup(&cfg, &[longer], 1, T0).is_none());
 }
 
 #[test]
@@ -239,7 +288,7 @@ fn rotating_counters_never_grow_the_cache_past_its_cap() {
             now_us: now,
             counters: vec![state(1, true, now + 60 * S)],
         };
-        cache.learn(&cfg, &[c], &out, now);
+        cache.learn(&cfg, &[c], 1, &out, now);
         assert!(cache.len() <= 8, "{} entries", cache.len());
         now += 10_000;
     }
@@ -252,8 +301,8 @@ fn rotating_counters_never_grow_the_cache_past_its_cap() {
         now_us: now,
         counters: vec![state(1, true, now + 60 * S)],
     };
-    cache.learn(&cfg, std::slice::from_ref(&fresh), &out, now);
-    assert!(cache.lookup(&cfg, &[fresh], now + 1).is_some());
+    cache.learn(&cfg, std::slice::from_ref(&fresh), 1, &out, now);
+    assert!(cache.lookup(&cfg, &[fresh], 1, now + 1).is_some());
 }
 
 #[test]
@@ -267,8 +316,8 @@ fn a_full_cache_refuses_new_counters_while_its_entries_are_live() {
             now_us: T0,
             counters: vec![state(1, true, T0 + 60 * S)],
         };
-        cache.learn(&cfg, std::slice::from_ref(&c), &out, T0);
-        cache.lookup(&cfg, &[c], T0 + 1).is_some()
+        cache.learn(&cfg, std::slice::from_ref(&c), 1, &out, T0);
+        cache.lookup(&cfg, &[c], 1, T0 + 1).is_some()
     };
     assert!(learn("a"));
     assert!(learn("b"));
@@ -287,16 +336,19 @@ struct Counting {
 
 #[async_trait]
 impl CounterStore for Counting {
-    async fn check_and_record(
+    async fn check_and_record_weighted(
         &self,
         shard: &str,
         counters: &[CounterSpec],
+        cost: u64,
     ) -> Result<Outcome, StoreError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if self.fail.load(Ordering::SeqCst) {
             return Err(StoreError::Timeout(1));
         }
-        self.inner.check_and_record(shard, counters).await
+        self.inner
+            .check_and_record_weighted(shard, counters, cost)
+            .await
     }
 
     async fn peek(&self, shard: &str, counters: &[CounterSpec]) -> Result<Outcome, StoreError> {
@@ -327,6 +379,9 @@ tiers:
       /s:
         limits: [{limit: 1, window_seconds: 2}]
         shadow: true
+      /c:
+        limits: [{limit: 6, window_seconds: 2}]
+        cost: 3
 "#;
 
 fn setup(
@@ -465,7 +520,7 @@ struct Step {
     requests: Vec<(usize, usize)>,
 }
 
-const PATHS: [&str; 4] = ["/a", "/b", "/s", "/other"];
+const PATHS: [&str; 5] = ["/a", "/b", "/s", "/other", "/c"];
 
 const CHANGED: &str = r#"
 default_tier: free
@@ -479,6 +534,9 @@ tiers:
         limits: [{limit: 1, window_seconds: 1}]
         shadow: true
       /b: 2
+      /c:
+        limits: [{limit: 2, window_seconds: 1}]
+        cost: 2
 "#;
 
 fn steps() -> impl Strategy<Value = (Vec<Step>, usize)> {

@@ -288,7 +288,12 @@ struct Down;
 
 #[async_trait]
 impl CounterStore for Down {
-    async fn check_and_record(&self, _: &str, _: &[CounterSpec]) -> Result<Outcome, StoreError> {
+    async fn check_and_record_weighted(
+        &self,
+        _: &str,
+        _: &[CounterSpec],
+        _: u64,
+    ) -> Result<Outcome, StoreError> {
         Err(StoreError::Timeout(100))
     }
     async fn peek(&self, _: &str, _: &[CounterSpec]) -> Result<Outcome, StoreError> {

@@ -58,13 +58,23 @@ fn the_configuration_document_is_described_field_by_field() {
             "WindowConfig",
             &["limit", "window_seconds", "algorithm", "precision_ms"][..],
         ),
-        ("RuleConfig", &["limits", "shadow"][..]),
+        ("RuleConfig", &["limits", "shadow", "cost"][..]),
     ] {
         let properties = &schema(&doc, name)["properties"];
         for field in fields {
             assert!(properties[field].is_object(), "{name}.{field} missing");
         }
     }
+    // A rule's cost: optional, at least 1, 1 by default.
+    let rule = schema(&doc, "RuleConfig");
+    let cost = &rule["properties"]["cost"];
+    assert_eq!(
+        (cost["minimum"].as_f64(), cost["default"].as_f64()),
+        (Some(1.0), Some(1.0)),
+        "{cost}"
+    );
+    let required = rule["required"].as_array().expect("required fields");
+    assert!(!required.contains(&"cost".into()), "{required:?}");
 }
 
 #[test]

@@ -276,7 +276,7 @@ fn concurrent_newcomers_never_exceed_the_cap() {
             let (store, admitted, c) = (&store, &admitted, &c);
             scope.spawn(move || {
                 for i in 0..100 {
-                    if let Ok(out) = store.run(&format!("{t}-{i}"), c, true) {
+                    if let Ok(out) = store.run(&format!("{t}-{i}"), c, true, 1) {
                         assert!(out.admitted);
                         admitted.fetch_add(1, Ordering::Relaxed);
                     }

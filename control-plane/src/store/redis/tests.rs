@@ -140,9 +140,13 @@ async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce()
     assert_eq!(&a[8..10], ["1000000", "1001"]);
     let nonce = &a[10];
     assert!(!nonce.is_empty());
-    assert_eq!(&a[11..13], ["2", "0"], "two counters, no log to convert");
     assert_eq!(
-        &a[13..],
+        &a[11..14],
+        ["2", "0", "1"],
+        "two counters, no log to convert, a cost of 1"
+    );
+    assert_eq!(
+        &a[14..],
         [
             "100", "60000000", "0", "0", "0", "5", "1000000", "1", "0", "0"
         ],
@@ -154,7 +158,7 @@ async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce()
     let next = store.record_call("ip:10.0.0.1", &counters);
     assert_ne!(&args(&store, &next)[10], nonce);
     // A report records nothing and carries no nonce.
-    let report = store.script_call("ip:10.0.0.1", &counters, "p", "");
+    let report = store.script_call("ip:10.0.0.1", &counters, "p", "", 1);
     let r = args(&store, &report);
     assert_eq!((r[6].as_str(), r[10].as_str()), ("p", ""));
 
@@ -167,9 +171,14 @@ async fn a_call_names_the_identity_seen_record_first_and_carries_its_own_nonce()
     assert_eq!(&b[3..6], &a[3..6]);
     assert_eq!(&b[6..8], ["rl:{ip:10.0.0.2}:n", &counters[0].key]);
     assert_eq!(&b[8..12], &a[6..10]);
-    assert_eq!(&b[12..25], &a[10..]);
-    assert_ne!(b[25], *nonce);
-    assert_eq!(&b[26..], ["1", "0", "100", "60000000", "0", "0", "0"]);
+    assert_eq!(&b[12..26], &a[10..]);
+    assert_ne!(b[26], *nonce);
+    assert_eq!(&b[27..], ["1", "0", "1", "100", "60000000", "0", "0", "0"]);
+
+    // A heavier request says its cost; nothing else changes.
+    let heavy = args(&store, &store.weighted_call("ip:10.0.0.1", &counters, 5));
+    assert_eq!(heavy[13], "5");
+    assert_eq!(&heavy[14..], &a[14..]);
 }
 
 #[tokio::test]
@@ -207,8 +216,12 @@ async fn a_new_slotted_counter_names_the_exact_log_of_its_window() {
             "rl:{ip:10.0.0.1}:e:60:/x",
         ]
     );
-    assert_eq!(&a[15..17], ["4", "2"], "four counters, two logs");
-    let per_counter: Vec<&[String]> = a[17..].chunks(5).collect();
+    assert_eq!(
+        &a[15..18],
+        ["4", "2", "1"],
+        "four counters, two logs, a cost of 1"
+    );
+    let per_counter: Vec<&[String]> = a[18..].chunks(5).collect();
     assert_eq!(per_counter[0], ["7", "60000000", "0", "1000000", "6"]);
     assert_eq!(per_counter[1], ["7", "60000000", "0", "0", "0"]);
     assert_eq!(per_counter[2], ["7", "60000000", "0", "1000000", "7"]);
@@ -223,7 +236,7 @@ async fn a_new_slotted_counter_names_the_exact_log_of_its_window() {
     let a = args(&store, &store.record_call(id, &both));
     assert_eq!(a[2], "3");
     assert_eq!(
-        &a[13..],
+        &a[14..],
         [
             "7", "60000000", "0", "1000000", "0", "7", "60000000", "0", "0", "0"
         ]
@@ -248,7 +261,7 @@ fn call_of(seen: &str, counters: usize, mode: &'static str) -> ScriptCall {
         keys: std::iter::once(seen.to_string())
             .chain((0..counters).map(|i| format!("{seen}:{i}")))
             .collect(),
-        args: vec!["0".into(); 3 + 5 * counters],
+        args: vec!["0".into(); 4 + 5 * counters],
         mode,
         now_us: None,
         counter_count: counters,
@@ -257,18 +270,18 @@ fn call_of(seen: &str, counters: usize, mode: &'static str) -> ScriptCall {
 
 #[test]
 fn a_batch_is_cut_in_order_into_as_few_script_calls_as_fit() {
-    // Each call: 1 + 2 keys and 3 + 10 arguments, 16 in all.
+    // Each call: 1 + 2 keys and 4 + 10 arguments, 17 in all.
     let calls: Vec<ScriptCall> = (0..5).map(|_| call_of("rl:{a}:n", 2, "r")).collect();
     let all: Vec<usize> = (0..5).collect();
-    assert_eq!(chunks(&all, &calls, 80), vec![all.clone()]);
-    assert_eq!(chunks(&all, &calls, 48), vec![vec![0, 1, 2], vec![3, 4]]);
+    assert_eq!(chunks(&all, &calls, 85), vec![all.clone()]);
+    assert_eq!(chunks(&all, &calls, 51), vec![vec![0, 1, 2], vec![3, 4]]);
     // A call bigger than the bound alone goes alone.
     assert_eq!(
         chunks(&all, &calls, 10),
         vec![vec![0], vec![1], vec![2], vec![3], vec![4]]
     );
     // Members keep the order given, gaps and all.
-    assert_eq!(chunks(&[4, 1, 3], &calls, 32), vec![vec![4, 1], vec![3]]);
+    assert_eq!(chunks(&[4, 1, 3], &calls, 34), vec![vec![4, 1], vec![3]]);
 }
 
 #[test]
