@@ -4,12 +4,15 @@
 //! with room for a request of cost 1 but not for one of cost 5 refuses the expensive request
 //! and still admits the cheap one (through both deny caches).
 
+#[path = "support/denials.rs"]
+mod denials;
+
 use std::net::{IpAddr, Ipv4Addr};
 
+use denials::{denial, described};
 use rl_tests::admin::Admin;
 use rl_tests::fixtures::{Config, Rule, Tier};
-use rl_tests::{Reply, Stack, StackBuilder, client_from, control_plane_bin, get};
-use serde_json::json;
+use rl_tests::{Stack, StackBuilder, client_from, control_plane_bin, get};
 
 const ADMIN_KEY: &str = "costs-admin-key-0123456789";
 
@@ -22,33 +25,6 @@ fn stack(config: &Config) -> Stack {
         .with_redis()
         .control_plane_env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
         .start()
-}
-
-/// (limit, remaining) of the X-RateLimit-* headers.
-fn described(reply: &Reply) -> (u64, u64) {
-    (
-        reply.num("x-ratelimit-limit"),
-        reply.num("x-ratelimit-remaining"),
-    )
-}
-
-/// Checks a 429's body against its headers and returns its `Retry-After`.
-fn denial(reply: &Reply, limit: u64, window: u64, endpoint: &str) -> u64 {
-    assert_eq!(reply.status, 429, "{reply:#?}");
-    let details = &reply.json()["error"]["details"];
-    assert_eq!(
-        (
-            &details["limit"],
-            &details["window_size"],
-            &details["endpoint"]
-        ),
-        (&json!(limit), &json!(window), &json!(endpoint)),
-        "{reply:#?}"
-    );
-    assert_eq!(described(reply), (limit, 0), "{reply:#?}");
-    let retry_after = reply.num("retry-after");
-    assert_eq!(details["retry_after_seconds"], retry_after, "{reply:#?}");
-    retry_after
 }
 
 /// Units the window `policy` of `identifier` holds now (status endpoint, nothing recorded).

@@ -13,9 +13,13 @@
 #[path = "support/structured_fields.rs"]
 mod structured_fields;
 
+#[path = "support/denials.rs"]
+mod denials;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use denials::{denial, described};
 use rl_tests::admin::{Admin, eventually};
 use rl_tests::fixtures::{Config, Rule, Tier};
 use rl_tests::{Reply, Stack, StackBuilder, client_from, control_plane_bin, get};
@@ -33,34 +37,6 @@ fn stack(config: &Config) -> Stack {
         .with_redis()
         .control_plane_env("RATE_LIMIT_ADMIN_API_KEY", ADMIN_KEY)
         .start()
-}
-
-/// (limit, remaining) of the X-RateLimit-* headers.
-fn described(reply: &Reply) -> (u64, u64) {
-    (
-        reply.num("x-ratelimit-limit"),
-        reply.num("x-ratelimit-remaining"),
-    )
-}
-
-/// The 429's body details: (limit, window_size, endpoint), after checking that the body and
-/// `Retry-After` agree. Returns Retry-After.
-fn denial(reply: &Reply, limit: u64, window: u64, endpoint: &str) -> u64 {
-    assert_eq!(reply.status, 429, "{reply:#?}");
-    let details = &reply.json()["error"]["details"];
-    assert_eq!(
-        (
-            &details["limit"],
-            &details["window_size"],
-            &details["endpoint"]
-        ),
-        (&json!(limit), &json!(window), &json!(endpoint)),
-        "{reply:#?}"
-    );
-    assert_eq!(described(reply), (limit, 0), "{reply:#?}");
-    let retry_after = reply.num("retry-after");
-    assert_eq!(details["retry_after_seconds"], retry_after, "{reply:#?}");
-    retry_after
 }
 
 /// The counters of `identifier` from the status endpoint, by policy name.
