@@ -83,9 +83,7 @@ impl RedisCluster {
         for i in 0..count {
             let node_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
-            let port = cluster_port();
-            let proxy = proxied.then(|| TcpProxy::start(port));
-            nodes.push(Self::launch(&node_dir, port, proxy));
+            nodes.push(Self::launch_on_a_free_port(&node_dir, proxied));
         }
         let addrs: Vec<String> = nodes
             .iter()
@@ -110,7 +108,23 @@ impl RedisCluster {
         cluster
     }
 
-    fn launch(dir: &Path, port: u16, proxy: Option<TcpProxy>) -> Node {
+    /// A port (or its bus port, or the proxy's) can be taken between choosing and binding
+    /// it, by a test running beside this one or by the proxy itself: try a few.
+    fn launch_on_a_free_port(dir: &Path, proxied: bool) -> Node {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = cluster_port();
+            let proxy = proxied.then(|| TcpProxy::start(port));
+            match Self::launch(dir, port, proxy) {
+                Ok(node) => return node,
+                Err(output) => last = output,
+            }
+        }
+        panic!("redis-server (cluster node) did not start:\n{last}");
+    }
+
+    /// The node once it answers, or the server's last output when it exits.
+    fn launch(dir: &Path, port: u16, proxy: Option<TcpProxy>) -> Result<Node, String> {
         let mut cmd = redis_server::command(port);
         if let Some(proxy) = &proxy {
             cmd.arg("--cluster-announce-port")
@@ -127,17 +141,15 @@ impl RedisCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if cli(port, &["PING"]).trim() == "PONG" {
-                return Node {
+                return Ok(Node {
                     port,
                     proc: Some(proc),
                     proxy,
-                };
+                });
             }
-            assert!(
-                proc.is_running(),
-                "redis-server (cluster node) exited:\n{}",
-                proc.output.tail(20)
-            );
+            if !proc.is_running() {
+                return Err(proc.output.tail(20));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("cluster node on {port} did not start");
