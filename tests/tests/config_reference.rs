@@ -336,6 +336,8 @@ fn fully_populated() -> RateLimitConfig {
                         limits: vec![window],
                         shadow: true,
                         cost: 2,
+                        max_charge: None,
+                        count_statuses: Vec::new(),
                     }),
                 ),
             ]),

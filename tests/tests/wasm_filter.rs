@@ -72,6 +72,7 @@ fn answer(verdict: Verdict, tier: Option<&str>, counter: Option<CounterReport>) 
         shadow_denied: false,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     };
     serde_json::to_string(&response).expect("serialise a DecisionResponse")
 }
@@ -2065,6 +2066,7 @@ fn cacheable_deny(deny_for_ms: u64) -> String {
         shadow_denied: false,
         deny_for_ms: Some(deny_for_ms),
         lease: None,
+        usage: None,
     };
     serde_json::to_string(&response).expect("serialise a DecisionResponse")
 }
