@@ -366,6 +366,7 @@ fn perform(engine: &Shared, origin: u32, effects: Vec<Effect>) {
                     send_reply(&reply);
                 }
             }
+            Effect::Warn(line) => log::warn!("{line}"),
             Effect::Dispatch(call) => {
                 let token = config
                     .as_deref()
@@ -537,6 +538,41 @@ impl RequestFilter {
     fn flow(&self) -> HostAction {
         flow(self.engine.borrow().request_flow(self.context_id))
     }
+
+    /// Reads the response's status (headers) and the charge header or trailer of a request
+    /// this plugin forwarded, and removes the charge before the client sees it.
+    fn take_usage(&self, map: MapType) {
+        let Some(config) = self.engine.borrow().config() else {
+            return;
+        };
+        if self
+            .engine
+            .borrow()
+            .response_headers(self.context_id)
+            .is_none()
+        {
+            return;
+        }
+        if matches!(map, MapType::HttpResponseHeaders)
+            && let Some(status) = hostcalls::get_map_value_bytes(map, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
+        {
+            self.engine
+                .borrow_mut()
+                .on_response_status(self.context_id, status);
+        }
+        let Some(charge) = hostcalls::get_map_value_bytes(map, &config.charge_header)
+            .ok()
+            .flatten()
+        else {
+            return;
+        };
+        let _ = hostcalls::set_map_value_bytes(map, &config.charge_header, None);
+        let effects = self.engine.borrow_mut().on_charge(self.context_id, &charge);
+        perform(&self.engine, self.context_id, effects);
+    }
 }
 
 /// The decision call's body for the request whose callback is running.
@@ -613,6 +649,7 @@ impl HttpContext for RequestFilter {
         _num_headers: usize,
         _end_of_stream: bool,
     ) -> HostAction {
+        self.take_usage(MapType::HttpResponseHeaders);
         let engine = self.engine.borrow();
         let Some(ours) = engine.response_headers(self.context_id) else {
             return HostAction::Continue;
@@ -632,6 +669,11 @@ impl HttpContext for RequestFilter {
         for (name, value) in &ours.append {
             host::add_response_header(name.as_bytes(), value.as_bytes());
         }
+        HostAction::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> HostAction {
+        self.take_usage(MapType::HttpResponseTrailers);
         HostAction::Continue
     }
 }
