@@ -60,7 +60,7 @@ impl Open {
             && self
                 .status
                 .is_none_or(|status| !self.usage.count_statuses.contains(&status));
-        (release || self.charge > 0).then(|| UsageItem {
+        (release || self.charge > 0).then_some(UsageItem {
             handle: self.usage.handle,
             charge: self.charge,
             release,

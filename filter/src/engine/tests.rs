@@ -1659,8 +1659,7 @@ fn an_undeliverable_report_is_retried_then_dropped_counted_and_logged() {
     admitted_with_usage(&mut engine, &allow_with_usage("H1", Some(9), &[]));
     engine.on_charge(2, b"3");
     engine.on_done(2);
-    let mut token = 60;
-    for attempt in 0..MAX_USAGE_ATTEMPTS {
+    for (token, attempt) in (60..).zip(0..MAX_USAGE_ATTEMPTS) {
         let effects = engine.on_tick(NOW);
         assert_eq!(usage_call(&effects[1]), vec![item("H1", 3, false)]);
         engine.tick_set(0);
@@ -1673,7 +1672,6 @@ fn an_undeliverable_report_is_retried_then_dropped_counted_and_logged() {
             assert_eq!(effects[0], Effect::Count(USAGE_DROPPED_METRIC));
             assert!(matches!(&effects[1], Effect::Warn(line) if line.contains("dropped")));
         }
-        token += 1;
         engine.tick_set(LEASE_TICK_MS);
     }
     assert!(!engine.usage().has_pending());
