@@ -262,8 +262,9 @@ pub struct MemoryStore {
     sweeping: Mutex<()>,
     /// Concurrency leases, on the same clock (not counted as identities: each expires).
     leases: MemoryLeases,
-    /// Adjustments applied (their `once`), until when they are remembered (on `clock`).
-    adjusted: Mutex<HashMap<String, u64>>,
+    /// Adjustments applied (their `once`), until when they are remembered (on `clock`), and
+    /// the size at which the forgotten ones are swept out next.
+    adjusted: Mutex<(HashMap<String, u64>, usize)>,
 }
 
 impl MemoryStore {
@@ -286,7 +287,7 @@ impl MemoryStore {
             identities: AtomicUsize::new(0),
             earliest_end_us: AtomicU64::new(u64::MAX),
             sweeping: Mutex::new(()),
-            adjusted: Mutex::new(HashMap::new()),
+            adjusted: Mutex::new((HashMap::new(), ADJUSTED_SWEEP_AT)),
         }
     }
 
@@ -485,12 +486,15 @@ impl MemoryStore {
     /// Whether `once` is new (and now remembered until `until_us`); forgotten entries are
     /// swept out when the record has grown.
     fn first_time(&self, once: &str, now_us: u64, until_us: u64) -> bool {
-        let mut adjusted = self.adjusted.lock();
+        let mut guard = self.adjusted.lock();
+        let (adjusted, sweep_at) = &mut *guard;
         if adjusted.get(once).is_some_and(|&until| until > now_us) {
             return false;
         }
-        if adjusted.len() >= ADJUSTED_SWEEP_AT {
+        if adjusted.len() >= *sweep_at {
             adjusted.retain(|_, &mut until| until > now_us);
+            // Twice what is left: sweeps stay proportional to the inserts between them.
+            *sweep_at = (adjusted.len() * 2).max(ADJUSTED_SWEEP_AT);
         }
         adjusted.insert(once.to_string(), until_us);
         true
@@ -558,7 +562,7 @@ impl MemoryStore {
     }
 }
 
-/// Remembered adjustments past which forgotten ones are swept out.
+/// Remembered adjustments past which forgotten ones are swept out (at least).
 const ADJUSTED_SWEEP_AT: usize = 4096;
 
 impl Default for MemoryStore {

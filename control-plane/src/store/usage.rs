@@ -41,10 +41,21 @@ impl Adjustment {
     }
 }
 
+/// Longest time an adjustment is remembered (µs). A call comes again only while the filter
+/// retries it: three attempts, each within the longest `timeout_ms` (60 s) and a tick
+/// (0.5 s), so under three minutes; five bound the records one identity can leave in Redis
+/// (one key per adjustment) whatever its windows.
+pub const MAX_REMEMBER_US: u64 = 300_000_000;
+
 /// How long the once-record of an adjustment of these windows is kept (µs): the longest
-/// window, after which a release finds nothing anyway, and at least one second.
+/// window (after which a release finds nothing anyway), at least one second and at most
+/// [`MAX_REMEMBER_US`].
 pub fn remember_us(windows_us: impl IntoIterator<Item = u64>) -> u64 {
-    windows_us.into_iter().max().unwrap_or(0).max(1_000_000)
+    windows_us
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        .clamp(1_000_000, MAX_REMEMBER_US)
 }
 
 #[cfg(test)]

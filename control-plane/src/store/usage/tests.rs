@@ -17,8 +17,9 @@ fn once_names_are_key_safe() {
 }
 
 #[test]
-fn remembered_for_the_longest_window_and_at_least_a_second() {
+fn remembered_for_the_longest_window_within_its_bounds() {
     assert_eq!(remember_us([5_000_000, 60_000_000]), 60_000_000);
     assert_eq!(remember_us([10]), 1_000_000);
     assert_eq!(remember_us([]), 1_000_000);
+    assert_eq!(remember_us([86_400_000_000]), MAX_REMEMBER_US);
 }
