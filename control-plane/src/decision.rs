@@ -183,20 +183,28 @@ impl Decider {
     }
 
     pub async fn decide(&self, req: &DecisionRequest) -> Decision {
-        self.decide_with(req, true).await
+        self.decide_with(req, true, 1).await
     }
 
     /// [`decide`](Self::decide) for a caller that cannot release a concurrency lease (Envoy's
     /// native rate-limit filter over gRPC): `max_concurrent` is not applied, windows are.
     pub async fn decide_without_leases(&self, req: &DecisionRequest) -> Decision {
-        self.decide_with(req, false).await
+        self.decide_with(req, false, 1).await
     }
 
-    async fn decide_with(&self, req: &DecisionRequest, take_leases: bool) -> Decision {
+    /// [`decide_without_leases`](Self::decide_without_leases) of a call that counts for
+    /// `hits` requests (Envoy's `hits_addend`; 0 is read as 1): it takes `hits` times its
+    /// cost from every window.
+    pub async fn decide_hits_without_leases(&self, req: &DecisionRequest, hits: u64) -> Decision {
+        self.decide_with(req, false, hits).await
+    }
+
+    async fn decide_with(&self, req: &DecisionRequest, take_leases: bool, hits: u64) -> Decision {
         let cfg = self.config.load();
         match plan(&cfg, req) {
             Plan::Done(decision) => *decision,
-            Plan::Count(count) => {
+            Plan::Count(mut count) => {
+                count.cost = count.cost.saturating_mul(hits.max(1));
                 let started_us = self.clock.now_us();
                 if !count.specs.is_empty()
                     && count.cacheable()

@@ -29,7 +29,10 @@ fn the_table_names_each_configuration_once_and_passthrough_runs_every_phase() {
         // Every configuration with exact counters and a control plane runs what the
         // verdicts judge; slotted counters, throughput and hot identities only; charging,
         // the fixed rate only (a charge changes what the admission checks expect).
-        for v in rows.iter().filter(|v| v.uses_control_plane() && !v.charging) {
+        for v in rows
+            .iter()
+            .filter(|v| v.uses_control_plane() && !v.charging)
+        {
             let judged = (v.counters == Counters::Exact && v.filter == FilterKind::Wasm)
                 || matches!(phase, Phase::A | Phase::B);
             assert_eq!(v.runs(phase), judged, "{} {phase:?}", v.name);

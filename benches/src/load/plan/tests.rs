@@ -194,11 +194,18 @@ fn a_charging_configuration_gives_the_rules_max_charge() {
             .rules
             .longest_match(PATH)
             .expect("a rule on the path");
-        assert_eq!(rule.max_charge, Some(crate::configs::CHARGE_UNITS), "{tier}");
+        assert_eq!(
+            rule.max_charge,
+            Some(crate::configs::CHARGE_UNITS),
+            "{tier}"
+        );
     }
     assert_eq!(config.tiers.len(), 4);
     // Without charging, no rule takes charges.
     let plain = compile(&keys.control_plane_config(&limits, Counters::Exact, false));
     let bulk = plain.tier(plain.tier_by_name(BULK_TIER).expect("tier"));
-    assert_eq!(bulk.rules.longest_match(PATH).expect("rule").1.max_charge, None);
+    assert_eq!(
+        bulk.rules.longest_match(PATH).expect("rule").1.max_charge,
+        None
+    );
 }

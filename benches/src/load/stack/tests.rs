@@ -65,6 +65,9 @@ fn a_charging_configuration_charges_every_response_on_the_route() {
         ),
         "{charging}"
     );
-    assert_eq!(plugin_config(&charging)["cluster"], "rate_limit_control_plane");
+    assert_eq!(
+        plugin_config(&charging)["cluster"],
+        "rate_limit_control_plane"
+    );
     assert!(!bootstrap("4").contains("response_headers_to_add"));
 }

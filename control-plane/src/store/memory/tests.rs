@@ -461,7 +461,10 @@ async fn an_adjustment_is_remembered_for_its_time_and_the_record_is_swept() {
     assert_eq!(store.adjust("id", &c, &charge("x")).await.unwrap(), 2);
     // Many names: the forgotten ones are swept, the record does not keep them all.
     for i in 0..(2 * ADJUSTED_SWEEP_AT) {
-        store.adjust("id", &c, &charge(&format!("n{i}"))).await.unwrap();
+        store
+            .adjust("id", &c, &charge(&format!("n{i}")))
+            .await
+            .unwrap();
         clock.advance(1_000_000);
     }
     let kept = store.adjusted.lock().0.len();
