@@ -363,18 +363,21 @@ impl Decider {
                 work.push((tier.name.clone(), handle, specs, change, 'r'));
             }
         }
-        let calls = work.iter().map(|(_, handle, specs, change, kind)| {
-            let adjustment = Adjustment {
+        let adjustments: Vec<Adjustment> = work
+            .iter()
+            .map(|(_, handle, _, change, kind)| Adjustment {
                 change: change.clone(),
                 once: handle.once(*kind),
-            };
-            async move {
-                self.store
-                    .adjust(handle.identity(), specs, &adjustment)
-                    .await
-            }
-        });
-        let results = futures_util::future::join_all(calls).await;
+            })
+            .collect();
+        let calls: Vec<(&str, &[CounterSpec], &Adjustment)> = work
+            .iter()
+            .zip(&adjustments)
+            .map(|((_, handle, specs, _, _), adjustment)| {
+                (handle.identity(), specs.as_slice(), adjustment)
+            })
+            .collect();
+        let results = self.store.adjust_many(&calls).await;
         let mut report = UsageReport::default();
         for ((tier, _, _, change, _), result) in work.iter().zip(results) {
             let units = result?;

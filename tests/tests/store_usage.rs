@@ -3,7 +3,8 @@
 //! exact log one weighted entry, a slotted counter its current slot), so a counter may go over
 //! its limit and stays full until enough units leave; a release takes back the very entry of
 //! an admission (exact: that entry, the `#` sum fixed; slotted: from its slot while that slot
-//! is counted), and nothing once the entry has left; each adjustment applies once.
+//! is counted), and nothing once the entry has left; each adjustment applies once, also when
+//! many of several identities (several cluster slots) go together.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,6 +24,7 @@ test_with_all_stores!(
     a_release_of_a_slotted_entry_leaves_other_slots_alone,
     an_entry_that_left_the_window_releases_nothing,
     each_adjustment_applies_once,
+    many_adjustments_across_identities_apply_in_one_call_each_once,
 );
 
 fn exact(key: String, limit: u64, window_s: u64) -> CounterSpec {
@@ -372,4 +374,63 @@ async fn each_adjustment_applies_once(backend: &Backend) {
         "{}",
         backend.name()
     );
+}
+
+/// Charges and releases of twenty identities in one `adjust_many` (on a cluster, several slot
+/// groups): each answered in order, each applied once when the whole call comes again.
+async fn many_adjustments_across_identities_apply_in_one_call_each_once(backend: &Backend) {
+    let clock = clock();
+    let store = backend.store_with_clock(clock.clone());
+    let ids: Vec<String> = (0..20).map(|i| format!("key:many-{i}")).collect();
+    let specs: Vec<[CounterSpec; 1]> = ids
+        .iter()
+        .map(|id| [exact(keys::budget_key(id, 60, Algorithm::Exact), 100, 60)])
+        .collect();
+    let mut admitted_at = Vec::new();
+    for (id, c) in ids.iter().zip(&specs) {
+        let out = store.check_and_record(id, c).await.expect("store");
+        admitted_at.push(out.now_us);
+    }
+    clock.advance(S);
+    let adjustments: Vec<Adjustment> = (0..20)
+        .map(|i| {
+            if i % 2 == 0 {
+                charge(i as u64 + 1, &format!("m{i}"))
+            } else {
+                release(admitted_at[i], 1, &format!("m{i}"))
+            }
+        })
+        .collect();
+    let calls: Vec<(&str, &[CounterSpec], &Adjustment)> = ids
+        .iter()
+        .zip(&specs)
+        .zip(&adjustments)
+        .map(|((id, c), a)| (id.as_str(), c.as_slice(), a))
+        .collect();
+    let first: Vec<u64> = store
+        .adjust_many(&calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("adjusted"))
+        .collect();
+    let want: Vec<u64> = (0..20u64)
+        .map(|i| if i % 2 == 0 { i + 1 } else { 1 })
+        .collect();
+    assert_eq!(first, want, "{}", backend.name());
+    let again: Vec<u64> = store
+        .adjust_many(&calls)
+        .await
+        .into_iter()
+        .map(|r| r.expect("adjusted"))
+        .collect();
+    assert_eq!(again, vec![0; 20], "{}", backend.name());
+    for (i, (id, c)) in ids.iter().zip(&specs).enumerate() {
+        let want = if i % 2 == 0 { 1 + i as u64 + 1 } else { 0 };
+        assert_eq!(
+            counts(store.as_ref(), id, c).await,
+            [want],
+            "{} {id}",
+            backend.name()
+        );
+    }
 }

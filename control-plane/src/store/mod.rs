@@ -215,6 +215,19 @@ pub trait CounterStore: Send + Sync {
             self.backend()
         )))
     }
+
+    /// [`adjust`](Self::adjust) for several adjustments, one result per call in order.
+    /// Backends override it to save round trips.
+    async fn adjust_many(
+        &self,
+        calls: &[(&str, &[CounterSpec], &Adjustment)],
+    ) -> Vec<Result<u64, StoreError>> {
+        let mut results = Vec::with_capacity(calls.len());
+        for (shard, counters, adjustment) in calls {
+            results.push(self.adjust(shard, counters, adjustment).await);
+        }
+        results
+    }
 }
 
 /// Units that must leave a counter holding `count` for `cost` more to fit under `limit`; 1

@@ -511,7 +511,17 @@ impl CounterStore for RedisStore {
         counters: &[CounterSpec],
         adjustment: &super::Adjustment,
     ) -> Result<u64, StoreError> {
-        self.adjust_counters(shard, counters, adjustment).await
+        self.adjust_counters(&[(shard, counters, adjustment)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Protocol("adjustment: no answer".into())))
+    }
+
+    async fn adjust_many(
+        &self,
+        calls: &[(&str, &[CounterSpec], &super::Adjustment)],
+    ) -> Vec<Result<u64, StoreError>> {
+        self.adjust_counters(calls).await
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
