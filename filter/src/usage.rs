@@ -34,6 +34,24 @@ pub fn parse_charge(raw: &[u8]) -> Option<u64> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
+/// The status and the charge value (`charge_header`, matched case-insensitively; the first
+/// line of that name) among a response's header `pairs`, read from the map the filter already
+/// fetched: no host call of their own.
+pub fn from_response<'a>(
+    pairs: &[(&'a [u8], &'a [u8])],
+    charge_header: &str,
+) -> (Option<u16>, Option<&'a [u8]>) {
+    let status = pairs
+        .iter()
+        .find(|(name, _)| *name == b":status")
+        .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse().ok());
+    let charge = pairs
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(charge_header.as_bytes()))
+        .map(|(_, value)| *value);
+    (status, charge)
+}
+
 /// What a charge header or trailer came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChargeRead {

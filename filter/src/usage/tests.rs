@@ -141,3 +141,24 @@ fn a_call_carries_at_most_the_bound_and_the_rest_follows() {
     assert_eq!(rest.len(), 3);
     assert!(book.due().is_none());
 }
+
+#[test]
+fn status_and_charge_are_read_from_the_response_pairs() {
+    let pairs: Vec<(&[u8], &[u8])> = vec![
+        (b":status", b"401"),
+        (b"content-type", b"text/plain"),
+        (b"X-Tokens", b"17"),
+        (b"x-tokens", b"99"),
+    ];
+    assert_eq!(
+        from_response(&pairs, "x-tokens"),
+        (Some(401), Some(&b"17"[..]))
+    );
+    assert_eq!(
+        from_response(&pairs, "x-ratelimit-charge"),
+        (Some(401), None)
+    );
+    let odd: Vec<(&[u8], &[u8])> = vec![(b":status", b"abc")];
+    assert_eq!(from_response(&odd, "x-tokens"), (None, None));
+    assert_eq!(from_response(&[], "x-tokens"), (None, None));
+}
