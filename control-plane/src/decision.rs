@@ -5,6 +5,7 @@ mod answer;
 mod concurrency;
 pub mod deny_cache;
 mod status;
+mod usage;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,14 +14,16 @@ use std::time::Duration;
 
 use rl_wire::{
     DecisionRequest, DecisionResponse, Lease, LeasesRequest, LeasesResponse, MAX_API_KEY_BYTES,
-    MAX_AUTHORIZATION_BYTES, Verdict,
+    MAX_AUTHORIZATION_BYTES, UsageRequest, UsageResponse, Verdict,
 };
 
 use crate::config::{CompiledConfig, EndpointLimits, Tier, Window};
 use crate::identity::{self, Identity};
 use crate::live_config::SharedConfig;
 use crate::rules::normalize_path;
-use crate::store::{Clock, CounterSpec, CounterStore, LeaseRef, Outcome, StoreError, keys};
+use crate::store::{
+    Adjustment, Change, Clock, CounterSpec, CounterStore, LeaseRef, Outcome, StoreError, keys,
+};
 
 use self::answer::answer;
 pub use self::concurrency::{
@@ -28,6 +31,7 @@ pub use self::concurrency::{
 };
 use self::deny_cache::DenyCache;
 pub use self::status::{CounterStatus, StatusError, StatusReport};
+pub use self::usage::Handle as UsageHandle;
 
 /// A decision with what the service needs besides the filter's answer (metrics, logs).
 #[derive(Debug)]
@@ -179,22 +183,31 @@ impl Decider {
     }
 
     pub async fn decide(&self, req: &DecisionRequest) -> Decision {
-        self.decide_with(req, true).await
+        self.decide_with(req, true, 1).await
     }
 
     /// [`decide`](Self::decide) for a caller that cannot release a concurrency lease (Envoy's
     /// native rate-limit filter over gRPC): `max_concurrent` is not applied, windows are.
     pub async fn decide_without_leases(&self, req: &DecisionRequest) -> Decision {
-        self.decide_with(req, false).await
+        self.decide_with(req, false, 1).await
     }
 
-    async fn decide_with(&self, req: &DecisionRequest, take_leases: bool) -> Decision {
+    /// [`decide_without_leases`](Self::decide_without_leases) of a call that counts for
+    /// `hits` requests (Envoy's `hits_addend`; 0 is read as 1): it takes `hits` times its
+    /// cost from every window.
+    pub async fn decide_hits_without_leases(&self, req: &DecisionRequest, hits: u64) -> Decision {
+        self.decide_with(req, false, hits).await
+    }
+
+    async fn decide_with(&self, req: &DecisionRequest, take_leases: bool, hits: u64) -> Decision {
         let cfg = self.config.load();
         match plan(&cfg, req) {
             Plan::Done(decision) => *decision,
-            Plan::Count(count) => {
+            Plan::Count(mut count) => {
+                count.cost = count.cost.saturating_mul(hits.max(1));
                 let started_us = self.clock.now_us();
                 if !count.specs.is_empty()
+                    && count.cacheable()
                     && let Some(outcome) =
                         self.deny_cache
                             .lookup(&cfg, &count.specs, count.cost, started_us)
@@ -302,6 +315,84 @@ impl Decider {
         Ok(LeasesResponse { renewed, released })
     }
 
+    /// Applies the charges and releases the filter reports after responses; items whose
+    /// handle this control plane could not have handed out, or whose tier or rule the
+    /// configuration no longer has, are skipped. Returns the answer and the units charged and
+    /// released per tier (for the metrics). A store error fails the whole call: the filter
+    /// sends it again, and what was applied is not applied twice.
+    pub async fn usage(&self, req: &UsageRequest) -> Result<UsageReport, StoreError> {
+        let cfg = self.config.load();
+        let mut work = Vec::new();
+        for item in &req.items {
+            let Some(handle) = usage::Handle::parse(&item.handle) else {
+                continue;
+            };
+            let Some((tier, pattern, limits)) = handle.resolve(&cfg) else {
+                continue;
+            };
+            if let Some(max) = limits.max_charge
+                && item.charge > 0
+            {
+                let specs: Vec<CounterSpec> = tier
+                    .windows
+                    .iter()
+                    .map(|w| budget_spec(handle.identity(), w))
+                    .chain(
+                        limits
+                            .windows
+                            .iter()
+                            .map(|w| rule_spec(handle.identity(), pattern, w)),
+                    )
+                    .filter(|spec| !spec.shadow)
+                    .collect();
+                let change = Change::Charge {
+                    units: item.charge.min(max),
+                };
+                work.push((tier.name.clone(), handle.clone(), specs, change, 'c'));
+            }
+            if item.release && !limits.count_statuses.is_empty() && handle.cost() == limits.cost {
+                let specs = limits
+                    .windows
+                    .iter()
+                    .map(|w| rule_spec(handle.identity(), pattern, w))
+                    .collect();
+                let change = Change::Release {
+                    recorded_us: handle.recorded_us(),
+                    weight: handle.cost(),
+                };
+                work.push((tier.name.clone(), handle, specs, change, 'r'));
+            }
+        }
+        let adjustments: Vec<Adjustment> = work
+            .iter()
+            .map(|(_, handle, _, change, kind)| Adjustment {
+                change: change.clone(),
+                once: handle.once(*kind),
+            })
+            .collect();
+        let calls: Vec<(&str, &[CounterSpec], &Adjustment)> = work
+            .iter()
+            .zip(&adjustments)
+            .map(|((_, handle, specs, _, _), adjustment)| {
+                (handle.identity(), specs.as_slice(), adjustment)
+            })
+            .collect();
+        let results = self.store.adjust_many(&calls).await;
+        let mut report = UsageReport::default();
+        for ((tier, _, _, change, _), result) in work.iter().zip(results) {
+            let units = result?;
+            let (total, by_tier) = match change {
+                Change::Charge { .. } => (&mut report.response.charged, &mut report.charged),
+                Change::Release { .. } => (&mut report.response.released, &mut report.released),
+            };
+            *total = total.saturating_add(units);
+            if units > 0 {
+                by_tier.push((tier.clone(), units));
+            }
+        }
+        Ok(report)
+    }
+
     /// The lowest enforced limit among the windows `req` would be counted in (shadow windows
     /// refuse nothing), without counting; `None` when nothing would count it (disabled,
     /// whitelisted, an unlimited tier without a matching rule). A request costing more than
@@ -335,7 +426,7 @@ impl Decider {
             .map(|p| {
                 let Plan::Count(count) = p else { return None };
                 let keys = || count.specs.iter().map(|s| s.key.as_str());
-                let hit = if keys().any(|k| sent.contains(k)) {
+                let hit = if !count.cacheable() || keys().any(|k| sent.contains(k)) {
                     None
                 } else {
                     self.deny_cache
@@ -441,10 +532,26 @@ impl Decider {
                 cached: false,
             },
             Ok(outcome) => {
-                self.deny_cache
-                    .learn(cfg, &count.specs, count.cost, &outcome, started_us);
-                let (response, shadow_denial) =
+                let (mut response, shadow_denial) =
                     answer(count.tier, &count.applied, &outcome, &count.path);
+                if count.cacheable() {
+                    self.deny_cache
+                        .learn(cfg, &count.specs, count.cost, &outcome, started_us);
+                } else {
+                    // Its rule's counters may shrink (releases) before the moment named.
+                    response.deny_for_ms = None;
+                }
+                if response.verdict == Verdict::Allow
+                    && let (Some(rule), Some(limits)) = (count.rule.as_deref(), count.limits)
+                {
+                    response.usage = usage::usage_for(
+                        &count.tier.name,
+                        rule,
+                        limits,
+                        &count.who.id,
+                        outcome.now_us,
+                    );
+                }
                 Decision {
                     response,
                     identity: Some(count.who.id),
@@ -495,6 +602,14 @@ fn cached(count: Count<'_>, outcome: &Outcome) -> Decision {
     }
 }
 
+/// What a usage call did: the answer, and the units charged and released by tier.
+#[derive(Debug, Default)]
+pub struct UsageReport {
+    pub response: UsageResponse,
+    pub charged: Vec<(String, u64)>,
+    pub released: Vec<(String, u64)>,
+}
+
 /// What taking a request's lease came to.
 enum Taken {
     /// The lease held (`None`: the tier has no concurrency limit).
@@ -524,6 +639,7 @@ fn unlimited(tier: &Tier) -> DecisionResponse {
         shadow_denied: false,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     }
 }
 
@@ -543,6 +659,16 @@ struct Count<'a> {
     cost: u64,
     path: String,
     rule: Option<String>,
+    /// The matched rule's settings.
+    limits: Option<&'a EndpointLimits>,
+}
+
+impl Count<'_> {
+    /// Whether the deny caches may keep what this request's counters say: not when its rule
+    /// gives units back after the response (its counters can shrink before their reset).
+    fn cacheable(&self) -> bool {
+        self.limits.is_none_or(|l| l.count_statuses.is_empty())
+    }
 }
 
 fn plan<'a>(cfg: &'a CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
@@ -604,6 +730,7 @@ fn plan<'a>(cfg: &'a CompiledConfig, req: &DecisionRequest) -> Plan<'a> {
         cost,
         path,
         rule,
+        limits: matched.map(|(_, limits)| limits),
     })
 }
 
@@ -616,6 +743,7 @@ fn bare(verdict: Verdict) -> DecisionResponse {
         shadow_denied: false,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     }
 }
 

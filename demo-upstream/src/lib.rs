@@ -10,6 +10,11 @@
 //!   Shows which of them reach clients through the filter;
 //! - `/api/v1/slow`: answers 200 after `?ms=N` milliseconds (0–30000, default 1000), to hold
 //!   requests in flight (concurrency limits);
+//! - `/api/v1/charged`: an API billed by usage: 200 with the units the response used in
+//!   `x-ratelimit-charge` ([`CHARGE_HEADER`]), `?units=N` (default 1), after `?ms=N`
+//!   milliseconds as `/api/v1/slow` (default 0);
+//! - `/api/v1/login`: 200 when `x-password` is [`DEMO_PASSWORD`], else 401 (a failed login),
+//!   after `?ms=N` milliseconds as `/api/v1/slow` (default 0);
 //! - anything else: 200 echoing the method and path.
 
 use axum::Router;
@@ -25,6 +30,8 @@ pub fn router() -> Router {
         .route("/api/v1/error", any(error))
         .route("/api/v1/own-limits", any(own_limits))
         .route("/api/v1/slow", any(slow))
+        .route("/api/v1/charged", any(charged))
+        .route("/api/v1/login", any(login))
         .fallback(echo)
 }
 
@@ -85,12 +92,60 @@ async fn slow(uri: Uri) -> impl IntoResponse {
 
 /// `ms=N` in a query (at most [`MAX_SLOW_MS`]), else 1000.
 fn slow_ms(query: Option<&str>) -> u64 {
+    query_number(query, "ms").map_or(1000, |ms| ms.min(MAX_SLOW_MS))
+}
+
+/// The number `name=N` in a query, if any.
+fn query_number(query: Option<&str>, name: &str) -> Option<u64> {
     query
         .into_iter()
         .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("ms="))
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .map_or(1000, |ms| ms.min(MAX_SLOW_MS))
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|n| n.parse::<u64>().ok())
+}
+
+/// The header in which `/api/v1/charged` reports the units a response used (the filter's
+/// default `charge_header`).
+pub const CHARGE_HEADER: &str = "x-ratelimit-charge";
+
+async fn charged(uri: Uri) -> impl IntoResponse {
+    let units = query_number(uri.query(), "units").unwrap_or(1);
+    let ms = query_number(uri.query(), "ms").map_or(0, |ms| ms.min(MAX_SLOW_MS));
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&units.to_string()) {
+        headers.insert(HeaderName::from_static(CHARGE_HEADER), value);
+    }
+    (
+        headers,
+        json(
+            StatusCode::OK,
+            format!(r#"{{"status":"ok","units":{units}}}"#),
+        ),
+    )
+}
+
+/// The password `/api/v1/login` accepts (a demo: there is no account behind it).
+pub const DEMO_PASSWORD: &str = "demo-password";
+
+async fn login(uri: Uri, headers: HeaderMap) -> impl IntoResponse {
+    let ms = query_number(uri.query(), "ms").map_or(0, |ms| ms.min(MAX_SLOW_MS));
+    if ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    let right = headers
+        .get("x-password")
+        .is_some_and(|p| p.as_bytes() == DEMO_PASSWORD.as_bytes());
+    if right {
+        json(StatusCode::OK, r#"{"status":"logged in"}"#.to_string())
+    } else {
+        json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"wrong password"}"#.to_string(),
+        )
+    }
 }
 
 /// `status=NNN` in a query (200–599), else 200.

@@ -43,3 +43,39 @@ fn slow_waits_as_asked_within_its_bound() {
     assert_eq!(slow_ms(Some("ms=99999999")), MAX_SLOW_MS);
     assert_eq!(slow_ms(Some("ms=soon")), 1000);
 }
+
+#[test]
+fn query_numbers_are_read_by_exact_name() {
+    assert_eq!(query_number(Some("units=12&ms=3"), "units"), Some(12));
+    assert_eq!(query_number(Some("xunits=5&units=7"), "units"), Some(7));
+    assert_eq!(query_number(Some("units=-1"), "units"), None);
+    assert_eq!(query_number(None, "units"), None);
+}
+
+#[tokio::test]
+async fn charged_reports_the_units_asked_for() {
+    let response = charged("/api/v1/charged?units=1532".parse().unwrap())
+        .await
+        .into_response();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[CHARGE_HEADER], "1532");
+}
+
+#[tokio::test]
+async fn login_answers_by_password() {
+    let uri: Uri = "/api/v1/login".parse().unwrap();
+    let mut right = HeaderMap::new();
+    right.insert("x-password", HeaderValue::from_static(DEMO_PASSWORD));
+    let ok = login(uri.clone(), right).await.into_response();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let mut wrong = HeaderMap::new();
+    wrong.insert("x-password", HeaderValue::from_static("guess"));
+    assert_eq!(
+        login(uri.clone(), wrong).await.into_response().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(uri, HeaderMap::new()).await.into_response().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -19,6 +19,8 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 250;
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
 /// Default `api_key_header`.
 pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
+/// Default `charge_header`.
+pub const DEFAULT_CHARGE_HEADER: &str = "x-ratelimit-charge";
 
 const FIELDS: &[&str] = &[
     "cluster",
@@ -30,6 +32,7 @@ const FIELDS: &[&str] = &[
     "decision_secret",
     "benchmark_no_callout",
     "headers",
+    "charge_header",
 ];
 
 /// `headers` value of the `X-RateLimit-*` set.
@@ -107,6 +110,11 @@ pub struct PluginConfig {
     /// `headers` (default `["x-ratelimit", "ietf"]`): the rate-limit header sets sent on a
     /// limited response, 429 included; `[]` sends none.
     pub headers: HeaderSets,
+    /// `charge_header` (default `x-ratelimit-charge`): response header or trailer in which
+    /// the upstream reports the units a response used, charged after the response when the
+    /// request's endpoint rule has `max_charge`. Removed before the client sees the response.
+    /// Any valid HTTP header name; stored lowercased.
+    pub charge_header: String,
 }
 
 impl fmt::Debug for PluginConfig {
@@ -124,6 +132,7 @@ impl fmt::Debug for PluginConfig {
             )
             .field("benchmark_no_callout", &self.benchmark_no_callout)
             .field("headers", &self.headers)
+            .field("charge_header", &self.charge_header)
             .finish()
     }
 }
@@ -317,6 +326,20 @@ impl PluginConfig {
             Some(v) => header_sets(v)?,
         };
 
+        let charge_header = match map.get("charge_header") {
+            None => DEFAULT_CHARGE_HEADER.to_string(),
+            Some(v) => {
+                let name = string_field("charge_header", v)?;
+                if name.is_empty() || !name.bytes().all(is_tchar) {
+                    return Err(invalid(
+                        "charge_header",
+                        format!("{name:?} is not a valid HTTP header name"),
+                    ));
+                }
+                name.to_ascii_lowercase()
+            }
+        };
+
         Ok(PluginConfig {
             cluster,
             authority,
@@ -327,6 +350,7 @@ impl PluginConfig {
             decision_secret,
             benchmark_no_callout,
             headers,
+            charge_header,
         })
     }
 }

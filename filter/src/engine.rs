@@ -34,13 +34,19 @@
 //!   complete or reset), when the lease is released; leases are renewed and released by lease
 //!   calls from the root context ([`crate::leases`]), dispatched on the tick before any batch,
 //!   and while leases are held the tick runs every [`LEASE_TICK_MS`] (a tick kept for leases
-//!   sends no batch while one is in flight: that batch's answer sends the queue).
+//!   sends no batch while one is in flight: that batch's answer sends the queue);
+//! - a request admitted with a usage handle reports after its response ([`crate::usage`]):
+//!   the upstream's charge, and a release when its rule does not count the response's status
+//!   (or no response came); reports leave when the stream ends, in usage calls from the root
+//!   context on the tick, which runs while reports wait.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
-use rl_wire::{BATCH_DECISION_PATH, DECISION_PATH, DECISION_SECRET_HEADER, LEASES_PATH};
+use rl_wire::{
+    BATCH_DECISION_PATH, DECISION_PATH, DECISION_SECRET_HEADER, LEASES_PATH, USAGE_PATH,
+};
 
 use rl_wire::{DecisionResponse, LocalDenials};
 
@@ -49,10 +55,11 @@ use crate::config::{HeaderSets, PluginConfig};
 use crate::deny_cache::{self, CacheHost, Fingerprint, Salt, Tally};
 use crate::leases::{LEASE_TICK_MS, LeaseBook, MAX_LEASES_RESPONSE_BYTES, Release};
 use crate::response::{
-    self, Action, BATCH_CALLS_METRIC, CallResult, ControlPlaneError, Decision, HEADER_LIMIT,
-    HEADER_REMAINING, HEADER_RESET, HEADER_TIER, LOCAL_DENIED_METRIC, LocalReply,
-    MAX_DECISION_RESPONSE_BYTES, Outcome, ResponseHeaders,
+    self, Action, BATCH_CALLS_METRIC, CHARGES_INVALID_METRIC, CallResult, ControlPlaneError,
+    Decision, HEADER_LIMIT, HEADER_REMAINING, HEADER_RESET, HEADER_TIER, LOCAL_DENIED_METRIC,
+    LocalReply, MAX_DECISION_RESPONSE_BYTES, Outcome, ResponseHeaders, USAGE_DROPPED_METRIC,
 };
+use crate::usage::{self, ChargeRead, MAX_USAGE_RESPONSE_BYTES, UsageBook};
 
 /// Tick period while requests wait for a batch and nothing else will send them.
 pub const KICK_TICK_MS: u32 = 1;
@@ -116,6 +123,8 @@ pub enum Effect {
     Resume(u32),
     /// Answer the request of this context locally.
     Reply(u32, LocalReply),
+    /// Log this warning.
+    Warn(String),
 }
 
 /// What a request callback returns to the host.
@@ -183,6 +192,8 @@ enum Outgoing {
     Batch(Vec<Member>, Vec<LocalDenials>),
     /// A lease call and the releases it carries.
     Leases(Vec<Release>),
+    /// A usage call and the reports it carries.
+    Usage(Vec<usage::Pending>),
 }
 
 /// The deny cache of an engine: the host's shared data and clock, and what this worker keeps.
@@ -264,6 +275,7 @@ pub struct Engine {
     tick_period: u32,
     cache: Option<DenyCache>,
     leases: LeaseBook,
+    usage: UsageBook,
 }
 
 impl Engine {
@@ -282,6 +294,7 @@ impl Engine {
             tick_period: 0,
             cache: None,
             leases: LeaseBook::default(),
+            usage: UsageBook::default(),
         }
     }
 
@@ -422,6 +435,12 @@ impl Engine {
                 self.leases.sent(token, releases);
                 self.lease_tick().into_iter().collect()
             }
+            (Outgoing::Usage(reports), token) => {
+                let dropped = self.usage.sent(token, reports);
+                let mut effects = usage_dropped(dropped);
+                effects.extend(self.lease_tick());
+                effects
+            }
             (Outgoing::Single(member), Some(token)) => {
                 if self.is(member, |s| *s == State::Dispatching) {
                     self.set_state(member, State::Waiting(token));
@@ -475,6 +494,8 @@ impl Engine {
             Some(MAX_BATCH_RESPONSE_BYTES)
         } else if self.leases.is_call(token) {
             Some(MAX_LEASES_RESPONSE_BYTES)
+        } else if self.usage.is_call(token) {
+            Some(MAX_USAGE_RESPONSE_BYTES)
         } else {
             None
         }
@@ -494,6 +515,9 @@ impl Engine {
                     self.remember(member, &answer);
                     if let Some(lease) = &answer.lease {
                         self.leases.hold(member.serial, lease);
+                    }
+                    if let Some(usage) = &answer.usage {
+                        self.usage.hold(member.serial, usage);
                     }
                     response::decide_response(&answer, fail_open, sets)
                 }
@@ -518,6 +542,13 @@ impl Engine {
                                 self.leases.orphan(lease);
                             }
                         }
+                        if let Some(usage) = &answer.usage {
+                            if self.is(*member, |s| *s == State::Queued) {
+                                self.usage.hold(member.serial, usage);
+                            } else {
+                                self.usage.orphan(usage);
+                            }
+                        }
                         response::decide_response(answer, fail_open, sets)
                     })
                     .collect(),
@@ -534,6 +565,14 @@ impl Engine {
             self.leases
                 .answered(token, response::call_body(result).is_ok());
             return self.lease_tick().into_iter().collect();
+        }
+        if self.usage.is_call(token) {
+            let dropped = self
+                .usage
+                .answered(token, response::call_body(result).is_ok());
+            let mut effects = usage_dropped(dropped);
+            effects.extend(self.lease_tick());
+            return effects;
         }
         Vec::new()
     }
@@ -553,21 +592,56 @@ impl Engine {
                 deadline_ms: None,
             }));
         }
-        let period = if self.leases.is_idle() {
-            0
-        } else {
-            LEASE_TICK_MS
-        };
+        if let Some((body, reports)) = self.usage.due() {
+            self.outgoing.push_back(Outgoing::Usage(reports));
+            effects.push(Effect::Dispatch(Call {
+                context: self.root,
+                path: USAGE_PATH,
+                body,
+                deadline_ms: None,
+            }));
+        }
+        let period = if self.tick_idle() { 0 } else { LEASE_TICK_MS };
         effects.insert(0, Effect::SetTick(period));
-        if self.leases.is_idle() || self.coalescer.needs_kick() {
+        if self.tick_idle() || self.coalescer.needs_kick() {
             effects.extend(self.send_next_batch());
         }
         effects
     }
 
-    /// Starts the lease tick when leases need it and the tick is stopped.
+    /// Starts the lease tick when leases or usage reports need it and the tick is stopped.
     fn lease_tick(&self) -> Option<Effect> {
-        (!self.leases.is_idle() && self.tick_period == 0).then_some(Effect::SetTick(LEASE_TICK_MS))
+        (!self.tick_idle() && self.tick_period == 0).then_some(Effect::SetTick(LEASE_TICK_MS))
+    }
+
+    /// Neither leases nor usage reports need the tick.
+    fn tick_idle(&self) -> bool {
+        self.leases.is_idle() && !self.usage.has_pending()
+    }
+
+    /// The usage handles held by this engine's requests and their reports.
+    pub fn usage(&self) -> &UsageBook {
+        &self.usage
+    }
+
+    /// The response of the forwarded request of `context` has status `status`.
+    pub fn on_response_status(&mut self, context: u32, status: u16) {
+        if let Some(stream) = self.streams.get(&context) {
+            self.usage.status(stream.serial, status);
+        }
+    }
+
+    /// The response of the request of `context` carries a charge (the plugin's
+    /// `charge_header`, in its headers or trailers): kept for its report, or counted as
+    /// invalid.
+    pub fn on_charge(&mut self, context: u32, raw: &[u8]) -> Vec<Effect> {
+        let Some(serial) = self.streams.get(&context).map(|s| s.serial) else {
+            return Vec::new();
+        };
+        match self.usage.charge(serial, raw) {
+            ChargeRead::Invalid => vec![Effect::Count(CHARGES_INVALID_METRIC)],
+            ChargeRead::Taken(_) | ChargeRead::Unused => Vec::new(),
+        }
     }
 
     /// The concurrency leases held by this engine's requests.
@@ -607,7 +681,9 @@ impl Engine {
             self.singles.remove(&token);
             self.coalescer.single_done();
         }
-        if self.leases.end(stream.serial) && self.tick_period != KICK_TICK_MS {
+        let released = self.leases.end(stream.serial);
+        let reported = self.usage.end(stream.serial);
+        if (released || reported) && self.tick_period != KICK_TICK_MS {
             return vec![Effect::SetTick(KICK_TICK_MS)];
         }
         Vec::new()
@@ -761,6 +837,20 @@ impl Engine {
         self.set_state(member, state);
         effects
     }
+}
+
+/// What dropping `dropped` undeliverable usage reports leads to: each counted, one warning.
+fn usage_dropped(dropped: usize) -> Vec<Effect> {
+    if dropped == 0 {
+        return Vec::new();
+    }
+    let mut effects = vec![Effect::Count(USAGE_DROPPED_METRIC); dropped];
+    effects.push(Effect::Warn(format!(
+        "rate-limit-filter: {dropped} charges or releases could not be delivered after {} \
+         attempts and were dropped",
+        usage::MAX_USAGE_ATTEMPTS
+    )));
+    effects
 }
 
 /// Bytes `local_denials` adds to a batch body besides its entries.

@@ -34,6 +34,7 @@ use crate::response::{
     CallBody, CallResult, ControlPlaneError, LocalReply, METRIC_NAMES, RATE_LIMIT_HEADERS,
 };
 use crate::upstream_headers;
+use crate::usage;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
@@ -366,6 +367,7 @@ fn perform(engine: &Shared, origin: u32, effects: Vec<Effect>) {
                     send_reply(&reply);
                 }
             }
+            Effect::Warn(line) => log::warn!("{line}"),
             Effect::Dispatch(call) => {
                 let token = config
                     .as_deref()
@@ -537,6 +539,57 @@ impl RequestFilter {
     fn flow(&self) -> HostAction {
         flow(self.engine.borrow().request_flow(self.context_id))
     }
+
+    /// Reads the response's status (headers) and the charge header or trailer of a request
+    /// this plugin forwarded with host calls of their own (trailers, or a header map the host
+    /// refused), and reports them.
+    fn take_usage(&self, map: MapType) {
+        let Some(config) = self.engine.borrow().config() else {
+            return;
+        };
+        if self
+            .engine
+            .borrow()
+            .response_headers(self.context_id)
+            .is_none()
+        {
+            return;
+        }
+        let status = if matches!(map, MapType::HttpResponseHeaders) {
+            hostcalls::get_map_value_bytes(map, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| std::str::from_utf8(&s).ok()?.parse::<u16>().ok())
+        } else {
+            None
+        };
+        let charge = hostcalls::get_map_value_bytes(map, &config.charge_header)
+            .ok()
+            .flatten();
+        self.report_usage(map, &config.charge_header, status, charge.as_deref());
+    }
+
+    /// Hands the response's status and charge to the engine, and removes the charge before
+    /// the client sees it.
+    fn report_usage(
+        &self,
+        map: MapType,
+        charge_header: &str,
+        status: Option<u16>,
+        charge: Option<&[u8]>,
+    ) {
+        if let Some(status) = status {
+            self.engine
+                .borrow_mut()
+                .on_response_status(self.context_id, status);
+        }
+        let Some(charge) = charge else {
+            return;
+        };
+        let _ = hostcalls::set_map_value_bytes(map, charge_header, None);
+        let effects = self.engine.borrow_mut().on_charge(self.context_id, charge);
+        perform(&self.engine, self.context_id, effects);
+    }
 }
 
 /// The decision call's body for the request whose callback is running.
@@ -613,12 +666,37 @@ impl HttpContext for RequestFilter {
         _num_headers: usize,
         _end_of_stream: bool,
     ) -> HostAction {
+        let Some(config) = self.engine.borrow().config() else {
+            return HostAction::Continue;
+        };
+        if self
+            .engine
+            .borrow()
+            .response_headers(self.context_id)
+            .is_none()
+        {
+            return HostAction::Continue;
+        }
+        let map = host::header_pairs(MapType::HttpResponseHeaders);
+        let pairs = map.as_deref().and_then(header_map::parse);
+        match &pairs {
+            Some(pairs) => {
+                let (status, charge) = usage::from_response(pairs, &config.charge_header);
+                self.report_usage(
+                    MapType::HttpResponseHeaders,
+                    &config.charge_header,
+                    status,
+                    charge,
+                );
+            }
+            // The host refused the map: ask for the two values one by one.
+            None => self.take_usage(MapType::HttpResponseHeaders),
+        }
         let engine = self.engine.borrow();
         let Some(ours) = engine.response_headers(self.context_id) else {
             return HostAction::Continue;
         };
-        let map = host::header_pairs(MapType::HttpResponseHeaders);
-        let present: Vec<&[u8]> = match map.as_deref().and_then(header_map::parse) {
+        let present: Vec<&[u8]> = match pairs {
             Some(pairs) => pairs.into_iter().map(|(name, _)| name).collect(),
             // The host refused the map: at least the names we know go.
             None => RATE_LIMIT_HEADERS.iter().map(|n| n.as_bytes()).collect(),
@@ -632,6 +710,11 @@ impl HttpContext for RequestFilter {
         for (name, value) in &ours.append {
             host::add_response_header(name.as_bytes(), value.as_bytes());
         }
+        HostAction::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> HostAction {
+        self.take_usage(MapType::HttpResponseTrailers);
         HostAction::Continue
     }
 }

@@ -41,6 +41,7 @@ pub mod leases;
 pub mod log_throttle;
 pub mod response;
 pub mod upstream_headers;
+pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod glue;

@@ -137,7 +137,7 @@ pub enum Outcome {
 }
 
 /// Every counter the filter defines (Envoy exposes them prefixed with `wasmcustom.`).
-pub const METRIC_NAMES: [&str; 11] = [
+pub const METRIC_NAMES: [&str; 13] = [
     "rate_limit_filter.allowed",
     "rate_limit_filter.denied",
     "rate_limit_filter.unavailable",
@@ -149,6 +149,8 @@ pub const METRIC_NAMES: [&str; 11] = [
     "rate_limit_filter.batch_calls",
     "rate_limit_filter.unauthorized",
     "rate_limit_filter.local_denied",
+    "rate_limit_filter.charges_invalid",
+    "rate_limit_filter.usage_dropped",
 ];
 
 /// Index into [`METRIC_NAMES`] of the control-plane error counter.
@@ -164,6 +166,14 @@ pub const UNAUTHORIZED_METRIC: usize = 9;
 /// Index into [`METRIC_NAMES`] of the counter of requests the filter denied itself from its
 /// deny cache ([`crate::deny_cache`]); they count as `denied` too.
 pub const LOCAL_DENIED_METRIC: usize = 10;
+
+/// Index into [`METRIC_NAMES`] of the counter of charge values that were not a non-negative
+/// integer (ignored).
+pub const CHARGES_INVALID_METRIC: usize = 11;
+
+/// Index into [`METRIC_NAMES`] of the counter of charges and releases dropped after their
+/// last delivery attempt failed.
+pub const USAGE_DROPPED_METRIC: usize = 12;
 
 impl ControlPlaneError {
     /// The counter this error goes to besides the outcome: a 401 is a misconfiguration and

@@ -814,6 +814,7 @@ impl Model {
             shadow_denied: false,
             deny_for_ms: None,
             lease: None,
+            usage: None,
         };
         let ip = reference_ip(&req.ip);
         let key = req
@@ -886,6 +887,7 @@ impl Model {
                 shadow_denied: false,
                 deny_for_ms: None,
                 lease: None,
+                usage: None,
             };
         }
         let name = |(_, secs, _): WindowSpec, rule: Option<&str>| match rule {
@@ -977,6 +979,7 @@ impl Model {
                 shadow_denied: shadow_full,
                 deny_for_ms: None,
                 lease: None,
+                usage: None,
             };
         }
         // Denied: nothing recorded. Described: among the full enforced windows, by the same
@@ -1022,6 +1025,7 @@ impl Model {
             // down), may the filter answer the same request itself.
             deny_for_ms: Some((binding_room_at - now) / 1_000).filter(|&ms| ms > 0),
             lease: None,
+            usage: None,
         }
     }
 }

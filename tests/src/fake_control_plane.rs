@@ -74,6 +74,7 @@ pub fn windows(
         shadow_denied: false,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     }
 }
 
@@ -217,6 +218,7 @@ fn allow() -> DecisionResponse {
         shadow_denied: false,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     }
 }
 

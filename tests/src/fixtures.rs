@@ -239,6 +239,8 @@ pub struct Rule {
     limits: Vec<(u64, u64)>,
     shadow: Option<bool>,
     cost: Option<u64>,
+    max_charge: Option<u64>,
+    count_statuses: Vec<u16>,
 }
 
 impl Rule {
@@ -248,7 +250,21 @@ impl Rule {
             limits: limits.to_vec(),
             shadow: None,
             cost: None,
+            max_charge: None,
+            count_statuses: Vec::new(),
         }
+    }
+
+    /// The rule's `max_charge`: most units one response may charge after the fact.
+    pub fn max_charge(mut self, units: u64) -> Self {
+        self.max_charge = Some(units);
+        self
+    }
+
+    /// The rule's `count_statuses`: the response statuses that keep their unit.
+    pub fn count_statuses(mut self, statuses: &[u16]) -> Self {
+        self.count_statuses = statuses.to_vec();
+        self
     }
 
     /// The rule's `shadow`.
@@ -384,6 +400,14 @@ impl Tier {
                         }
                         if let Some(cost) = rule.cost {
                             line(y, 8, &format!("cost: {cost}"));
+                        }
+                        if let Some(max) = rule.max_charge {
+                            line(y, 8, &format!("max_charge: {max}"));
+                        }
+                        if !rule.count_statuses.is_empty() {
+                            let list: Vec<String> =
+                                rule.count_statuses.iter().map(u16::to_string).collect();
+                            line(y, 8, &format!("count_statuses: [{}]", list.join(", ")));
                         }
                     }
                 }

@@ -336,6 +336,8 @@ fn fully_populated() -> RateLimitConfig {
                         limits: vec![window],
                         shadow: true,
                         cost: 2,
+                        max_charge: Some(100),
+                        count_statuses: vec![401],
                     }),
                 ),
             ]),
@@ -644,6 +646,9 @@ fn every_plugin_field_is_documented_with_its_default() {
                         "{DOC}: the fixed header value {value} of benchmark_no_callout"
                     );
                 }
+            }
+            "charge_header" => {
+                check_default(field, cell, &Expected::Value(d.charge_header.clone()))
             }
             "headers" => {
                 // The documented default, read as a plugin configuration, is the code's.

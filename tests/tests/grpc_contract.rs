@@ -185,12 +185,16 @@ async fn edge_cases_get_clear_answers() {
         "the costly calls counted"
     );
 
-    // A cost within the limit is one request (costs are not weighted yet).
+    // A call of several hits takes that many units; one that does not fit what is left is
+    // refused without counting.
     let mut within = from_ip("198.51.100.21");
-    within.hits_addend = 5;
+    within.hits_addend = 2;
     let r = ask(&mut c, within).await;
     assert_eq!(r.overall_code, Code::Ok as i32);
-    assert_eq!(header(&r, "x-ratelimit-remaining"), Some("2"));
+    assert_eq!(header(&r, "x-ratelimit-remaining"), Some("1"));
+    let mut over = from_ip("198.51.100.21");
+    over.descriptors[0].hits_addend = Some(UInt64Value { value: 2 });
+    assert_eq!(ask(&mut c, over).await.overall_code, Code::OverLimit as i32);
 
     // Two values for the client address describe two requests.
     let err = c

@@ -72,6 +72,7 @@ fn answer(verdict: Verdict, tier: Option<&str>, counter: Option<CounterReport>) 
         shadow_denied: false,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     };
     serde_json::to_string(&response).expect("serialise a DecisionResponse")
 }
@@ -166,7 +167,7 @@ fn metric(vm: &FilterVm, short: &str) -> u64 {
 
 /// The filter's stats (Envoy shows them as `wasmcustom.rate_limit_filter.<name>`; the README
 /// documents these names).
-const METRICS: [&str; 11] = [
+const METRICS: [&str; 13] = [
     "allowed",
     "denied",
     "unavailable",
@@ -178,6 +179,8 @@ const METRICS: [&str; 11] = [
     "batch_calls",
     "unauthorized",
     "local_denied",
+    "charges_invalid",
+    "usage_dropped",
 ];
 
 /// Every filter metric, by short name, with the non-zero ones listed in `expected`.
@@ -2065,6 +2068,7 @@ fn cacheable_deny(deny_for_ms: u64) -> String {
         shadow_denied: false,
         deny_for_ms: Some(deny_for_ms),
         lease: None,
+        usage: None,
     };
     serde_json::to_string(&response).expect("serialise a DecisionResponse")
 }
@@ -2313,5 +2317,194 @@ fn a_lease_in_flight_is_renewed_on_the_tick_and_a_failed_release_is_retried() {
     assert_eq!(calls[0].1.release, ["lease-slow"]);
     // A reset of the lease call itself counts as a failure too; the VM survives all of it.
     vm.answer_call(calls[0].0, None, b"");
+    still_works(&mut vm);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Usage after the response: charges and releases
+
+/// An allow carrying a usage handle.
+fn allow_with_usage(handle: &str, max_charge: Option<u64>, statuses: &[u16]) -> String {
+    let mut response: DecisionResponse = serde_json::from_str(&allow()).expect("allow");
+    response.usage = Some(rl_wire::Usage {
+        handle: handle.into(),
+        max_charge,
+        count_statuses: statuses.to_vec(),
+    });
+    serde_json::to_string(&response).expect("serialise")
+}
+
+/// Starts a request whose single call is answered with `answer`; returns its context.
+fn admitted(vm: &mut FilterVm, answer: &str) -> u32 {
+    let before = vm.pending_calls().len();
+    let ctx = vm.start(Request::get("/api/v1/chat").from("203.0.113.9:1"));
+    let calls = vm.pending_calls();
+    assert_eq!(calls.len(), before + 1, "a call of its own");
+    let call = calls.last().expect("decision call").clone();
+    vm.answer_call(call.token, Some(&OK), answer.as_bytes());
+    assert!(vm.decided(ctx));
+    ctx
+}
+
+/// The usage calls pending, parsed, after checking they go from the root with the secret.
+fn usage_calls(vm: &FilterVm) -> Vec<(u32, Vec<rl_wire::UsageItem>)> {
+    vm.pending_calls()
+        .into_iter()
+        .filter(|call| call.headers.get(":path") == Some(rl_wire::USAGE_PATH))
+        .map(|call| {
+            assert_eq!(
+                call.context, ROOT_CONTEXT,
+                "usage calls go out from the root"
+            );
+            assert_eq!(call.headers.get(":method"), Some("POST"));
+            assert_eq!(call.headers.get(DECISION_SECRET_HEADER), Some("s3cret"));
+            assert_eq!(call.cluster, CLUSTER);
+            let body: rl_wire::UsageRequest =
+                serde_json::from_slice(&call.body).expect("usage call body");
+            (call.token, body.items)
+        })
+        .collect()
+}
+
+fn item(handle: &str, charge: u64, release: bool) -> rl_wire::UsageItem {
+    rl_wire::UsageItem {
+        handle: handle.into(),
+        charge,
+        release,
+    }
+}
+
+const USAGE_ANSWER: &[u8] = br#"{"charged":1,"released":0}"#;
+
+#[test]
+fn a_charge_in_the_headers_or_the_trailers_is_hidden_and_reported_cut_to_max_charge() {
+    let mut vm = vm(&config(r#""decision_secret":"s3cret""#));
+    // In the headers.
+    let ctx = admitted(&mut vm, &allow_with_usage("h-headers", Some(1000), &[]));
+    let (outcome, _) = vm.finish_response(
+        ctx,
+        &[(":status", "200"), ("x-ratelimit-charge", "1532")],
+        None,
+    );
+    let headers = forwarded(&outcome);
+    assert_eq!(
+        headers.get("x-ratelimit-charge"),
+        None,
+        "the charge is ours"
+    );
+    assert!(headers.get("x-ratelimit-limit").is_some());
+    assert!(vm.tick_period_ms() > 0, "the tick sends the report");
+    assert!(vm.tick());
+    let calls = usage_calls(&vm);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1, [item("h-headers", 1000, false)]);
+    vm.answer_call(calls[0].0, Some(&OK), USAGE_ANSWER);
+
+    // In the trailers (a streamed answer), with a configured name; the trailer replaces the
+    // headers' value.
+    let mut vm = vm_with(r#""decision_secret":"s3cret","charge_header":"X-Tokens""#);
+    let ctx = admitted(&mut vm, &allow_with_usage("h-trailers", Some(5000), &[]));
+    let (outcome, trailers) = vm.finish_response(
+        ctx,
+        &[(":status", "200"), ("x-tokens", "3")],
+        Some(&[("x-tokens", "2048"), ("grpc-status", "0")]),
+    );
+    assert_eq!(forwarded(&outcome).get("x-tokens"), None);
+    let trailers = trailers.expect("trailers reach the client");
+    assert_eq!(trailers.get("x-tokens"), None, "the charge is ours");
+    assert_eq!(
+        trailers.get("grpc-status"),
+        Some("0"),
+        "other trailers stay"
+    );
+    assert!(vm.tick());
+    let calls = usage_calls(&vm);
+    assert_eq!(calls[0].1, [item("h-trailers", 2048, false)]);
+    vm.answer_call(calls[0].0, Some(&OK), USAGE_ANSWER);
+    assert_eq!(vm.tick_period_ms(), 0, "nothing left: the tick stops");
+    assert_metrics(&vm, &[("allowed", 1)]);
+    still_works(&mut vm);
+}
+
+fn vm_with(extra: &str) -> FilterVm {
+    vm(&config(extra))
+}
+
+#[test]
+fn an_invalid_charge_is_counted_and_removed_and_a_charge_without_a_handle_is_only_removed() {
+    let mut vm = vm(&config(r#""decision_secret":"s3cret""#));
+    let ctx = admitted(&mut vm, &allow_with_usage("h", Some(10), &[]));
+    let (outcome, _) = vm.finish_response(
+        ctx,
+        &[(":status", "200"), ("x-ratelimit-charge", "-7")],
+        None,
+    );
+    assert_eq!(forwarded(&outcome).get("x-ratelimit-charge"), None);
+    assert_eq!(metric(&vm, "charges_invalid"), 1);
+    // A request whose rule takes no charges: removed all the same, nothing reported.
+    let ctx = admitted(&mut vm, &allow());
+    let (outcome, _) = vm.finish_response(
+        ctx,
+        &[(":status", "200"), ("x-ratelimit-charge", "99")],
+        None,
+    );
+    assert_eq!(forwarded(&outcome).get("x-ratelimit-charge"), None);
+    vm.tick();
+    assert!(usage_calls(&vm).is_empty());
+    assert_metrics(&vm, &[("allowed", 2), ("charges_invalid", 1)]);
+    still_works(&mut vm);
+}
+
+#[test]
+fn a_status_the_rule_does_not_count_or_a_reset_releases_the_unit() {
+    let mut vm = vm(&config(r#""decision_secret":"s3cret""#));
+    let success = admitted(&mut vm, &allow_with_usage("ok", None, &[401, 403]));
+    let failure = admitted(&mut vm, &allow_with_usage("fail", None, &[401, 403]));
+    let reset = admitted(&mut vm, &allow_with_usage("reset", None, &[401, 403]));
+    vm.finish_response(success, &[(":status", "200")], None);
+    vm.finish_response(failure, &[(":status", "401")], None);
+    vm.cancel(reset);
+    assert!(vm.tick());
+    let calls = usage_calls(&vm);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].1, [item("ok", 0, true), item("reset", 0, true)]);
+    vm.answer_call(calls[0].0, Some(&OK), USAGE_ANSWER);
+    still_works(&mut vm);
+}
+
+#[test]
+fn an_undeliverable_report_is_retried_then_dropped_counted_and_logged() {
+    let mut vm = vm(&config(r#""decision_secret":"s3cret""#));
+    let ctx = admitted(&mut vm, &allow_with_usage("h", Some(10), &[]));
+    vm.finish_response(
+        ctx,
+        &[(":status", "200"), ("x-ratelimit-charge", "4")],
+        None,
+    );
+    vm.take_logs();
+    for attempt in 0..3 {
+        assert!(vm.tick(), "attempt {attempt}");
+        let calls = usage_calls(&vm);
+        assert_eq!(calls.len(), 1, "attempt {attempt}: {calls:?}");
+        if attempt == 1 {
+            vm.answer_call(calls[0].0, None, b"");
+        } else {
+            vm.answer_call(
+                calls[0].0,
+                Some(&[(":status", "503"), ("content-type", "application/json")]),
+                b"{}",
+            );
+        }
+    }
+    assert_eq!(metric(&vm, "usage_dropped"), 1);
+    assert!(
+        vm.logs()
+            .iter()
+            .any(|l| l.message.contains("could not be delivered")),
+        "{:?}",
+        vm.logs()
+    );
+    vm.tick();
+    assert!(usage_calls(&vm).is_empty(), "dropped for good");
     still_works(&mut vm);
 }

@@ -48,6 +48,22 @@ pub const MAX_LEASE_ID_BYTES: usize = 512;
 /// longest length, quoted and separated.
 pub const MAX_LEASES_REQUEST_BYTES: usize = MAX_LEASES_PER_CALL * (MAX_LEASE_ID_BYTES + 8) + 1024;
 
+/// Path of the usage endpoint: after a response, the filter charges the units the upstream
+/// reported (the charge header) and releases the units of rules that count only some
+/// responses, batched, from its root context.
+pub const USAGE_PATH: &str = "/internal/v1/usage";
+
+/// Most items one usage call carries; the control plane refuses more.
+pub const MAX_USAGE_PER_CALL: usize = 256;
+
+/// Longest usage handle the control plane hands out; a longer one in a usage call is refused.
+pub const MAX_USAGE_HANDLE_BYTES: usize = 1024;
+
+/// Upper bound the control plane enforces on a usage call's body: room for the most items of
+/// the longest handle, quoted and escaped, with their amounts.
+pub const MAX_USAGE_REQUEST_BYTES: usize =
+    MAX_USAGE_PER_CALL * (2 * MAX_USAGE_HANDLE_BYTES + 64) + 1024;
+
 /// Longest API key the filter forwards and the control plane looks up: a longer value cannot
 /// be a registered key, and the request is judged by its other evidence.
 pub const MAX_API_KEY_BYTES: usize = 1024;
@@ -188,6 +204,64 @@ pub struct DecisionResponse {
     /// release: a filter that does not know it leaves the slot to expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// On an admitted request whose endpoint rule takes charges after the response
+    /// (`max_charge`) or counts only some responses (`count_statuses`): what the filter
+    /// reports after the response ([`USAGE_PATH`]). Added after the first release: a filter
+    /// that does not know it charges nothing and releases nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// What an admitted request may report after its response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Usage {
+    /// Opaque to the filter; at most `MAX_USAGE_HANDLE_BYTES` bytes. Sent back as it is.
+    pub handle: String,
+    /// Most units one response may charge (the rule's `max_charge`); absent: the rule takes
+    /// no charges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_charge: Option<u64>,
+    /// Response statuses that keep the unit taken at admission; after any other status, or
+    /// when the stream ends without a response, the filter releases it. Empty: every
+    /// response counts (nothing to release).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub count_statuses: Vec<u16>,
+}
+
+/// Body of a usage call: charges and releases, at most `MAX_USAGE_PER_CALL` items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageRequest {
+    pub items: Vec<UsageItem>,
+}
+
+/// What happened to one admitted request after its response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageItem {
+    /// The answer's [`Usage::handle`].
+    pub handle: String,
+    /// Units to add to the request's counters at the time of the call (the upstream's charge,
+    /// clamped to `max_charge`). 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub charge: u64,
+    /// Give back the unit taken at admission (the response did not count).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub release: bool,
+}
+
+/// Answer to a usage call: units charged and units released (a release whose entry has left
+/// the window, or that was applied before, releases nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UsageResponse {
+    pub charged: u64,
+    pub released: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A concurrency slot held by one admitted request.

@@ -33,6 +33,7 @@ fn response_round_trips_and_rejects_unknown_verdicts() {
         shadow_denied: false,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     };
     let json = serde_json::to_string(&resp).unwrap();
     assert_eq!(
@@ -174,6 +175,7 @@ fn shadowed_answer_with_every_new_field() -> DecisionResponse {
         shadow_denied: true,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     }
 }
 
@@ -215,6 +217,7 @@ fn new_fields_are_left_out_when_unset() {
         shadow_denied: false,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     })
     .unwrap();
     assert_eq!(json, r#"{"verdict":"whitelisted"}"#);

@@ -223,7 +223,7 @@ impl Bench {
             live.grpc_port,
             &self
                 .keys
-                .control_plane_config(limits, live.variant.counters),
+                .control_plane_config(limits, live.variant.counters, live.variant.charging),
             self.redis_url.as_deref(),
             &self.logs,
             &format!("{}-{}", live.tag, live.cp_starts),

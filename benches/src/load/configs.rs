@@ -59,7 +59,16 @@ pub struct Spec {
     pub counters: Counters,
     /// The phases this configuration runs (`--phases` narrows them further).
     pub phases: &'static [Phase],
+    /// Every response charges after the fact ([`CHARGE_HEADER`], one unit, added by Envoy's
+    /// route to the upstream's answer; the endpoint rule takes charges, `max_charge`): what
+    /// usage reports cost on top of a decision.
+    pub charging: bool,
 }
+
+/// The charge header of a charging configuration (the filter's default `charge_header`) and
+/// the units each response charges.
+pub const CHARGE_HEADER: &str = "x-ratelimit-charge";
+pub const CHARGE_UNITS: u64 = 1;
 
 const ALL: &[Phase] = &[Phase::A, Phase::B, Phase::C, Phase::Fixed];
 
@@ -73,6 +82,7 @@ pub const TABLE: &[Spec] = &[
         store: StoreKind::None,
         counters: Counters::Exact,
         phases: ALL,
+        charging: false,
     },
     Spec {
         name: "2",
@@ -81,6 +91,7 @@ pub const TABLE: &[Spec] = &[
         store: StoreKind::None,
         counters: Counters::Exact,
         phases: &[Phase::A],
+        charging: false,
     },
     Spec {
         name: "3",
@@ -89,6 +100,7 @@ pub const TABLE: &[Spec] = &[
         store: StoreKind::Memory,
         counters: Counters::Exact,
         phases: ALL,
+        charging: false,
     },
     Spec {
         name: "4",
@@ -97,6 +109,7 @@ pub const TABLE: &[Spec] = &[
         store: StoreKind::Redis,
         counters: Counters::Exact,
         phases: ALL,
+        charging: false,
     },
     // Throughput and hot identities only: phase c's verdicts judge admissions by the exact
     // rule, which slotted counters do not follow by design (they may deny early).
@@ -107,6 +120,7 @@ pub const TABLE: &[Spec] = &[
         store: StoreKind::Redis,
         counters: Counters::Slotted,
         phases: &[Phase::A, Phase::B],
+        charging: false,
     },
     // Envoy's own rate-limit filter into our control plane: how Limitador and
     // envoyproxy/ratelimit are deployed. Throughput and hot identities.
@@ -117,6 +131,18 @@ pub const TABLE: &[Spec] = &[
         store: StoreKind::Redis,
         counters: Counters::Exact,
         phases: &[Phase::A, Phase::B],
+        charging: false,
+    },
+    // Charges after the response at a fixed rate only: a response charging a unit doubles what
+    // each request takes, which the closed-loop phases' admission checks do not expect.
+    Spec {
+        name: "4c",
+        label: "filter + control plane, Redis, a charge per response",
+        filter: FilterKind::Wasm,
+        store: StoreKind::Redis,
+        counters: Counters::Exact,
+        phases: &[Phase::Fixed],
+        charging: true,
     },
     Spec {
         name: "w",
@@ -125,6 +151,7 @@ pub const TABLE: &[Spec] = &[
         store: StoreKind::None,
         counters: Counters::Exact,
         phases: &[Phase::A, Phase::Fixed],
+        charging: false,
     },
 ];
 
@@ -141,6 +168,9 @@ pub struct Variant {
     pub store: StoreKind,
     pub counters: Counters,
     pub phases: Vec<Phase>,
+    /// See [`Spec::charging`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub charging: bool,
     pub control_plane: PathBuf,
     pub wasm: PathBuf,
     pub envoy_concurrency: u32,
@@ -183,6 +213,7 @@ pub fn table(programs: &Programs) -> Vec<Variant> {
             store: spec.store,
             counters: spec.counters,
             phases: spec.phases.to_vec(),
+            charging: spec.charging,
             control_plane: programs.control_plane.clone(),
             wasm: programs.wasm.clone(),
             envoy_concurrency: programs.envoy_concurrency,

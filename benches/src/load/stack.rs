@@ -159,8 +159,23 @@ pub fn envoy_bootstrap(variant: &Variant, ports: &EnvoyPorts, control_plane_port
         (true, true) => NATIVE_CLUSTER_EXTRA.to_string(),
         _ => variant.cluster_extra.clone(),
     };
+    // A charging configuration's upstream answers carry a charge: added by the route, which
+    // Envoy applies to the upstream's headers before the filters see them.
+    let route_headers = if variant.charging {
+        format!(
+            "\n                response_headers_to_add: [{{header: {{key: {}, value: \"{}\"}}}}]",
+            crate::configs::CHARGE_HEADER,
+            crate::configs::CHARGE_UNITS
+        )
+    } else {
+        String::new()
+    };
     ENVOY_BASE
         .replace("{{HTTP_FILTERS}}\n", &filter)
+        .replace(
+            "demo_upstream{{ROUTE_EXTRA}}}",
+            &format!("demo_upstream{{{{ROUTE_EXTRA}}}}}}{route_headers}"),
+        )
         .replace(
             "{{ROUTE_EXTRA}}",
             if native { NATIVE_ROUTE_RATE_LIMITS } else { "" },

@@ -43,6 +43,11 @@ pub struct EndpointLimits {
     pub windows: Vec<Window>,
     /// At least 1 and within every window's limit (validated).
     pub cost: u64,
+    /// Most units one response may charge; `None`: no charges.
+    pub max_charge: Option<u64>,
+    /// Statuses whose responses keep the cost taken at admission (empty: all do). The rule's
+    /// counters can then shrink before their reset, so no deny cache keeps them.
+    pub count_statuses: Vec<u16>,
 }
 
 impl<'a> IntoIterator for &'a EndpointLimits {
@@ -119,11 +124,23 @@ impl CompiledConfig {
                         .into_iter()
                         .map(|w| Window::compile(&t.name, Some(pattern), w))
                         .collect();
-                    let cost = match rule {
-                        EndpointRule::Limit(_) => 1,
-                        EndpointRule::Rule(rule) => rule.cost.max(1),
+                    let (cost, max_charge, count_statuses) = match rule {
+                        EndpointRule::Limit(_) => (1, None, Vec::new()),
+                        EndpointRule::Rule(rule) => (
+                            rule.cost.max(1),
+                            rule.max_charge,
+                            rule.count_statuses.clone(),
+                        ),
                     };
-                    (pattern.clone(), EndpointLimits { windows, cost })
+                    (
+                        pattern.clone(),
+                        EndpointLimits {
+                            windows,
+                            cost,
+                            max_charge,
+                            count_statuses,
+                        },
+                    )
                 });
                 Tier {
                     name: t.name.clone(),

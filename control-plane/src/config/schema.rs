@@ -224,6 +224,18 @@ pub struct RuleConfig {
     #[serde(default = "default_cost", skip_serializing_if = "is_default_cost")]
     #[schema(default = 1, minimum = 1)]
     pub cost: u64,
+    /// Most units one response may charge after the fact (the upstream's charge header,
+    /// added to every window of the rule and of its tier; it may take them over their limit).
+    /// Absent: the rule takes no charges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub max_charge: Option<u64>,
+    /// Response statuses that count: a matching request takes its cost from the rule's
+    /// windows at admission and gives it back after any other status, or when its stream ends
+    /// without a response (e.g. `[401, 403]` counts failed logins). Empty: every request
+    /// counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub count_statuses: Vec<u16>,
 }
 
 /// Read by the type of the value, not by trying each form in turn (what `untagged` does): an

@@ -246,6 +246,8 @@ fn validate_tier<'a>(
                 rule.cost,
                 own.iter().chain(&tier_windows),
             )?;
+            check_max_charge(&format!("{path}.max_charge"), rule.max_charge)?;
+            check_count_statuses(&format!("{path}.count_statuses"), &rule.count_statuses)?;
         }
     }
     if let Some(max) = tier.max_concurrent
@@ -375,6 +377,45 @@ fn check_cost<'w>(
                 window.path, window.limit, window.seconds
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Largest `max_charge`: far above any window's limit, low enough that sums of charges stay
+/// exact in the Redis script's doubles.
+pub const MAX_CHARGE: u64 = 1_000_000_000_000;
+
+/// A rule's `max_charge` at `at`: a positive integer up to [`MAX_CHARGE`].
+fn check_max_charge(at: &str, max_charge: Option<u64>) -> Result {
+    match max_charge {
+        Some(0) => Err(ConfigError::invalid(
+            at,
+            "must be at least 1 (leave it out for a rule that takes no charges)",
+        )),
+        Some(max) if max > MAX_CHARGE => Err(ConfigError::invalid(
+            at,
+            format!("must be at most {MAX_CHARGE}, got {max}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A rule's `count_statuses` at `at`: HTTP statuses (100–599), each once.
+fn check_count_statuses(at: &str, statuses: &[u16]) -> Result {
+    let mut seen = HashSet::new();
+    for (i, &status) in statuses.iter().enumerate() {
+        if !(100..=599).contains(&status) {
+            return Err(ConfigError::invalid(
+                format!("{at}[{i}]"),
+                format!("must be an HTTP status from 100 to 599, got {status}"),
+            ));
+        }
+        if !seen.insert(status) {
+            return Err(ConfigError::invalid(
+                format!("{at}[{i}]"),
+                format!("{status} is listed twice"),
+            ));
+        }
     }
     Ok(())
 }

@@ -150,6 +150,7 @@ pub(super) fn answer(
             shadow_denied: shadow_denial.is_some(),
             deny_for_ms: None,
             lease: None,
+            usage: None,
         };
         return (response, shadow_denial);
     }
@@ -177,6 +178,7 @@ pub(super) fn answer(
         // moment of room.
         deny_for_ms: deny_for_ms(state.free_at_us, outcome.now_us),
         lease: None,
+        usage: None,
     };
     (response, None)
 }

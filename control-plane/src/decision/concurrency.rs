@@ -84,6 +84,7 @@ pub(super) fn denied(tier: &Tier, max: u64, path: &str, now_unix: u64) -> Decisi
         shadow_denied: false,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     }
 }
 

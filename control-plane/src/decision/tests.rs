@@ -470,3 +470,128 @@ async fn a_rule_cost_is_taken_from_every_window_and_reported_in_units() {
         assert_eq!(cheap.response.counter.unwrap().remaining, remaining);
     }
 }
+
+const USAGE: &str = r#"
+default_tier: free
+tiers:
+  - name: free
+    requests_per_window: 1000
+    window_size_seconds: 60
+    endpoints:
+      /login: {limits: [{limit: 2, window_seconds: 900}], count_statuses: [401]}
+      /chat: {limits: [{limit: 10, window_seconds: 60}], max_charge: 50}
+      /plain: 5
+"#;
+
+fn usage_item(handle: &str, charge: u64, release: bool) -> UsageRequest {
+    UsageRequest {
+        items: vec![rl_wire::UsageItem {
+            handle: handle.to_string(),
+            charge,
+            release,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn admitted_requests_of_usage_rules_carry_a_handle_and_others_none() {
+    let (_, d) = decider(USAGE);
+    let login = d.decide(&req("10.0.0.1", "/login")).await.response;
+    let usage = login.usage.expect("a handle");
+    assert_eq!(usage.count_statuses, [401]);
+    assert_eq!(usage.max_charge, None);
+    let chat = d.decide(&req("10.0.0.1", "/chat")).await.response;
+    assert_eq!(chat.usage.expect("a handle").max_charge, Some(50));
+    assert!(
+        d.decide(&req("10.0.0.1", "/plain"))
+            .await
+            .response
+            .usage
+            .is_none()
+    );
+    assert!(
+        d.decide(&req("10.0.0.1", "/other"))
+            .await
+            .response
+            .usage
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_charge_is_cut_to_max_charge_applied_once_and_refuses_the_next_request() {
+    let (_, d) = decider(USAGE);
+    let chat = d.decide(&req("10.0.0.1", "/chat")).await.response;
+    let handle = chat.usage.expect("a handle").handle;
+    let report = d.usage(&usage_item(&handle, 1000, true)).await.unwrap();
+    // Cut to 50; no release on a rule without count_statuses.
+    assert_eq!((report.response.charged, report.response.released), (50, 0));
+    assert_eq!(report.charged, [("free".to_string(), 50)]);
+    // Sent again (a lost answer): nothing more.
+    let again = d.usage(&usage_item(&handle, 1000, false)).await.unwrap();
+    assert_eq!(again.response.charged, 0);
+    let next = d.decide(&req("10.0.0.1", "/chat")).await.response;
+    assert_eq!(next.verdict, Verdict::Deny);
+    // The tier took the charge too: 51 of 1000 used.
+    let other = d.decide(&req("10.0.0.1", "/other")).await.response;
+    assert_eq!(other.counter.expect("counter").remaining, 1000 - 52);
+}
+
+#[tokio::test]
+async fn a_released_login_gives_its_unit_back_and_denials_of_such_rules_are_never_cached() {
+    let (_, d) = decider(USAGE);
+    let first = d.decide(&req("10.0.0.1", "/login")).await.response;
+    let second = d.decide(&req("10.0.0.1", "/login")).await.response;
+    let refused = d.decide(&req("10.0.0.1", "/login")).await;
+    assert_eq!(refused.response.verdict, Verdict::Deny);
+    assert_eq!(refused.response.deny_for_ms, None, "its counter can shrink");
+    assert!(d.deny_cache().is_empty(), "nothing learnt of it");
+    // The first login succeeded: its unit comes back, once.
+    let handle = first.usage.expect("a handle").handle;
+    let report = d.usage(&usage_item(&handle, 0, true)).await.unwrap();
+    assert_eq!(report.response.released, 1);
+    assert_eq!(report.released, [("free".to_string(), 1)]);
+    assert_eq!(
+        d.usage(&usage_item(&handle, 0, true))
+            .await
+            .unwrap()
+            .response
+            .released,
+        0
+    );
+    let third = d.decide(&req("10.0.0.1", "/login")).await;
+    assert_eq!(
+        third.response.verdict,
+        Verdict::Allow,
+        "not answered from a cache"
+    );
+    assert!(!third.cached);
+    assert!(second.usage.is_some());
+}
+
+#[tokio::test]
+async fn handles_that_are_not_ours_or_name_a_rule_gone_are_skipped() {
+    let (_, d) = decider(USAGE);
+    for handle in [
+        "",
+        "garbage",
+        r#"["u1",1,1,"zz","free","/login","ip:10.0.0.1"]"#,
+    ] {
+        let report = d.usage(&usage_item(handle, 10, true)).await.unwrap();
+        assert_eq!(report.response, UsageResponse::default(), "{handle}");
+    }
+    // A well-formed handle of a rule the configuration does not have.
+    let forged = usage::Handle::new(T0, 1, "free", "/nope", "ip:10.0.0.1")
+        .encode()
+        .expect("encodes");
+    let report = d.usage(&usage_item(&forged, 10, true)).await.unwrap();
+    assert_eq!(report.response, UsageResponse::default());
+    // A release whose weight is not the rule's cost takes nothing.
+    let first = d.decide(&req("10.0.0.1", "/login")).await;
+    assert_eq!(first.response.verdict, Verdict::Allow);
+    let heavy = usage::Handle::new(T0, 3, "free", "/login", "ip:10.0.0.1")
+        .encode()
+        .expect("encodes");
+    let report = d.usage(&usage_item(&heavy, 0, true)).await.unwrap();
+    assert_eq!(report.response.released, 0);
+}

@@ -76,8 +76,8 @@ impl RateLimitService for RateLimitGrpc {
             tracing::debug!(keys = ?evidence.ignored_keys, "descriptor entries ignored");
         }
         let descriptors = call.descriptors.len();
-        // `hits_addend` is not weighted yet (a request takes its endpoint rule's cost, 1
-        // without one), but a cost no window can ever hold is refused without counting.
+        // `hits_addend` weights the request (it takes that many times its endpoint rule's
+        // cost, 1 without one); a count no window can ever hold is refused without counting.
         if evidence.cost > 1
             && let Some(limit) = self.state.decider.lowest_limit(&evidence.request)
             && evidence.cost > limit
@@ -93,7 +93,7 @@ impl RateLimitService for RateLimitGrpc {
         let decision = self
             .state
             .decider
-            .decide_without_leases(&evidence.request)
+            .decide_hits_without_leases(&evidence.request, evidence.cost)
             .await;
         http::decision::record(&self.state, &decision, started.elapsed());
         reply::reply(&decision.response, descriptors)

@@ -10,6 +10,7 @@ mod leases;
 pub mod local_denials;
 mod metrics;
 pub mod openapi;
+mod usage;
 
 use std::sync::Arc;
 
@@ -47,10 +48,14 @@ pub fn router(state: AppState) -> Router {
     let lease_calls = Router::new()
         .route(rl_wire::LEASES_PATH, post(leases::leases))
         .layer(DefaultBodyLimit::max(rl_wire::MAX_LEASES_REQUEST_BYTES));
+    let usage_calls = Router::new()
+        .route(rl_wire::USAGE_PATH, post(usage::usage))
+        .layer(DefaultBodyLimit::max(rl_wire::MAX_USAGE_REQUEST_BYTES));
     let decisions = Router::new()
         .merge(decision)
         .merge(batch)
         .merge(lease_calls)
+        .merge(usage_calls)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_decision_secret,

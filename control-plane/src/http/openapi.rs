@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{admin, decision, health, leases, metrics};
+use super::{admin, decision, health, leases, metrics, usage};
 
 /// Body of a 429 answered by the filter.
 #[derive(Serialize, ToSchema)]
@@ -113,6 +113,7 @@ impl Modify for SecuritySchemes {
         decision::decide,
         decision::decide_batch,
         leases::leases,
+        usage::usage,
         admin::get_config,
         admin::put_config,
         admin::status,
@@ -132,6 +133,10 @@ impl Modify for SecuritySchemes {
         rl_wire::Lease,
         rl_wire::LeasesRequest,
         rl_wire::LeasesResponse,
+        rl_wire::Usage,
+        rl_wire::UsageRequest,
+        rl_wire::UsageItem,
+        rl_wire::UsageResponse,
         rl_wire::CounterReport,
         rl_wire::PolicyReport,
         rl_wire::Verdict,

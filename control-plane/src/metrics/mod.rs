@@ -55,6 +55,11 @@ struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TierLabels {
+    tier: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
 }
@@ -214,6 +219,13 @@ impl LabelScope {
         pairs
     }
 
+    /// The configured tiers (without `none`).
+    fn tiers(&self) -> Vec<String> {
+        self.rules_by_tier.as_ref().map_or_else(Vec::new, |map| {
+            map.keys().filter(|t| *t != NO_TIER).cloned().collect()
+        })
+    }
+
     fn has_tier(&self, tier: &str) -> bool {
         self.rules_by_tier
             .as_ref()
@@ -239,6 +251,8 @@ pub struct Metrics {
     deny_cache_hits: Counter,
     config_reloads: Family<ReloadLabels, Counter>,
     previous_secret: Counter,
+    units_charged: Family<TierLabels, Counter>,
+    units_released: Family<TierLabels, Counter>,
     latency: LatencyHistogram,
     by_verdict: [AtomicU64; 6],
     shadow_throttled_total: AtomicU64,
@@ -357,6 +371,20 @@ impl Metrics {
              secret (a filter not yet moved to the new one)",
             previous_secret.clone(),
         );
+        let units_charged = Family::<TierLabels, Counter>::default();
+        registry.register(
+            "rate_limit_units_charged",
+            "Units added after responses (the upstream's charge header, cut to the rule's \
+             max_charge), by tier",
+            units_charged.clone(),
+        );
+        let units_released = Family::<TierLabels, Counter>::default();
+        registry.register(
+            "rate_limit_units_released",
+            "Units given back after responses a rule's count_statuses does not count (or \
+             streams that ended without a response), by tier",
+            units_released.clone(),
+        );
         registry.register_collector(Box::new(StoreCollector(store)));
         Self {
             registry,
@@ -368,6 +396,8 @@ impl Metrics {
             deny_cache_hits,
             config_reloads,
             previous_secret,
+            units_charged,
+            units_released,
             latency,
             by_verdict: Default::default(),
             shadow_throttled_total: AtomicU64::new(0),
@@ -409,6 +439,13 @@ impl Metrics {
                     policy: policy.clone(),
                     decision,
                 });
+            }
+        }
+        for family in [&self.units_charged, &self.units_released] {
+            for tier in scope.tiers() {
+                if !next.has_tier(&tier) {
+                    family.remove(&TierLabels { tier });
+                }
             }
         }
         self.throttled_by_tier
@@ -570,6 +607,27 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ReloadLabels { source, result })
             .inc();
+    }
+
+    /// `units` were charged after responses of `tier`'s requests.
+    pub fn units_charged(&self, tier: &str, units: u64) {
+        self.tier_units(&self.units_charged, tier, units);
+    }
+
+    /// `units` were given back after responses of `tier`'s requests.
+    pub fn units_released(&self, tier: &str, units: u64) {
+        self.tier_units(&self.units_released, tier, units);
+    }
+
+    fn tier_units(&self, family: &Family<TierLabels, Counter>, tier: &str, units: u64) {
+        let scope = self.scope.read();
+        if units > 0 && scope.has_tier(tier) {
+            family
+                .get_or_create(&TierLabels {
+                    tier: tier.to_string(),
+                })
+                .inc_by(units);
+        }
     }
 
     /// A decision call was let in by the previous decision secret.

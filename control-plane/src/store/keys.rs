@@ -123,6 +123,13 @@ pub fn is_lease_key(key: &str) -> bool {
             })
 }
 
+/// Key of the record that an adjustment after a response (`store/usage.rs`) was applied:
+/// `rl:{<identity>}:u:<once>`, in the slot of the counters it adjusts. `once` is made of
+/// `[0-9a-z]` (checked by the caller).
+pub fn usage_once_key(identity: &str, once: &str) -> String {
+    format!("{PREFIX}:{}:u:{once}", tag(identity))
+}
+
 /// Pattern matching every counter key of an identity (for the status endpoint).
 pub fn identity_pattern(identity: &str) -> String {
     format!("{PREFIX}:{}:*", tag(identity))

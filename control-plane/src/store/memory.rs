@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 
 use super::leases::{LeaseStore, MemoryLeases};
 use super::slotted::Slots;
+use super::usage::{self, Adjustment, Change};
 use super::{
     Algorithm, Clock, CounterSpec, CounterState, CounterStore, MonotonicClock, Outcome, StoreError,
     keys,
@@ -80,6 +81,21 @@ impl Log {
             }
         }
         last.map_or(now_us, |ts| ts + self.window_us)
+    }
+
+    /// Removes one entry of `weight` recorded at `recorded_us` (call [`trim`](Self::trim)
+    /// first: an entry that left is not found). Returns whether there was one.
+    fn release(&mut self, recorded_us: u64, weight: u64) -> bool {
+        let Some(i) = self
+            .entries
+            .iter()
+            .position(|&(ts, w)| ts == recorded_us && w == weight)
+        else {
+            return false;
+        };
+        self.entries.remove(i);
+        self.total = self.total.saturating_sub(weight);
+        true
     }
 
     /// When the newest entry leaves the window (0 for an empty log).
@@ -142,6 +158,13 @@ impl Counter {
                 log.record(now_us, cost);
             }
             Counter::Slotted(slots) => slots.record(now_us, cost),
+        }
+    }
+
+    fn release(&mut self, recorded_us: u64, weight: u64) -> bool {
+        match self {
+            Counter::Exact(log) => log.release(recorded_us, weight),
+            Counter::Slotted(slots) => slots.release(recorded_us, weight),
         }
     }
 
@@ -239,6 +262,9 @@ pub struct MemoryStore {
     sweeping: Mutex<()>,
     /// Concurrency leases, on the same clock (not counted as identities: each expires).
     leases: MemoryLeases,
+    /// Adjustments applied (their `once`), until when they are remembered (on `clock`), and
+    /// the size at which the forgotten ones are swept out next.
+    adjusted: Mutex<(HashMap<String, u64>, usize)>,
 }
 
 impl MemoryStore {
@@ -261,6 +287,7 @@ impl MemoryStore {
             identities: AtomicUsize::new(0),
             earliest_end_us: AtomicU64::new(u64::MAX),
             sweeping: Mutex::new(()),
+            adjusted: Mutex::new((HashMap::new(), ADJUSTED_SWEEP_AT)),
         }
     }
 
@@ -455,6 +482,89 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Whether `once` is new (and now remembered until `until_us`); forgotten entries are
+    /// swept out when the record has grown.
+    fn first_time(&self, once: &str, now_us: u64, until_us: u64) -> bool {
+        let mut guard = self.adjusted.lock();
+        let (adjusted, sweep_at) = &mut *guard;
+        if adjusted.get(once).is_some_and(|&until| until > now_us) {
+            return false;
+        }
+        if adjusted.len() >= *sweep_at {
+            adjusted.retain(|_, &mut until| until > now_us);
+            // Twice what is left: sweeps stay proportional to the inserts between them.
+            *sweep_at = (adjusted.len() * 2).max(ADJUSTED_SWEEP_AT);
+        }
+        adjusted.insert(once.to_string(), until_us);
+        true
+    }
+
+    fn adjust_now(
+        &self,
+        identity: &str,
+        counters: &[CounterSpec],
+        adjustment: &Adjustment,
+    ) -> Result<u64, StoreError> {
+        let now = self.clock.now_us();
+        let until = now.saturating_add(usage::remember_us(counters.iter().map(|c| c.window_us)));
+        let mut map = self.shard(identity).lock();
+        match adjustment.change {
+            Change::Charge { units } => {
+                if units == 0 || counters.is_empty() {
+                    return Ok(0);
+                }
+                if !map.contains_key(identity) {
+                    if !self.reserve_identity() {
+                        return Err(StoreError::Full(self.max_identities));
+                    }
+                    map.insert(identity.to_string(), Counters::new());
+                }
+                if !self.first_time(&adjustment.once, now, until) {
+                    return Ok(0);
+                }
+                let Some(logs) = map.get_mut(identity) else {
+                    return Ok(0);
+                };
+                convert(logs, counters, now);
+                for spec in counters {
+                    let counter = logs
+                        .entry(spec.key.clone())
+                        .or_insert_with(|| Counter::new(spec));
+                    counter.trim(now, spec.window_us);
+                    counter.record(now, spec.window_us, units);
+                }
+                self.note_end(expires_at(logs));
+                Ok(units)
+            }
+            Change::Release {
+                recorded_us,
+                weight,
+            } => {
+                if !self.first_time(&adjustment.once, now, until) {
+                    return Ok(0);
+                }
+                let Some(logs) = map.get_mut(identity) else {
+                    return Ok(0);
+                };
+                let mut released = false;
+                for spec in counters {
+                    if let Some(counter) = logs.get_mut(&spec.key)
+                        && counter.is(spec.algorithm)
+                    {
+                        counter.trim(now, spec.window_us);
+                        released |= counter.release(recorded_us, weight);
+                    }
+                }
+                Ok(if released { weight } else { 0 })
+            }
+        }
+    }
+}
+
+/// Remembered adjustments past which forgotten ones are swept out (at least).
+const ADJUSTED_SWEEP_AT: usize = 4096;
+
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::new()
@@ -490,6 +600,15 @@ impl CounterStore for MemoryStore {
 
     fn leases(&self) -> Option<&dyn LeaseStore> {
         Some(&self.leases)
+    }
+
+    async fn adjust(
+        &self,
+        shard: &str,
+        counters: &[CounterSpec],
+        adjustment: &Adjustment,
+    ) -> Result<u64, StoreError> {
+        self.adjust_now(shard, counters, adjustment)
     }
 }
 

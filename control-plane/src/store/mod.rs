@@ -19,6 +19,7 @@ mod memory;
 mod nonce;
 mod redis;
 pub mod slotted;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub use self::clock::{Clock, ManualClock, MonotonicClock};
 pub use self::leases::{LeaseOutcome, LeaseRef, LeaseStore};
 pub use self::memory::{DEFAULT_MAX_IDENTITIES, MemoryStore};
 pub use self::redis::{MAX_SCRIPT_ARGS, RedisStore, RedisStoreOptions, ScriptCall, replay_horizon};
+pub use self::usage::{Adjustment, Change};
 
 /// One sliding-window counter taking part in a decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +197,36 @@ pub trait CounterStore: Send + Sync {
     /// counters; `None` for a backend that keeps none.
     fn leases(&self) -> Option<&dyn LeaseStore> {
         None
+    }
+
+    /// Applies `adjustment` to `counters` (all of identity `shard`) once: a second call with
+    /// the same `once` within [`usage::remember_us`] of the windows changes nothing. Returns
+    /// the units charged, or released (the weight, when at least one counter still held the
+    /// entry); 0 when it was applied before.
+    async fn adjust(
+        &self,
+        shard: &str,
+        counters: &[CounterSpec],
+        adjustment: &Adjustment,
+    ) -> Result<u64, StoreError> {
+        let _ = (shard, counters, adjustment);
+        Err(StoreError::Protocol(format!(
+            "the {} store takes no charges or releases",
+            self.backend()
+        )))
+    }
+
+    /// [`adjust`](Self::adjust) for several adjustments, one result per call in order.
+    /// Backends override it to save round trips.
+    async fn adjust_many(
+        &self,
+        calls: &[(&str, &[CounterSpec], &Adjustment)],
+    ) -> Vec<Result<u64, StoreError>> {
+        let mut results = Vec::with_capacity(calls.len());
+        for (shard, counters, adjustment) in calls {
+            results.push(self.adjust(shard, counters, adjustment).await);
+        }
+        results
     }
 }
 

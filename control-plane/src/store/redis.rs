@@ -33,6 +33,7 @@ use super::{
 };
 
 mod leases;
+mod usage;
 
 const SCRIPT: &str = include_str!("sliding_window.lua");
 
@@ -502,6 +503,25 @@ impl CounterStore for RedisStore {
 
     fn breaker_opened_total(&self) -> u64 {
         self.breaker.opened_total()
+    }
+
+    async fn adjust(
+        &self,
+        shard: &str,
+        counters: &[CounterSpec],
+        adjustment: &super::Adjustment,
+    ) -> Result<u64, StoreError> {
+        self.adjust_counters(&[(shard, counters, adjustment)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Protocol("adjustment: no answer".into())))
+    }
+
+    async fn adjust_many(
+        &self,
+        calls: &[(&str, &[CounterSpec], &super::Adjustment)],
+    ) -> Vec<Result<u64, StoreError>> {
+        self.adjust_counters(calls).await
     }
 
     fn leases(&self) -> Option<&dyn LeaseStore> {

@@ -129,6 +129,25 @@ impl Slots {
         self.add(slot, cost);
     }
 
+    /// Takes back `cost` units recorded at `recorded_us`, from the slot they fell in, if that
+    /// slot is still counted and holds them (call [`trim`](Self::trim) first). Returns
+    /// whether it did.
+    pub(crate) fn release(&mut self, recorded_us: u64, cost: u64) -> bool {
+        let slot = slot_of(recorded_us, self.slot_us);
+        let Ok(i) = self.slots.binary_search_by_key(&slot, |&(s, _)| s) else {
+            return false;
+        };
+        if self.slots[i].1 < cost {
+            return false;
+        }
+        self.slots[i].1 -= cost;
+        if self.slots[i].1 == 0 {
+            self.slots.remove(i);
+        }
+        self.total = self.total.saturating_sub(cost);
+        true
+    }
+
     fn add(&mut self, slot: u64, count: u64) {
         match self.slots.binary_search_by_key(&slot, |&(s, _)| s) {
             Ok(i) => self.slots[i].1 = self.slots[i].1.saturating_add(count),

@@ -76,6 +76,7 @@ fn answers_are_split_in_order() {
                 shadow_denied: false,
                 deny_for_ms: None,
                 lease: None,
+                usage: None,
             },
             DecisionResponse {
                 verdict: Verdict::Deny,
@@ -85,6 +86,7 @@ fn answers_are_split_in_order() {
                 shadow_denied: false,
                 deny_for_ms: None,
                 lease: None,
+                usage: None,
             },
         ],
     };

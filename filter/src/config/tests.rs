@@ -321,3 +321,21 @@ fn headers_errors_name_the_entry() {
         assert_eq!(err(&json), message, "{json}");
     }
 }
+
+#[test]
+fn charge_header_values() {
+    assert_eq!(
+        parse(r#"{"cluster":"rl"}"#).unwrap().charge_header,
+        "x-ratelimit-charge"
+    );
+    assert_eq!(
+        parse(r#"{"cluster":"rl","charge_header":"X-Tokens-Used"}"#)
+            .unwrap()
+            .charge_header,
+        "x-tokens-used"
+    );
+    for bad in [r#""""#, r#""x tokens""#, r#"":status""#, "7", "null"] {
+        let json = format!(r#"{{"cluster":"rl","charge_header":{bad}}}"#);
+        assert!(err(&json).starts_with("field `charge_header`"), "{json}");
+    }
+}

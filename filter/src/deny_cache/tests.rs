@@ -29,6 +29,7 @@ fn deny(deny_for_ms: Option<u64>) -> DecisionResponse {
         shadow_denied: false,
         deny_for_ms,
         lease: None,
+        usage: None,
     }
 }
 

@@ -863,7 +863,7 @@ impl Sim {
                         self.counted += 1;
                     }
                 }
-                Effect::LogError(_) => {}
+                Effect::LogError(_) | Effect::Warn(_) => {}
                 Effect::Resume(context) | Effect::Reply(context, _) => {
                     let resume = matches!(effect, Effect::Resume(_));
                     let Some((paused, decided)) = self.live.get_mut(&context) else {
@@ -1524,4 +1524,156 @@ fn a_tick_kept_for_leases_sends_no_batch_while_one_is_in_flight() {
     // The batch's answer sends it.
     let effects = engine.on_call_response(50, ok(&batch_body(&[ALLOW])));
     assert_eq!(batch_call(&effects), ips(&[11]));
+}
+
+// Usage after the response: charges and releases
+
+use crate::response::{CHARGES_INVALID_METRIC, USAGE_DROPPED_METRIC};
+use crate::usage::MAX_USAGE_ATTEMPTS;
+
+fn allow_with_usage(handle: &str, max_charge: Option<u64>, statuses: &[u16]) -> String {
+    let usage = rl_wire::Usage {
+        handle: handle.to_string(),
+        max_charge,
+        count_statuses: statuses.to_vec(),
+    };
+    format!(
+        r#"{{"verdict":"allow","tier":"free","counter":{{"limit":10,"remaining":9,"reset":100,"window":60,"endpoint":"/"}},"usage":{}}}"#,
+        serde_json::to_string(&usage).unwrap()
+    )
+}
+
+/// The usage call that is `effect`, parsed.
+fn usage_call(effect: &Effect) -> Vec<rl_wire::UsageItem> {
+    let Effect::Dispatch(call) = effect else {
+        panic!("not a call: {effect:?}");
+    };
+    assert_eq!(call.context, ROOT, "usage calls go out from the root");
+    assert_eq!(call.path, USAGE_PATH);
+    serde_json::from_slice::<rl_wire::UsageRequest>(&call.body)
+        .unwrap()
+        .items
+}
+
+fn item(handle: &str, charge: u64, release: bool) -> rl_wire::UsageItem {
+    rl_wire::UsageItem {
+        handle: handle.to_string(),
+        charge,
+        release,
+    }
+}
+
+/// A request of context 2 admitted with a usage handle (its call's token 7).
+fn admitted_with_usage(engine: &mut Engine, answer: &str) {
+    start_single(engine, 2, 7);
+    let effects = engine.on_call_response(7, ok(answer));
+    assert_eq!(effects, vec![count(Outcome::Allowed), Effect::Resume(2)]);
+    assert_eq!(engine.usage().open(), 1);
+}
+
+#[test]
+fn a_charge_leaves_from_the_root_when_the_stream_ends_cut_to_max_charge() {
+    let mut engine = configured(true);
+    admitted_with_usage(&mut engine, &allow_with_usage("H1", Some(500), &[]));
+    engine.on_response_status(2, 200);
+    assert_eq!(engine.on_charge(2, b"1532"), vec![]);
+    assert_eq!(engine.on_done(2), vec![Effect::SetTick(KICK_TICK_MS)]);
+    engine.tick_set(KICK_TICK_MS);
+    let effects = engine.on_tick(NOW);
+    assert_eq!(effects[0], Effect::SetTick(0));
+    assert_eq!(usage_call(&effects[1]), vec![item("H1", 500, false)]);
+    engine.tick_set(0);
+    assert_eq!(engine.dispatched(Some(40)), vec![]);
+    assert_eq!(engine.answer_limit(40), Some(MAX_USAGE_RESPONSE_BYTES));
+    assert_eq!(
+        engine.on_call_response(40, ok(r#"{"charged":500,"released":0}"#)),
+        vec![]
+    );
+    assert_eq!(engine.answer_limit(40), None);
+    assert!(!engine.usage().has_pending());
+}
+
+#[test]
+fn an_invalid_charge_is_counted_and_ignored() {
+    let mut engine = configured(true);
+    admitted_with_usage(&mut engine, &allow_with_usage("H1", Some(500), &[]));
+    assert_eq!(
+        engine.on_charge(2, b"-5"),
+        vec![Effect::Count(CHARGES_INVALID_METRIC)]
+    );
+    // Nothing to report: the stream ends without waking the tick.
+    assert_eq!(engine.on_done(2), vec![]);
+    // A charge for a stream the engine does not know changes nothing.
+    assert_eq!(engine.on_charge(99, b"5"), vec![]);
+}
+
+#[test]
+fn a_status_the_rule_does_not_count_releases_and_a_counted_one_keeps() {
+    let mut engine = configured(true);
+    admitted_with_usage(&mut engine, &allow_with_usage("OK", None, &[401, 403]));
+    engine.on_response_status(2, 200);
+    engine.on_done(2);
+    start_single(&mut engine, 3, 8);
+    engine.on_call_response(8, ok(&allow_with_usage("FAIL", None, &[401, 403])));
+    engine.on_response_status(3, 401);
+    engine.on_done(3);
+    // A reset: no response status at all.
+    start_single(&mut engine, 4, 9);
+    engine.on_call_response(9, ok(&allow_with_usage("RESET", None, &[401, 403])));
+    engine.on_done(4);
+    engine.tick_set(KICK_TICK_MS);
+    let effects = engine.on_tick(NOW);
+    assert_eq!(
+        usage_call(&effects[1]),
+        vec![item("OK", 0, true), item("RESET", 0, true)]
+    );
+}
+
+#[test]
+fn a_batched_member_gone_before_its_answer_releases_its_unit() {
+    let mut engine = configured(true);
+    let queued = fill_and_queue(&mut engine, 2);
+    send_batch(&mut engine, 50);
+    engine.on_done(queued[1]);
+    let answers = batch_body(&[
+        &allow_with_usage("A", None, &[401]),
+        &allow_with_usage("B", None, &[401]),
+    ]);
+    let effects = engine.on_call_response(50, ok(&answers));
+    assert_eq!(
+        effects,
+        vec![
+            count(Outcome::Allowed),
+            Effect::Resume(queued[0]),
+            Effect::SetTick(LEASE_TICK_MS)
+        ]
+    );
+    engine.tick_set(LEASE_TICK_MS);
+    let effects = engine.on_tick(NOW);
+    assert_eq!(usage_call(&effects[1]), vec![item("B", 0, true)]);
+}
+
+#[test]
+fn an_undeliverable_report_is_retried_then_dropped_counted_and_logged() {
+    let mut engine = configured(true);
+    admitted_with_usage(&mut engine, &allow_with_usage("H1", Some(9), &[]));
+    engine.on_charge(2, b"3");
+    engine.on_done(2);
+    for (token, attempt) in (60..).zip(0..MAX_USAGE_ATTEMPTS) {
+        let effects = engine.on_tick(NOW);
+        assert_eq!(usage_call(&effects[1]), vec![item("H1", 3, false)]);
+        engine.tick_set(0);
+        assert_eq!(engine.dispatched(Some(token)), vec![]);
+        let effects = engine.on_call_response(token, timed_out());
+        if attempt + 1 < MAX_USAGE_ATTEMPTS {
+            assert_eq!(effects, vec![Effect::SetTick(LEASE_TICK_MS)]);
+        } else {
+            assert_eq!(effects.len(), 2, "{effects:?}");
+            assert_eq!(effects[0], Effect::Count(USAGE_DROPPED_METRIC));
+            assert!(matches!(&effects[1], Effect::Warn(line) if line.contains("dropped")));
+        }
+        engine.tick_set(LEASE_TICK_MS);
+    }
+    assert!(!engine.usage().has_pending());
+    assert_eq!(engine.on_tick(NOW), vec![Effect::SetTick(0)]);
 }

@@ -380,6 +380,8 @@ fn metric_indices_are_distinct_and_named() {
     seen.push(BATCH_CALLS_METRIC);
     seen.push(UNAUTHORIZED_METRIC);
     seen.push(LOCAL_DENIED_METRIC);
+    seen.push(CHARGES_INVALID_METRIC);
+    seen.push(USAGE_DROPPED_METRIC);
     seen.sort_unstable();
     seen.dedup();
     assert_eq!(seen.len(), METRIC_NAMES.len());

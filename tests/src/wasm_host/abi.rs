@@ -56,6 +56,10 @@ pub(super) struct Stream {
     pub request_headers: HeaderMap,
     /// Exists from the response phase on; before that Envoy has no map and answers BadArgument.
     pub response_headers: Option<HeaderMap>,
+    /// The upstream's trailers: exist (for the filter) only while `on_response_trailers` runs.
+    pub response_trailers: Option<HeaderMap>,
+    /// Trailers the upstream will send after its headers, if any.
+    pub upstream_trailers: Option<HeaderMap>,
     /// `source.address` property; `None` makes `proxy_get_property` answer NotFound.
     pub source_address: Option<String>,
     /// Set by `proxy_send_local_response`.
@@ -100,6 +104,8 @@ pub(super) struct HostState {
     /// proxy-wasm shared data: value and CAS token per key (Envoy never deletes a key).
     pub shared_data: BTreeMap<String, (Vec<u8>, u32)>,
     pub next_cas: u32,
+    /// The trailers of the last response that had some, as the client gets them.
+    pub last_trailers: Option<HeaderMap>,
 }
 
 impl HostState {
@@ -124,12 +130,17 @@ impl HostState {
                 .response_headers
                 .as_ref()
                 .ok_or(Status::BadArgument),
+            3 => self
+                .stream()?
+                .response_trailers
+                .as_ref()
+                .ok_or(Status::BadArgument),
             6 => self
                 .call_response
                 .as_ref()
                 .and_then(|r| r.headers.as_ref())
                 .ok_or(Status::BadArgument),
-            // Trailers and gRPC metadata never exist here; Envoy answers BadArgument for a map
+            // Request trailers and gRPC metadata never exist here; Envoy answers BadArgument for a map
             // it does not currently have.
             _ => Err(Status::BadArgument),
         }
@@ -141,6 +152,11 @@ impl HostState {
             2 => self
                 .stream_mut()?
                 .response_headers
+                .as_mut()
+                .ok_or(Status::BadArgument),
+            3 => self
+                .stream_mut()?
+                .response_trailers
                 .as_mut()
                 .ok_or(Status::BadArgument),
             _ => Err(Status::BadArgument),

@@ -393,6 +393,7 @@ struct Exports {
     on_request_body: TypedFunc<(u32, u32, u32), u32>,
     on_request_trailers: TypedFunc<(u32, u32), u32>,
     on_response_headers: TypedFunc<(u32, u32, u32), u32>,
+    on_response_trailers: TypedFunc<(u32, u32), u32>,
     on_http_call_response: TypedFunc<(u32, u32, u32, u32, u32), ()>,
     on_tick: TypedFunc<u32, ()>,
     on_done: TypedFunc<u32, u32>,
@@ -412,6 +413,8 @@ impl Exports {
                 .get_typed_func(&mut *store, "proxy_on_request_trailers")?,
             on_response_headers: instance
                 .get_typed_func(&mut *store, "proxy_on_response_headers")?,
+            on_response_trailers: instance
+                .get_typed_func(&mut *store, "proxy_on_response_trailers")?,
             on_http_call_response: instance
                 .get_typed_func(&mut *store, "proxy_on_http_call_response")?,
             on_tick: instance.get_typed_func(&mut *store, "proxy_on_tick")?,
@@ -663,6 +666,22 @@ impl FilterVm {
         self.finish_stream(context, upstream)
     }
 
+    /// Ends a started request with this upstream response: its headers and, when given, its
+    /// trailers (then handed to `on_response_trailers`). Returns the outcome and the trailers
+    /// the client gets.
+    pub fn finish_response(
+        &mut self,
+        context: u32,
+        headers: &[(&str, &str)],
+        trailers: Option<&[(&str, &str)]>,
+    ) -> (Outcome, Option<HeaderMap>) {
+        if let Some(stream) = self.stream_mut(context) {
+            stream.upstream_trailers = trailers.map(HeaderMap::from_pairs);
+        }
+        let outcome = self.finish_stream(context, HeaderMap::from_pairs(headers));
+        (outcome, self.store.data_mut().last_trailers.take())
+    }
+
     /// The client goes away: the stream is destroyed without a response.
     pub fn cancel(&mut self, context: u32) {
         self.end_stream(context);
@@ -872,6 +891,7 @@ impl FilterVm {
             let headers = vm
                 .stream_mut(context)
                 .and_then(|s| s.response_headers.take());
+            vm.response_trailers(context);
             Outcome::Forwarded {
                 response_headers: headers.unwrap_or_default(),
             }
@@ -891,6 +911,28 @@ impl FilterVm {
 }
 
 impl FilterVm {
+    /// The upstream's trailers, if it sends any, through `on_response_trailers`; what the
+    /// client gets of them is kept for [`finish_response`](Self::finish_response).
+    fn response_trailers(&mut self, context: u32) {
+        let Some(stream) = self.stream_mut(context) else {
+            return;
+        };
+        let Some(trailers) = stream.upstream_trailers.take() else {
+            return;
+        };
+        let num = trailers.len() as u32;
+        stream.response_trailers = Some(trailers);
+        let action = self.enter(context, |e| &e.on_response_trailers, (context, num));
+        if let Some(other) = action.filter(|a| *a != 0) {
+            let what = format!("on_response_trailers returned {other}: the response would stall");
+            self.store.data_mut().violations.push(what);
+        }
+        let seen = self
+            .stream_mut(context)
+            .and_then(|s| s.response_trailers.take());
+        self.store.data_mut().last_trailers = seen;
+    }
+
     fn response_headers(&mut self, context: u32, end_of_stream: u32) {
         let num = self
             .store

@@ -27,13 +27,25 @@ fn the_table_names_each_configuration_once_and_passthrough_runs_every_phase() {
     for phase in [Phase::A, Phase::B, Phase::C, Phase::Fixed] {
         assert!(passthrough.runs(phase), "{phase:?}");
         // Every configuration with exact counters and a control plane runs what the
-        // verdicts judge; slotted counters, throughput and hot identities only.
-        for v in rows.iter().filter(|v| v.uses_control_plane()) {
+        // verdicts judge; slotted counters, throughput and hot identities only; charging,
+        // the fixed rate only (a charge changes what the admission checks expect).
+        for v in rows
+            .iter()
+            .filter(|v| v.uses_control_plane() && !v.charging)
+        {
             let judged = (v.counters == Counters::Exact && v.filter == FilterKind::Wasm)
                 || matches!(phase, Phase::A | Phase::B);
             assert_eq!(v.runs(phase), judged, "{} {phase:?}", v.name);
         }
     }
+    let charging: Vec<&Variant> = rows.iter().filter(|v| v.charging).collect();
+    assert_eq!(charging.len(), 1);
+    assert_eq!(charging[0].name, "4c");
+    assert_eq!(charging[0].phases, [Phase::Fixed]);
+    assert_eq!(
+        (charging[0].filter, charging[0].store),
+        (FilterKind::Wasm, StoreKind::Redis)
+    );
     let floor = rows.iter().find(|v| v.name == "w").unwrap();
     assert_eq!(floor.filter, FilterKind::WasmNoCallout);
     assert!(!floor.uses_control_plane());

@@ -16,7 +16,7 @@ fn config_parses_fits_and_every_key_resolves_to_its_tier() {
         good: 235,
         window_s: 60,
     };
-    let yaml = keys.control_plane_config(&limits, Counters::Exact);
+    let yaml = keys.control_plane_config(&limits, Counters::Exact, false);
     assert!(
         yaml.len() < MAX_CONFIG_BYTES,
         "{} bytes: over the control plane's limit on a config file",
@@ -65,6 +65,7 @@ fn limits_land_in_the_config() {
             window_s: 75,
         },
         Counters::Exact,
+        false,
     );
     let config = parse_yaml(&yaml).expect("valid");
     let tier = |name: &str| {
@@ -154,7 +155,7 @@ fn slotted_counters_are_set_on_every_tier() {
         window_s: 75,
     };
     for (counters, slotted) in [(Counters::Exact, false), (Counters::Slotted, true)] {
-        let config = compile(&keys.control_plane_config(&limits, counters));
+        let config = compile(&keys.control_plane_config(&limits, counters, false));
         for tier in [BULK_TIER, WARM_TIER, GOOD_TIER, ABUSE_TIER] {
             let tier = config
                 .tier_by_name(tier)
@@ -174,4 +175,37 @@ fn slotted_counters_are_set_on_every_tier() {
             }
         }
     }
+}
+
+#[test]
+fn a_charging_configuration_gives_the_rules_max_charge() {
+    let keys = Keys::generate();
+    let limits = Limits {
+        bulk: 17,
+        good: 300,
+        window_s: 75,
+    };
+    let yaml = keys.control_plane_config(&limits, Counters::Exact, true);
+    let config = parse_yaml(&yaml).expect("valid");
+    let cfg = compile(&yaml);
+    for tier in [BULK_TIER, WARM_TIER] {
+        let (_, rule) = cfg
+            .tier(cfg.tier_by_name(tier).expect("tier"))
+            .rules
+            .longest_match(PATH)
+            .expect("a rule on the path");
+        assert_eq!(
+            rule.max_charge,
+            Some(crate::configs::CHARGE_UNITS),
+            "{tier}"
+        );
+    }
+    assert_eq!(config.tiers.len(), 4);
+    // Without charging, no rule takes charges.
+    let plain = compile(&keys.control_plane_config(&limits, Counters::Exact, false));
+    let bulk = plain.tier(plain.tier_by_name(BULK_TIER).expect("tier"));
+    assert_eq!(
+        bulk.rules.longest_match(PATH).expect("rule").1.max_charge,
+        None
+    );
 }

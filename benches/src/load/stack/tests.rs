@@ -54,3 +54,20 @@ fn each_configuration_gets_its_filter() {
 
     assert!(bootstrap("2").contains("envoy.filters.http.local_ratelimit"));
 }
+
+#[test]
+fn a_charging_configuration_charges_every_response_on_the_route() {
+    let charging = bootstrap("4c");
+    assert_eq!(unfilled(&charging), None);
+    assert!(
+        charging.contains(
+            "response_headers_to_add: [{header: {key: x-ratelimit-charge, value: \"1\"}}]"
+        ),
+        "{charging}"
+    );
+    assert_eq!(
+        plugin_config(&charging)["cluster"],
+        "rate_limit_control_plane"
+    );
+    assert!(!bootstrap("4").contains("response_headers_to_add"));
+}

@@ -95,6 +95,8 @@ fn limits_rules_and_shadow_parse_in_both_formats() {
             ],
             shadow: true,
             cost: 1,
+            max_charge: None,
+            count_statuses: Vec::new(),
         })
     );
     assert_eq!(

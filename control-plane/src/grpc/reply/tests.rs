@@ -39,6 +39,7 @@ fn decision(verdict: Verdict, counter: Option<CounterReport>) -> DecisionRespons
         shadow_denied: false,
         deny_for_ms: None,
         lease: None,
+        usage: None,
     }
 }
 

@@ -445,3 +445,28 @@ async fn a_swept_slotted_counter_ends_when_its_newest_slot_leaves() {
     assert_eq!(store.evict_expired(), 1);
     assert_eq!(store.identity_count(), 0);
 }
+
+#[tokio::test]
+async fn an_adjustment_is_remembered_for_its_time_and_the_record_is_swept() {
+    let (clock, store) = store();
+    let c = [spec("a", 1_000_000, 60_000_000)];
+    let charge = |once: &str| Adjustment {
+        change: Change::Charge { units: 2 },
+        once: once.to_string(),
+    };
+    assert_eq!(store.adjust("id", &c, &charge("x")).await.unwrap(), 2);
+    assert_eq!(store.adjust("id", &c, &charge("x")).await.unwrap(), 0);
+    // Past the longest window the name is forgotten (a new call of that name applies).
+    clock.advance(60_000_001);
+    assert_eq!(store.adjust("id", &c, &charge("x")).await.unwrap(), 2);
+    // Many names: the forgotten ones are swept, the record does not keep them all.
+    for i in 0..(2 * ADJUSTED_SWEEP_AT) {
+        store
+            .adjust("id", &c, &charge(&format!("n{i}")))
+            .await
+            .unwrap();
+        clock.advance(1_000_000);
+    }
+    let kept = store.adjusted.lock().0.len();
+    assert!(kept <= ADJUSTED_SWEEP_AT, "{kept} names kept");
+}
