@@ -9,8 +9,8 @@
 //! One engine per plugin root context (one per worker VM and plugin configuration); streams
 //! are named by their context id. Rules kept here:
 //!
-//! - at most [`batch::MAX_SINGLE_IN_FLIGHT`] requests have a call of their own; later ones
-//!   queue and leave together in one batch call;
+//! - at most [`batch::MAX_SINGLE_IN_FLIGHT`] requests have a call of their own, and none
+//!   while a batch is in flight; later ones queue and leave together in one batch call;
 //! - a batch call is dispatched only while a root event (the tick, the answer of the previous
 //!   batch) is being handled, on the root context: the proxy-wasm SDK delivers an answer to the
 //!   context that dispatched the call and drops it when that context is gone, and the root
