@@ -10,6 +10,11 @@
 //!   host's bookkeeping. `allowed_request - host_baseline` is what the filter's logic and its
 //!   host calls cost; the baseline is measured in the same run so the difference means
 //!   something on a noisy 2-core machine.
+//! - `filter/batched_request`: the path under load: [`BATCH`] requests queue behind the
+//!   first single calls and leave in one batch call, whose answer (realistic allow answers:
+//!   two windows, their policies, as the control plane sends them) is split, applied and the
+//!   streams finished; per request (throughput = requests), the singles included as they
+//!   come at load.
 //! - `filter/new_vm`: instantiating and configuring one VM (Envoy does it per worker and on
 //!   every plugin-config change), for scale.
 //!
@@ -50,6 +55,50 @@ fn allowed_request(vm: &mut FilterVm, request: Request) -> Outcome {
     )
 }
 
+/// Requests per batch round in `batched_request` (about what 100 connections over two
+/// workers queue per round trip).
+const BATCH: usize = 32;
+
+/// An allow answer as the load benchmark's control plane sends it (a tier budget and an
+/// endpoint rule, both named in `policies`).
+fn allow_with_policies(remaining: usize) -> String {
+    format!(
+        r#"{{"verdict":"allow","tier":"b","counter":{{"limit":31,"remaining":{remaining},"reset":1764590460,"window":60,"endpoint":"/api/v1/request","policy":"b-api-v1-request-60s","reset_after":60}},"policies":[{{"name":"b-60s","limit":32,"window":60}},{{"name":"b-api-v1-request-60s","limit":31,"window":60}}]}}"#
+    )
+}
+
+/// One round of the path under load: every request queued or single, the calls answered,
+/// every stream finished. Returns how many were forwarded with our headers.
+fn batched_round(vm: &mut FilterVm, requests: Vec<Request>) -> usize {
+    let contexts: Vec<u32> = requests.into_iter().map(|r| vm.start(r)).collect();
+    let ok = [(":status", "200"), ("content-type", "application/json")];
+    for call in vm.pending_calls() {
+        vm.answer_call(call.token, Some(&ok), allow_with_policies(20).as_bytes());
+    }
+    while vm.tick() && !vm.pending_calls().is_empty() {
+        for call in vm.pending_calls() {
+            let members = call.body.windows(5).filter(|w| w == b"\"ip\":").count();
+            let answers: Vec<String> = (0..members).map(allow_with_policies).collect();
+            let body = format!(r#"{{"responses":[{}]}}"#, answers.join(","));
+            vm.answer_call(call.token, Some(&ok), body.as_bytes());
+        }
+    }
+    contexts
+        .into_iter()
+        .map(|c| vm.finish(c))
+        .filter(|o| {
+            o.forwarded()
+                .is_some_and(|h| h.get("x-ratelimit-limit").is_some())
+        })
+        .count()
+}
+
+fn batch_requests() -> Vec<Request> {
+    (0..BATCH)
+        .map(|i| request().set_header("x-api-key", Some(format!("key-{i:04}").as_bytes())))
+        .collect()
+}
+
 fn new_vm() -> FilterVm {
     FilterVm::new(CONFIG).unwrap_or_else(|rejected| panic!("bench config rejected: {rejected:?}"))
 }
@@ -76,6 +125,16 @@ fn bench_filter(c: &mut Criterion) {
         )
     });
     group.bench_function("host_baseline", |b| b.iter(|| vm.bare_stream()));
+    assert_eq!(batched_round(&mut vm, batch_requests()), BATCH);
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("batched_request", |b| {
+        b.iter_batched(
+            batch_requests,
+            |requests| black_box(batched_round(&mut vm, requests)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.throughput(Throughput::Elements(1));
     group.bench_function("new_vm", |b| b.iter(|| black_box(new_vm())));
     group.finish();
 

@@ -19,7 +19,8 @@ use crate::response::{self, CallResult, ControlPlaneError, Decision};
 /// Single decision calls a VM keeps in flight before requests start to queue. Two: a second
 /// concurrent request at low load still goes out at once instead of waiting for the root's
 /// tick; beyond that, under load, one more single call per round trip would buy another
-/// callout's CPU for one request while the queue leaves in one batch anyway.
+/// callout's CPU for one request while the queue leaves in one batch anyway. No single call
+/// leaves while a batch is in flight either (see [`Coalescer::route`]).
 pub const MAX_SINGLE_IN_FLIGHT: usize = 2;
 
 /// Requests per batch call (the control plane refuses more).
@@ -75,8 +76,18 @@ impl<M> Default for Coalescer<M> {
 impl<M> Coalescer<M> {
     /// Routes a new request. `Single` counts the call as in flight: report its end with
     /// [`single_done`](Self::single_done) (also when the dispatch failed).
+    ///
+    /// While a batch is in flight a new request queues even with a single slot free: that
+    /// batch's answer sends the queue at once, so the request waits at most one round trip
+    /// more, and under load (a batch always in flight) every request goes in a batch. Each
+    /// single call costs a whole callout in Envoy, a call to the control plane and a script
+    /// call in Redis for one request; before this rule two of them went out after every
+    /// batch, two thirds of the callouts for a few percent of the requests.
     pub fn route(&mut self) -> Route {
-        if self.queue.is_empty() && self.singles_in_flight < MAX_SINGLE_IN_FLIGHT {
+        if self.queue.is_empty()
+            && self.batches_in_flight == 0
+            && self.singles_in_flight < MAX_SINGLE_IN_FLIGHT
+        {
             self.singles_in_flight += 1;
             Route::Single
         } else {

@@ -5,7 +5,8 @@
 //! The cache lives in proxy-wasm shared data, so every Envoy worker sees every entry. Envoy
 //! never deletes a shared-data key, so the set of keys is fixed: [`BUCKETS`] bucket keys
 //! ([`bucket_key`]) and one key for the salt ([`SALT_KEY`]). A keyed hash of the request's
-//! evidence ([`Fingerprint`]) selects a bucket, which holds at most one entry: a newer denial
+//! evidence ([`Fingerprint`], SipHash-2-4 under a key derived from the salt and the plugin's
+//! configuration, [`FingerprintKey`]) selects a bucket, which holds at most one entry: a newer denial
 //! overwrites whatever was there. Entries are written with compare-and-swap and a mismatch
 //! just skips the write (the cache is an optimisation, never a source of truth). No raw key
 //! or token is stored: only the fingerprint and the control plane's answer.
@@ -20,8 +21,11 @@
 
 use std::collections::BTreeMap;
 
+use std::hash::Hasher;
+
 use rl_wire::{DecisionResponse, LocalDenials, Verdict};
 use sha2::{Digest, Sha256};
+use siphasher::sip128::{Hasher128, SipHasher24};
 
 /// Bucket keys in shared data (a fixed set: Envoy never deletes a key).
 pub const BUCKETS: usize = 1024;
@@ -47,7 +51,9 @@ pub const FINGERPRINT_BYTES: usize = 16;
 pub const MAX_TALLY_ENTRIES: usize = 256;
 
 /// Format of an entry: version, fingerprint, expiry, dispatch time, the answer's JSON.
-const VERSION: u8 = 1;
+/// Version 2: the fingerprint is SipHash-2-4 (version 1's was SHA-256), so an entry of a
+/// filter still running the older code is a miss, never a false match.
+const VERSION: u8 = 2;
 const HEADER_BYTES: usize = 1 + FINGERPRINT_BYTES + 8 + 8;
 
 /// The key of bucket `index` (`index < BUCKETS`).
@@ -108,28 +114,50 @@ impl Salt {
     }
 }
 
-/// A keyed hash of a request's evidence: SHA-256 over the salt, the plugin's scope (its
-/// configuration: two plugins of one VM must not share denials) and the decision call's body
-/// (client IP as resolved, API key, Authorization, method and path, exactly as sent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint([u8; FINGERPRINT_BYTES], u16);
+/// The secret key of the fingerprints: the salt (random, shared by the workers) and the
+/// plugin's scope (its configuration: two plugins of one VM must not share denials), hashed
+/// once with SHA-256 when either changes, not per request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FingerprintKey([u8; 16]);
 
-impl Fingerprint {
-    pub fn of(salt: &Salt, scope: &[u8; 32], evidence: &[u8]) -> Fingerprint {
+impl std::fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FingerprintKey(..)")
+    }
+}
+
+impl FingerprintKey {
+    pub fn new(salt: &Salt, scope: &[u8; 32]) -> FingerprintKey {
         let digest = Sha256::new()
             .chain_update(salt.0)
             .chain_update(scope)
-            .chain_update(evidence)
             .finalize();
-        let mut id = [0u8; FINGERPRINT_BYTES];
-        id.copy_from_slice(&digest[..FINGERPRINT_BYTES]);
-        let bucket = u16::from_le_bytes([digest[FINGERPRINT_BYTES], digest[FINGERPRINT_BYTES + 1]]);
-        Fingerprint(id, bucket)
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        FingerprintKey(key)
+    }
+}
+
+/// A keyed hash of a request's evidence: 128-bit SipHash-2-4 of the decision call's body
+/// (client IP as resolved, API key, Authorization, method and path, exactly as sent) under
+/// the [`FingerprintKey`]. SipHash is a pseudorandom function of its key: without the salt,
+/// which never leaves shared data, nobody can make two requests collide or aim at a bucket.
+/// It runs on every request that asks the control plane, where SHA-256 over the salt, the
+/// scope and the body cost several times more in the Wasm VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; FINGERPRINT_BYTES]);
+
+impl Fingerprint {
+    pub fn of(key: &FingerprintKey, evidence: &[u8]) -> Fingerprint {
+        let mut hasher = SipHasher24::new_with_key(&key.0);
+        hasher.write(evidence);
+        Fingerprint(hasher.finish128().as_bytes())
     }
 
-    /// The bucket this request's entry goes to.
+    /// The bucket this request's entry goes to (from the fingerprint's own bits: the entry
+    /// keeps all 128 of them, so two requests sharing a bucket are still told apart).
     pub fn bucket(&self) -> usize {
-        usize::from(self.1) % BUCKETS
+        usize::from(u16::from_le_bytes([self.0[0], self.0[1]])) % BUCKETS
     }
 }
 
@@ -163,6 +191,14 @@ pub fn encode(
     Some(bytes)
 }
 
+/// Whether `bytes` hold an entry of this version for this fingerprint (valid or not): a
+/// cheap test before the clock is read.
+pub fn is_entry_of(bytes: &[u8], fingerprint: &Fingerprint) -> bool {
+    bytes
+        .get(..=FINGERPRINT_BYTES)
+        .is_some_and(|head| head[0] == VERSION && head[1..=FINGERPRINT_BYTES] == fingerprint.0)
+}
+
 /// A live entry for this request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
@@ -177,7 +213,7 @@ pub struct Hit {
 /// (another request's entry, an expired one, bytes of another version or corrupt) is a miss.
 pub fn lookup(bytes: &[u8], fingerprint: &Fingerprint, now_ns: u64) -> Option<Hit> {
     let header = bytes.get(..HEADER_BYTES)?;
-    if header[0] != VERSION || header[1..=FINGERPRINT_BYTES] != fingerprint.0 {
+    if !is_entry_of(header, fingerprint) {
         return None;
     }
     let word = |at: usize| -> Option<u64> {

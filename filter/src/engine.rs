@@ -9,8 +9,8 @@
 //! One engine per plugin root context (one per worker VM and plugin configuration); streams
 //! are named by their context id. Rules kept here:
 //!
-//! - at most [`batch::MAX_SINGLE_IN_FLIGHT`] requests have a call of their own; later ones
-//!   queue and leave together in one batch call;
+//! - at most [`batch::MAX_SINGLE_IN_FLIGHT`] requests have a call of their own, and none
+//!   while a batch is in flight; later ones queue and leave together in one batch call;
 //! - a batch call is dispatched only while a root event (the tick, the answer of the previous
 //!   batch) is being handled, on the root context: the proxy-wasm SDK delivers an answer to the
 //!   context that dispatched the call and drops it when that context is gone, and the root
@@ -52,7 +52,7 @@ use rl_wire::{DecisionResponse, LocalDenials};
 
 use crate::batch::{self, Coalescer, MAX_BATCH_BODY_BYTES, MAX_BATCH_RESPONSE_BYTES, Route};
 use crate::config::{HeaderSets, PluginConfig};
-use crate::deny_cache::{self, CacheHost, Fingerprint, Salt, Tally};
+use crate::deny_cache::{self, CacheHost, Fingerprint, FingerprintKey, Salt, Tally};
 use crate::leases::{LEASE_TICK_MS, LeaseBook, MAX_LEASES_RESPONSE_BYTES, Release};
 use crate::response::{
     self, Action, BATCH_CALLS_METRIC, CHARGES_INVALID_METRIC, CallResult, ControlPlaneError,
@@ -203,6 +203,8 @@ struct DenyCache {
     salt: Option<Salt>,
     salt_tried: bool,
     scope: [u8; 32],
+    /// Derived from `salt` and `scope` whenever either changes.
+    key: Option<FingerprintKey>,
     tally: Tally,
 }
 
@@ -220,17 +222,27 @@ impl DenyCache {
         if !self.salt_tried {
             self.salt_tried = true;
             self.salt = Salt::load_or_create(self.host.as_mut());
+            self.rekey();
         }
-        let salt = self.salt?;
-        Some(Fingerprint::of(&salt, &self.scope, evidence))
+        Some(Fingerprint::of(self.key.as_ref()?, evidence))
     }
 
-    /// A live cached denial for this fingerprint.
+    fn rekey(&mut self) {
+        self.key = self
+            .salt
+            .map(|salt| FingerprintKey::new(&salt, &self.scope));
+    }
+
+    /// A live cached denial for this fingerprint. The clock is read only when the bucket
+    /// holds an entry (most requests find it empty or another's: one host call, not two).
     fn lookup(&mut self, fingerprint: &Fingerprint) -> Option<DecisionResponse> {
-        let now = self.host.now_ns()?;
         let (bytes, _) = self
             .host
             .get(&deny_cache::bucket_key(fingerprint.bucket()))?;
+        if !deny_cache::is_entry_of(&bytes, fingerprint) {
+            return None;
+        }
+        let now = self.host.now_ns()?;
         deny_cache::lookup(&bytes, fingerprint, now).map(|hit| hit.answer)
     }
 
@@ -245,6 +257,7 @@ impl DenyCache {
             let stored = salt.refresh(self.host.as_mut());
             if stored != salt {
                 self.salt = Some(stored);
+                self.rekey();
                 return;
             }
         }
@@ -306,6 +319,7 @@ impl Engine {
             salt: None,
             salt_tried: false,
             scope: deny_cache::scope(b""),
+            key: None,
             tally: Tally::default(),
         });
         engine
@@ -316,6 +330,7 @@ impl Engine {
     pub fn set_cache_scope(&mut self, plugin_configuration: &[u8]) {
         if let Some(cache) = self.cache.as_mut() {
             cache.scope = deny_cache::scope(plugin_configuration);
+            cache.rekey();
         }
     }
 

@@ -289,10 +289,16 @@ fn define_metrics() {
     });
 }
 
-fn count(index: usize) {
-    let id = METRICS.with(|m| m.get().and_then(|ids| ids.get(index).copied().flatten()));
-    if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
+/// Adds what `counts` holds to the counters, one host call per counter that moved (a
+/// batch's answer counts all its members in one).
+fn count(counts: &[i64; METRIC_NAMES.len()]) {
+    let Some(ids) = METRICS.with(Cell::get) else {
+        return;
+    };
+    for (id, &n) in ids.iter().zip(counts) {
+        if let (Some(id), true) = (id, n > 0) {
+            let _ = hostcalls::increment_metric(*id, n);
+        }
     }
 }
 
@@ -343,10 +349,15 @@ fn perform(engine: &Shared, origin: u32, effects: Vec<Effect>) {
     let config = engine.borrow().config();
     let root = engine.borrow().root();
     let mut effective = origin;
+    let mut counts = [0i64; METRIC_NAMES.len()];
     let mut todo = VecDeque::from(effects);
     while let Some(effect) = todo.pop_front() {
         match effect {
-            Effect::Count(index) => count(index),
+            Effect::Count(index) => {
+                if let Some(n) = counts.get_mut(index) {
+                    *n += 1;
+                }
+            }
             Effect::LogError(error) => {
                 if let Some(config) = &config {
                     log_control_plane_error(&error, config);
@@ -379,6 +390,7 @@ fn perform(engine: &Shared, origin: u32, effects: Vec<Effect>) {
             }
         }
     }
+    count(&counts);
     if effective != origin {
         host::set_effective_context(origin);
     }

@@ -32,6 +32,23 @@ fn first_calls_go_alone_then_requests_queue() {
 }
 
 #[test]
+fn no_single_call_leaves_while_a_batch_is_in_flight() {
+    let mut c = Coalescer::<u32>::default();
+    c.push(1, single("10.0.0.1"));
+    assert!(c.take_batch(|_| true).is_some());
+    // Both single slots are free, the queue is empty: the batch's answer sends this one.
+    assert_eq!(c.route(), Route::Queue);
+    c.push(2, single("10.0.0.2"));
+    assert!(!c.needs_kick(), "the batch in flight sends the queue");
+    c.batch_done();
+    assert!(c.needs_kick());
+    let next = c.take_batch(|_| true).unwrap();
+    assert_eq!(next.members, vec![2]);
+    c.batch_done();
+    assert_eq!(c.route(), Route::Single, "nothing in flight: alone at once");
+}
+
+#[test]
 fn batches_respect_the_size_caps_and_skip_ended_streams() {
     let mut c = Coalescer::<usize>::default();
     for i in 0..MAX_BATCH_SIZE + 3 {

@@ -38,7 +38,10 @@ fn body(key: &str, path: &str) -> Vec<u8> {
 }
 
 fn fp(evidence: &[u8]) -> Fingerprint {
-    Fingerprint::of(&Salt::fixed(7), &scope(b"{}"), evidence)
+    Fingerprint::of(
+        &FingerprintKey::new(&Salt::fixed(7), &scope(b"{}")),
+        evidence,
+    )
 }
 
 #[test]
@@ -101,10 +104,34 @@ fn the_same_evidence_hits_and_any_other_misses() {
         assert!(lookup(&bytes, &fp(&other), MS).is_none());
     }
     // Another salt or another plugin configuration: another fingerprint.
-    let other_salt = Fingerprint::of(&Salt::fixed(8), &scope(b"{}"), &same);
-    let other_scope = Fingerprint::of(&Salt::fixed(7), &scope(b"{\"a\":1}"), &same);
+    let other_salt = Fingerprint::of(&FingerprintKey::new(&Salt::fixed(8), &scope(b"{}")), &same);
+    let other_scope = Fingerprint::of(
+        &FingerprintKey::new(&Salt::fixed(7), &scope(b"{\"a\":1}")),
+        &same,
+    );
     assert!(lookup(&bytes, &other_salt, MS).is_none());
     assert!(lookup(&bytes, &other_scope, MS).is_none());
+}
+
+#[test]
+fn fingerprints_are_keyed_and_spread_over_the_buckets() {
+    let key = FingerprintKey::new(&Salt::fixed(7), &scope(b"{}"));
+    assert_eq!(Fingerprint::of(&key, b"a"), Fingerprint::of(&key, b"a"));
+    assert_ne!(Fingerprint::of(&key, b"a"), Fingerprint::of(&key, b"b"));
+    // The same evidence under another key: an unrelated fingerprint and bucket.
+    let other = FingerprintKey::new(&Salt::fixed(8), &scope(b"{}"));
+    assert_ne!(Fingerprint::of(&key, b"a"), Fingerprint::of(&other, b"a"));
+    // 4,096 rotating keys fill most of the 1,024 buckets (a uniform hash leaves ~2 % empty).
+    let mut used = vec![false; BUCKETS];
+    for i in 0..4 * BUCKETS {
+        used[Fingerprint::of(&key, &body(&format!("k{i}"), "/")).bucket()] = true;
+    }
+    let empty = used.iter().filter(|u| !**u).count();
+    assert!(empty < BUCKETS / 20, "{empty} buckets never chosen");
+    assert!(
+        format!("{key:?}").contains(".."),
+        "the key is never printed"
+    );
 }
 
 #[test]
@@ -114,9 +141,12 @@ fn corrupt_or_foreign_bytes_are_misses() {
     for cut in 0..good.len() {
         assert!(lookup(&good[..cut], &f, MS).is_none(), "cut at {cut}");
     }
-    let mut version = good.clone();
-    version[0] = 2;
-    assert!(lookup(&version, &f, MS).is_none());
+    // Another version (1: the SHA-256 fingerprints of older filters) is a miss.
+    for other in [1, VERSION + 1] {
+        let mut version = good.clone();
+        version[0] = other;
+        assert!(lookup(&version, &f, MS).is_none());
+    }
     let mut json = good.clone();
     let last = json.len() - 1;
     json[last] = b'!';
