@@ -140,7 +140,9 @@ impl RedisCluster {
         let mut proc = Proc::spawn("redis-server", cmd, Output::default());
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if cli(port, &["PING"]).trim() == "PONG" {
+            // Only an answer from our own process counts (another test may hold the port).
+            let answering = redis_server::process_id_in(&cli(port, &["INFO", "server"]));
+            if answering.is_some() && answering == proc.pid() {
                 return Ok(Node {
                     port,
                     proc: Some(proc),

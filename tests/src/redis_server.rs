@@ -73,7 +73,9 @@ impl RedisServer {
             if !proc.is_running() {
                 return false;
             }
-            if self.ping() {
+            // Another test's server can hold the port while ours fails to bind it: only an
+            // answer from our own process counts.
+            if proc.pid().is_some() && self.server_pid() == proc.pid() {
                 self.proc = Some(proc);
                 return true;
             }
@@ -82,14 +84,14 @@ impl RedisServer {
         false
     }
 
-    fn ping(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
-            return false;
-        };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
-            return false;
-        };
-        redis::cmd("PING").query::<String>(&mut conn).is_ok()
+    /// The process id of whatever answers on the port, from `INFO server`.
+    fn server_pid(&self) -> Option<u32> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut conn = client
+            .get_connection_with_timeout(Duration::from_millis(200))
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+        process_id_in(&info)
     }
 
     pub fn port(&self) -> u16 {
@@ -186,4 +188,11 @@ pub fn command_calls_in(info: &str, command: &str) -> u64 {
         .find_map(|line| line.strip_prefix(&prefix))
         .and_then(|rest| rest.split(',').next())
         .map_or(0, |calls| calls.trim().parse().expect("calls is a number"))
+}
+
+/// `process_id:<n>` of an `INFO server` reply.
+pub(crate) fn process_id_in(info: &str) -> Option<u32> {
+    info.lines()
+        .find_map(|line| line.trim().strip_prefix("process_id:"))
+        .and_then(|pid| pid.parse().ok())
 }
