@@ -275,3 +275,41 @@ async fn a_store_failure_follows_fail_open() {
         }
     }
 }
+
+/// Envoy resets the rate-limit calls of every client that goes away (a load balancer's
+/// connections dropping at once, the end of a load test): such a burst, arriving while the
+/// service is busy, must not close the connection under the calls still waiting for their
+/// answer (they would fail open, or be refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_cancelled_calls_leaves_the_others_answered() {
+    let svc = start(&limited(1_000_000), &[]);
+    let c = client(svc.grpc).await;
+    ask(&mut c.clone(), from_ip("198.51.100.1")).await;
+    // Busy: the calls and their resets queue up before the service reads any of them.
+    svc._cp.suspend();
+    let mut kept = Vec::new();
+    let mut cancelled = Vec::new();
+    for i in 0..200 {
+        let mut c = c.clone();
+        let task = tokio::spawn(async move {
+            c.should_rate_limit(from_ip(&format!("198.51.100.{}", i % 100)))
+                .await
+        });
+        if i % 2 == 0 {
+            kept.push(task);
+        } else {
+            cancelled.push(task);
+        }
+    }
+    // Wait until every call's HEADERS are out: the service holds 200 streams' worth.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for task in &cancelled {
+        task.abort();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    svc._cp.resume();
+    for task in kept {
+        let answer = task.await.expect("task");
+        assert!(answer.is_ok(), "{answer:?}\n{}", svc._cp.output.tail(10));
+    }
+}

@@ -122,6 +122,7 @@ pub async fn serve(
     // get `DRAIN` to finish once the signal came, then the server stops.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = Server::builder()
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
         .add_service(health_service)
         .add_service(RateLimitServiceServer::new(RateLimitGrpc::new(state)))
         .serve_with_incoming_shutdown(incoming, async move {
@@ -138,6 +139,13 @@ pub async fn serve(
         () = drained => Ok(()),
     }
 }
+
+/// Calls a client may cancel before the service has picked them up. Envoy cancels the call
+/// of every downstream request that goes away, so clients leaving at once while the service
+/// is busy send a burst of resets; h2's default (20, a guard against rapid-reset floods from
+/// the open internet) would then close the connection under every call still waiting on it.
+/// The listener serves Envoys only; the bound still caps what a flood can queue.
+const MAX_PENDING_ACCEPT_RESETS: usize = 10_000;
 
 /// How long calls in flight may take to finish after the shutdown signal.
 const DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
