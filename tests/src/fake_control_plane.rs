@@ -62,6 +62,7 @@ pub fn windows(
             reset_at: None,
             policy: Some(name.to_string()),
             reset_after: Some(reset_after),
+            units: false,
         }),
         policies: policies
             .iter()
@@ -213,6 +214,7 @@ fn allow() -> DecisionResponse {
             reset_at: None,
             policy: None,
             reset_after: None,
+            units: false,
         }),
         policies: Vec::new(),
         shadow_denied: false,

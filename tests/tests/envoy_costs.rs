@@ -59,8 +59,15 @@ async fn a_rule_of_cost_5_under_a_limit_of_20_admits_4_requests_in_units() {
     }
     // The fifth needs 5 units: they are free once the first request's leave, a minute after
     // it (not one unit's worth of time: every entry is in the same second here).
-    let retry_after = denial(&get(&client, &url, &[]).await, 20, 60, "/api/v1/export");
+    let refused = get(&client, &url, &[]).await;
+    let retry_after = denial(&refused, 20, 60, "/api/v1/export");
     assert!((55..=60).contains(&retry_after), "{retry_after}");
+    let message = refused.json()["error"]["message"].clone();
+    assert_eq!(
+        message,
+        format!("Rate limit exceeded: 20 units per 60 seconds. Retry after {retry_after} seconds."),
+        "{refused:#?}"
+    );
 
     // The tier's budget lost 5 units per admitted request, nothing for the refused one.
     assert_eq!(units_of(&stack, "ip:127.0.0.51", "free-60s").await, 20);

@@ -59,6 +59,7 @@ fn counter(remaining: u64) -> CounterReport {
         reset_at: None,
         policy: None,
         reset_after: None,
+        units: false,
     }
 }
 

@@ -59,8 +59,9 @@ pub fn deny_error(
         )
     } else {
         format!(
-            "Rate limit exceeded: {} requests per {} {}. Retry after {} {}.",
+            "Rate limit exceeded: {} {} per {} {}. Retry after {} {}.",
             counter.limit,
+            if counter.units { "units" } else { "requests" },
             counter.window,
             seconds(counter.window),
             retry_after,

@@ -342,6 +342,11 @@ pub struct CounterReport {
     /// Added after the first release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_after: Option<u64>,
+    /// The window counts units (request costs, charges after the response), not requests:
+    /// the 429's message says so. Added after the first release: a filter that does not know
+    /// it says "requests".
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub units: bool,
 }
 
 /// Body of every error answer: the control plane's API errors and the filter's own 429 and

@@ -28,6 +28,7 @@ fn response_round_trips_and_rejects_unknown_verdicts() {
             reset_at: Some("2023-11-14T22:14:20Z".into()),
             policy: None,
             reset_after: None,
+            units: false,
         }),
         policies: Vec::new(),
         shadow_denied: false,
@@ -159,6 +160,7 @@ fn shadowed_answer_with_every_new_field() -> DecisionResponse {
             reset_at: None,
             policy: Some("free-1s".into()),
             reset_after: Some(1),
+            units: true,
         }),
         policies: vec![
             PolicyReport {

@@ -50,6 +50,13 @@ pub struct EndpointLimits {
     pub count_statuses: Vec<u16>,
 }
 
+impl EndpointLimits {
+    /// A request takes more than one unit, or its response may charge more.
+    pub fn weighs(&self) -> bool {
+        self.cost > 1 || self.max_charge.is_some()
+    }
+}
+
 impl<'a> IntoIterator for &'a EndpointLimits {
     type Item = &'a Window;
     type IntoIter = std::slice::Iter<'a, Window>;

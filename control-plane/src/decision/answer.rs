@@ -145,6 +145,8 @@ pub(super) fn answer(
                 reset_at: None,
                 policy: Some(bound.window.policy.clone()),
                 reset_after: Some(ceil_secs(state.free_at_us.saturating_sub(outcome.now_us))),
+                // Only a 429's message reads it: not worth a look at the rules per request.
+                units: false,
             }),
             policies,
             shadow_denied: shadow_denial.is_some(),
@@ -171,6 +173,7 @@ pub(super) fn answer(
             reset_at: Some(rfc3339(reset)),
             policy: Some(bound.window.policy.clone()),
             reset_after: Some(retry_after),
+            units: counts_units(tier, bound.rule),
         }),
         policies,
         shadow_denied: false,
@@ -181,6 +184,17 @@ pub(super) fn answer(
         usage: None,
     };
     (response, None)
+}
+
+/// Whether a window of `rule` (or the tier's budget, for `None`) counts units rather than
+/// requests: the rule's requests weigh more than one or take charges; a budget does when any
+/// of the tier's rules does, since those units land in it too.
+fn counts_units(tier: &Tier, rule: Option<&str>) -> bool {
+    let mut rules = tier.rules.entries();
+    match rule {
+        Some(pattern) => rules.any(|(p, limits)| p == pattern && limits.weighs()),
+        None => rules.any(|(_, limits)| limits.weighs()),
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,7 @@ pub(super) fn denied(tier: &Tier, max: u64, path: &str, now_unix: u64) -> Decisi
             reset_at: Some(rfc3339(reset)),
             policy: None,
             reset_after: Some(1),
+            units: false,
         }),
         policies: Vec::new(),
         shadow_denied: false,

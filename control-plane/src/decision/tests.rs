@@ -457,6 +457,10 @@ async fn a_rule_cost_is_taken_from_every_window_and_reported_in_units() {
     let c = denied.counter.clone().unwrap();
     assert_eq!((c.limit, c.remaining, c.window), (12, 0, 60));
     assert_eq!(c.retry_after, Some(50));
+    assert!(
+        c.units,
+        "a budget that costly requests draw from counts units"
+    );
     assert_eq!(denied.deny_for_ms, Some(50_000));
     // Again, answered from the deny cache the same way.
     let again = d.decide(&req("10.0.0.1", "/export")).await;
@@ -532,6 +536,10 @@ async fn a_charge_is_cut_to_max_charge_applied_once_and_refuses_the_next_request
     assert_eq!(again.response.charged, 0);
     let next = d.decide(&req("10.0.0.1", "/chat")).await.response;
     assert_eq!(next.verdict, Verdict::Deny);
+    assert!(
+        next.counter.expect("counter").units,
+        "a charged rule counts units"
+    );
     // The tier took the charge too: 51 of 1000 used.
     let other = d.decide(&req("10.0.0.1", "/other")).await.response;
     assert_eq!(other.counter.expect("counter").remaining, 1000 - 52);
@@ -545,6 +553,11 @@ async fn a_released_login_gives_its_unit_back_and_denials_of_such_rules_are_neve
     let refused = d.decide(&req("10.0.0.1", "/login")).await;
     assert_eq!(refused.response.verdict, Verdict::Deny);
     assert_eq!(refused.response.deny_for_ms, None, "its counter can shrink");
+    let counter = refused.response.counter.clone().expect("counter");
+    assert!(
+        !counter.units,
+        "a rule of cost 1 without charges counts requests"
+    );
     assert!(d.deny_cache().is_empty(), "nothing learnt of it");
     // The first login succeeded: its unit comes back, once.
     let handle = first.usage.expect("a handle").handle;

@@ -20,6 +20,7 @@ fn deny(deny_for_ms: Option<u64>) -> DecisionResponse {
             reset_at: Some("2023-11-14T22:14:02Z".into()),
             policy: Some("free-60s".into()),
             reset_after: Some(3),
+            units: false,
         }),
         policies: vec![PolicyReport {
             name: "free-60s".into(),

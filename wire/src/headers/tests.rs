@@ -11,6 +11,7 @@ fn counter(limit: u64, window: u64) -> CounterReport {
         reset_at: None,
         policy: Some("free-60s".into()),
         reset_after: Some(1),
+        units: false,
     }
 }
 
@@ -53,6 +54,17 @@ fn the_deny_body_names_the_window_in_words() {
     let details = body.error.details.expect("details");
     assert_eq!(details.reset_at, "2023-11-14T22:14:20Z");
     assert_eq!(details.endpoint, "/api/v1/search");
+}
+
+#[test]
+fn a_window_of_units_says_units() {
+    let mut c = counter(20, 60);
+    c.units = true;
+    let body = deny_error(&c, Some("free"), 12, |_| "fallback".into());
+    assert_eq!(
+        body.error.message,
+        "Rate limit exceeded: 20 units per 60 seconds. Retry after 12 seconds."
+    );
 }
 
 #[test]

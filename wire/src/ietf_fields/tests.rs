@@ -21,6 +21,7 @@ fn counter(policy: Option<&str>, remaining: u64) -> CounterReport {
         reset_at: None,
         policy: policy.map(str::to_owned),
         reset_after: Some(37),
+        units: false,
     }
 }
 

@@ -16,6 +16,7 @@ fn counter(remaining: u64, retry_after: Option<u64>) -> CounterReport {
         reset_at: Some("2030-03-17T17:46:40Z".into()),
         policy: Some("free-60s".into()),
         reset_after: Some(37),
+        units: false,
     }
 }
 
