@@ -69,6 +69,24 @@ impl Admin {
         Self::reply(response).await
     }
 
+    /// What the window `policy` of `identifier` counts now (requests, or units), from the
+    /// status endpoint, which records nothing; 0 while nothing is counted for the identifier
+    /// (404: e.g. its requests are still on their way).
+    pub async fn window_count(&self, cp: &ControlPlane, identifier: &str, policy: &str) -> u64 {
+        let report = self
+            .get(cp, &format!("/api/v1/rate-limit/status/{identifier}"))
+            .await;
+        if report.status == 404 {
+            return 0;
+        }
+        assert_eq!(report.status, 200, "{report:?}");
+        report.body["counters"]
+            .as_array()
+            .and_then(|counters| counters.iter().find(|c| c["policy"] == policy))
+            .and_then(|c| c["count"].as_u64())
+            .unwrap_or_else(|| panic!("no window {policy} for {identifier}: {report:?}"))
+    }
+
     /// `GET /api/v1/rate-limit/config`.
     pub async fn config(&self, cp: &ControlPlane) -> AdminReply {
         self.get(cp, "/api/v1/rate-limit/config").await

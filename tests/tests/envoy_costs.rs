@@ -29,18 +29,9 @@ fn stack(config: &Config) -> Stack {
 
 /// Units the window `policy` of `identifier` holds now (status endpoint, nothing recorded).
 async fn units_of(stack: &Stack, identifier: &str, policy: &str) -> u64 {
-    let report = Admin::new(ADMIN_KEY)
-        .get(
-            &stack.control_plane,
-            &format!("/api/v1/rate-limit/status/{identifier}"),
-        )
-        .await;
-    assert_eq!(report.status, 200, "{report:?}");
-    report.body["counters"]
-        .as_array()
-        .and_then(|counters| counters.iter().find(|c| c["policy"] == policy))
-        .and_then(|c| c["count"].as_u64())
-        .unwrap_or_else(|| panic!("no window {policy} for {identifier}: {report:?}"))
+    Admin::new(ADMIN_KEY)
+        .window_count(&stack.control_plane, identifier, policy)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

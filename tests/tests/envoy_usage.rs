@@ -37,22 +37,9 @@ fn stack() -> Stack {
 
 /// Units the window `policy` of `identifier` holds now (status endpoint, nothing recorded).
 async fn units_of(stack: &Stack, identifier: &str, policy: &str) -> u64 {
-    let report = Admin::new(ADMIN_KEY)
-        .get(
-            &stack.control_plane,
-            &format!("/api/v1/rate-limit/status/{identifier}"),
-        )
-        .await;
-    // 404: nothing counted for the identifier yet (e.g. requests still on their way).
-    if report.status == 404 {
-        return 0;
-    }
-    assert_eq!(report.status, 200, "{report:?}");
-    report.body["counters"]
-        .as_array()
-        .and_then(|counters| counters.iter().find(|c| c["policy"] == policy))
-        .and_then(|c| c["count"].as_u64())
-        .unwrap_or(0)
+    Admin::new(ADMIN_KEY)
+        .window_count(&stack.control_plane, identifier, policy)
+        .await
 }
 
 /// Waits (at most `within`) until `policy` of `identifier` holds `want` units.

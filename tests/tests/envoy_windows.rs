@@ -56,12 +56,9 @@ async fn windows_of(stack: &Stack, identifier: &str) -> Vec<Value> {
 
 /// How many requests `policy` of `identifier` counts now.
 async fn count_of(stack: &Stack, identifier: &str, policy: &str) -> u64 {
-    windows_of(stack, identifier)
+    Admin::new(ADMIN_KEY)
+        .window_count(&stack.control_plane, identifier, policy)
         .await
-        .iter()
-        .find(|c| c["policy"] == policy)
-        .and_then(|c| c["count"].as_u64())
-        .unwrap_or_else(|| panic!("no window {policy} for {identifier}"))
 }
 
 /// Waits (at most 5 s) until the window `policy` of `identifier` is empty again.
