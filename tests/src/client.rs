@@ -223,3 +223,30 @@ fn answer_complete(response: &[u8]) -> bool {
     }
     false
 }
+
+/// `GET path` from `source` over a connection of its own, with `headers` (`name: value`
+/// lines), left in flight: dropping the stream resets the request.
+pub async fn get_in_flight(
+    envoy: std::net::SocketAddr,
+    source: IpAddr,
+    path: &str,
+    headers: &[&str],
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::new(source, 0))
+        .expect("bind the client address");
+    let mut stream = socket.connect(envoy).await.expect("connect to Envoy");
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n");
+    for header in headers {
+        request.push_str(header);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    stream
+}

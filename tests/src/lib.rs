@@ -23,7 +23,9 @@ pub mod tcp_proxy;
 pub mod upstream;
 pub mod wasm_host;
 
-pub use client::{RawReply, Reply, client_from, get, get_json, post_json, raw_get, send};
+pub use client::{
+    RawReply, Reply, client_from, get, get_in_flight, get_json, post_json, raw_get, send,
+};
 pub use control_plane::{ControlPlane, ControlPlaneBuilder};
 pub use envoy::{Envoy, EnvoyBuilder};
 pub use envoy_native::NativeEnvoyBuilder;

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use control_plane::store::keys::lease_key;
 use rl_tests::fixtures::{Config, Tier};
-use rl_tests::{StackBuilder, client_from, control_plane_bin, get};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use rl_tests::{StackBuilder, client_from, control_plane_bin, get, get_in_flight};
+use tokio::net::TcpStream;
 
 const MAX: u64 = 3;
 /// Longer than the test takes, shorter than Envoy's route timeout (15 s).
@@ -25,18 +24,8 @@ fn config() -> String {
 /// A `GET /api/v1/slow` from `source` over a connection of its own, left in flight: dropping
 /// the stream resets the request.
 async fn slow_request(envoy: SocketAddr, source: IpAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(source, 0))
-        .expect("bind the client address");
-    let mut stream = socket.connect(envoy).await.expect("connect to Envoy");
-    let request =
-        format!("GET /api/v1/slow?ms={SLOW_MS} HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send the request");
-    stream
+    let path = format!("/api/v1/slow?ms={SLOW_MS}");
+    get_in_flight(envoy, source, &path, &["Accept: */*"]).await
 }
 
 /// Leases held in Redis for `identity`.

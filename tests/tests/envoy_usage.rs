@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use rl_tests::admin::Admin;
 use rl_tests::fixtures::{Config, Rule, Tier};
-use rl_tests::{Stack, StackBuilder, client_from, control_plane_bin, get};
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use rl_tests::{Stack, StackBuilder, client_from, control_plane_bin, get, get_in_flight};
+use tokio::net::TcpStream;
 
 const ADMIN_KEY: &str = "usage-admin-key-0123456789";
 const LOGIN: &str = "/api/v1/login";
@@ -119,18 +118,13 @@ async fn an_upstream_charge_is_hidden_from_the_client_and_refuses_the_next_reque
 /// A login over a connection of its own, waiting `ms` upstream, left in flight: dropping the
 /// stream resets it.
 async fn login_in_flight(envoy: SocketAddr, source: IpAddr, ms: u64) -> TcpStream {
-    let socket = TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(SocketAddr::new(source, 0))
-        .expect("bind the client address");
-    let mut stream = socket.connect(envoy).await.expect("connect to Envoy");
-    let request =
-        format!("GET {LOGIN}?ms={ms} HTTP/1.1\r\nHost: localhost\r\nx-password: guess\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send the request");
-    stream
+    get_in_flight(
+        envoy,
+        source,
+        &format!("{LOGIN}?ms={ms}"),
+        &["x-password: guess"],
+    )
+    .await
 }
 
 async fn login(client: &reqwest::Client, stack: &Stack, password: &str, ms: u64) -> u16 {
