@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use control_plane::store::{Algorithm, Clock, CounterSpec, ManualClock, StoreError, keys};
+use control_plane::store::{
+    Algorithm, Clock, CounterSpec, CounterStore, ManualClock, RedisStore, RedisStoreOptions,
+    StoreError, keys,
+};
 use rl_tests::backends::{Backend, BackendKind};
 use rl_tests::test_with_all_stores;
 
@@ -1022,10 +1025,11 @@ async fn redis_breaker_opens_and_recovers_on_the_store_clock() {
 }
 
 /// A slotted counter in Redis is one small hash in the compact listpack encoding, whatever
-/// the traffic: at most W/g + 2 slots plus its total and lowest slot, trimmed as time passes,
-/// and its key lives one slot (and a millisecond) past its window.
+/// the traffic: at most W/g + 2 slots plus its total, lowest slot and the slot its expiry is
+/// armed to, trimmed as time passes, and its key lives at least its window and at most W/8 and
+/// a slot (and a millisecond) past it: the expiry is armed ahead, not per request.
 #[tokio::test]
-async fn redis_slotted_counters_are_small_hashes_that_live_a_slot_past_their_window() {
+async fn redis_slotted_counters_are_small_hashes_that_live_at_most_an_eighth_past_their_window() {
     let backend = Backend::start(BackendKind::Redis);
     let redis = backend.redis_server().expect("redis");
     let clock = clock_at_a_slot_start();
@@ -1050,7 +1054,7 @@ async fn redis_slotted_counters_are_small_hashes_that_live_a_slot_past_their_win
             .arg(&c[0].key)
             .query(&mut conn)
             .expect("HLEN");
-        assert!(fields <= 122 + 2, "{fields} fields at request {i}");
+        assert!(fields <= 122 + 3, "{fields} fields at request {i}");
         if i >= 120 * 3 {
             // 120 whole slots of three, and the current one so far.
             assert_eq!(out.counters[0].count, 120 * 3 + i % 3 + 1, "request {i}");
@@ -1067,8 +1071,75 @@ async fn redis_slotted_counters_are_small_hashes_that_live_a_slot_past_their_win
         .query(&mut conn)
         .expect("PTTL");
     assert!(
-        ttl > 60_000 && ttl <= 60_501,
-        "TTL {ttl} ms: the window, a slot and a millisecond"
+        ttl > 60_000 && ttl <= 60_000 + 7_500 + 500 + 1,
+        "TTL {ttl} ms: the window, and at most an eighth of it, a slot and a millisecond"
+    );
+}
+
+/// On Redis's own clock, the expiry armed ahead still covers every count: after each request
+/// the key lives at least a window longer (its newest count is in now's slot, counted until
+/// that slot's end plus W), and the seen record a replay horizon longer (a timeout of 100 ms:
+/// 1 s, armed twice in the test), while most requests send no `PEXPIRE` at all.
+#[tokio::test]
+async fn redis_a_slotted_counter_armed_ahead_outlives_its_newest_count() {
+    let backend = Backend::start(BackendKind::Redis);
+    let redis = backend.redis_server().expect("redis");
+    let options = RedisStoreOptions {
+        timeout: Duration::from_millis(100),
+        ..RedisStoreOptions::default()
+    };
+    let store = RedisStore::new(&redis.url(), options).expect("store");
+    let id = "ip:10.9.7.2";
+    // 60 slots of 50 ms: the expiry is armed 7 slots (350 ms) ahead.
+    let slot_us = 50_000;
+    let c = [slotted(
+        &keys::budget_key(id, 3, Algorithm::Slotted { slot_us }),
+        1_000_000,
+        Duration::from_secs(3),
+        slot_us,
+    )];
+    let mut conn = redis.connection();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query::<()>(&mut conn)
+        .expect("CONFIG RESETSTAT");
+    let requests = 100;
+    for i in 0..requests {
+        let out = store.check_and_record(id, &c).await.expect("store");
+        assert!(out.admitted);
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&c[0].key)
+            .query(&mut conn)
+            .expect("PTTL");
+        // What Redis's clock moved between the script and PTTL is all the slack there is.
+        assert!(
+            ttl > 3_000 - 50,
+            "request {i}: TTL {ttl} ms, less than the window"
+        );
+        let seen: i64 = redis::cmd("PTTL")
+            .arg(keys::seen_key(id))
+            .query(&mut conn)
+            .expect("PTTL");
+        assert!(
+            seen > 1_000 - 50,
+            "request {i}: the seen record's TTL {seen} ms, less than the horizon"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .expect("INFO");
+    let pexpires = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_pexpire:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse::<u64>().expect("calls"));
+    // About 2 s at 20 ms and more a request: one arming per 350 ms for the counter, one per
+    // replay horizon for the seen record.
+    assert!(
+        (1..requests / 4).contains(&pexpires),
+        "{pexpires} PEXPIRE for {requests} requests"
     );
 }
 

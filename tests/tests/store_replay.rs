@@ -317,9 +317,10 @@ async fn a_denied_call_sent_again_is_judged_afresh_and_recorded_once() {
     assert_eq!(replay.counters[0].count, 1, "recorded once");
 }
 
-/// The seen record holds the nonces of recorded requests for the replay horizon, no longer:
-/// older ones are dropped by the next recording, and the key expires with the last of them.
-/// Reports add nothing to it.
+/// The seen record holds the nonces of recorded requests for at least the replay horizon and
+/// at most twice it: it is trimmed and its expiry armed once per horizon (the member "~"
+/// marks until when), so older nonces are dropped by the first recording after that, and the
+/// key expires with the last of them. Reports and denials add nothing to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seen_record_is_bounded_by_the_replay_horizon() {
     let redis = RedisServer::start();
@@ -344,12 +345,13 @@ async fn the_seen_record_is_bounded_by_the_replay_horizon() {
             .await
             .expect("record");
     }
-    assert_eq!(zcard(&mut conn, &seen), 50);
+    assert_eq!(nonces(&mut conn, &seen), 50);
     let horizon = replay_horizon(TIMEOUT);
     let ttl_ms: i64 = redis::cmd("PTTL").arg(&seen).query(&mut conn).unwrap();
     assert!(
-        ttl_ms > 0 && ttl_ms as u128 <= horizon.as_millis() + 1,
-        "the record expires within the horizon: PTTL {ttl_ms} ms, horizon {horizon:?}"
+        ttl_ms > horizon.as_millis() as i64 && ttl_ms as u128 <= 2 * horizon.as_millis() + 1,
+        "the record expires between one and two horizons later: PTTL {ttl_ms} ms, horizon \
+         {horizon:?}"
     );
 
     let denied_call = [spec(&rule_key(identity, 60, Algorithm::Exact, "/full"), 0)];
@@ -359,21 +361,43 @@ async fn the_seen_record_is_bounded_by_the_replay_horizon() {
         .expect("denied");
     assert!(!denied.admitted);
     assert_eq!(
-        zcard(&mut conn, &seen),
+        nonces(&mut conn, &seen),
         50,
         "a denied request leaves no nonce"
     );
 
-    clock.set(now + horizon.as_micros() as u64);
+    let h = horizon.as_micros() as u64;
+    clock.set(now + h);
     store
         .check_and_record(identity, &counters)
         .await
         .expect("record");
     assert_eq!(
-        zcard(&mut conn, &seen),
-        1,
-        "nonces a full horizon old are dropped"
+        nonces(&mut conn, &seen),
+        51,
+        "within the horizon the record was armed for, nothing is trimmed"
     );
+    clock.set(now + h + 1);
+    store
+        .check_and_record(identity, &counters)
+        .await
+        .expect("record");
+    assert_eq!(
+        nonces(&mut conn, &seen),
+        2,
+        "the next recording after it drops the nonces a full horizon old"
+    );
+}
+
+/// The nonces in a seen record (its members but the marker "~").
+fn nonces(conn: &mut redis::Connection, seen: &str) -> usize {
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(seen)
+        .arg(0)
+        .arg(-1)
+        .query(conn)
+        .expect("ZRANGE");
+    members.iter().filter(|m| *m != "~").count()
 }
 
 /// A batch sent twice (a script call that reached Redis twice): each admitted request is

@@ -82,6 +82,9 @@ pub type Check = fn(&Evidence) -> Vec<Verdict>;
 /// Every verdict of the report, in its order.
 pub const CHECKS: &[Check] = &[
     throughput,
+    lead::throughput_lead,
+    lead::abuse_mix,
+    lead::cpu_budgets,
     sc002_added_latency,
     sc003_identities,
     sc005_abuse,
@@ -545,6 +548,8 @@ pub fn sc005_abuse(evidence: &Evidence) -> Vec<Verdict> {
     }
     out
 }
+
+pub mod lead;
 
 #[cfg(test)]
 mod tests;

@@ -41,7 +41,8 @@ const SCRIPT: &str = include_str!("sliding_window.lua");
 /// Every send of one call happens within the timeout (the cluster client stops retrying once
 /// the caller gave up), so a retry runs later than the first execution by at most the timeout
 /// plus however long it waited inside Redis: ten timeouts, and at least a second, cover a
-/// Redis that stalls for several timeouts. Memory: one entry per request admitted within it.
+/// Redis that stalls for several timeouts. Memory: one entry per request admitted within
+/// twice the horizon (the script trims the record once per horizon, not per request).
 pub fn replay_horizon(timeout: Duration) -> Duration {
     (timeout * 10).max(Duration::from_secs(1))
 }
@@ -140,7 +141,7 @@ impl RedisStore {
             clock: options.clock,
             nonces: NonceSource::new(),
             horizon_us: horizon.as_micros().to_string(),
-            seen_ttl_ms: (horizon.as_micros().div_ceil(1000) + 1).to_string(),
+            seen_ttl_ms: ((2 * horizon).as_micros().div_ceil(1000) + 1).to_string(),
         })
     }
 

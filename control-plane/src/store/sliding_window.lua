@@ -13,11 +13,12 @@
 -- ARGV[2]      "" to read the time from Redis (production); a store given its own clock
 --              (tests: a manual one, for exact boundaries) passes its reading in µs
 -- ARGV[3]      replay horizon (µs): how long a recorded nonce is remembered
--- ARGV[4]      TTL of the seen records (ms): the horizon rounded up, plus one
+-- ARGV[4]      TTL of the seen records (ms): twice the horizon rounded up, plus one
 -- Then each request in turn, its keys following the previous request's in KEYS and its
 -- arguments following them in ARGV:
 --   KEYS  seen        the identity's seen record: sorted set of the nonces of requests
---                     recorded within the replay horizon (score = µs timestamp)
+--                     recorded within the replay horizon (score = µs timestamp), and "~"
+--                     (see the end of decide)
 --         counter i   (i = 1..n) an exact log (sorted set of admitted requests, score = µs
 --                     timestamp) or a slotted counter (hash, see below)
 --         source j    (j = 1..m) exact logs that slotted counters take their counts from when
@@ -201,7 +202,7 @@ local function present(key, lowest, from, to)
   local base = math.fmod(lowest, M)
   for j = 1, #all, 2 do
     local f = all[j]
-    if f ~= 't' and f ~= 'l' then
+    if f ~= 't' and f ~= 'l' and f ~= 'x' then
       local s = lowest + math.fmod(tonumber(f) - base + M, M)
       if s >= from and s <= to then
         out[#out + 1] = { s, tonumber(all[j + 1]) }
@@ -213,16 +214,19 @@ local function present(key, lowest, from, to)
 end
 
 -- The counter's lowest slot and total at now, after the slots that left are dropped
--- (nil, 0 when empty).
-local function load_slots(key, window, g)
-  local v = redis.call('HMGET', key, 'l', 't')
+-- (nil, 0 when empty), the last slot its time-to-live covers ("x", nil when unknown) and the
+-- count of now's slot (nil when empty): read in the one call that loads the counter, so that
+-- recording needs no second read.
+local function load_slots(key, window, g, now_field)
+  local v = redis.call('HMGET', key, 'l', 't', 'x', now_field)
   if not v[1] then
     return nil, 0
   end
   local lowest, total = tonumber(v[1]), tonumber(v[2])
+  local covered, current = tonumber(v[3]), tonumber(v[4])
   local oldest = slot_of(now - window, g)
   if oldest <= lowest then
-    return lowest, total
+    return lowest, total, covered, current
   end
   if oldest - lowest >= M then
     redis.call('DEL', key)
@@ -253,13 +257,24 @@ local function load_slots(key, window, g)
     from = from + 8
   end
   redis.call('HSET', key, 'l', fmt(next_lowest), 't', fmt(total))
-  return next_lowest, total
+  -- Only slots before now's left: now's count stands.
+  return next_lowest, total, covered, current
 end
 
 -- Time-to-live of a slotted counter (ms): its newest slot is counted until at most W + g
 -- from now; one more millisecond, as for the logs below.
 local function slots_ttl(window, g)
   return fmt(math.ceil((window + g) / 1000) + 1)
+end
+
+-- A counter's time-to-live is armed ahead, so that most requests need no PEXPIRE: writing
+-- slot s arms it to cover every slot up to x = s + W / 8g (slot q is counted until
+-- (q + 1) g + W) and records x in the field "x"; a later write to a slot up to x leaves it
+-- as it is. The key outlives its last count by at most W / 8. Returns x and the TTL (ms; one
+-- more, as for the logs below).
+local function arm(window, g, s)
+  local x = s + math.floor(window / (8 * g))
+  return x, fmt(math.ceil(((x + 1) * g + window - now) / 1000) + 1)
 end
 
 -- A new slotted counter takes the counts of the exact log source (entries still inside the
@@ -361,7 +376,7 @@ end
 -- at the same now); the score of the entry that sets free_at is read from its member
 -- ("<us>.<nonce>" starts with it) instead of WITHSCORES, which would format the double only
 -- for the script to parse it back.
-local horizon, ttl = {}, {}
+local horizon, ttl, now_fields = {}, {}, {}
 
 -- The request whose seen record is KEYS[K + 1], its counters KEYS[K + 1 + i] and its sources
 -- after them, and whose counter i has the arguments ARGV[A + 5 (i - 1) + 1 .. + 5].
@@ -375,8 +390,14 @@ local function decide(K, A, n, nonce, cost)
     end
   end
   local seen = KEYS[K + 1]
-  local replay = mode == 'r' and redis.call('ZSCORE', seen, nonce) ~= false
+  local replay, seen_until = false, nil
+  if mode == 'r' then
+    local v = redis.call('ZMSCORE', seen, nonce, '~')
+    replay, seen_until = v[1] ~= false, v[2]
+  end
   local limits, windows, slots, counts, full, lowests, weighted = {}, {}, {}, {}, {}, {}, {}
+  -- Slotted counters: the slot armed up to ("x") and now's count, when load_slots read them.
+  local covers, currents, known = {}, {}, {}
   local admitted = 1
   for i = 1, n do
     local key = KEYS[K + 1 + i]
@@ -388,11 +409,20 @@ local function decide(K, A, n, nonce, cost)
     limits[i], windows[i], slots[i] = limit, window, g
     local c
     if g > 0 then
+      local gkey = ARGV[a + 4]
+      local nf = now_fields[gkey]
+      if nf == nil then
+        nf = field(slot_of(now, g))
+        now_fields[gkey] = nf
+      end
       local lowest
-      lowest, c = load_slots(key, window, g)
+      lowest, c, covers[i], currents[i] = load_slots(key, window, g, nf)
+      known[i] = true
       local source = tonumber(ARGV[a + 5])
       if lowest == nil and source > 0 then
         lowest, c = convert(key, KEYS[K + source], window, g)
+        -- Written by the conversion: now's count is not known any more.
+        known[i] = lowest == nil
       end
       lowests[i] = lowest
     else
@@ -436,14 +466,31 @@ local function decide(K, A, n, nonce, cost)
         -- In the slot of now, or in the lowest if that is later (a clock that stepped back):
         -- a later slot is counted longer, never less.
         local s = slot_of(now, g)
+        local current = currents[i] or 0
         if lowest == nil or lowest > s then
+          if lowest ~= nil then
+            current = nil
+          end
           lowest = lowest or s
           s = lowest
         end
-        redis.call('HINCRBY', key, field(s), cost)
         c = c + cost
-        redis.call('HSET', key, 'l', fmt(lowest), 't', fmt(c))
-        redis.call('PEXPIRE', key, slots_ttl(window, g))
+        local args = { 'l', fmt(lowest), 't', fmt(c) }
+        if known[i] and current ~= nil then
+          args[5], args[6] = field(s), fmt(current + cost)
+        else
+          redis.call('HINCRBY', key, field(s), cost)
+        end
+        local x, armed = covers[i], nil
+        if x == nil or s > x then
+          x, armed = arm(window, g, s)
+          args[#args + 1] = 'x'
+          args[#args + 1] = fmt(x)
+        end
+        redis.call('HSET', key, unpack(args))
+        if armed then
+          redis.call('PEXPIRE', key, armed)
+        end
       end
       if c > 0 then
         free_at = slots_free_at(key, lowest, c, limit, window, g, cost)
@@ -487,11 +534,17 @@ local function decide(K, A, n, nonce, cost)
   end
 
   if record then
-    -- Only recorded requests are remembered, for the replay horizon: the record holds at
-    -- most the requests admitted within it.
-    redis.call('ZREMRANGEBYSCORE', seen, '-inf', fmt(now - horizon_us))
-    redis.call('ZADD', seen, now_s, nonce)
-    redis.call('PEXPIRE', seen, seen_ttl)
+    -- Only recorded requests are remembered, for at least the replay horizon H. The record is
+    -- trimmed and its time-to-live armed once per H, not per request: the member "~" (no nonce
+    -- has it) scores the time until which the TTL set then (2 H) keeps every nonce added
+    -- before it for H. The record holds at most the requests admitted within 2 H.
+    if seen_until and tonumber(seen_until) >= now then
+      redis.call('ZADD', seen, now_s, nonce)
+    else
+      redis.call('ZREMRANGEBYSCORE', seen, '-inf', fmt(now - horizon_us))
+      redis.call('ZADD', seen, now_s, nonce, fmt(now + horizon_us), '~')
+      redis.call('PEXPIRE', seen, seen_ttl)
+    end
   end
   return out
 end

@@ -2,7 +2,7 @@
 -- (`store/usage.rs`): a charge adds units at now without a room check (a counter may go over
 -- its limit); a release takes back the entry recorded at admission, if it is still in its
 -- window. The structures are those of sliding_window.lua (weighted exact logs with their "#"
--- sum, slotted hashes with "l" and "t"), kept consistent the same way. Several adjustments
+-- sum, slotted hashes with "l", "t" and "x"), kept consistent the same way. Several adjustments
 -- go in one call, each with its own keys and arguments after the previous one's.
 --
 -- ARGV[1]        "" to read the time from Redis; a store given its own clock passes µs
@@ -52,6 +52,14 @@ local function field(s)
   return fmt(math.fmod(s, M))
 end
 
+-- As sliding_window.lua arms a slotted counter's time-to-live: up to slot x = s + W / 8g,
+-- recorded in "x", so that a write within it leaves the TTL as it is (and this script never
+-- shortens what that one armed). Returns x and the TTL (ms).
+local function arm(window, g, s)
+  local x = s + math.floor(window / (8 * g))
+  return x, fmt(math.ceil(((x + 1) * g + window - now) / 1000) + 1)
+end
+
 -- The sum of a log's weights and whether it keeps "#".
 local function log_sum(key)
   local s = redis.call('ZSCORE', key, '#')
@@ -86,9 +94,11 @@ local function adjust(k, a)
         redis.call('PEXPIRE', key, fmt(math.ceil(window / 1000) + 1))
       else
         local s = slot_of(now, g)
-        local v = redis.call('HMGET', key, 'l', 't')
+        local v = redis.call('HMGET', key, 'l', 't', 'x')
+        local x, armed = tonumber(v[3]), nil
         if not v[1] then
-          redis.call('HSET', key, 'l', fmt(s), 't', fmt(amount), field(s), fmt(amount))
+          x, armed = arm(window, g, s)
+          redis.call('HSET', key, 'l', fmt(s), 't', fmt(amount), field(s), fmt(amount), 'x', fmt(x))
         else
           local lowest = tonumber(v[1])
           -- A clock that stepped back: the oldest live slot, counted longer, never less.
@@ -96,9 +106,16 @@ local function adjust(k, a)
             s = lowest
           end
           redis.call('HINCRBY', key, field(s), amount)
-          redis.call('HSET', key, 't', fmt(tonumber(v[2]) + amount))
+          if x == nil or s > x then
+            x, armed = arm(window, g, s)
+            redis.call('HSET', key, 't', fmt(tonumber(v[2]) + amount), 'x', fmt(x))
+          else
+            redis.call('HSET', key, 't', fmt(tonumber(v[2]) + amount))
+          end
         end
-        redis.call('PEXPIRE', key, fmt(math.ceil((window + g) / 1000) + 1))
+        if armed then
+          redis.call('PEXPIRE', key, armed)
+        end
       end
       done = amount
     else

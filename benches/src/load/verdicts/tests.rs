@@ -61,7 +61,7 @@ fn assert_status(v: &Verdict, status: Status, reason: &str) {
 
 #[test]
 fn every_check_is_in_the_list() {
-    assert_eq!(CHECKS.len(), 4);
+    assert_eq!(CHECKS.len(), 7);
     assert!(
         all(&Evidence {
             variants: &variants(),
