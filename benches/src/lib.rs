@@ -3,6 +3,7 @@
 
 use control_plane::config::{CompiledConfig, parse_yaml};
 
+pub mod compare_runs;
 pub mod false_denials;
 
 /// A configuration whose limits never bind, so benchmarks measure admitted decisions (the

@@ -253,5 +253,4 @@ pub fn cpu_budgets(evidence: &Evidence) -> Vec<Verdict> {
 }
 
 #[cfg(test)]
-#[path = "lead_tests.rs"]
 mod tests;
