@@ -895,6 +895,11 @@ async fn eventually(within: Duration, mut condition: impl FnMut() -> bool) -> bo
     condition()
 }
 
+/// A key's time-to-live in ms (`PTTL`).
+fn pttl(conn: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(conn).expect("PTTL")
+}
+
 #[tokio::test]
 async fn redis_keys_expire_with_their_window_and_stay_bounded() {
     let backend = Backend::start(BackendKind::Redis);
@@ -913,10 +918,7 @@ async fn redis_keys_expire_with_their_window_and_stay_bounded() {
         .query(&mut conn)
         .expect("ZCARD");
     assert_eq!(len, 5, "memory per counter is bounded by its limit");
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg("rl:{ip:10.0.0.7}:b")
-        .query(&mut conn)
-        .expect("PTTL");
+    let ttl = pttl(&mut conn, "rl:{ip:10.0.0.7}:b");
     // The window plus the millisecond Redis's own expiry rounding can take away.
     assert!(ttl > 0 && ttl <= 1001, "TTL {ttl} ms follows the window");
     let gone = eventually(Duration::from_secs(5), || {
@@ -1066,10 +1068,7 @@ async fn redis_slotted_counters_are_small_hashes_that_live_at_most_an_eighth_pas
         .query(&mut conn)
         .expect("OBJECT ENCODING");
     assert_eq!(encoding, "listpack");
-    let ttl: i64 = redis::cmd("PTTL")
-        .arg(&c[0].key)
-        .query(&mut conn)
-        .expect("PTTL");
+    let ttl = pttl(&mut conn, &c[0].key);
     assert!(
         ttl > 60_000 && ttl <= 60_000 + 7_500 + 500 + 1,
         "TTL {ttl} ms: the window, and at most an eighth of it, a slot and a millisecond"
@@ -1107,19 +1106,13 @@ async fn redis_a_slotted_counter_armed_ahead_outlives_its_newest_count() {
     for i in 0..requests {
         let out = store.check_and_record(id, &c).await.expect("store");
         assert!(out.admitted);
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(&c[0].key)
-            .query(&mut conn)
-            .expect("PTTL");
+        let ttl = pttl(&mut conn, &c[0].key);
         // What Redis's clock moved between the script and PTTL is all the slack there is.
         assert!(
             ttl > 3_000 - 50,
             "request {i}: TTL {ttl} ms, less than the window"
         );
-        let seen: i64 = redis::cmd("PTTL")
-            .arg(keys::seen_key(id))
-            .query(&mut conn)
-            .expect("PTTL");
+        let seen = pttl(&mut conn, &keys::seen_key(id));
         assert!(
             seen > 1_000 - 50,
             "request {i}: the seen record's TTL {seen} ms, less than the horizon"

@@ -31,7 +31,7 @@ fn run(variant: &str, repeat: u32, phase: Phase, connections: u32) -> RunRecord 
     }
 }
 
-fn judge(records: &[RunRecord], check: Check) -> Vec<Verdict> {
+pub(super) fn judge(records: &[RunRecord], check: Check) -> Vec<Verdict> {
     let variants = variants();
     let cells = Cells::new(records);
     check(&Evidence {

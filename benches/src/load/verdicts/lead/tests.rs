@@ -1,30 +1,10 @@
 //! Each lead target fed data that meets it, then data that misses it or cannot judge it.
 
-use std::path::PathBuf;
-
 use super::*;
-use crate::configs::{Programs, table};
 use crate::record::RedisRun;
-use crate::summary::Cells;
 use crate::tools::{AbuseCounts, LoadResult};
-use crate::verdicts::{Check, Status};
-
-fn judge(records: &[RunRecord], check: Check) -> Vec<Verdict> {
-    let variants = table(&Programs {
-        control_plane: PathBuf::from("/cp"),
-        wasm: PathBuf::from("/f.wasm"),
-        envoy_concurrency: 2,
-    });
-    let cells = Cells::new(records);
-    check(&Evidence {
-        variants: &variants,
-        cells: &cells,
-        conns: &[100, 1000],
-        rates: &[0.1, 0.25],
-        rate_conns: 100,
-        ceiling: 20_000.0,
-    })
-}
+use crate::verdicts::Status;
+use crate::verdicts::tests::judge;
 
 fn run(variant: &str, repeat: u32, phase: Phase, rps: f64) -> RunRecord {
     RunRecord {
