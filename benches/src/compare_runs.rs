@@ -167,26 +167,27 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// A configuration's median of a stage: each run against the median passthrough run's
-/// figures (the passthrough "run" used for ratios is the per-field medians of its starts).
-fn stage_median(results: &Results, variant: &str, stage: &Stage) -> Option<f64> {
-    let runs = results.runs.get(variant)?;
-    let base = results.runs.get(PASSTHROUGH).map(|b| Run {
-        rps: median(b.iter().map(|r| r.rps).collect()).unwrap_or(0.0),
-        cpu: ["envoy"]
-            .iter()
-            .filter_map(|k| {
-                Some((
-                    k.to_string(),
-                    median(b.iter().filter_map(|r| r.cpu(k)).collect())?,
-                ))
-            })
+/// Configuration 1 of a run as the stages compare with it: the medians of its starts'
+/// throughput and Envoy CPU.
+fn passthrough(results: &Results) -> Option<Run> {
+    let runs = results.runs.get(PASSTHROUGH)?;
+    let envoy = median(runs.iter().filter_map(|r| r.cpu("envoy")).collect());
+    Some(Run {
+        rps: median(runs.iter().map(|r| r.rps).collect()).unwrap_or(0.0),
+        cpu: envoy
+            .map(|e| ("envoy".to_string(), e))
+            .into_iter()
             .collect(),
         ..Run::default()
-    })?;
+    })
+}
+
+/// A configuration's median of a stage over its starts, each against `base`.
+fn stage_median(results: &Results, base: &Run, variant: &str, stage: &Stage) -> Option<f64> {
+    let runs = results.runs.get(variant)?;
     median(
         runs.iter()
-            .filter_map(|r| (stage.figure)(r, &base))
+            .filter_map(|r| (stage.figure)(r, base))
             .collect(),
     )
 }
@@ -217,11 +218,15 @@ pub fn render(before: &Results, after: &Results, connections: u64) -> String {
         s.push_str("---:|---:|");
     }
     s.push('\n');
+    let runs = [(before, passthrough(before)), (after, passthrough(after))];
     for stage in STAGES {
         let _ = write!(s, "| {} | {} |", stage.name, stage.source);
         for v in &variants {
-            for results in [before, after] {
-                match stage_median(results, v, stage) {
+            for (results, base) in &runs {
+                let figure = base
+                    .as_ref()
+                    .and_then(|base| stage_median(results, base, v, stage));
+                match figure {
                     Some(x) => {
                         let _ = write!(s, " {x:.*} |", stage.digits);
                     }

@@ -64,6 +64,19 @@ pub struct RunRecord {
     pub abuse_start: Option<AbuseStart>,
 }
 
+impl RunRecord {
+    /// CPU µs per request of one process (`envoy`, `control_plane`, `redis`, …).
+    pub fn cpu(&self, name: &str) -> Option<f64> {
+        self.cpu_us_per_request.get(name).copied()
+    }
+
+    /// `total` (a count or µs over the run) per decision the control plane counted in it.
+    pub fn per_decision(&self, total: f64) -> Option<f64> {
+        let d = self.decisions.filter(|d| *d > 0.0)?;
+        Some(total / d)
+    }
+}
+
 /// Requests that did not get a decision of ours, or no answer at all.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Errors {

@@ -585,10 +585,6 @@ fn memory(s: &mut String, input: &Input) {
     }
 }
 
-fn cpu(r: &RunRecord, name: &str) -> Option<f64> {
-    r.cpu_us_per_request.get(name).copied()
-}
-
 fn where_time_goes(s: &mut String, input: &Input) {
     let Some(&conns) = input.opts.conns.first() else {
         return;
@@ -613,7 +609,7 @@ fn where_time_goes(s: &mut String, input: &Input) {
     );
     for cell in &cells {
         let f = |name: &'static str| {
-            opt(cell.figure(|r| cpu(r, name)).map(|s| s.median), |x| {
+            opt(cell.figure(|r| r.cpu(name)).map(|s| s.median), |x| {
                 format!("{x:.1}")
             })
         };
@@ -680,7 +676,7 @@ fn where_time_goes(s: &mut String, input: &Input) {
     let cells = input.cells;
     let passthrough_envoy = move |r: &RunRecord| -> Option<f64> {
         let base = cells.get(PASSTHROUGH, r.phase, r.connections, r.rate_share)?;
-        base.figure(|b| cpu(b, "envoy")).map(|s| s.median)
+        base.figure(|b| b.cpu("envoy")).map(|s| s.median)
     };
     let per_request = |r: &RunRecord, v: f64| v / r.load.requests.max(1) as f64;
     type Row<'a> = (
@@ -694,7 +690,7 @@ fn where_time_goes(s: &mut String, input: &Input) {
             "filter + callout inside Envoy (CPU µs)",
             "Envoy CPU/req − configuration 1's in the same cell",
             1,
-            Box::new(move |r: &RunRecord| Some(cpu(r, "envoy")? - passthrough_envoy(r)?)),
+            Box::new(move |r: &RunRecord| Some(r.cpu("envoy")? - passthrough_envoy(r)?)),
         ),
         (
             "Envoy callout, wall (mean ms)",
@@ -724,7 +720,7 @@ fn where_time_goes(s: &mut String, input: &Input) {
             "control plane (CPU µs)",
             "/proc/<pid>/stat",
             1,
-            Box::new(|r: &RunRecord| cpu(r, "control_plane")),
+            Box::new(|r: &RunRecord| r.cpu("control_plane")),
         ),
         (
             "decision calls per request",
@@ -742,16 +738,13 @@ fn where_time_goes(s: &mut String, input: &Input) {
             "Redis (CPU µs per request)",
             "/proc/<pid>/stat",
             1,
-            Box::new(|r: &RunRecord| cpu(r, "redis")),
+            Box::new(|r: &RunRecord| r.cpu("redis")),
         ),
         (
             "Redis CPU µs per decision",
             "redis-server utime + stime / decisions",
             1,
-            Box::new(|r: &RunRecord| {
-                let d = r.decisions.filter(|d| *d > 0.0)?;
-                Some(r.redis?.cpu_us / d)
-            }),
+            Box::new(|r: &RunRecord| r.per_decision(r.redis?.cpu_us)),
         ),
         (
             "Redis calls per request",
@@ -831,14 +824,8 @@ fn redis_per_decision(s: &mut String, input: &Input) {
          |---|---|---|---:|---:|---:|---|"
     );
     for (v, run, cell) in rows {
-        let per_decision = cell.figure(|r| {
-            let d = r.decisions.filter(|d| *d > 0.0)?;
-            Some(r.redis?.cpu_us / d)
-        });
-        let calls = cell.figure(|r| {
-            let d = r.decisions.filter(|d| *d > 0.0)?;
-            Some(r.redis?.commands.script_calls / d)
-        });
+        let per_decision = cell.figure(|r| r.per_decision(r.redis?.cpu_us));
+        let calls = cell.figure(|r| r.per_decision(r.redis?.commands.script_calls));
         let (counters, target) = match v.counters {
             Counters::Exact => ("exact log", "—".to_string()),
             Counters::Slotted => (

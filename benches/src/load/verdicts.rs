@@ -165,6 +165,19 @@ fn range_text(min: f64, max: f64, f: impl Fn(f64) -> String) -> String {
     }
 }
 
+/// A ratio to configuration 1 as verdicts show it: of the medians, then the paired range.
+fn ratio_text(r: &crate::summary::Ratio) -> String {
+    let mut text = format!("{:.2} ×", r.of_medians);
+    if let Some(p) = r.paired {
+        let _ = write!(
+            text,
+            " (repeats {})",
+            range_text(p.min, p.max, |x| format!("{x:.2}"))
+        );
+    }
+    text
+}
+
 /// Configurations on Redis: throughput of phase a against configuration 1 at the first
 /// connection count.
 pub fn throughput(evidence: &Evidence) -> Vec<Verdict> {
@@ -193,14 +206,7 @@ pub fn throughput(evidence: &Evidence) -> Vec<Verdict> {
         let Some(r) = ratio(cell, base, |r| Some(r.load.rps)) else {
             continue;
         };
-        let mut measured = format!("{:.2} ×", r.of_medians);
-        if let Some(p) = r.paired {
-            let _ = write!(
-                measured,
-                " (repeats {})",
-                range_text(p.min, p.max, |x| format!("{x:.2}"))
-            );
-        }
+        let mut measured = ratio_text(&r);
         if r.of_medians >= THROUGHPUT_STRETCH {
             measured.push_str(", stretch met");
         }

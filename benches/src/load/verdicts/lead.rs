@@ -10,7 +10,7 @@
 //!   callouts ≤ 30 µs over configuration 1's Envoy, the control plane ≤ 10 µs per decision,
 //!   Redis ≤ 15 µs per decision for slotted counters.
 
-use super::{Evidence, Verdict, errors_against_passthrough, limited, ratio, verdict};
+use super::{Evidence, Verdict, errors_against_passthrough, limited, ratio, ratio_text, verdict};
 use crate::Phase;
 use crate::configs::{Counters, FilterKind, StoreKind, Variant};
 use crate::record::RunRecord;
@@ -61,13 +61,7 @@ fn against_passthrough(
             vec!["no throughput to compare".into()],
         );
     };
-    let mut measured = format!("{:.2} ×", r.of_medians);
-    if let Some(p) = r.paired {
-        measured.push_str(&format!(
-            " (repeats {})",
-            super::range_text(p.min, p.max, |x| format!("{x:.2}"))
-        ));
-    }
+    let measured = ratio_text(&r);
     let mut failures = Vec::new();
     if r.of_medians < target {
         failures.push(format!(
@@ -186,16 +180,6 @@ fn budget(
     }
 }
 
-fn cpu(r: &RunRecord, name: &str) -> Option<f64> {
-    r.cpu_us_per_request.get(name).copied()
-}
-
-/// Per decision: the process's CPU per request times requests per decision.
-fn per_decision(r: &RunRecord, per_request: f64) -> Option<f64> {
-    let d = r.decisions.filter(|d| *d > 0.0)?;
-    Some(per_request * r.load.requests as f64 / d)
-}
-
 /// Filter ≤ 30 µs over passthrough, control plane ≤ 10 µs per decision, Redis (slotted)
 /// ≤ 15 µs per decision; phase a.
 pub fn cpu_budgets(evidence: &Evidence) -> Vec<Verdict> {
@@ -207,17 +191,17 @@ pub fn cpu_budgets(evidence: &Evidence) -> Vec<Verdict> {
         let Some(base) = evidence.cells.passthrough(cell) else {
             continue;
         };
-        let Some(base_envoy) = base.figure(|b| cpu(b, "envoy")).map(|s| s.median) else {
+        let Some(base_envoy) = base.figure(|b| b.cpu("envoy")).map(|s| s.median) else {
             continue;
         };
         let mut parts = vec![budget(cell, "filter", FILTER_US_OVER_PASSTHROUGH, |r| {
-            Some(cpu(r, "envoy")? - base_envoy)
+            Some(r.cpu("envoy")? - base_envoy)
         })];
         parts.push(budget(
             cell,
             "control plane",
             CONTROL_PLANE_US_PER_DECISION,
-            |r| per_decision(r, cpu(r, "control_plane")?),
+            |r| r.per_decision(r.cpu("control_plane")? * r.load.requests as f64),
         ));
         let mut target = format!(
             "filter + callouts ≤ {FILTER_US_OVER_PASSTHROUGH:.0} µs over configuration 1's \
@@ -225,8 +209,7 @@ pub fn cpu_budgets(evidence: &Evidence) -> Vec<Verdict> {
         );
         if v.counters == Counters::Slotted {
             parts.push(budget(cell, "Redis", REDIS_SLOTTED_US_PER_DECISION, |r| {
-                let d = r.decisions.filter(|d| *d > 0.0)?;
-                Some(r.redis?.cpu_us / d)
+                r.per_decision(r.redis?.cpu_us)
             }));
             target.push_str(&format!(
                 "; Redis ≤ {REDIS_SLOTTED_US_PER_DECISION:.0} µs per decision"
